@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* grm's BPF maps. Types come from include/grm/abi.h; each map names its writer. Sizes that the
+ * daemon may change before load (bpf_map__set_max_entries) say so. */
+#ifndef GRM_MAPS_BPF_H
+#define GRM_MAPS_BPF_H
+
+/* Group records by bound address. Writer: setsockopt hook (create, configure, working gen);
+ * daemon deletes. Preallocated: a packet must never wait for an allocation. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, GRM_MAX_GROUPS);
+    __type(key, struct grm_group_key);
+    __type(value, struct grm_group);
+} grm_groups SEC(".maps");
+
+/* Group id allocation: 1 = in use. Writer: setsockopt hook (claims with cmpxchg); daemon frees
+ * after it deleted a group and wiped its slots and counters. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, GRM_MAX_GROUPS);
+    __type(key, __u32);
+    __type(value, __u32);
+} grm_gids SEC(".maps");
+
+/* Live sockets per (group, slot), index gid * 32 + slot. Writer: daemon only. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, GRM_MAX_GROUPS * GRM_MAX_SLOTS);
+    __type(key, __u32);
+    __type(value, struct grm_slot_state);
+} grm_slots SEC(".maps");
+
+/* Registrations by SO_COOKIE. Writer: daemon only; read by getsockopt(SOCKET_GEN). */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, __u64);
+    __type(value, struct grm_reg);
+} grm_regs SEC(".maps");
+
+/* Registered sockets under their SO_COOKIE and their GRM_SOCK_IDX_KEY. Writer: daemon
+ * (insert); the kernel removes a socket when it closes. Value size 8 so that a lookup from
+ * user space answers the socket's cookie, which is how the daemon sees a socket closed. */
+struct {
+    __uint(type, BPF_MAP_TYPE_SOCKHASH);
+    __uint(max_entries, 65536);
+    __type(key, __u64);
+    __type(value, __u64);
+} grm_socks SEC(".maps");
+
+/* Per-socket state, created at bind. Writer: bind and setsockopt hooks. */
+struct {
+    __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, int);
+    __type(value, struct grm_sk);
+} grm_sk SEC(".maps");
+
+/* FLOW table shared by all groups, keyed by the full (gid, remote) tuple so that groups and
+ * flows never alias; one common LRU so that a busy CPU cannot exhaust its own share while
+ * others sit empty. Writer: reuseport program, sendmsg hooks, FLOW_ASSURE. The daemon sets
+ * max_entries (--flow-entries, default 131072, about 12 MiB). */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 131072);
+    __type(key, struct grm_flow_key);
+    __type(value, struct grm_flow);
+} grm_flows SEC(".maps");
+
+/* Per-CPU counters per group, index gid; GRM_MAX_GROUPS is for packets without a group.
+ * Writer: BPF only, so increments need no atomics. */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, GRM_MAX_GROUPS + 1);
+    __type(key, __u32);
+    __type(value, struct grm_stats);
+} grm_stats SEC(".maps");
+
+/* Daemon-side counters per group. Writer: daemon only; BPF never touches it. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, GRM_MAX_GROUPS);
+    __type(key, __u32);
+    __type(value, struct grm_dstats);
+} grm_dstats SEC(".maps");
+
+/* Control records to the daemon. 256 KiB holds about 3600 registrations. */
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 256 * 1024);
+} grm_events SEC(".maps");
+
+/* ABI version and start time of the state. Writer: daemon. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct grm_meta);
+} grm_meta SEC(".maps");
+
+/* Scratch for records too big for the 512-byte stack (a new group, an incoming dissector). */
+struct grm_scratch {
+    struct grm_group group;
+    struct udp_grm_dissector dissector;
+};
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct grm_scratch);
+} grm_scratch SEC(".maps");
+
+#endif

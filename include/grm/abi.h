@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * grm kernel/user ABI. The only header compiled both by clang -target bpf and by g++.
+ *
+ * Two sections:
+ *   1. App ABI: socket options at level SOL_UDP (17), numbers 200..204, wire-compatible with
+ *      Cloudflare's udpgrm (option numbers, struct layouts, cookie encoding). Apps may include
+ *      this section through <grm/udpgrm.h>.
+ *   2. Daemon <-> BPF: map keys and values, ring-buffer records. Private; changing any layout
+ *      here bumps GRM_ABI_VERSION, and grmd refuses to reuse pinned state of another version.
+ *
+ * Contract: grm fails open. A missing daemon never fails a packet, and never fails a
+ * setsockopt that the hooks can answer alone (WORKING_GEN, DISSECTOR, FLOW_ASSURE, SOCKET_APP).
+ * Only SOCKET_GEN needs the daemon, and it is queued: it completes when a daemon runs.
+ */
+#ifndef GRM_ABI_H
+#define GRM_ABI_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#ifdef __cplusplus
+#define GRM_ABI_ASSERT(c) static_assert(c, #c)
+#else
+#define GRM_ABI_ASSERT(c) _Static_assert(c, #c)
+#endif
+
+/* ================================ 1. App ABI ================================ */
+
+#define GRM_SOL_UDP 17 /* level of every grm option (IPPROTO_UDP) */
+
+enum udp_grm_socket_opt {
+    UDP_GRM_WORKING_GEN = 200, /* set/get u32: generation that receives new flows (per app) */
+    UDP_GRM_SOCKET_GEN = 201,  /* set u32: register this socket into a generation; get struct */
+    UDP_GRM_DISSECTOR = 202,   /* set/get struct udp_grm_dissector; write-once per group */
+    UDP_GRM_FLOW_ASSURE = 203, /* set sockaddr_in/in6: claim a FLOW entry for this socket */
+    UDP_GRM_SOCKET_APP = 204,  /* set/get u32: application index, before SOCKET_GEN */
+};
+
+enum udp_grm_dissector_type {
+    DISSECTOR_FLOW = 0,     /* flow table of remote ip:port, learned on send and FLOW_ASSURE */
+    DISSECTOR_CBPF = 1,     /* classic BPF returns a cookie or an app (TODO(#3)) */
+    DISSECTOR_BESPOKE = 3,  /* udpgrm's built-in QUIC parser; not supported by grm (EPERM) */
+    DISSECTOR_NOOP = 4,     /* stateless: every packet goes to the working generation */
+};
+
+enum udp_grm_dissector_flags {
+    DISSECTOR_FLAG_VERBOSE = 0x8000, /* stored per group, never part of the type */
+};
+
+#define DISSECTOR_FLAGS 0x8000
+#define DISSECTOR_TYPE(x) ((x) & ~DISSECTOR_FLAGS)
+#define MAX_INSTR 64
+#define LABEL_SZ 100
+
+/* One classic BPF instruction, the layout of struct sock_filter. */
+struct grm_sock_filter {
+    __u16 code;
+    __u8 jt;
+    __u8 jf;
+    __u32 k;
+};
+
+/* Dissector configuration, 632 bytes, host byte order. Naturally aligned: no padding. */
+struct udp_grm_dissector {
+    __u32 dissector_type;         /* enum udp_grm_dissector_type | DISSECTOR_FLAG_VERBOSE */
+    __u32 flow_entry_timeout_sec; /* FLOW: seconds a flow lives after its last packet; 0 = 125 */
+    __u32 max_apps;               /* CBPF: applications sharing the group, 0..4 (0 = 1) */
+    __u32 bespoke_digest;         /* udpgrm BESPOKE only; must be 0 */
+    char label[LABEL_SZ];         /* NUL-padded, shown by grmctl */
+    __u32 filter_len;             /* CBPF: instructions in filter[], 1..64 */
+    struct grm_sock_filter filter[MAX_INSTR];
+};
+GRM_ABI_ASSERT(sizeof(struct udp_grm_dissector) == 632);
+
+/* getsockopt(UDP_GRM_SOCKET_GEN) answer, 12 bytes. */
+struct udp_grm_socket_gen {
+    __u32 socket_gen; /* generation set by the app, 0xffffffff if never set */
+    __u32 socket_idx; /* index in the generation, 0..255; 0xffffffff while registration pends */
+    __u16 grm_cookie; /* 16-bit cookie naming (slot, index), host order; see grm_cookie() */
+    __u16 _reserved;  /* always 0 */
+};
+GRM_ABI_ASSERT(sizeof(struct udp_grm_socket_gen) == 12);
+
+#define GRM_NO_GEN 0xffffffffu      /* socket_gen of a socket that never set one */
+#define GRM_IDX_PENDING 0xffffffffu /* socket_idx before the daemon registered the socket */
+#define GRM_NO_GROUP 0xffffffffu    /* getsockopt(WORKING_GEN) before the group exists */
+
+#define GRM_MAX_APPS 4       /* applications per group */
+#define GRM_MAX_SLOTS 32     /* generation slots per group; 5 bits of the cookie */
+#define GRM_MAX_SOCKS 256    /* sockets per slot; 8 bits of the cookie */
+#define GRM_FLOW_DEFAULT_TIMEOUT_SEC 125
+
+/*
+ * The 16-bit cookie names a slot, not a socket: (index << 8) | (check << 5) | slot.
+ * check is a 3-bit parity of slot and index, so 1 value in 8 is valid. It is a checksum
+ * against garbage, not authentication.
+ */
+static inline __u32 grm_cookie_check(__u32 slot, __u32 idx)
+{
+    __u32 t = 0xD ^ ((idx >> 4) & 0xF) ^ (idx & 0xF) ^ ((slot >> 4) & 0xF) ^ (slot & 0xF);
+    return (t & 7) ^ ((t >> 3) & 1);
+}
+
+static inline __u16 grm_cookie(__u32 slot, __u32 idx)
+{
+    slot &= GRM_MAX_SLOTS - 1;
+    idx &= GRM_MAX_SOCKS - 1;
+    return (__u16)((idx << 8) | (grm_cookie_check(slot, idx) << 5) | slot);
+}
+
+/* 1 and the decoded (slot, index) for a valid cookie, 0 for one with bad check bits. */
+static inline int grm_cookie_decode(__u16 cookie, __u32* slot, __u32* idx)
+{
+    __u32 s = cookie & 0x1f, i = (__u32)(cookie >> 8) & 0xff;
+    if (((cookie & 0xffu) >> 5) != grm_cookie_check(s, i))
+        return 0;
+    *slot = s;
+    *idx = i;
+    return 1;
+}
+
+/* Internal slot of (app, generation): the 32 slots are split evenly between the apps. */
+static inline __u32 grm_slot(__u32 max_apps, __u32 app, __u32 gen)
+{
+    __u32 apps = max_apps ? max_apps : 1;
+    __u32 size;
+    if (apps > GRM_MAX_APPS)
+        apps = GRM_MAX_APPS;
+    size = GRM_MAX_SLOTS / apps;
+    return ((app % apps) * size + gen % size) & (GRM_MAX_SLOTS - 1);
+}
+
+/* ============================ 2. Daemon <-> BPF ============================ */
+
+#define GRM_ABI_VERSION 1
+#define GRM_MAX_GROUPS 1024 /* power of two: group ids index arrays, masked */
+
+/* Identity of a reuseport group as the hooks see it: the socket's bound address.
+ * Written by BPF (zeroed first: hash keys compare bytes). */
+struct grm_group_key {
+    __u16 family;   /* AF_INET or AF_INET6 */
+    __be16 port;    /* network order */
+    __u32 _pad;     /* zero */
+    __be32 addr[4]; /* network order; IPv4 in addr[0], rest zero */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_group_key) == 24);
+
+/* Group record (map grm_groups). Created and written only by the BPF hooks: the dissector
+ * once, working_gen[] by WORKING_GEN. The daemon reads it and deletes it. Hot fields first:
+ * the reuseport program reads only the first cache line. */
+struct grm_group {
+    __u32 gid;              /* index into grm_slots, grm_stats, grm_dstats; < GRM_MAX_GROUPS */
+    __u32 type;             /* dissector type, flag bit cleared */
+    __u32 max_apps;         /* copy of dissector.max_apps */
+    __u32 flow_timeout_sec; /* effective FLOW timeout: 125 when the app said 0 */
+    __u32 working_gen[GRM_MAX_APPS]; /* per app, as the app set it (not reduced) */
+    __u64 netns_cookie;     /* network namespace of the creating socket */
+    __u32 flags;            /* GRM_GROUP_F_* */
+    __u32 _pad;
+    __u64 created_ns;       /* CLOCK_MONOTONIC */
+    struct udp_grm_dissector dissector; /* as set, type without the verbose flag */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_group) == 56 + 632);
+
+#define GRM_GROUP_F_VERBOSE 1u    /* DISSECTOR_FLAG_VERBOSE was set */
+#define GRM_GROUP_F_CONFIGURED 2u /* created by an explicit DISSECTOR call */
+
+/* Sockets of one (group, slot) (map grm_slots, index gid * 32 + slot). Written only by the
+ * daemon; the reuseport program reads it without locks, so a torn read can only yield a
+ * dead index, which the program skips. */
+struct grm_slot_state {
+    __u32 gen;    /* app generation these sockets registered for (full u32) */
+    __u32 n_live; /* valid entries in live[]; 0 = no socket for new flows */
+    __u8 live[GRM_MAX_SOCKS]; /* socket indexes (cookie idx) receiving new flows, dense */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_slot_state) == 264);
+
+/* Registration of one socket (map grm_regs, key = SO_COOKIE). Written only by the daemon;
+ * getsockopt(SOCKET_GEN) reads the index from here. */
+struct grm_reg {
+    __u32 gid;
+    __u32 gen;  /* generation registered for */
+    __u32 slot; /* internal slot, 0..31 */
+    __u32 idx;  /* index, 0..255 */
+    __u32 app;
+    __u32 _pad;
+    __u64 registered_ns; /* CLOCK_MONOTONIC */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_reg) == 32);
+
+/* Per-socket state (SK_STORAGE map grm_sk), created by the bind hooks for UDP sockets bound
+ * with SO_REUSEPORT in a cgroup with grm. Written by the setsockopt hook. */
+struct grm_sk {
+    __u32 gen;   /* last SOCKET_GEN value, GRM_NO_GEN before */
+    __u32 app;   /* SOCKET_APP value, 0 by default */
+    __u64 so_cookie;
+};
+GRM_ABI_ASSERT(sizeof(struct grm_sk) == 16);
+
+/* SOCKHASH keys (map grm_socks). A registered socket sits under two keys:
+ *   its SO_COOKIE (bit 63 clear), used by flow entries;
+ *   GRM_SOCK_IDX_KEY(gid, slot, idx), used for new flows and cookie routing. */
+#define GRM_SOCK_IDX_BIT (1ull << 63)
+static inline __u64 grm_sock_idx_key(__u32 gid, __u32 slot, __u32 idx)
+{
+    return GRM_SOCK_IDX_BIT | ((__u64)(gid & (GRM_MAX_GROUPS - 1)) << 16) |
+           ((__u64)(slot & (GRM_MAX_SLOTS - 1)) << 8) | (idx & (GRM_MAX_SOCKS - 1));
+}
+
+/* Flow table (LRU map grm_flows) key: one entry per (group, remote address, remote port).
+ * The full tuple is the key, so flows never collide; IPv4 is stored IPv4-mapped so that a
+ * dual-stack socket learns and matches the same entry for v4 peers. */
+struct grm_flow_key {
+    __u32 gid;
+    __be16 port;    /* remote port, network order */
+    __u16 _pad;
+    __be32 addr[4]; /* remote address, IPv6 or ::ffff:a.b.c.d */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_flow_key) == 24);
+
+struct grm_flow {
+    __u64 last_ns; /* CLOCK_MONOTONIC(_COARSE) ns of the last send or FLOW_ASSURE; receives
+                      refresh it too, at most once a second */
+    __u64 owner;   /* grm_socks key of the owning socket: its SO_COOKIE (learned on send) or
+                      its GRM_SOCK_IDX_KEY (learned when the first packet was dispatched) */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_flow) == 16);
+
+/* Per-group counters (PERCPU_ARRAY grm_stats, index gid; index GRM_MAX_GROUPS counts packets
+ * of reuseport groups that have the program but no group record). Names and meaning follow
+ * udpgrm's metrics; the last ones are grm's own. Written only by BPF. */
+#define GRM_METRICS(X)                                                                            \
+    X(rx_processed_total)                                                                         \
+    X(rx_internal_state_error)                                                                    \
+    X(rx_cbpf_prog_error)                                                                         \
+    X(rx_packet_too_short_error)                                                                  \
+    X(rx_dissected_ok_total)                                                                      \
+    X(rx_flow_ok)                                                                                 \
+    X(rx_flow_rg_conflict)                                                                        \
+    X(rx_flow_other_error)                                                                        \
+    X(rx_flow_new_unseen)                                                                         \
+    X(rx_flow_new_had_expired)                                                                    \
+    X(rx_flow_new_bad_cookie)                                                                     \
+    X(rx_new_flow_total)                                                                          \
+    X(rx_new_flow_working_gen_dispatch_ok)                                                        \
+    X(rx_new_flow_working_gen_dispatch_error)                                                     \
+    X(tx_total)                                                                                   \
+    X(tx_flow_create_ok)                                                                          \
+    X(tx_flow_create_from_expired_ok)                                                             \
+    X(tx_flow_create_error)                                                                       \
+    X(tx_flow_update_ok)                                                                          \
+    X(tx_flow_update_conflict)                                                                    \
+    X(rx_new_flow_dead_skipped) /* grm: a dead working-gen socket was skipped */                  \
+    X(rx_flow_refreshed)        /* grm: a flow entry was refreshed by a received packet */
+
+struct grm_stats {
+#define GRM_X(name) __u64 name;
+    GRM_METRICS(GRM_X)
+#undef GRM_X
+};
+GRM_ABI_ASSERT(sizeof(struct grm_stats) == 22 * 8);
+
+/* Counters written only by the daemon (ARRAY grm_dstats, index gid). */
+struct grm_dstats {
+    __u64 socket_critical_gauge; /* registrations currently failing (socket not found/full) */
+    __u64 socket_critical;       /* registrations that failed, ever */
+    __u64 registered;            /* successful registrations */
+    __u64 closed;                /* registered sockets seen closed */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_dstats) == 32);
+
+/* Ring-buffer records (RINGBUF grm_events), hooks -> daemon. Only control records: nothing
+ * per packet, so apps cannot be starved of room by logging. */
+enum grm_event_type {
+    GRM_EV_REGISTER = 1,    /* SOCKET_GEN: register so_cookie of tgid into gen */
+    GRM_EV_WORKING_GEN = 2, /* informational: working_gen[app] changed from old to gen */
+    GRM_EV_DISSECTOR = 3,   /* informational: group configured */
+    GRM_EV_GROUP_NEW = 4,   /* informational: group record created */
+};
+
+struct grm_event {
+    __u32 type;
+    __u32 gid;
+    struct grm_group_key key;
+    __u64 so_cookie;
+    __u64 netns_cookie;
+    __u32 tgid; /* calling process, initial pid namespace */
+    __u32 tid;  /* calling thread, initial pid namespace */
+    __u32 gen;  /* REGISTER: generation; WORKING_GEN: new value */
+    __u32 app;
+    __u32 old;  /* WORKING_GEN: previous value; DISSECTOR: type */
+    __u32 _pad;
+};
+GRM_ABI_ASSERT(sizeof(struct grm_event) == 72);
+
+/* Global state (ARRAY grm_meta, one entry). Written by the daemon at start. */
+struct grm_meta {
+    __u32 abi_version; /* GRM_ABI_VERSION of the daemon that created the pinned maps */
+    __u32 _pad;
+    __u64 started_ns;
+    char version[32];
+};
+GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
+
+#endif /* GRM_ABI_H */
