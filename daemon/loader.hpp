@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: MIT
+// Loading grm's BPF object, pinning it, and installing its hooks into cgroups.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <bpf/libbpf.h>
+
+#include "grm.skel.h"
+#include "grm/result.hpp"
+
+namespace grm::daemon {
+
+template <auto F>
+struct CFree {
+    void operator()(auto* p) const noexcept { (void)F(p); }
+};
+// The skeleton owns the object, its maps and programs; destroying it closes our fds only:
+// pinned maps, programs and links stay in the kernel. (Not CFree: the skeleton's functions
+// are static, which would give this type internal linkage.)
+struct SkelFree {
+    void operator()(grm_bpf* p) const noexcept;
+};
+using SkelPtr = std::unique_ptr<grm_bpf, SkelFree>;
+
+/// One cgroup hook: its pin name and attach type.
+struct Hook {
+    const char* name;
+    bpf_attach_type type;
+};
+inline constexpr Hook kHooks[] = {
+    {"setsockopt", BPF_CGROUP_SETSOCKOPT},  {"getsockopt", BPF_CGROUP_GETSOCKOPT},
+    {"inet4_bind", BPF_CGROUP_INET4_BIND},  {"inet6_bind", BPF_CGROUP_INET6_BIND},
+    {"udp4_sendmsg", BPF_CGROUP_UDP4_SENDMSG}, {"udp6_sendmsg", BPF_CGROUP_UDP6_SENDMSG},
+};
+
+struct LoadOptions {
+    std::string pin_dir;
+    uint32_t flow_entries = 0; ///< 0 = the map's default (131072)
+};
+
+/// Opens and loads the object, reusing every map pinned in pin_dir (so groups, flows and
+/// registrations survive a restart) and pinning the rest. Refuses state of another ABI
+/// version before touching anything.
+Result<SkelPtr> load(const LoadOptions& o);
+
+/// Pins the programs under progs/ (replacing a previous daemon's) and points every pinned
+/// link at the new programs. Returns the number of links updated.
+Result<int> publish(grm_bpf* skel, const std::string& pin_dir);
+
+/// Mounts bpffs on pin_dir's parent unless pin_dir already lives on one; creates pin_dir.
+Result<void> prepare_pin_dir(const std::string& pin_dir);
+
+/// Attaches the pinned hook programs to a cgroup v2 directory and pins the links. A path
+/// that is not a cgroup v2 directory is refused before anything changes.
+Result<void> install(const std::string& pin_dir, const std::string& cgroup);
+/// Detaches and unpins the links of one cgroup.
+Result<void> uninstall(const std::string& pin_dir, const std::string& cgroup);
+
+/// Mount point of the cgroup v2 hierarchy (/sys/fs/cgroup or /sys/fs/cgroup/unified).
+Result<std::string> cgroup2_mount();
+/// This process's cgroup v2 path below `base`.
+Result<std::string> self_cgroup(const std::string& base);
+
+} // namespace grm::daemon

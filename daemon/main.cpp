@@ -1,0 +1,297 @@
+// SPDX-License-Identifier: MIT
+// grmd: loads grm's BPF programs, keeps them pinned, installs the cgroup hooks and serves
+// socket registrations from the ring buffer.
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include <getopt.h>
+#include <unistd.h>
+
+#include <bpf/libbpf.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+
+#include "loader.hpp"
+#include "log.hpp"
+#include "pins.hpp"
+#include "registry.hpp"
+
+namespace {
+
+using namespace grm;
+using namespace grm::daemon;
+
+constexpr uint64_t kSweepUsec = 500 * 1000; // closed sockets leave their slots within this
+
+struct Options {
+    bool daemon = false;
+    bool self = false;
+    bool verbose = false;
+    std::optional<std::string> install;   // "" = the cgroup v2 root
+    std::optional<std::string> uninstall; // likewise
+    std::string pin_dir = pins::kDefaultDir;
+    uint32_t flow_entries = 0;
+};
+
+void usage(FILE* to)
+{
+    std::fprintf(to,
+                 "usage: grmd [OPTIONS]\n"
+                 "  -d, --daemon            load and pin the BPF programs, serve registrations\n"
+                 "  -i, --install[=CGROUP]  attach the hooks to CGROUP (default: cgroup v2 root)\n"
+                 "  -s, --self              with --install/--uninstall: this process's cgroup\n"
+                 "                          below CGROUP (for ExecStartPre=grmd --install --self)\n"
+                 "      --uninstall[=CGROUP] detach the hooks from CGROUP\n"
+                 "  -p, --pin-dir=DIR       bpffs directory (default %s)\n"
+                 "      --flow-entries=N    FLOW table size for new state (default 131072)\n"
+                 "  -v, --verbose           debug output, libbpf's included\n"
+                 "  -h, --help\n",
+                 pins::kDefaultDir);
+}
+
+std::optional<Options> parse(int argc, char** argv)
+{
+    enum { kUninstall = 1000, kFlowEntries };
+    static const option longopts[] = {
+        {"daemon", no_argument, nullptr, 'd'},
+        {"install", optional_argument, nullptr, 'i'},
+        {"self", no_argument, nullptr, 's'},
+        {"uninstall", optional_argument, nullptr, kUninstall},
+        {"pin-dir", required_argument, nullptr, 'p'},
+        {"flow-entries", required_argument, nullptr, kFlowEntries},
+        {"verbose", no_argument, nullptr, 'v'},
+        {"help", no_argument, nullptr, 'h'},
+        {},
+    };
+    Options o;
+    int c;
+    while ((c = getopt_long(argc, argv, "di::sp:vh", longopts, nullptr)) != -1) {
+        switch (c) {
+        case 'd':
+            o.daemon = true;
+            break;
+        case 'i':
+            o.install = optarg ? optarg : "";
+            break;
+        case 's':
+            o.self = true;
+            break;
+        case kUninstall:
+            o.uninstall = optarg ? optarg : "";
+            break;
+        case 'p':
+            o.pin_dir = optarg;
+            while (o.pin_dir.size() > 1 && o.pin_dir.back() == '/')
+                o.pin_dir.pop_back();
+            break;
+        case kFlowEntries: {
+            char* end = nullptr;
+            unsigned long n = std::strtoul(optarg, &end, 10);
+            if (!*optarg || *end || n < 1 || n > (1u << 24)) {
+                std::fprintf(stderr, "grmd: --flow-entries takes 1..16777216\n");
+                return std::nullopt;
+            }
+            o.flow_entries = static_cast<uint32_t>(n);
+            break;
+        }
+        case 'v':
+            o.verbose = true;
+            break;
+        case 'h':
+            usage(stdout);
+            std::exit(0);
+        default:
+            usage(stderr);
+            return std::nullopt;
+        }
+    }
+    if (optind < argc) {
+        std::fprintf(stderr, "grmd: unexpected argument '%s'\n", argv[optind]);
+        return std::nullopt;
+    }
+    if (!o.daemon && !o.install && !o.uninstall) {
+        std::fprintf(stderr, "grmd: nothing to do: give --daemon, --install or --uninstall\n");
+        return std::nullopt;
+    }
+    return o;
+}
+
+/// The cgroup an --install/--uninstall argument names, --self applied.
+Result<std::string> resolve_cgroup(const std::string& arg, bool self)
+{
+    std::string base = arg;
+    if (base.empty()) {
+        auto root = daemon::cgroup2_mount();
+        if (!root)
+            return root;
+        base = *root;
+    }
+    return self ? daemon::self_cgroup(base) : Result<std::string>(base);
+}
+
+int libbpf_log(libbpf_print_level level, const char* fmt, va_list ap)
+{
+    char buf[1024];
+    std::vsnprintf(buf, sizeof(buf), fmt, ap);
+    std::string s(buf);
+    while (!s.empty() && s.back() == '\n')
+        s.pop_back();
+    if (level == LIBBPF_WARN)
+        log::warning("libbpf: {}", s);
+    else
+        log::debug("libbpf: {}", s);
+    return 0;
+}
+
+struct Loop {
+    Registry* reg;
+    ring_buffer* rb;
+    uint64_t events = 0;
+    uint64_t bad_events = 0;
+};
+
+int on_ring_record(void* ctx, void* data, size_t size)
+{
+    auto* l = static_cast<Loop*>(ctx);
+    if (size < sizeof(grm_event)) {
+        l->bad_events++;
+        return 0;
+    }
+    grm_event ev;
+    std::memcpy(&ev, data, sizeof(ev));
+    l->events++;
+    l->reg->on_event(ev);
+    return 0;
+}
+
+int on_ring_ready(sd_event_source*, int, uint32_t, void* ctx)
+{
+    auto* l = static_cast<Loop*>(ctx);
+    if (int n = ring_buffer__consume(l->rb); n < 0)
+        log::warning("ring buffer: {}", std::strerror(-n));
+    return 0;
+}
+
+int on_sweep(sd_event_source* s, uint64_t usec, void* ctx)
+{
+    auto* l = static_cast<Loop*>(ctx);
+    l->reg->sweep();
+    sd_event_source_set_time(s, usec + kSweepUsec);
+    return 0;
+}
+
+int run_daemon(const Options& o)
+{
+    if (auto r = prepare_pin_dir(o.pin_dir); !r) {
+        log::err("{}", r.error().message());
+        return 1;
+    }
+    auto skel = load({o.pin_dir, o.flow_entries});
+    if (!skel) {
+        log::err("{}", skel.error().message());
+        return 1;
+    }
+    auto links = publish(skel->get(), o.pin_dir);
+    if (!links) {
+        log::err("{}", links.error().message());
+        return 1;
+    }
+    grm_bpf* s = skel->get();
+    Registry reg({bpf_map__fd(s->maps.grm_groups), bpf_map__fd(s->maps.grm_slots),
+                  bpf_map__fd(s->maps.grm_regs), bpf_map__fd(s->maps.grm_socks),
+                  bpf_map__fd(s->maps.grm_sk), bpf_map__fd(s->maps.grm_dstats),
+                  bpf_program__fd(s->progs.grm_select_sk)});
+    auto kept = reg.reload();
+    if (!kept) {
+        log::err("{}", kept.error().message());
+        return 1;
+    }
+    if (o.install) {
+        auto cg = resolve_cgroup(*o.install, o.self);
+        if (!cg) {
+            log::err("{}", cg.error().message());
+            return 1;
+        }
+        if (auto r = install(o.pin_dir, *cg); !r) {
+            log::err("{}", r.error().message());
+            return 1;
+        }
+        log::info("hooks installed in {}", *cg);
+    }
+
+    Loop loop{&reg, nullptr};
+    std::unique_ptr<ring_buffer, CFree<&ring_buffer__free>> rb(
+        ring_buffer__new(bpf_map__fd(s->maps.grm_events), on_ring_record, &loop, nullptr));
+    if (!rb) {
+        log::err("ring buffer: {}", std::strerror(errno));
+        return 1;
+    }
+    loop.rb = rb.get();
+    ring_buffer__consume(rb.get()); // registrations queued while no daemon ran
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+
+    sd_event* ev = nullptr;
+    if (int r = sd_event_default(&ev); r < 0) {
+        log::err("sd_event: {}", std::strerror(-r));
+        return 1;
+    }
+    std::unique_ptr<sd_event, CFree<&sd_event_unref>> evp(ev);
+    sd_event_add_signal(ev, nullptr, SIGTERM, nullptr, nullptr);
+    sd_event_add_signal(ev, nullptr, SIGINT, nullptr, nullptr);
+    sd_event_add_io(ev, nullptr, ring_buffer__epoll_fd(rb.get()), EPOLLIN, on_ring_ready, &loop);
+    uint64_t now = 0;
+    sd_event_now(ev, CLOCK_MONOTONIC, &now);
+    sd_event_source* sweep = nullptr;
+    sd_event_add_time(ev, &sweep, CLOCK_MONOTONIC, now + kSweepUsec, 0, on_sweep, &loop);
+    sd_event_source_set_enabled(sweep, SD_EVENT_ON);
+    sd_event_set_watchdog(ev, true);
+
+    std::string status = fmt::format("serving {}: {} sockets kept from earlier, {} links updated",
+                                     o.pin_dir, *kept, *links);
+    log::notice("{}", status);
+    sd_notifyf(0, "READY=1\nSTATUS=%s", status.c_str());
+    int r = sd_event_loop(ev);
+    sd_notify(0, "STOPPING=1\nSTATUS=stopping; pinned state and hooks stay in place");
+    log::notice("stopping after {} events; groups keep steering without grmd", loop.events);
+    return r < 0 ? 1 : 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    auto o = parse(argc, argv);
+    if (!o)
+        return 2;
+    log::set_level(o->verbose ? log::Level::debug : log::Level::info);
+    libbpf_set_print(libbpf_log);
+
+    if (o->daemon)
+        return run_daemon(*o);
+
+    // One-shot --install/--uninstall against a running (or earlier) daemon's pins.
+    for (auto [arg, add] : {std::pair{o->install, true}, std::pair{o->uninstall, false}}) {
+        if (!arg)
+            continue;
+        auto cg = resolve_cgroup(*arg, o->self);
+        if (!cg) {
+            log::err("{}", cg.error().message());
+            return 1;
+        }
+        auto r = add ? install(o->pin_dir, *cg) : uninstall(o->pin_dir, *cg);
+        if (!r) {
+            log::err("{}", r.error().message());
+            return 1;
+        }
+        log::info("hooks {} {}", add ? "installed in" : "removed from", *cg);
+    }
+    return 0;
+}

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: MIT
+// The daemon's slow path: registering sockets into generations, and noticing closed ones.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include "fd.hpp"
+#include "grm/abi.h"
+#include "grm/result.hpp"
+
+namespace grm::daemon {
+
+/// File descriptors of the maps and the reuseport program; borrowed from the skeleton.
+struct MapFds {
+    int groups, slots, regs, socks, sk, dstats, select_prog;
+};
+
+/// Mirrors grm_regs and grm_slots. Everything it knows is in pinned maps, so a new daemon
+/// rebuilds it with reload() and carries on. Single-threaded: the event loop owns it.
+class Registry {
+public:
+    explicit Registry(MapFds m) : m_(m) {}
+
+    /// Reads the registrations a previous daemon left, then sweeps closed sockets.
+    Result<size_t> reload();
+    /// Handles one ring-buffer record.
+    void on_event(const grm_event& ev);
+    /// Forgets sockets that closed and compacts their slots. Returns how many closed.
+    size_t sweep();
+
+    size_t registered() const { return regs_.size(); }
+
+private:
+    using SlotId = std::pair<uint32_t, uint32_t>; // gid, slot
+
+    void on_register(const grm_event& ev);
+    Result<Fd> find_socket(const grm_event& ev);
+    std::optional<grm_group> group(const grm_group_key& k);
+    void forget(uint64_t cookie);
+    void write_slot(SlotId id, std::optional<uint32_t> new_gen);
+    void critical(uint32_t gid, bool failing);
+    void bump_dstat(uint32_t gid, __u64 grm_dstats::*field, int64_t delta);
+
+    MapFds m_;
+    std::map<uint64_t, grm_reg> regs_;            // by SO_COOKIE
+    std::set<std::pair<SlotId, uint32_t>> used_;  // (slot, idx) taken by a registered socket
+};
+
+} // namespace grm::daemon

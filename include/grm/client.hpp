@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: MIT
+// libgrmclient: the app side of grm, a thin layer over the setsockopt ABI. Works the same
+// against udpgrm. Every call takes a UDP socket bound with SO_REUSEPORT; errors come back as
+// values carrying the errno, never as exceptions or silent success.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include <sys/socket.h>
+
+#include "grm/abi.h"
+#include "grm/result.hpp"
+
+namespace grm::client {
+
+/// Whether grm (or udpgrm) hooks answer on this socket: false when the option is unknown
+/// (ENOPROTOOPT), true otherwise.
+Result<bool> active(int fd);
+
+/// Sets the group's dissector; must be the first grm call on a new ip:port. EPERM when the
+/// group already has a different one.
+Result<void> set_dissector(int fd, const udp_grm_dissector& d);
+Result<udp_grm_dissector> dissector(int fd);
+/// A dissector of the given type with every other field zero.
+udp_grm_dissector make_dissector(uint32_t type, uint32_t flow_timeout_sec = 0);
+
+/// Working generation of the socket's app; GRM_NO_GROUP before the group exists.
+Result<uint32_t> working_gen(int fd);
+Result<void> set_working_gen(int fd, uint32_t gen);
+
+/// Registration state: generation, index (GRM_IDX_PENDING until registered) and cookie.
+Result<udp_grm_socket_gen> socket_gen(int fd);
+/// Asks grmd to register the socket into `gen`; returns at once (see register_sockets).
+Result<void> set_socket_gen(int fd, uint32_t gen);
+
+Result<uint32_t> app(int fd);
+Result<void> set_app(int fd, uint32_t app);
+
+/// FLOW dissector: makes `peer` a flow of this socket now (EEXIST: another socket owns it).
+Result<void> flow_assure(int fd, const sockaddr* peer, socklen_t len);
+
+/// The socket's 16-bit cookie once registered; EAGAIN while registration pends.
+Result<uint16_t> cookie(int fd);
+
+/// Registers every socket into `gen` and waits until all have an index or the timeout
+/// passes (ETIMEDOUT). Retries EAGAIN (ring full). Sleeps between polls, 1 ms doubling to
+/// 32 ms: no busy loop.
+Result<std::vector<udp_grm_socket_gen>> register_sockets(std::span<const int> fds, uint32_t gen,
+                                                         std::chrono::milliseconds timeout);
+
+/// The restart step of a new instance: reads the working generation W (no group: -1),
+/// registers the sockets into W+1, waits, and makes W+1 the working generation. Returns W+1.
+Result<uint32_t> take_over(std::span<const int> fds, std::chrono::milliseconds timeout);
+
+} // namespace grm::client
