@@ -1,0 +1,647 @@
+// SPDX-License-Identifier: MIT
+#include "grmctl_format.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <fmt/core.h>
+
+namespace grm::ctl {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// ------------------------------------------------------------------------------------------
+// Metric names and help
+
+#define GRM_COUNT(name) +1
+constexpr size_t kBpfMetrics = 0 GRM_METRICS(GRM_COUNT);
+#undef GRM_COUNT
+static_assert(sizeof(grm_stats) == kBpfMetrics * sizeof(__u64), "grm_stats holds only u64s");
+
+struct MetricInfo {
+    std::string_view name;
+    std::string_view help;
+    MetricKind kind;
+};
+
+/// The daemon's counters (grm_dstats), printed first as udpgrm prints socket_critical*.
+constexpr MetricInfo kDaemonMetrics[] = {
+    {"socket_critical_gauge", "Registrations currently failing (socket not found, group full)",
+     MetricKind::gauge},
+    {"socket_critical", "Registrations that failed", MetricKind::counter},
+    {"registered", "Sockets registered into a generation by grmd", MetricKind::counter},
+    {"closed", "Registered sockets grmd saw closed", MetricKind::counter},
+};
+
+constexpr std::pair<std::string_view, std::string_view> kBpfHelp[] = {
+    {"rx_processed_total", "Packets seen by the reuseport program for this group"},
+    {"rx_internal_state_error", "Packets of a group with an unknown dissector type"},
+    {"rx_cbpf_prog_error", "Packets the cBPF dissector failed on (not a short packet)"},
+    {"rx_packet_too_short_error", "Packets too short for the dissector, or not IP for FLOW"},
+    {"rx_dissected_ok_total", "Packets dissected"},
+    {"rx_flow_ok", "Packets delivered to the socket of an existing flow or cookie"},
+    {"rx_flow_rg_conflict", "Flow or cookie pointing to a socket of another reuseport group"},
+    {"rx_flow_other_error", "Flow or cookie pointing to a closed socket"},
+    {"rx_flow_new_unseen", "Packets treated as a new flow"},
+    {"rx_flow_new_had_expired", "New flows whose flow entry had expired"},
+    {"rx_flow_new_bad_cookie", "New flows whose cookie had bad check bits"},
+    {"rx_new_flow_total", "Packets dispatched to the working generation"},
+    {"rx_new_flow_working_gen_dispatch_ok", "New flows delivered to a working-generation socket"},
+    {"rx_new_flow_working_gen_dispatch_error",
+     "New flows with no working-generation socket (kernel hash fallback)"},
+    {"tx_total", "Sends and FLOW_ASSURE calls that reached the flow table"},
+    {"tx_flow_create_ok", "Flow entries created, including takeovers of expired ones"},
+    {"tx_flow_create_from_expired_ok", "Flow entries taken over after they expired"},
+    {"tx_flow_create_error", "Flow entries that could not be inserted"},
+    {"tx_flow_update_ok", "Flow entries refreshed by their owner"},
+    {"tx_flow_update_conflict", "Sends to a live flow of another socket (entry kept)"},
+    {"rx_new_flow_dead_skipped", "Closed working-generation sockets skipped for a new flow"},
+    {"rx_flow_refreshed", "Flow entries refreshed by a received packet"},
+};
+
+std::string_view bpf_help(std::string_view name) {
+    for (const auto& [n, h] : kBpfHelp)
+        if (n == name)
+            return h;
+    return "grm BPF counter";
+}
+
+/// Label of a group as stored: up to the first NUL, control bytes shown as '?'.
+std::string label_of(const grm_group& g) {
+    const char* l = g.dissector.label;
+    std::string out(l, strnlen(l, LABEL_SZ));
+    for (char& c : out)
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+            c = '?';
+    return out;
+}
+
+std::string address_of(const GroupState& g) {
+    return sys::format_endpoint(sys::endpoint_of(g.key));
+}
+
+const char* family_name(int family) {
+    return family == AF_INET6 ? "inet6" : "inet";
+}
+
+/// Sockets that a non-verbose `list` shows: live ones, and dead ones of working slots
+/// (udpgrm's rule: a dead socket matters where new flows go).
+bool visible(const Registration& r, const Generation& gen, bool verbose) {
+    return verbose || r.live || !gen.working_apps.empty();
+}
+
+} // namespace
+
+// ------------------------------------------------------------------------------------------
+// Command line
+
+std::string usage(std::string_view default_pin_dir) {
+    return fmt::format(
+        "usage: grmctl [OPTIONS] COMMAND [ADDR:PORT]\n"
+        "commands (ADDR:PORT, e.g. 127.0.0.1:53 or [::1]:53, selects one group):\n"
+        "  list      groups, socket generations and counters\n"
+        "  metrics   counters in Prometheus text format\n"
+        "  flows     the FLOW table, by group\n"
+        "options:\n"
+        "  -p, --pin-dir=DIR  grmd's bpffs directory (default {})\n"
+        "  -v, --verbose      list: socket indexes and SO_COOKIEs, dead sockets, zero counters;\n"
+        "                     flows: stale entries\n"
+        "      --json         JSON output (schema: docs/grmctl-json.md)\n"
+        "  -h, --help\n",
+        default_pin_dir);
+}
+
+Cli parse_cli(const std::vector<std::string_view>& args, std::string_view default_pin_dir) {
+    Cli cli;
+    cli.options.pin_dir = std::string(default_pin_dir);
+    bool help = false;
+    std::vector<std::string_view> positional;
+    auto fail = [&cli](std::string msg) {
+        if (cli.action != Cli::Action::usage_error) {
+            cli.action = Cli::Action::usage_error;
+            cli.error = std::move(msg);
+        }
+    };
+
+    bool options_done = false;
+    for (size_t i = 0; i < args.size(); i++) {
+        std::string_view a = args[i];
+        if (options_done || a.size() < 2 || a[0] != '-') {
+            positional.push_back(a);
+            continue;
+        }
+        if (a == "--") {
+            options_done = true;
+        } else if (a.starts_with("--")) {
+            std::string_view name = a.substr(2), value;
+            bool has_value = false;
+            if (auto eq = name.find('='); eq != std::string_view::npos) {
+                value = name.substr(eq + 1);
+                name = name.substr(0, eq);
+                has_value = true;
+            }
+            if (name == "pin-dir") {
+                if (!has_value) {
+                    if (i + 1 >= args.size()) {
+                        fail("--pin-dir needs a directory");
+                        continue;
+                    }
+                    value = args[++i];
+                }
+                cli.options.pin_dir = std::string(value);
+            } else if (has_value && (name == "json" || name == "verbose" || name == "help")) {
+                fail(fmt::format("--{} takes no value", name));
+            } else if (name == "json") {
+                cli.options.json = true;
+            } else if (name == "verbose") {
+                cli.options.verbose = true;
+            } else if (name == "help") {
+                help = true;
+            } else {
+                fail(fmt::format("unknown option '{}'", a));
+            }
+        } else {
+            for (size_t k = 1; k < a.size(); k++) {
+                char c = a[k];
+                if (c == 'v') {
+                    cli.options.verbose = true;
+                } else if (c == 'h') {
+                    help = true;
+                } else if (c == 'p') {
+                    if (k + 1 < a.size())
+                        cli.options.pin_dir = std::string(a.substr(k + 1));
+                    else if (i + 1 < args.size())
+                        cli.options.pin_dir = std::string(args[++i]);
+                    else
+                        fail("-p needs a directory");
+                    break;
+                } else {
+                    fail(fmt::format("unknown option '-{}'", c));
+                    break;
+                }
+            }
+        }
+    }
+    if (help) {
+        cli.action = Cli::Action::help;
+        return cli;
+    }
+
+    std::string& dir = cli.options.pin_dir;
+    while (dir.size() > 1 && dir.back() == '/')
+        dir.pop_back();
+    if (dir.empty())
+        fail("--pin-dir needs a directory");
+
+    if (positional.empty()) {
+        fail("missing command");
+    } else if (positional[0] == "list") {
+        cli.options.command = Command::list;
+    } else if (positional[0] == "metrics") {
+        cli.options.command = Command::metrics;
+    } else if (positional[0] == "flows") {
+        cli.options.command = Command::flows;
+    } else {
+        fail(fmt::format("unknown command '{}'", positional[0]));
+    }
+    if (positional.size() > 1) {
+        if (auto e = sys::parse_endpoint(positional[1]))
+            cli.options.filter = *e;
+        else
+            fail(fmt::format("can't parse {}", positional[1]));
+    }
+    if (positional.size() > 2)
+        fail(fmt::format("unexpected argument '{}'", positional[2]));
+    return cli;
+}
+
+// ------------------------------------------------------------------------------------------
+// Derived views
+
+grm_stats sum_percpu_stats(std::span<const std::byte> buf, size_t ncpu) {
+    // Per-CPU map values are copied out with each CPU's value rounded up to 8 bytes.
+    constexpr size_t stride = (sizeof(grm_stats) + 7) / 8 * 8;
+    __u64 sum[kBpfMetrics] = {};
+    for (size_t cpu = 0; cpu < ncpu && (cpu + 1) * stride <= buf.size(); cpu++) {
+        __u64 v[kBpfMetrics];
+        std::memcpy(v, buf.data() + cpu * stride, sizeof(v));
+        for (size_t i = 0; i < kBpfMetrics; i++)
+            sum[i] += v[i];
+    }
+    grm_stats out{};
+    std::memcpy(&out, sum, sizeof(out));
+    return out;
+}
+
+std::string dissector_name(uint32_t type) {
+    switch (type) {
+    case DISSECTOR_FLOW:
+        return "flow";
+    case DISSECTOR_CBPF:
+        return "cbpf";
+    case DISSECTOR_BESPOKE:
+        return "bespoke";
+    case DISSECTOR_NOOP:
+        return "noop";
+    default:
+        return std::to_string(type);
+    }
+}
+
+uint32_t app_count(const grm_group& g) {
+    return std::clamp<uint32_t>(g.max_apps, 1, GRM_MAX_APPS);
+}
+
+std::vector<Metric> metrics_of(const GroupState& g) {
+    std::vector<Metric> out;
+    out.reserve(std::size(kDaemonMetrics) + kBpfMetrics);
+    const __u64 daemon_values[] = {g.dstats.socket_critical_gauge, g.dstats.socket_critical,
+                                   g.dstats.registered, g.dstats.closed};
+    static_assert(std::size(daemon_values) == std::size(kDaemonMetrics));
+    for (size_t i = 0; i < std::size(kDaemonMetrics); i++)
+        out.push_back({kDaemonMetrics[i].name, kDaemonMetrics[i].help, kDaemonMetrics[i].kind,
+                       daemon_values[i]});
+#define GRM_X(n) out.push_back({#n, bpf_help(#n), MetricKind::counter, g.stats.n});
+    GRM_METRICS(GRM_X)
+#undef GRM_X
+    return out;
+}
+
+std::vector<Generation> generations_of(const GroupState& g) {
+    std::vector<Generation> out;
+    const uint32_t apps = app_count(g.group);
+    for (uint32_t slot = 0; slot < GRM_MAX_SLOTS; slot++) {
+        const grm_slot_state& st = g.slots[slot];
+        Generation gen;
+        gen.slot = slot;
+        gen.gen = st.gen;
+        gen.new_flow_sockets = std::min<uint32_t>(st.n_live, GRM_MAX_SOCKS);
+        for (uint32_t a = 0; a < apps; a++)
+            if (grm_slot(g.group.max_apps, a, g.group.working_gen[a]) == slot)
+                gen.working_apps.push_back(a);
+        for (const Registration& r : g.regs) {
+            if (r.reg.slot != slot)
+                continue;
+            const uint8_t* end = st.live + gen.new_flow_sockets;
+            bool listed =
+                r.live && r.reg.gen == st.gen && std::find(st.live, end, r.reg.idx) != end;
+            gen.sockets.push_back(r);
+            gen.new_flows.push_back(listed);
+            if (r.live)
+                gen.live_sockets++;
+        }
+        // A slot keeps the gen of its last sockets after they left; an empty one names the
+        // generation that points at it.
+        if (gen.sockets.empty() && gen.new_flow_sockets == 0 && !gen.working_apps.empty())
+            gen.gen = g.group.working_gen[gen.working_apps.front()];
+        if (!gen.sockets.empty() || !gen.working_apps.empty() || gen.new_flow_sockets > 0)
+            out.push_back(std::move(gen));
+    }
+    return out;
+}
+
+uint32_t Generation::taking_new_flows() const {
+    if (working_apps.empty())
+        return 0;
+    return static_cast<uint32_t>(std::count(new_flows.begin(), new_flows.end(), true));
+}
+
+FlowOwner decode_owner(uint64_t owner) {
+    FlowOwner o;
+    if (!(owner & GRM_SOCK_IDX_BIT)) {
+        o.so_cookie = owner;
+        return o;
+    }
+    o.is_index = true;
+    o.gid = static_cast<uint32_t>(owner >> 16) & (GRM_MAX_GROUPS - 1);
+    o.slot = static_cast<uint32_t>(owner >> 8) & (GRM_MAX_SLOTS - 1);
+    o.idx = static_cast<uint32_t>(owner) & (GRM_MAX_SOCKS - 1);
+    return o;
+}
+
+sys::Endpoint flow_remote(const grm_flow_key& k) {
+    sys::Endpoint e;
+    e.port = ntohs(k.port);
+    if (k.addr[0] == 0 && k.addr[1] == 0 && k.addr[2] == htonl(0xffff)) {
+        e.family = AF_INET;
+        std::memcpy(e.addr, &k.addr[3], 4);
+    } else {
+        e.family = AF_INET6;
+        std::memcpy(e.addr, k.addr, 16);
+    }
+    return e;
+}
+
+double flow_age_sec(uint64_t now_ns, uint64_t last_ns) {
+    return now_ns > last_ns ? static_cast<double>(now_ns - last_ns) / 1e9 : 0.0;
+}
+
+bool flow_stale(uint64_t now_ns, uint64_t last_ns, uint32_t timeout_sec) {
+    uint64_t t = timeout_sec ? timeout_sec : GRM_FLOW_DEFAULT_TIMEOUT_SEC;
+    return now_ns > last_ns && now_ns - last_ns > t * 1000000000ull;
+}
+
+std::string prom_escape(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    for (char c : s) {
+        if (c == '\\')
+            out += "\\\\";
+        else if (c == '"')
+            out += "\\\"";
+        else if (c == '\n')
+            out += "\\n";
+        else
+            out += c;
+    }
+    return out;
+}
+
+// ------------------------------------------------------------------------------------------
+// list
+
+std::string render_list_text(const Snapshot& s, bool verbose) {
+    std::string out;
+    for (const GroupState& g : s.groups) {
+        const grm_group& gr = g.group;
+        out += address_of(g) + "\n";
+        out +=
+            fmt::format("\tnetns 0x{:x}  dissector {}", gr.netns_cookie, dissector_name(gr.type));
+        if (gr.type == DISSECTOR_FLOW)
+            out += fmt::format("  flow_timeout_sec {}", gr.flow_timeout_sec);
+        if (gr.max_apps > 0 || gr.type == DISSECTOR_CBPF)
+            out += fmt::format("  apps {}", gr.max_apps);
+        if (gr.type == DISSECTOR_CBPF)
+            out += fmt::format("  filter_len {}", gr.dissector.filter_len);
+        if (std::string label = label_of(gr); !label.empty())
+            out += "  label " + label;
+        if (gr.flags & GRM_GROUP_F_VERBOSE)
+            out += "  verbose";
+        out += "\n";
+
+        out += "\tsocket generations:\n";
+        for (const Generation& gen : generations_of(g)) {
+            std::string entries;
+            for (size_t i = 0; i < gen.sockets.size(); i++) {
+                const Registration& r = gen.sockets[i];
+                if (!visible(r, gen, verbose))
+                    continue;
+                std::string what = r.live ? fmt::format("0x{:x}", grm_cookie(gen.slot, r.reg.idx))
+                                          : std::string("dead");
+                if (verbose)
+                    entries +=
+                        fmt::format("{}:{}(so_cookie=0x{:x}) ", r.reg.idx, what, r.so_cookie);
+                else
+                    entries += what + " ";
+            }
+            if (!verbose && entries.empty() && gen.working_apps.empty())
+                continue; // only dead sockets, in a slot that gets no new flows
+            std::string line = fmt::format("\t\tgen {:>2}  {}", gen.slot, entries);
+            if (!gen.working_apps.empty()) {
+                line += " <= ";
+                for (uint32_t a : gen.working_apps)
+                    line += fmt::format(" app {}  gen {}", a, gr.working_gen[a]);
+            }
+            line += line.back() == ' ' ? " " : "  ";
+            line += fmt::format("(gen {}, {} live, {} taking new flows)\n", gen.gen,
+                                gen.live_sockets, gen.taking_new_flows());
+            out += line;
+        }
+
+        std::string metrics;
+        for (const Metric& m : metrics_of(g))
+            if (verbose || m.value != 0)
+                metrics += fmt::format("\t\t{} {}\n", m.name, m.value);
+        if (!metrics.empty())
+            out += "\tmetrics:\n" + metrics;
+    }
+    return out;
+}
+
+Json groups_json(const Snapshot& s) {
+    Json groups = Json::array();
+    for (const GroupState& g : s.groups) {
+        const grm_group& gr = g.group;
+        Json dissector = {
+            {"type", dissector_name(gr.type)},
+            {"type_id", gr.type},
+            {"flow_timeout_sec", gr.flow_timeout_sec},
+            {"max_apps", gr.max_apps},
+            {"filter_len", gr.dissector.filter_len},
+            {"label", label_of(gr)},
+            {"verbose", (gr.flags & GRM_GROUP_F_VERBOSE) != 0},
+            {"configured", (gr.flags & GRM_GROUP_F_CONFIGURED) != 0},
+        };
+        Json working = Json::array();
+        for (uint32_t a = 0; a < app_count(gr); a++)
+            working.push_back(gr.working_gen[a]);
+
+        Json gens = Json::array();
+        for (const Generation& gen : generations_of(g)) {
+            Json socks = Json::array();
+            for (size_t i = 0; i < gen.sockets.size(); i++) {
+                const Registration& r = gen.sockets[i];
+                socks.push_back({
+                    {"idx", r.reg.idx},
+                    {"cookie", grm_cookie(gen.slot, r.reg.idx)},
+                    {"so_cookie", r.so_cookie},
+                    {"live", r.live},
+                    {"taking_new_flows", gen.new_flows[i] && !gen.working_apps.empty()},
+                    {"app", r.reg.app},
+                    {"gen", r.reg.gen},
+                });
+            }
+            gens.push_back({
+                {"slot", gen.slot},
+                {"gen", gen.gen},
+                {"working_for_apps", gen.working_apps},
+                {"live_sockets", gen.live_sockets},
+                {"new_flow_sockets", gen.new_flow_sockets},
+                {"taking_new_flows", gen.taking_new_flows()},
+                {"sockets", std::move(socks)},
+            });
+        }
+
+        Json metrics = Json::object();
+        for (const Metric& m : metrics_of(g))
+            metrics[std::string(m.name)] = m.value;
+
+        groups.push_back({
+            {"address", address_of(g)},
+            {"family", family_name(g.key.family)},
+            {"gid", gr.gid},
+            {"netns_cookie", gr.netns_cookie},
+            {"dissector", std::move(dissector)},
+            {"working_gen", std::move(working)},
+            {"generations", std::move(gens)},
+            {"metrics", std::move(metrics)},
+        });
+    }
+    return {
+        {"version", kJsonVersion},
+        {"abi_version", s.abi_version},
+        {"daemon_version", s.daemon_version},
+        {"groups", std::move(groups)},
+    };
+}
+
+// ------------------------------------------------------------------------------------------
+// metrics
+
+std::string render_prometheus(const Snapshot& s, std::string_view version) {
+    std::string out;
+    auto family = [&out](std::string_view name, std::string_view help, MetricKind kind) {
+        out += fmt::format("# HELP grm_{} {}\n# TYPE grm_{} {}\n", name, help, name,
+                           kind == MetricKind::gauge ? "gauge" : "counter");
+    };
+    family("build_info", "Versions of grmctl, of the grmd that created the state, and the ABI",
+           MetricKind::gauge);
+    out +=
+        fmt::format("grm_build_info{{version=\"{}\",daemon_version=\"{}\",abi_version=\"{}\"}} 1\n",
+                    prom_escape(version), prom_escape(s.daemon_version), s.abi_version);
+
+    std::vector<std::string> sockets;
+    std::vector<std::vector<Metric>> metrics;
+    for (const GroupState& g : s.groups) {
+        sockets.push_back(prom_escape(address_of(g)));
+        metrics.push_back(metrics_of(g));
+    }
+    const std::vector<Metric> names = metrics_of(GroupState{});
+    for (size_t m = 0; m < names.size(); m++) {
+        family(names[m].name, names[m].help, names[m].kind);
+        for (size_t i = 0; i < s.groups.size(); i++)
+            out += fmt::format("grm_{}{{socket=\"{}\"}} {}\n", names[m].name, sockets[i],
+                               metrics[i][m].value);
+    }
+
+    family("working_gen", "Generation that receives new flows, per application", MetricKind::gauge);
+    for (size_t i = 0; i < s.groups.size(); i++) {
+        const grm_group& gr = s.groups[i].group;
+        for (uint32_t a = 0; a < app_count(gr); a++)
+            out += fmt::format("grm_working_gen{{socket=\"{}\",app=\"{}\"}} {}\n", sockets[i], a,
+                               gr.working_gen[a]);
+    }
+
+    family("generation_sockets",
+           "Sockets of a generation: open (live), and receiving new flows (taking_new_flows)",
+           MetricKind::gauge);
+    for (size_t i = 0; i < s.groups.size(); i++) {
+        const uint32_t apps = app_count(s.groups[i].group);
+        for (const Generation& gen : generations_of(s.groups[i])) {
+            std::string labels =
+                fmt::format("socket=\"{}\",app=\"{}\",slot=\"{}\",gen=\"{}\"", sockets[i],
+                            gen.slot / (GRM_MAX_SLOTS / apps), gen.slot, gen.gen);
+            out += fmt::format("grm_generation_sockets{{{},state=\"live\"}} {}\n", labels,
+                               gen.live_sockets);
+            out += fmt::format("grm_generation_sockets{{{},state=\"taking_new_flows\"}} {}\n",
+                               labels, gen.taking_new_flows());
+        }
+    }
+    return out;
+}
+
+// ------------------------------------------------------------------------------------------
+// flows
+
+namespace {
+
+/// The groups of a flows listing in order, and the gids of flows without a group after them.
+struct FlowSection {
+    const GroupState* group = nullptr; ///< null: flows of a gid without a group record
+    uint32_t gid = 0;
+    std::vector<const FlowEntry*> flows;
+};
+
+std::vector<FlowSection> flow_sections(const Snapshot& s) {
+    std::vector<FlowSection> out;
+    for (const GroupState& g : s.groups)
+        out.push_back({&g, g.group.gid, {}});
+    for (const FlowEntry& f : s.flows) {
+        auto it = std::find_if(out.begin(), out.end(),
+                               [&f](const FlowSection& sec) { return sec.gid == f.key.gid; });
+        if (it == out.end()) {
+            out.push_back({nullptr, f.key.gid, {}});
+            it = out.end() - 1;
+        }
+        it->flows.push_back(&f);
+    }
+    return out;
+}
+
+uint32_t timeout_of(const FlowSection& sec) {
+    return sec.group ? sec.group->group.flow_timeout_sec : 0;
+}
+
+} // namespace
+
+std::string render_flows_text(const Snapshot& s, bool verbose) {
+    std::string out;
+    for (const FlowSection& sec : flow_sections(s)) {
+        out += sec.group ? address_of(*sec.group) + "\n"
+                         : fmt::format("(gid {}: no group)\n", sec.gid);
+        for (const FlowEntry* f : sec.flows) {
+            bool stale = flow_stale(s.now_ns, f->flow.last_ns, timeout_of(sec));
+            if (stale && !verbose)
+                continue;
+            FlowOwner o = decode_owner(f->flow.owner);
+            std::string owner = o.is_index ? fmt::format("slot {} idx {}", o.slot, o.idx)
+                                           : fmt::format("0x{:x}", o.so_cookie);
+            out += fmt::format("\t\t{}  owner {}  age {:.1f}s{}{}\n",
+                               sys::format_endpoint(flow_remote(f->key)), owner,
+                               flow_age_sec(s.now_ns, f->flow.last_ns), stale ? " (stale)" : "",
+                               f->owner_live ? "" : " (dead)");
+        }
+    }
+    return out;
+}
+
+Json flows_json(const Snapshot& s) {
+    Json groups = Json::array();
+    for (const FlowSection& sec : flow_sections(s)) {
+        Json flows = Json::array();
+        for (const FlowEntry* f : sec.flows) {
+            FlowOwner o = decode_owner(f->flow.owner);
+            Json owner = {{"raw", f->flow.owner}, {"kind", o.is_index ? "index" : "so_cookie"}};
+            if (o.is_index) {
+                owner["slot"] = o.slot;
+                owner["idx"] = o.idx;
+                owner["cookie"] = grm_cookie(o.slot, o.idx);
+            } else {
+                owner["so_cookie"] = o.so_cookie;
+            }
+            owner["live"] = f->owner_live;
+            double age = flow_age_sec(s.now_ns, f->flow.last_ns);
+            flows.push_back({
+                {"remote", sys::format_endpoint(flow_remote(f->key))},
+                {"owner", std::move(owner)},
+                {"age_sec", std::round(age * 1000.0) / 1000.0},
+                {"stale", flow_stale(s.now_ns, f->flow.last_ns, timeout_of(sec))},
+            });
+        }
+        Json group;
+        if (sec.group) {
+            group["address"] = address_of(*sec.group);
+            group["family"] = family_name(sec.group->key.family);
+        } else {
+            group["address"] = nullptr;
+            group["family"] = nullptr;
+        }
+        group["gid"] = sec.gid;
+        group["flow_timeout_sec"] = timeout_of(sec);
+        group["flows"] = std::move(flows);
+        groups.push_back(std::move(group));
+    }
+    return {{"version", kJsonVersion}, {"groups", std::move(groups)}};
+}
+
+std::string dump_json(const Json& j) {
+    return j.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+}
+
+} // namespace grm::ctl

@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: MIT
+// grmctl's pure half: command-line parsing, the plain-data snapshot of grm's pinned maps, and
+// the text, JSON and Prometheus renderers. Nothing here calls bpf(); tests build snapshots by
+// hand. The JSON schema and metric names are documented in docs/grmctl-json.md.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "grm/abi.h"
+#include "sys.hpp"
+
+namespace grm::ctl {
+
+/// Version of the JSON documents (top-level "version"); bumped only on incompatible changes.
+inline constexpr int kJsonVersion = 1;
+
+// ------------------------------------------------------------------------------------------
+// Command line
+
+enum class Command { list, metrics, flows };
+
+struct Options {
+    Command command = Command::list;
+    std::string pin_dir;
+    bool verbose = false;
+    bool json = false;
+    std::optional<sys::Endpoint> filter; ///< only the group bound to this address
+};
+
+/// Outcome of parse_cli: run with the options, print usage and exit 0 (-h), or exit 2.
+struct Cli {
+    enum class Action { run, help, usage_error } action = Action::run;
+    Options options;
+    std::string error; ///< usage_error: one line, without the "grmctl: " prefix
+};
+
+/// Parses the arguments after argv[0]. Options may come before or after the subcommand;
+/// `--` ends options. An unparseable ADDR:PORT gives usage_error "can't parse ADDR".
+Cli parse_cli(const std::vector<std::string_view>& args, std::string_view default_pin_dir);
+
+/// The usage text, ending in a newline.
+std::string usage(std::string_view default_pin_dir);
+
+// ------------------------------------------------------------------------------------------
+// Snapshot: the maps as read once, in plain structs
+
+/// One entry of grm_regs with its liveness: live while its SO_COOKIE key is in grm_socks.
+struct Registration {
+    uint64_t so_cookie = 0;
+    grm_reg reg{};
+    bool live = false;
+};
+
+/// One group: its record, the 32 slot states, counters and registrations.
+struct GroupState {
+    grm_group_key key{};
+    grm_group group{};
+    std::array<grm_slot_state, GRM_MAX_SLOTS> slots{}; ///< grm_slots[gid * 32 + slot]
+    grm_stats stats{};                                 ///< grm_stats[gid], summed over CPUs
+    grm_dstats dstats{};                               ///< grm_dstats[gid]
+    std::vector<Registration> regs;                    ///< this group's, by (slot, idx)
+};
+
+/// One grm_flows entry; owner_live: its owner key is in grm_socks.
+struct FlowEntry {
+    grm_flow_key key{};
+    grm_flow flow{};
+    bool owner_live = false;
+};
+
+struct Snapshot {
+    uint64_t now_ns = 0;            ///< CLOCK_MONOTONIC when the snapshot was taken
+    uint32_t abi_version = 0;       ///< grm_meta.abi_version
+    std::string daemon_version;     ///< grm_meta.version: the grmd that created the state
+    std::vector<GroupState> groups; ///< sorted by family, address, port
+    std::vector<FlowEntry> flows;   ///< filled for `flows` only; sorted by gid, remote
+};
+
+// ------------------------------------------------------------------------------------------
+// Derived views
+
+/// Sums PERCPU_ARRAY grm_stats lookup output: ncpu values, each padded to 8 bytes.
+/// A buffer shorter than ncpu values is summed as far as it goes.
+grm_stats sum_percpu_stats(std::span<const std::byte> buf, size_t ncpu);
+
+/// "flow", "cbpf", "bespoke", "noop", or the number for an unknown type.
+std::string dissector_name(uint32_t type);
+
+/// Applications of a group: max_apps, 0 counting as 1, capped at GRM_MAX_APPS.
+uint32_t app_count(const grm_group& g);
+
+enum class MetricKind { counter, gauge };
+
+struct Metric {
+    std::string_view name; ///< udpgrm's name where it has one
+    std::string_view help;
+    MetricKind kind = MetricKind::counter;
+    uint64_t value = 0;
+};
+
+/// Every counter of a group in print order: the daemon's four (grm_dstats), then
+/// GRM_METRICS in abi.h order.
+std::vector<Metric> metrics_of(const GroupState& g);
+
+/// One slot worth showing, with its sockets and drain state.
+struct Generation {
+    uint32_t slot = 0;
+    uint32_t gen = 0; ///< grm_slots gen (its sockets' generation); if empty, the working one
+    std::vector<uint32_t> working_apps; ///< apps whose working generation maps here
+    std::vector<Registration> sockets;  ///< registered here, live or dead, by idx
+    std::vector<bool> new_flows;        ///< per socket: open, and in the slot's live[] list
+    uint32_t live_sockets = 0;          ///< sockets still open
+    uint32_t new_flow_sockets = 0;      ///< grm_slots n_live: the live[] list length
+    /// Sockets that receive new flows now: open sockets of the live[] list if the slot is
+    /// working, else 0. Closed ones stay listed until grmd sweeps them; BPF skips them.
+    uint32_t taking_new_flows() const;
+};
+
+/// Slots with registrations, a working generation pointing at them, or a non-empty live[]
+/// list, in slot order.
+std::vector<Generation> generations_of(const GroupState& g);
+
+/// A flow owner: a SO_COOKIE, or (bit 63) a grm_sock_idx_key naming gid, slot and index.
+struct FlowOwner {
+    bool is_index = false;
+    uint64_t so_cookie = 0;              ///< !is_index
+    uint32_t gid = 0, slot = 0, idx = 0; ///< is_index
+};
+FlowOwner decode_owner(uint64_t owner);
+
+/// The remote endpoint of a flow key; IPv4-mapped addresses come back as IPv4.
+sys::Endpoint flow_remote(const grm_flow_key& k);
+
+/// Flow age in seconds at now_ns, 0 for stamps in the future (coarse vs fine clock).
+double flow_age_sec(uint64_t now_ns, uint64_t last_ns);
+
+/// Whether a flow is past its group's timeout (the BPF rule: valid while age <= timeout).
+bool flow_stale(uint64_t now_ns, uint64_t last_ns, uint32_t timeout_sec);
+
+/// A Prometheus label value with \, " and newline escaped.
+std::string prom_escape(std::string_view s);
+
+// ------------------------------------------------------------------------------------------
+// Renderers
+
+/// udpgrm-style `list`: header, settings, socket generations, metrics. verbose: indexes,
+/// SO_COOKIEs, dead sockets everywhere and zero counters.
+std::string render_list_text(const Snapshot& s, bool verbose);
+
+/// The groups document (docs/grmctl-json.md), for `list --json` and `metrics --json`.
+nlohmann::ordered_json groups_json(const Snapshot& s);
+
+/// Prometheus text exposition (format 0.0.4) of every counter of every group. version is
+/// grmctl's own, for grm_build_info.
+std::string render_prometheus(const Snapshot& s, std::string_view version);
+
+/// `flows`: per group, one line per flow. Stale entries only with verbose.
+std::string render_flows_text(const Snapshot& s, bool verbose);
+
+/// The flows document (docs/grmctl-json.md); stale entries included and marked.
+nlohmann::ordered_json flows_json(const Snapshot& s);
+
+/// JSON text, pretty-printed, newline-terminated; invalid UTF-8 (labels) is replaced, so
+/// this never throws.
+std::string dump_json(const nlohmann::ordered_json& j);
+
+} // namespace grm::ctl
