@@ -368,8 +368,6 @@ static __noinline int opt_dissector(struct bpf_sockopt* ctx, struct grm_group* g
      * udpgrm, no prefix size is imposed: a 384-byte cBPF config keeps all 33 instructions. */
     if (have > sizeof(*d))
         have = sizeof(*d);
-    if (have < 4)
-        return sockopt_fail(EINVAL);
     if (bpf_probe_read_kernel(d, have & 1023, ctx->optval))
         return sockopt_fail(EFAULT);
 
@@ -414,15 +412,15 @@ static __noinline int opt_flow_assure(struct bpf_sockopt* ctx, struct grm_group*
 
     if (g->type != DISSECTOR_FLOW)
         return sockopt_fail(EPERM);
-    if (p + 24 > end || have < 2)
+    if (p + 2 > end)
         return sockopt_fail(EINVAL);
     family = *(__u16*)p;
     if (family == AF_INET) {
-        if (have < 8)
+        if (have < 8 || p + 8 > end)
             return sockopt_fail(EINVAL);
         flow_key_v4(&fk, g->gid, *(__be32*)(p + 4), *(__be16*)(p + 2));
     } else if (family == AF_INET6) {
-        if (have < 24)
+        if (have < 24 || p + 24 > end)
             return sockopt_fail(EINVAL);
         __builtin_memset(&fk, 0, sizeof(fk));
         fk.gid = g->gid;
@@ -495,6 +493,11 @@ int grm_setsockopt(struct bpf_sockopt* ctx)
     st = bpf_sk_storage_get(&grm_sk, sk, 0, 0);
     if (!st)
         return sockopt_fail(EBADF); /* not bound with SO_REUSEPORT under grm */
+    /* Payloads too short for the option are an error, not zero-padded (udpgrm reads a
+     * 2-byte SOCKET_GEN as generation 0 and a 2-byte DISSECTOR as FLOW). Checked before the
+     * group is created, so a refused call changes nothing. */
+    if (have < (optname == UDP_GRM_FLOW_ASSURE ? 2u : 4u))
+        return sockopt_fail(EINVAL);
 
     group_key_of(sk, &k);
     g = bpf_map_lookup_elem(&grm_groups, &k);
@@ -512,9 +515,8 @@ int grm_setsockopt(struct bpf_sockopt* ctx)
     if (optname == UDP_GRM_FLOW_ASSURE)
         return opt_flow_assure(ctx, g, st, have);
 
-    /* The rest take one u32. Shorter payloads are an error, not zero-padded (udpgrm reads
-     * a 2-byte SOCKET_GEN as generation 0). */
-    if (have < 4 || p + 4 > (__u8*)ctx->optval_end)
+    /* The rest take one u32. */
+    if (p + 4 > (__u8*)ctx->optval_end)
         return sockopt_fail(EINVAL);
     val = *(__u32*)p;
 
@@ -543,32 +545,26 @@ int grm_setsockopt(struct bpf_sockopt* ctx)
 /* ---------------------------------------------------------------------------------------- */
 /* getsockopt.                                                                               */
 
-/* Writes the largest of udpgrm's answer sizes (632, 376, 116, 16, 12, 8, 4) that fits the
- * caller's optlen, capped at the data's size. The kernel hands us a zeroed buffer and copies
- * back the caller's full optlen, so the rest reads as zeros. */
+/* Writes grm_answer_len() bytes of the answer. The kernel hands us a zeroed buffer and copies
+ * back the caller's full optlen, so the rest reads as zeros. Each size is its own branch: the
+ * verifier wants a constant length against optval_end. */
 static __always_inline int emit(struct bpf_sockopt* ctx, const void* src, __u32 len)
 {
     __u8* p = ctx->optval;
     __u8* end = ctx->optval_end;
-    __u32 want = (__u32)ctx->optlen;
-    __u32 n = want >= 632 ? 632 : want >= 376 ? 376 : want >= 116 ? 116 : want >= 16 ? 16
-            : want >= 12 ? 12 : want >= 8 ? 8 : 4;
-    if (n > len)
-        n = len;
-    if (n == 632 && p + 632 <= end)
-        return bpf_probe_read_kernel(p, 632, src);
-    if (n == 376 && p + 376 <= end)
-        return bpf_probe_read_kernel(p, 376, src);
-    if (n == 116 && p + 116 <= end)
-        return bpf_probe_read_kernel(p, 116, src);
-    if (n == 16 && p + 16 <= end)
-        return bpf_probe_read_kernel(p, 16, src);
-    if (n == 12 && p + 12 <= end)
-        return bpf_probe_read_kernel(p, 12, src);
-    if (n == 8 && p + 8 <= end)
-        return bpf_probe_read_kernel(p, 8, src);
-    if (n == 4 && p + 4 <= end)
-        return bpf_probe_read_kernel(p, 4, src);
+    __u32 n = grm_answer_len((__u32)ctx->optlen, len);
+
+#define EMIT_SIZE(N)                                                                              \
+    if (n == N && p + N <= end)                                                                   \
+        return bpf_probe_read_kernel(p, N, src);
+    EMIT_SIZE(632)
+    EMIT_SIZE(376)
+    EMIT_SIZE(116)
+    EMIT_SIZE(16)
+    EMIT_SIZE(12)
+    EMIT_SIZE(8)
+    EMIT_SIZE(4)
+#undef EMIT_SIZE
     return -EFAULT;
 }
 

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -228,6 +229,25 @@ Result<int> publish(grm_bpf* skel, const std::string& pin_dir)
         ::closedir(d);
     }
     return updated;
+}
+
+Result<void> check_cgroup(const std::string& cgroup)
+{
+    auto cg = open_cgroup2(cgroup);
+    if (!cg)
+        return unexpected(cg.error());
+    return {};
+}
+
+Result<Fd> lock_pin_dir(const std::string& pin_dir)
+{
+    Fd fd(::open(pin_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd.valid())
+        return errno_error("open " + pin_dir);
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0)
+        return unexpected(errno == EWOULDBLOCK ? EBUSY : errno,
+                          "another grmd serves " + pin_dir);
+    return fd;
 }
 
 Result<void> install(const std::string& pin_dir, const std::string& cgroup)

@@ -8,6 +8,7 @@
 
 #include <bpf/libbpf.h>
 
+#include "fd.hpp"
 #include "grm.skel.h"
 #include "grm/result.hpp"
 
@@ -52,6 +53,11 @@ Result<int> publish(grm_bpf* skel, const std::string& pin_dir);
 
 /// Mounts bpffs on pin_dir's parent unless pin_dir already lives on one; creates pin_dir.
 Result<void> prepare_pin_dir(const std::string& pin_dir);
+
+/// Checks that a path is a cgroup v2 directory, without changing anything.
+Result<void> check_cgroup(const std::string& cgroup);
+/// Takes grmd's exclusive lock on pin_dir: one daemon per pin directory.
+Result<Fd> lock_pin_dir(const std::string& pin_dir);
 
 /// Attaches the pinned hook programs to a cgroup v2 directory and pins the links. A path
 /// that is not a cgroup v2 directory is refused before anything changes.

@@ -185,8 +185,27 @@ int on_sweep(sd_event_source* s, uint64_t usec, void* ctx)
 
 int run_daemon(const Options& o)
 {
+    // Everything that can be refused is refused before any state changes.
+    std::optional<std::string> cgroup;
+    if (o.install) {
+        auto cg = resolve_cgroup(*o.install, o.self);
+        if (!cg) {
+            log::err("{}", cg.error().message());
+            return 1;
+        }
+        if (auto r = check_cgroup(*cg); !r) {
+            log::err("{}", r.error().message());
+            return 1;
+        }
+        cgroup = *cg;
+    }
     if (auto r = prepare_pin_dir(o.pin_dir); !r) {
         log::err("{}", r.error().message());
+        return 1;
+    }
+    auto lock = lock_pin_dir(o.pin_dir);
+    if (!lock) {
+        log::err("{}", lock.error().message());
         return 1;
     }
     auto skel = load({o.pin_dir, o.flow_entries});
@@ -209,17 +228,12 @@ int run_daemon(const Options& o)
         log::err("{}", kept.error().message());
         return 1;
     }
-    if (o.install) {
-        auto cg = resolve_cgroup(*o.install, o.self);
-        if (!cg) {
-            log::err("{}", cg.error().message());
-            return 1;
-        }
-        if (auto r = install(o.pin_dir, *cg); !r) {
+    if (cgroup) {
+        if (auto r = install(o.pin_dir, *cgroup); !r) {
             log::err("{}", r.error().message());
             return 1;
         }
-        log::info("hooks installed in {}", *cg);
+        log::info("hooks installed in {}", *cgroup);
     }
 
     Loop loop{&reg, nullptr};

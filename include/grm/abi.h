@@ -132,6 +132,16 @@ static inline __u32 grm_slot(__u32 max_apps, __u32 app, __u32 gen)
     return ((app % apps) * size + gen % size) & (GRM_MAX_SLOTS - 1);
 }
 
+/* getsockopt answers: the largest of udpgrm's sizes (632, 376, 116, 16, 12, 8, 4) that fits
+ * the caller's optlen, capped at the answer's own size; 0 when optlen < 4 (EFAULT). The
+ * caller gets back its full optlen, zero-filled past the answer. */
+static inline __u32 grm_answer_len(__u32 optlen, __u32 size)
+{
+    __u32 n = optlen >= 632 ? 632 : optlen >= 376 ? 376 : optlen >= 116 ? 116 : optlen >= 16 ? 16
+            : optlen >= 12 ? 12 : optlen >= 8 ? 8 : optlen >= 4 ? 4 : 0;
+    return n < size ? n : size;
+}
+
 /* ============================ 2. Daemon <-> BPF ============================ */
 
 #define GRM_ABI_VERSION 1

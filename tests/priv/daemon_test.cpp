@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: MIT
+// grmd's life: install errors, stop and kill without losing steering, restart with state.
+#include <catch2/catch.hpp>
+#include <fmt/core.h>
+
+#include <csignal>
+#include <thread>
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "grm/client.hpp"
+#include "sandbox.hpp"
+#include "udp.hpp"
+
+using namespace grm;
+using namespace grm::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::vector<size_t> landing(const std::vector<Fd>& clients, int family, uint16_t port,
+                            const std::vector<int>& servers, uint32_t tag)
+{
+    for (size_t i = 0; i < clients.size(); i++)
+        REQUIRE(send_packet(clients[i].get(), family, port,
+                            Packet{static_cast<uint32_t>(i), tag, i}));
+    auto got = drain(servers, clients.size());
+    REQUIRE(got.size() == clients.size());
+    std::vector<size_t> where(clients.size(), SIZE_MAX);
+    for (const auto& l : got)
+        where[l.packet.flow] = l.socket;
+    return where;
+}
+
+size_t count_pins(const std::string& dir)
+{
+    auto r = run({"/usr/bin/find", dir, "-mindepth", "2"});
+    return static_cast<size_t>(std::count(r.output.begin(), r.output.end(), '\n'));
+}
+
+} // namespace
+
+TEST_CASE("install: a bad cgroup path is a clear error that changes nothing", "[install-bad-cgroup][install]")
+{
+    auto d = Daemon::start(sandbox());
+    REQUIRE(d);
+    size_t pins = count_pins(sandbox().pin_dir);
+    for (std::string bad : {std::string("/nonexistent/cgroup"), sandbox().root,
+                            sandbox().cg_app + "/cgroup.procs"}) {
+        auto r = run({binary("grmd"), "--pin-dir=" + sandbox().pin_dir, "--install=" + bad});
+        CHECK(WIFEXITED(r.status));
+        CHECK(WEXITSTATUS(r.status) == 1);
+        CHECK(r.output.find(bad) != std::string::npos);
+        CHECK(count_pins(sandbox().pin_dir) == pins);
+    }
+    // The daemon is untouched and still serves.
+    CHECK(::kill(d->pid(), 0) == 0);
+    Fd s = server_socket(AF_INET, 0);
+    CHECK(client::active(s.get()).value());
+
+    // A daemon asked to install into a bad path fails before READY and leaves no hooks.
+    auto bad = Daemon::start(sandbox(), {"--install=/nonexistent"}, false);
+    CHECK_FALSE(bad);
+    CHECK(count_pins(sandbox().pin_dir) == pins);
+}
+
+TEST_CASE("install: a separate grmd --install hooks another cgroup, --uninstall unhooks it", "[install-separate][install]")
+{
+    auto d = Daemon::start(sandbox(), {}, /*install=*/false);
+    REQUIRE(d);
+    Fd before = server_socket(AF_INET, 0);
+    CHECK_FALSE(client::active(before.get()).value());
+    auto r = run({binary("grmd"), "--pin-dir=" + sandbox().pin_dir, "--install",
+                  "--self"}); // --install --self: the cgroup this test runs in
+    INFO(r.output);
+    REQUIRE(WEXITSTATUS(r.status) == 0);
+    Fd after = server_socket(AF_INET, 0);
+    CHECK(client::active(after.get()).value());
+    r = run({binary("grmd"), "--pin-dir=" + sandbox().pin_dir, "--uninstall", "--self"});
+    REQUIRE(WEXITSTATUS(r.status) == 0);
+    Fd gone = server_socket(AF_INET, 0);
+    CHECK_FALSE(client::active(gone.get()).value());
+}
+
+TEST_CASE("grmd killed: groups keep steering; a new grmd completes queued registrations", "[daemon-restart][restart]")
+{
+    auto d = Daemon::start(sandbox());
+    REQUIRE(d);
+    auto gen0 = server_sockets(AF_INET, 0, 2);
+    uint16_t port = local_port(gen0[0].get());
+    REQUIRE(client::set_dissector(gen0[0].get(), client::make_dissector(DISSECTOR_FLOW)));
+    // take_over: the group exists (working generation 0), so the sockets enter generation 1.
+    auto taken = client::take_over(raw(gen0), 10s);
+    REQUIRE(taken);
+    REQUIRE(*taken == 1);
+    auto gen1 = server_sockets(AF_INET, port, 2);
+    std::vector<int> all = raw(gen0);
+    for (int fd : raw(gen1))
+        all.push_back(fd);
+
+    std::vector<Fd> flows;
+    for (int i = 0; i < 50; i++)
+        flows.push_back(client_socket(AF_INET));
+    auto first = landing(flows, AF_INET, port, all, 1);
+    for (size_t w : first)
+        REQUIRE(w < 2);
+
+    int status = d->stop(SIGKILL);
+    CHECK(WIFSIGNALED(status));
+
+    // Nobody serves the ring, yet packets are steered exactly as before.
+    auto second = landing(flows, AF_INET, port, all, 2);
+    CHECK(second == first);
+    // Hooks still answer; a registration is queued, not lost.
+    REQUIRE(client::set_socket_gen(gen1[0].get(), 2));
+    REQUIRE(client::set_socket_gen(gen1[1].get(), 2));
+    CHECK(client::socket_gen(gen1[0].get())->socket_idx == GRM_IDX_PENDING);
+
+    auto d2 = Daemon::start(sandbox());
+    REQUIRE(d2);
+    auto reg = client::register_sockets(raw(gen1), 2, 10s); // already queued: just waits
+    if (!reg)
+        FAIL(reg.error().message());
+    REQUIRE(client::set_working_gen(gen1[0].get(), 2));
+    auto third = landing(flows, AF_INET, port, all, 3);
+    CHECK(third == first); // FLOW state survived the daemon restart
+    std::vector<Fd> fresh;
+    for (int i = 0; i < 50; i++)
+        fresh.push_back(client_socket(AF_INET));
+    int on_new = 0;
+    for (size_t w : landing(fresh, AF_INET, port, all, 4))
+        on_new += w >= 2;
+    auto st = group_stats(sandbox().pin_dir, AF_INET, port);
+    INFO("dispatch ok " << st.rx.rx_new_flow_working_gen_dispatch_ok << " error "
+                        << st.rx.rx_new_flow_working_gen_dispatch_error << " flow ok "
+                        << st.rx.rx_flow_ok << " other " << st.rx.rx_flow_other_error);
+    CHECK(on_new == 50);
+    INFO(d2->log());
+    CHECK(d2->log().find("2 sockets kept") != std::string::npos);
+
+    // A clean stop leaves hooks and steering in place too.
+    status = d2->stop(SIGTERM);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(landing(flows, AF_INET, port, all, 5) == first);
+    Fd s = server_socket(AF_INET, port);
+    CHECK(client::working_gen(s.get()).value() == 2);
+}

@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: MIT
+#include "sandbox.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include <fcntl.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <linux/capability.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace grm::test {
+namespace {
+
+std::optional<Sandbox> g_sandbox;
+
+Result<void> write_file(const std::string& path, const std::string& data)
+{
+    Fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd.valid())
+        return errno_error("open " + path);
+    if (::write(fd.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size()))
+        return errno_error("write " + path);
+    return {};
+}
+
+Result<void> loopback_up()
+{
+    Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!s.valid())
+        return errno_error("socket");
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    if (::ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0)
+        return errno_error("SIOCGIFFLAGS lo");
+    ifr.ifr_flags |= IFF_UP;
+    if (::ioctl(s.get(), SIOCSIFFLAGS, &ifr) != 0)
+        return errno_error("SIOCSIFFLAGS lo");
+    return {};
+}
+
+} // namespace
+
+const Sandbox& sandbox() { return *g_sandbox; }
+void set_sandbox(Sandbox sb) { g_sandbox = std::move(sb); }
+
+Result<Sandbox> enter_sandbox()
+{
+    if (::geteuid() != 0)
+        return unexpected(EPERM, "not running as root");
+    if (::unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWCGROUP) != 0)
+        return errno_error("unshare(mount, net, cgroup)");
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+        return errno_error("make / private");
+    char tmpl[] = "/tmp/grm-test-XXXXXX";
+    if (!::mkdtemp(tmpl))
+        return errno_error("mkdtemp");
+    Sandbox sb;
+    sb.root = tmpl;
+    // A tmpfs over the directory: whatever happens, nothing is left in the host's /tmp but
+    // the empty directory, which we remove when leaving.
+    if (::mount("tmpfs", sb.root.c_str(), "tmpfs", 0, "mode=0700") != 0)
+        return errno_error("mount tmpfs");
+    sb.cgroup2 = sb.root + "/cgroup";
+    std::string bpffs = sb.root + "/bpf";
+    ::mkdir(sb.cgroup2.c_str(), 0700);
+    ::mkdir(bpffs.c_str(), 0700);
+    if (::mount("cgroup2", sb.cgroup2.c_str(), "cgroup2", 0, nullptr) != 0)
+        return errno_error("mount cgroup2 (is cgroup v2 available?)");
+    if (::mount("bpf", bpffs.c_str(), "bpf", 0, "mode=0700") != 0)
+        return errno_error("mount bpffs");
+    sb.pin_dir = bpffs + "/grm";
+    sb.cg_app = sb.cgroup2 + "/grm-test-" + std::to_string(::getpid());
+    if (::mkdir(sb.cg_app.c_str(), 0755) != 0)
+        return errno_error("mkdir " + sb.cg_app);
+    if (auto r = loopback_up(); !r)
+        return unexpected(r.error());
+    return sb;
+}
+
+void leave_sandbox(const Sandbox& sb)
+{
+    (void)join_cgroup(sb.cgroup2);
+    ::rmdir(sb.cg_app.c_str());
+    ::umount2((sb.root + "/bpf").c_str(), MNT_DETACH);
+    ::umount2(sb.cgroup2.c_str(), MNT_DETACH);
+    ::umount2(sb.root.c_str(), MNT_DETACH);
+    ::rmdir(sb.root.c_str());
+}
+
+Result<void> join_cgroup(const std::string& cg)
+{
+    return write_file(cg + "/cgroup.procs", std::to_string(::getpid()));
+}
+
+std::string binary(const char* name)
+{
+    std::string var = std::string("GRM_BIN_") + name;
+    for (char& c : var)
+        if (c == '-')
+            c = '_';
+    const char* v = std::getenv(var.c_str());
+    return v ? v : name;
+}
+
+Result<Daemon> Daemon::start(const Sandbox& sb, std::vector<std::string> extra, bool install)
+{
+    static int n = 0;
+    std::string notify = sb.root + "/notify-" + std::to_string(++n);
+    std::string log_path = sb.root + "/grmd-" + std::to_string(n) + ".log";
+    Fd ns(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, notify.c_str(), sizeof(sa.sun_path) - 1);
+    if (!ns.valid() || ::bind(ns.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0)
+        return errno_error("notify socket " + notify);
+
+    std::vector<std::string> args = {binary("grmd"), "--daemon", "--pin-dir=" + sb.pin_dir};
+    if (install)
+        args.push_back("--install=" + sb.cg_app);
+    args.insert(args.end(), extra.begin(), extra.end());
+
+    pid_t pid = ::fork();
+    if (pid < 0)
+        return errno_error("fork");
+    if (pid == 0) {
+        int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0) {
+            ::dup2(fd, 1);
+            ::dup2(fd, 2);
+        }
+        ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
+        // grmd must work without raising RLIMIT_MEMLOCK (kernel memory is memcg-accounted):
+        // take the limit to 0 and the capability that could lift it away.
+        rlimit zero{0, 0};
+        ::setrlimit(RLIMIT_MEMLOCK, &zero);
+        ::prctl(PR_CAPBSET_DROP, CAP_SYS_RESOURCE, 0, 0, 0);
+        std::vector<char*> argv;
+        for (auto& a : args)
+            argv.push_back(a.data());
+        argv.push_back(nullptr);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    Daemon d(pid, log_path);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < deadline) {
+        pollfd p{ns.get(), POLLIN, 0};
+        if (::poll(&p, 1, 100) == 1) {
+            char buf[512] = {};
+            ssize_t len = ::recv(ns.get(), buf, sizeof(buf) - 1, 0);
+            if (len > 0 && std::strstr(buf, "READY=1"))
+                return d;
+        }
+        int status = 0;
+        if (::waitpid(pid, &status, WNOHANG) == pid) {
+            d.pid_ = -1;
+            return unexpected(ECHILD, "grmd exited before READY: " + d.log());
+        }
+    }
+    return unexpected(ETIMEDOUT, "grmd not ready within 20 s: " + d.log());
+}
+
+Daemon::Daemon(Daemon&& o) noexcept : pid_(o.pid_), log_path_(std::move(o.log_path_))
+{
+    o.pid_ = -1;
+}
+
+Daemon::~Daemon()
+{
+    if (pid_ > 0)
+        stop(SIGTERM);
+}
+
+int Daemon::stop(int sig)
+{
+    int status = -1;
+    if (pid_ <= 0)
+        return status;
+    ::kill(pid_, sig);
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+}
+
+std::string Daemon::log() const
+{
+    std::ifstream f(log_path_);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+RunResult run(const std::vector<std::string>& argv)
+{
+    RunResult r;
+    int pipefd[2];
+    if (::pipe2(pipefd, O_CLOEXEC) != 0)
+        return r;
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::dup2(pipefd[1], 1);
+        ::dup2(pipefd[1], 2);
+        std::vector<char*> args;
+        for (auto& a : argv)
+            args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        ::execv(args[0], args.data());
+        ::_exit(127);
+    }
+    ::close(pipefd[1]);
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(pipefd[0], buf, sizeof(buf))) > 0)
+        r.output.append(buf, static_cast<size_t>(n));
+    ::close(pipefd[0]);
+    ::waitpid(pid, &r.status, 0);
+    return r;
+}
+
+} // namespace grm::test
