@@ -151,12 +151,12 @@ LoadResult restart_under_load(int family, int flows, double pps, double seconds)
     std::this_thread::sleep_until(t0 + std::chrono::duration<double>(seconds / 3));
     auto gen1 = server_sockets(family, port, 4);
     enter_generation(gen1, 1, false);
+    const int switcher = gen1[0].get(); // the new instance switches through its own socket
     auto new_rx = std::make_unique<Receiver>(std::move(gen1), 2, seen, dups);
-    // Switch through any socket of the group: a throwaway member will do.
-    Fd member = server_socket(family, port);
-    REQUIRE(client::set_working_gen(member.get(), 1));
-    const uint64_t switch_seq = next_seq.load();
-    member.reset();
+    REQUIRE(client::set_working_gen(switcher, 1));
+    // The sender may be inside sendto() of next_seq while the switch lands: that packet may
+    // have been steered either way. Everything after it was sent after the switch.
+    const uint64_t switch_seq = next_seq.load() + 1;
     old_rx->drain_and_close(200ms);
 
     sender.join();
@@ -181,6 +181,10 @@ LoadResult restart_under_load(int family, int flows, double pps, double seconds)
         }
     }
     CHECK(old_rx->closed());
+    auto st = group_stats(sandbox().pin_dir, family, port);
+    fmt::print("counters: processed {} dispatch ok {} error {} dead skipped {}\n",
+               st.rx.rx_processed_total, st.rx.rx_new_flow_working_gen_dispatch_ok,
+               st.rx.rx_new_flow_working_gen_dispatch_error, st.rx.rx_new_flow_dead_skipped);
     fmt::print("restart under load ({}): sent {} received {} lost {} dup {} | on gen0 {} gen1 {} "
                "| after switch {} all on gen1: {} | {:.0f} pkt/s over {:.1f} s\n",
                family == AF_INET ? "IPv4" : "IPv6", r.sent, r.received, r.sent - r.received,
