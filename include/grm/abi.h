@@ -305,6 +305,26 @@ struct grm_event {
 };
 GRM_ABI_ASSERT(sizeof(struct grm_event) == 72);
 
+/* cBPF dissector. grmd translates a group's classic BPF into an sk_reuseport program
+ * (daemon/cbpf.cpp) and stores it at grm_cbpf_progs[gid]. grm_select_sk tail-calls it; the
+ * translated program leaves its outcome in grm_cbpf_out (per-CPU, key 0) and tail-calls
+ * grm_cbpf_progs[GRM_CBPF_DISPATCH], which routes on it. Offsets in the classic program are
+ * relative to the UDP payload, as in udpgrm. */
+#define GRM_CBPF_DISPATCH GRM_MAX_GROUPS /* prog array index of the dispatch program */
+#define GRM_CBPF_PROGS (GRM_MAX_GROUPS + 1)
+
+enum grm_cbpf_verdict {
+    GRM_CBPF_RETURNED = 0,  /* the program returned `value` */
+    GRM_CBPF_TOO_SHORT = 1, /* a packet load was out of range: rx_packet_too_short_error */
+    GRM_CBPF_PROG_ERROR = 2, /* division by zero at run time: rx_cbpf_prog_error */
+};
+
+struct grm_cbpf_out {
+    __u32 verdict; /* enum grm_cbpf_verdict */
+    __u32 value;   /* the classic program's return value */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_cbpf_out) == 8);
+
 /* Global state (ARRAY grm_meta, one entry). Written by the daemon at start. */
 struct grm_meta {
     __u32 abi_version; /* GRM_ABI_VERSION of the daemon that created the pinned maps */
