@@ -333,7 +333,79 @@ static __noinline int dissector_equal(const struct udp_grm_dissector* a,
     return 1;
 }
 
-/* EPERM cases of udpgrm's validation of a new group's dissector; CBPF is TODO(#3). */
+struct cbpf_check {
+    const struct udp_grm_dissector* d;
+    __u32 len;
+    int err;
+};
+
+static __always_inline int cbpf_known_op(__u16 code)
+{
+    switch (code) {
+    case 0x20: case 0x28: case 0x30: case 0x40: case 0x48: case 0x50: case 0xb1:
+    case 0x80: case 0x81: case 0x00: case 0x01: case 0x60: case 0x61: case 0x02: case 0x03:
+    case 0x07: case 0x87: case 0x04: case 0x0c: case 0x14: case 0x1c: case 0x24: case 0x2c:
+    case 0x34: case 0x3c: case 0x94: case 0x9c: case 0x54: case 0x5c: case 0x44: case 0x4c:
+    case 0xa4: case 0xac: case 0x64: case 0x6c: case 0x74: case 0x7c: case 0x84: case 0x05:
+    case 0x15: case 0x1d: case 0x25: case 0x2d: case 0x35: case 0x3d: case 0x45: case 0x4d:
+    case 0x06: case 0x0e: case 0x16:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* One instruction of the rules in daemon/cbpf.hpp (the user-space twin): known opcode,
+ * memory index < 16, jumps land inside the program, no constant division by 0 or shift by
+ * 32+, no negative absolute load but SKF_AD_PROTOCOL, and a ret at the end. */
+static int cbpf_check_one(__u32 pc, struct cbpf_check* c)
+{
+    const struct grm_sock_filter* f;
+    __u32 code, k;
+
+    if (pc >= c->len)
+        return 1;
+    f = &c->d->filter[pc & (MAX_INSTR - 1)];
+    code = f->code;
+    k = f->k;
+    if (!cbpf_known_op((__u16)code))
+        goto bad;
+    switch (code) {
+    case 0x60: case 0x61: case 0x02: case 0x03:
+        if (k >= 16)
+            goto bad;
+        break;
+    case 0x05:
+        if (k >= c->len - pc - 1)
+            goto bad;
+        break;
+    case 0x15: case 0x1d: case 0x25: case 0x2d: case 0x35: case 0x3d: case 0x45: case 0x4d:
+        if (pc + 1 + f->jt >= c->len || pc + 1 + f->jf >= c->len)
+            goto bad;
+        break;
+    case 0x34: case 0x94:
+        if (k == 0)
+            goto bad;
+        break;
+    case 0x64: case 0x74:
+        if (k >= 32)
+            goto bad;
+        break;
+    case 0x20: case 0x28: case 0x30:
+        if ((__s32)k < 0 && !(code == 0x28 && k == 0xfffff000))
+            goto bad;
+        break;
+    }
+    if (pc == c->len - 1 && code != 0x06 && code != 0x0e && code != 0x16)
+        goto bad;
+    return 0;
+bad:
+    c->err = -EINVAL;
+    return 1;
+}
+
+/* EPERM cases of udpgrm's validation of a new group's dissector, then grm's own checks:
+ * a QUIC config that names a cookie outside the CID, a cBPF program grm cannot run. */
 static __always_inline int dissector_check(const struct udp_grm_dissector* d)
 {
     __u32 type = d->dissector_type;
@@ -345,8 +417,24 @@ static __always_inline int dissector_check(const struct udp_grm_dissector* d)
         if (d->filter_len || d->max_apps || d->bespoke_digest)
             return -EPERM;
         return 0;
-    case DISSECTOR_CBPF:
-        return -EOPNOTSUPP; /* TODO(#3): cBPF dissector */
+    case DISSECTOR_QUIC: {
+        const struct grm_quic_config* q = (const void*)d->filter;
+        if (d->filter_len || d->max_apps || d->bespoke_digest)
+            return -EPERM;
+        if (q->cid_len == 0 && q->cookie_offset == 0)
+            return 0;
+        if (q->cid_len > 20 || q->cookie_offset + 2 > q->cid_len)
+            return -EINVAL;
+        return 0;
+    }
+    case DISSECTOR_CBPF: {
+        struct cbpf_check c = {.d = d, .len = d->filter_len, .err = 0};
+        if (d->filter_len < 1 || d->filter_len > MAX_INSTR || d->max_apps > GRM_MAX_APPS ||
+            d->bespoke_digest)
+            return -EPERM;
+        bpf_loop(MAX_INSTR, cbpf_check_one, &c, 0);
+        return c.err;
+    }
     default:
         return -EPERM;
     }
@@ -395,6 +483,12 @@ static __noinline int opt_dissector(struct bpf_sockopt* ctx, struct grm_group* g
     g->flags = GRM_GROUP_F_CONFIGURED |
                ((d->dissector_type & DISSECTOR_FLAG_VERBOSE) ? GRM_GROUP_F_VERBOSE : 0);
     d->dissector_type = DISSECTOR_TYPE(d->dissector_type);
+    if (d->dissector_type == DISSECTOR_QUIC) {
+        const struct grm_quic_config* q = (const void*)d->filter;
+        g->cid_len = q->cid_len ? q->cid_len : GRM_QUIC_DEFAULT_CID_LEN;
+        g->cookie_offset = q->cid_len ? q->cookie_offset : GRM_QUIC_DEFAULT_COOKIE_OFFSET;
+    }
+    g->filter_len = (__u16)d->filter_len;
     g->dissector = *d;
     g->type = d->dissector_type;
     event_info(GRM_EV_DISSECTOR, g, k, 0, 0, g->type);
@@ -718,6 +812,49 @@ static __noinline __u64 dispatch_new(struct sk_reuseport_md* md, struct grm_grou
     return 0;
 }
 
+/* The sender of the packet: address (IPv4-mapped for IPv4) and port. 0 or -1. */
+static __always_inline int peer_of(struct sk_reuseport_md* md, __be32 addr[4], __be16* port)
+{
+    if (bpf_skb_load_bytes(md, 0, port, sizeof(*port)))
+        return -1;
+    if (md->eth_protocol == bpf_htons(ETH_P_IP)) {
+        addr[0] = 0;
+        addr[1] = 0;
+        addr[2] = bpf_htonl(0xffff);
+        return bpf_skb_load_bytes_relative(md, 12, &addr[3], 4, BPF_HDR_START_NET) ? -1 : 0;
+    }
+    if (md->eth_protocol == bpf_htons(ETH_P_IPV6))
+        return bpf_skb_load_bytes_relative(md, 8, addr, 16, BPF_HDR_START_NET) ? -1 : 0;
+    return -1;
+}
+
+/* Selects the socket a 16-bit cookie names. 0 when selected; otherwise counted, and the
+ * packet continues as a new flow. */
+static __always_inline int select_cookie(struct sk_reuseport_md* md, struct grm_group* g,
+                                         struct grm_stats* s, __u16 cookie)
+{
+    __u32 slot = 0, idx = 0;
+    __u64 key;
+    int err;
+
+    if (!grm_cookie_decode(cookie, &slot, &idx)) {
+        s->rx_flow_new_bad_cookie++;
+        s->rx_flow_new_unseen++;
+        return -1;
+    }
+    key = grm_sock_idx_key(g->gid, slot, idx);
+    err = bpf_sk_select_reuseport(md, &grm_socks, &key, 0);
+    if (!err) {
+        s->rx_flow_ok++;
+        return 0;
+    }
+    if (err == -EBADF)
+        s->rx_flow_rg_conflict++;
+    else
+        s->rx_flow_other_error++; /* empty slot or closed socket */
+    return -1;
+}
+
 /* FLOW: existing flow -> its owner; otherwise a new flow, pinned to the socket it reached so
  * that it stays there from its first packet, before the server ever answers. */
 static __noinline int dispatch_flow(struct sk_reuseport_md* md, struct grm_group* g,
@@ -725,24 +862,14 @@ static __noinline int dispatch_flow(struct sk_reuseport_md* md, struct grm_group
 {
     struct grm_flow_key fk;
     struct grm_flow* f;
-    __be16 sport;
     __u64 now, key;
     int err;
 
     __builtin_memset(&fk, 0, sizeof(fk));
     fk.gid = g->gid;
-    if (bpf_skb_load_bytes(md, 0, &sport, sizeof(sport)))
-        goto short_packet;
-    fk.port = sport;
-    if (md->eth_protocol == bpf_htons(ETH_P_IP)) {
-        fk.addr[2] = bpf_htonl(0xffff);
-        if (bpf_skb_load_bytes_relative(md, 12, &fk.addr[3], 4, BPF_HDR_START_NET))
-            goto short_packet;
-    } else if (md->eth_protocol == bpf_htons(ETH_P_IPV6)) {
-        if (bpf_skb_load_bytes_relative(md, 8, fk.addr, 16, BPF_HDR_START_NET))
-            goto short_packet;
-    } else {
-        goto short_packet;
+    if (peer_of(md, fk.addr, &fk.port)) {
+        s->rx_packet_too_short_error++;
+        return SK_PASS;
     }
     s->rx_dissected_ok_total++;
 
@@ -783,9 +910,131 @@ static __noinline int dispatch_flow(struct sk_reuseport_md* md, struct grm_group
         bpf_map_update_elem(&grm_flows, &fk, &nf, f ? BPF_EXIST : BPF_NOEXIST);
     }
     return SK_PASS;
+}
 
-short_packet:
+#define QUIC_V1 0x00000001
+#define QUIC_V2 0x6b3343cf
+#define UDP_HLEN 8
+
+/* QUIC long-header Initial and 0-RTT packets may still carry the DCID the client chose: they
+ * follow the connection's first Initial through grm_handshakes. */
+static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct grm_group* g,
+                                            struct grm_stats* s, __u32 dcid_len)
+{
+    struct grm_hs_key hk;
+    struct grm_flow* f;
+    __u64 now = bpf_ktime_get_coarse_ns(), key;
+
+    __builtin_memset(&hk, 0, sizeof(hk));
+    hk.gid = g->gid;
+    hk.dcid_len = (__u8)dcid_len;
+    if (peer_of(md, hk.addr, &hk.port))
+        goto too_short;
+    if (dcid_len) {
+        __u32 n = dcid_len;
+        OPAQUE(n);
+        if (n < 1 || n > 20 || bpf_skb_load_bytes(md, UDP_HLEN + 6, hk.dcid, n))
+            goto too_short;
+    }
+    f = bpf_map_lookup_elem(&grm_handshakes, &hk);
+    if (f && age_ns(now, f->last_ns) <= GRM_HANDSHAKE_TIMEOUT_NS) {
+        __u64 owner = f->owner;
+        if (!bpf_sk_select_reuseport(md, &grm_socks, &owner, 0)) {
+            s->rx_quic_handshake_hit++;
+            s->rx_flow_ok++;
+            return SK_PASS;
+        }
+    }
+    /* A DCID of the server's length may be one the server issued (after its first Initial,
+     * or after a Retry): route by its cookie. A client's random DCID of that same length
+     * passes the check 1 time in 8, so it is tried only after the handshake table. */
+    if (dcid_len == g->cid_len) {
+        __u32 off = g->cookie_offset, slot = 0, idx = 0;
+        OPAQUE(off);
+        if (off <= 18 && off + 2 <= dcid_len &&
+            grm_cookie_decode((__u16)(hk.dcid[off] << 8 | hk.dcid[off + 1]), &slot, &idx)) {
+            key = grm_sock_idx_key(g->gid, slot, idx);
+            if (!bpf_sk_select_reuseport(md, &grm_socks, &key, 0)) {
+                s->rx_flow_ok++;
+                return SK_PASS;
+            }
+        }
+    }
+    s->rx_flow_new_unseen++;
+    key = dispatch_new(md, g, s, 0);
+    if (key) {
+        struct grm_flow nf = {.last_ns = now, .owner = key};
+        bpf_map_update_elem(&grm_handshakes, &hk, &nf, BPF_ANY);
+    }
+    return SK_PASS;
+
+too_short:
     s->rx_packet_too_short_error++;
+    s->rx_flow_new_unseen++;
+    dispatch_new(md, g, s, 0);
+    return SK_PASS;
+}
+
+/* QUIC: the cookie in the DCID names the socket, whatever its generation; Initial and 0-RTT
+ * packets go through the handshake table first; anything unparseable is counted and handled
+ * as a new flow (the working generation can answer it), never dropped. */
+static __noinline int dispatch_quic(struct sk_reuseport_md* md, struct grm_group* g,
+                                    struct grm_stats* s)
+{
+    __u8 h[6];
+    __u8 ck[2];
+    __u32 version, dcid_len, type, off;
+
+    if (bpf_skb_load_bytes(md, UDP_HLEN, h, 1))
+        goto too_short;
+    if (!(h[0] & 0x80)) {
+        /* Short header: DCID of the group's length right after the first byte. */
+        __u8 last;
+        if (bpf_skb_load_bytes(md, UDP_HLEN + (g->cid_len & 31), &last, 1) ||
+            bpf_skb_load_bytes(md, UDP_HLEN + 1 + (g->cookie_offset & 31), ck, 2))
+            goto too_short;
+        s->rx_dissected_ok_total++;
+        if (select_cookie(md, g, s, (__u16)(ck[0] << 8 | ck[1])) == 0)
+            return SK_PASS;
+        dispatch_new(md, g, s, 0);
+        return SK_PASS;
+    }
+    if (bpf_skb_load_bytes(md, UDP_HLEN, h, sizeof(h)))
+        goto too_short;
+    version = (__u32)h[1] << 24 | (__u32)h[2] << 16 | (__u32)h[3] << 8 | h[4];
+    dcid_len = h[5];
+    if (dcid_len > 20) {
+        s->rx_quic_bad_header++;
+        goto new_flow;
+    }
+    if (dcid_len && bpf_skb_load_bytes(md, UDP_HLEN + 6 + dcid_len - 1, ck, 1))
+        goto too_short;
+    type = (h[0] >> 4) & 3;
+    if (version == QUIC_V2)
+        type = (type + 3) & 3; /* v2 rotates the type bits: Initial is 1, Retry 0 */
+    else if (version != QUIC_V1) {
+        s->rx_quic_unknown_version++; /* the working generation answers: version negotiation */
+        goto new_flow;
+    }
+    s->rx_dissected_ok_total++;
+    if (type <= 1) /* Initial, 0-RTT */
+        return dispatch_quic_initial(md, g, s, dcid_len);
+    /* Handshake (and Retry, which a server never receives): the DCID is the server's. */
+    off = g->cookie_offset & 31;
+    if (off + 2 > dcid_len || bpf_skb_load_bytes(md, UDP_HLEN + 6 + off, ck, 2)) {
+        s->rx_quic_bad_header++;
+        goto new_flow;
+    }
+    if (select_cookie(md, g, s, (__u16)(ck[0] << 8 | ck[1])) == 0)
+        return SK_PASS;
+    dispatch_new(md, g, s, 0);
+    return SK_PASS;
+
+too_short:
+    s->rx_packet_too_short_error++;
+new_flow:
+    s->rx_flow_new_unseen++;
+    dispatch_new(md, g, s, 0);
     return SK_PASS;
 }
 
@@ -820,8 +1069,68 @@ int grm_select_sk(struct sk_reuseport_md* md)
         return SK_PASS;
     case DISSECTOR_FLOW:
         return dispatch_flow(md, g, s);
+    case DISSECTOR_QUIC:
+        return dispatch_quic(md, g, s);
+    case DISSECTOR_CBPF:
+        /* The group's translated program; it ends in grm_cbpf_dispatch. */
+        bpf_tail_call(md, &grm_cbpf_progs, g->gid & (GRM_MAX_GROUPS - 1));
+        s->rx_cbpf_not_ready++; /* grmd has not translated it yet */
+        s->rx_flow_new_unseen++;
+        dispatch_new(md, g, s, 0);
+        return SK_PASS;
     default:
         s->rx_internal_state_error++;
         return SK_PASS; /* SK_DROP would answer with ICMP: never drop */
     }
+}
+
+/* Second half of the cBPF dissector: routes on what the group's translated program left in
+ * grm_cbpf_out (udpgrm's semantics: a cookie, 0x80000000 + app for a new flow of that app,
+ * anything else a new flow of app 0). Errors are counted and become new flows of app 0. */
+SEC("sk_reuseport")
+int grm_cbpf_dispatch(struct sk_reuseport_md* md)
+{
+    struct bpf_sock* sk = md->sk;
+    struct grm_group_key k;
+    struct grm_cbpf_out* out;
+    struct grm_group* g;
+    struct grm_stats* s;
+    __u32 zero = 0, r, apps;
+
+    if (!sk)
+        return SK_PASS;
+    group_key_of(sk, &k);
+    g = bpf_map_lookup_elem(&grm_groups, &k);
+    if (!g)
+        return SK_PASS;
+    s = stats_of(g->gid);
+    out = bpf_map_lookup_elem(&grm_cbpf_out, &zero);
+    if (!s || !out)
+        return SK_PASS;
+    if (out->verdict == GRM_CBPF_TOO_SHORT) {
+        s->rx_packet_too_short_error++;
+        goto new_flow;
+    }
+    if (out->verdict != GRM_CBPF_RETURNED) {
+        s->rx_cbpf_prog_error++;
+        goto new_flow;
+    }
+    s->rx_dissected_ok_total++;
+    r = out->value;
+    apps = g->max_apps;
+    if (r >= 0x80000000u && r - 0x80000000u < apps) {
+        s->rx_flow_new_unseen++;
+        dispatch_new(md, g, s, r - 0x80000000u);
+        return SK_PASS;
+    }
+    if (r <= 0xffff) {
+        if (select_cookie(md, g, s, (__u16)r) == 0)
+            return SK_PASS;
+        dispatch_new(md, g, s, 0);
+        return SK_PASS;
+    }
+new_flow:
+    s->rx_flow_new_unseen++;
+    dispatch_new(md, g, s, 0);
+    return SK_PASS;
 }

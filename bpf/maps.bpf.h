@@ -68,6 +68,33 @@ struct {
     __type(value, struct grm_flow);
 } grm_flows SEC(".maps");
 
+/* QUIC handshakes in flight: client address + client-chosen DCID -> the socket its first
+ * Initial reached (value: grm_flow, owner = that socket's index key). Entries live
+ * GRM_HANDSHAKE_TIMEOUT_NS; LRU, so a flood of Initials evicts the oldest, never blocks. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 16384);
+    __type(key, struct grm_hs_key);
+    __type(value, struct grm_flow);
+} grm_handshakes SEC(".maps");
+
+/* Translated cBPF programs, index gid; GRM_CBPF_DISPATCH holds grm_cbpf_dispatch. Writer:
+ * daemon. Pinned, so the programs survive a daemon restart. */
+struct {
+    __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+    __uint(max_entries, GRM_CBPF_PROGS);
+    __type(key, __u32);
+    __type(value, __u32);
+} grm_cbpf_progs SEC(".maps");
+
+/* What a translated cBPF program computed for the current packet. Writer: that program. */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct grm_cbpf_out);
+} grm_cbpf_out SEC(".maps");
+
 /* Per-CPU counters per group, index gid; GRM_MAX_GROUPS is for packets without a group.
  * Writer: BPF only, so increments need no atomics. */
 struct {

@@ -43,6 +43,8 @@ enum udp_grm_dissector_type {
     DISSECTOR_CBPF = 1,     /* classic BPF returns a cookie or an app (TODO(#3)) */
     DISSECTOR_BESPOKE = 3,  /* udpgrm's built-in QUIC parser; not supported by grm (EPERM) */
     DISSECTOR_NOOP = 4,     /* stateless: every packet goes to the working generation */
+    DISSECTOR_QUIC = 16,    /* grm only: the socket cookie inside QUIC connection IDs; see
+                               struct grm_quic_config. (udpgrm uses 0..4.) */
 };
 
 enum udp_grm_dissector_flags {
@@ -73,6 +75,20 @@ struct udp_grm_dissector {
     struct grm_sock_filter filter[MAX_INSTR];
 };
 GRM_ABI_ASSERT(sizeof(struct udp_grm_dissector) == 632);
+
+/* DISSECTOR_QUIC configuration, in the first bytes of udp_grm_dissector.filter (filter_len,
+ * max_apps and bespoke_digest stay 0). The 16-bit cookie sits big-endian at cookie_offset
+ * inside every connection ID the server issues (grm::client::mint_cid does it); the default
+ * leaves DCID byte 0 to a front-tier QUIC-LB balancer (config rotation bits, server id).
+ * All zero means the defaults: 8-byte CIDs, cookie at offset 1. */
+struct grm_quic_config {
+    __u8 cid_len;       /* length of the server's connection IDs, 1..20 (short headers) */
+    __u8 cookie_offset; /* where the cookie starts; cookie_offset + 2 <= cid_len */
+    __u8 _reserved[6];  /* zero */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_quic_config) == 8);
+#define GRM_QUIC_DEFAULT_CID_LEN 8
+#define GRM_QUIC_DEFAULT_COOKIE_OFFSET 1
 
 /* getsockopt(UDP_GRM_SOCKET_GEN) answer, 12 bytes. */
 struct udp_grm_socket_gen {
@@ -168,7 +184,9 @@ struct grm_group {
     __u32 working_gen[GRM_MAX_APPS]; /* per app, as the app set it (not reduced) */
     __u64 netns_cookie;     /* network namespace of the creating socket */
     __u32 flags;            /* GRM_GROUP_F_* */
-    __u32 _pad;
+    __u8 cid_len;           /* QUIC: connection ID length (defaults applied) */
+    __u8 cookie_offset;     /* QUIC: cookie offset in the connection ID */
+    __u16 filter_len;       /* CBPF: instructions */
     __u64 created_ns;       /* CLOCK_MONOTONIC */
     struct udp_grm_dissector dissector; /* as set, type without the verbose flag */
 };
@@ -263,14 +281,33 @@ GRM_ABI_ASSERT(sizeof(struct grm_flow) == 16);
     X(tx_flow_update_ok)                                                                          \
     X(tx_flow_update_conflict)                                                                    \
     X(rx_new_flow_dead_skipped) /* grm: a dead working-gen socket was skipped */                  \
-    X(rx_flow_refreshed)        /* grm: a flow entry was refreshed by a received packet */
+    X(rx_flow_refreshed)        /* grm: a flow entry was refreshed by a received packet */        \
+    X(rx_quic_handshake_hit)    /* grm: an Initial/0-RTT packet followed its connection's first */ \
+    X(rx_quic_bad_header)       /* grm: truncated, DCID > 20 bytes, or not QUIC */                \
+    X(rx_quic_unknown_version)  /* grm: a long header of a version grm does not parse */          \
+    X(rx_cbpf_not_ready)        /* grm: cBPF group whose translated program is not loaded yet */
 
 struct grm_stats {
 #define GRM_X(name) __u64 name;
     GRM_METRICS(GRM_X)
 #undef GRM_X
 };
-GRM_ABI_ASSERT(sizeof(struct grm_stats) == 22 * 8);
+GRM_ABI_ASSERT(sizeof(struct grm_stats) == 26 * 8);
+
+/* QUIC handshakes in flight (LRU map grm_handshakes): the first Initial of a connection is
+ * dispatched as a new flow and recorded here, keyed by the client's address and the DCID it
+ * chose, so its other Initial and 0-RTT packets (ClientHello split over several datagrams,
+ * retransmits) reach the same socket even if the working generation flips in between. */
+struct grm_hs_key {
+    __u32 gid;
+    __be16 port;      /* client port */
+    __u8 dcid_len;
+    __u8 _pad;
+    __be32 addr[4];   /* client address, IPv4-mapped for IPv4 */
+    __u8 dcid[20];    /* client-chosen DCID, zero-padded */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_hs_key) == 44);
+#define GRM_HANDSHAKE_TIMEOUT_NS (10ull * 1000000000ull)
 
 /* Counters written only by the daemon (ARRAY grm_dstats, index gid). */
 struct grm_dstats {

@@ -131,7 +131,22 @@ TEST_CASE("errno: dissector validation and write-once", "[errno-dissector][errno
     CHECK(bad(dissector(5)) == EPERM);
     CHECK(bad(dissector(DISSECTOR_BESPOKE)) == EPERM);
     CHECK(bad(dissector(DISSECTOR_NOOP | 0x10000)) == EPERM);
-    CHECK(bad(dissector(DISSECTOR_CBPF)) == EOPNOTSUPP); // TODO(#3)
+    CHECK(bad(dissector(DISSECTOR_CBPF)) == EPERM); // no instructions
+    auto cbpf_apps = dissector(DISSECTOR_CBPF);
+    cbpf_apps.filter_len = 1;
+    cbpf_apps.filter[0] = {0x06, 0, 0, 0}; // ret #0
+    cbpf_apps.max_apps = 5;
+    CHECK(bad(cbpf_apps) == EPERM);
+    auto quic_long = dissector(DISSECTOR_QUIC);
+    reinterpret_cast<grm_quic_config*>(quic_long.filter)->cid_len = 21;
+    CHECK(bad(quic_long) == EINVAL);
+    auto quic_off = dissector(DISSECTOR_QUIC);
+    reinterpret_cast<grm_quic_config*>(quic_off.filter)->cid_len = 8;
+    reinterpret_cast<grm_quic_config*>(quic_off.filter)->cookie_offset = 7;
+    CHECK(bad(quic_off) == EINVAL);
+    auto quic_apps = dissector(DISSECTOR_QUIC);
+    quic_apps.max_apps = 2;
+    CHECK(bad(quic_apps) == EPERM);
 
     SECTION("the same config again succeeds and toggles verbose; another one is EPERM")
     {
