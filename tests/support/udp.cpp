@@ -125,6 +125,39 @@ std::vector<Landing> drain(std::span<const int> fds, size_t expect,
     return out;
 }
 
+std::vector<Datagram> drain_raw(std::span<const int> fds, size_t expect,
+                                std::chrono::milliseconds quiet)
+{
+    std::vector<Datagram> out;
+    std::vector<pollfd> pfds;
+    for (int fd : fds)
+        pfds.push_back({fd, POLLIN, 0});
+    while (out.size() < expect) {
+        int n = ::poll(pfds.data(), pfds.size(), static_cast<int>(quiet.count()));
+        if (n <= 0)
+            break;
+        for (size_t i = 0; i < pfds.size(); i++) {
+            if (!(pfds[i].revents & POLLIN))
+                continue;
+            for (;;) {
+                uint8_t buf[2048];
+                ssize_t r = ::recv(pfds[i].fd, buf, sizeof(buf), MSG_DONTWAIT);
+                if (r < 0)
+                    break;
+                out.push_back({i, std::vector<uint8_t>(buf, buf + r)});
+            }
+        }
+    }
+    return out;
+}
+
+bool send_raw(int fd, int family, uint16_t port, std::span<const uint8_t> data)
+{
+    auto sa = loopback(family, port);
+    return ::sendto(fd, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&sa),
+                    sockaddr_len(family)) == static_cast<ssize_t>(data.size());
+}
+
 std::vector<int> raw(const std::vector<Fd>& v)
 {
     std::vector<int> out;

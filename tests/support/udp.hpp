@@ -46,6 +46,16 @@ struct Landing {
 std::vector<Landing> drain(std::span<const int> fds, size_t expect,
                            std::chrono::milliseconds quiet = std::chrono::milliseconds(300));
 
+/// A whole datagram and where it landed.
+struct Datagram {
+    size_t socket;
+    std::vector<uint8_t> data;
+};
+/// Like drain(), for datagrams of any content.
+std::vector<Datagram> drain_raw(std::span<const int> fds, size_t expect,
+                                std::chrono::milliseconds quiet = std::chrono::milliseconds(300));
+bool send_raw(int fd, int family, uint16_t port, std::span<const uint8_t> data);
+
 /// Raw fds of a vector of Fd.
 std::vector<int> raw(const std::vector<Fd>& v);
 
