@@ -76,6 +76,28 @@ static __always_inline void group_key_of(struct bpf_sock* sk, struct grm_group_k
 }
 
 /* gid's counters; GRM_MAX_GROUPS is the entry for packets without a group. */
+/* The record of the group `k` names in network namespace `netns`: each namespace using the
+ * address has its own instance. *free_instance gets the first instance without a record
+ * (-1 if none). On success k->instance is the record's. */
+static __always_inline struct grm_group* group_find(struct grm_group_key* k, __u64 netns,
+                                                    int* free_instance)
+{
+    *free_instance = -1;
+    for (__u32 i = 0; i < GRM_NETNS_INSTANCES; i++) {
+        struct grm_group* g;
+        k->instance = i;
+        g = bpf_map_lookup_elem(&grm_groups, k);
+        if (!g) {
+            if (*free_instance < 0)
+                *free_instance = (int)i;
+            continue;
+        }
+        if (g->netns_cookie == netns)
+            return g;
+    }
+    return 0;
+}
+
 static __always_inline struct grm_stats* stats_of(__u32 gid)
 {
     return bpf_map_lookup_elem(&grm_stats, &gid);
@@ -151,6 +173,7 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr* ctx, int v6)
     struct grm_group* g;
     struct grm_stats* s;
     struct grm_sk* st;
+    int free_instance;
 
     if (!sk)
         return 1;
@@ -158,8 +181,8 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr* ctx, int v6)
     if (!st)
         return 1;
     group_key_of(sk, &k);
-    g = bpf_map_lookup_elem(&grm_groups, &k);
-    if (!g || g->type != DISSECTOR_FLOW)
+    g = group_find(&k, bpf_get_netns_cookie(ctx), &free_instance);
+    if (!g || g->type != DISSECTOR_FLOW || st->uid != g->owner_uid)
         return 1;
     s = stats_of(g->gid);
     if (!s)
@@ -204,7 +227,10 @@ static __always_inline int on_bind(struct bpf_sock_addr* ctx)
         return 1;
     /* A rebind of a known socket keeps its state (udpgrm resets it even though the kernel
      * then refuses the second bind). */
-    struct grm_sk init = {.gen = GRM_NO_GEN, .app = 0, .so_cookie = bpf_get_socket_cookie(ctx)};
+    struct grm_sk init = {.gen = GRM_NO_GEN,
+                          .app = 0,
+                          .so_cookie = bpf_get_socket_cookie(ctx),
+                          .uid = (__u32)bpf_get_current_uid_gid()};
     bpf_sk_storage_get(&grm_sk, ctx->sk, &init, BPF_SK_STORAGE_GET_F_CREATE);
     return 1;
 }
@@ -276,7 +302,8 @@ static __always_inline void event_info(__u32 type, struct grm_group* g, struct g
 
 /* Creates the group record with udpgrm's defaults (FLOW, all parameters 0). Returns the
  * record, or NULL when the group table or the id space is full. */
-static __noinline struct grm_group* group_create(struct grm_group_key* k, __u64 netns)
+static __noinline struct grm_group* group_create(struct grm_group_key* k, __u64 netns,
+                                                 __u32 owner_uid)
 {
     __u32 zero = 0;
     struct grm_scratch* sc = bpf_map_lookup_elem(&grm_scratch, &zero);
@@ -292,6 +319,7 @@ static __noinline struct grm_group* group_create(struct grm_group_key* k, __u64 
     sc->group.gid = (__u32)gid;
     sc->group.type = DISSECTOR_FLOW;
     sc->group.netns_cookie = netns;
+    sc->group.owner_uid = owner_uid;
     sc->group.created_ns = now_ns();
     if (bpf_map_update_elem(&grm_groups, k, &sc->group, BPF_NOEXIST)) {
         gid_free((__u32)gid); /* full, or another socket won the race: use its record */
@@ -567,7 +595,8 @@ int grm_setsockopt(struct bpf_sockopt* ctx)
     struct grm_group* g;
     struct grm_sk* st;
     int optname = ctx->optname;
-    int created = 0;
+    int created = 0, free_instance;
+    __u64 netns;
     __u32 have, val;
     __u8* p;
 
@@ -594,15 +623,29 @@ int grm_setsockopt(struct bpf_sockopt* ctx)
         return sockopt_fail(EINVAL);
 
     group_key_of(sk, &k);
-    g = bpf_map_lookup_elem(&grm_groups, &k);
+    netns = bpf_get_netns_cookie(ctx);
+    g = group_find(&k, netns, &free_instance);
     if (!g) {
-        g = group_create(&k, bpf_get_netns_cookie(ctx));
-        if (!g)
+        if (free_instance < 0)
+            return sockopt_fail(EBADF); /* GRM_NETNS_INSTANCES namespaces use this address */
+        if (free_instance > 0) {
+            /* Tell the packet path to find the right namespace's record first. */
+            struct grm_group* first;
+            k.instance = 0;
+            first = bpf_map_lookup_elem(&grm_groups, &k);
+            if (first)
+                __sync_fetch_and_or(&first->flags, GRM_GROUP_F_SHARED);
+        }
+        k.instance = (__u32)free_instance;
+        g = group_create(&k, netns, st->uid);
+        if (!g || g->netns_cookie != netns)
             return sockopt_fail(EBADF);
         created = 1;
     }
-    if (g->netns_cookie != bpf_get_netns_cookie(ctx))
-        return sockopt_fail(EBADF);
+    /* Another user's group (its sockets are gone, or the kernel would not have let this
+     * socket bind): hands off. */
+    if (st->uid != g->owner_uid)
+        return sockopt_fail(EPERM);
 
     if (optname == UDP_GRM_DISSECTOR)
         return opt_dissector(ctx, g, &k, created, have);
@@ -681,7 +724,7 @@ int grm_getsockopt(struct bpf_sockopt* ctx)
     struct grm_group_key k;
     struct grm_group* g;
     struct grm_sk* st;
-    int optname = ctx->optname;
+    int optname = ctx->optname, free_instance;
 
     if (ctx->level != GRM_SOL_UDP || optname < UDP_GRM_WORKING_GEN || optname > UDP_GRM_SOCKET_APP)
         return 1;
@@ -693,9 +736,7 @@ int grm_getsockopt(struct bpf_sockopt* ctx)
 
     st = bpf_sk_storage_get(&grm_sk, sk, 0, 0);
     group_key_of(sk, &k);
-    g = bpf_map_lookup_elem(&grm_groups, &k);
-    if (g && g->netns_cookie != bpf_get_netns_cookie(ctx))
-        g = 0; /* another namespace's group with the same address is not ours */
+    g = group_find(&k, bpf_get_netns_cookie(ctx), &free_instance);
 
     switch (optname) {
     case UDP_GRM_WORKING_GEN: {
@@ -869,7 +910,7 @@ static __noinline int dispatch_flow(struct sk_reuseport_md* md, struct grm_group
     fk.gid = g->gid;
     if (peer_of(md, fk.addr, &fk.port)) {
         s->rx_packet_too_short_error++;
-        return SK_PASS;
+        return 0;
     }
     s->rx_dissected_ok_total++;
 
@@ -886,7 +927,7 @@ static __noinline int dispatch_flow(struct sk_reuseport_md* md, struct grm_group
                     f->last_ns = now;
                     s->rx_flow_refreshed++;
                 }
-                return SK_PASS;
+                return 1;
             }
             if (err == -EBADF) {
                 s->rx_flow_rg_conflict++;
@@ -909,7 +950,7 @@ static __noinline int dispatch_flow(struct sk_reuseport_md* md, struct grm_group
         /* Expired or orphaned entries are taken over; a live one (rg conflict) is kept. */
         bpf_map_update_elem(&grm_flows, &fk, &nf, f ? BPF_EXIST : BPF_NOEXIST);
     }
-    return SK_PASS;
+    return key != 0;
 }
 
 #define QUIC_V1 0x00000001
@@ -942,7 +983,7 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
         if (!bpf_sk_select_reuseport(md, &grm_socks, &owner, 0)) {
             s->rx_quic_handshake_hit++;
             s->rx_flow_ok++;
-            return SK_PASS;
+            return 1;
         }
     }
     /* A DCID of the server's length may be one the server issued (after its first Initial,
@@ -956,7 +997,7 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
             key = grm_sock_idx_key(g->gid, slot, idx);
             if (!bpf_sk_select_reuseport(md, &grm_socks, &key, 0)) {
                 s->rx_flow_ok++;
-                return SK_PASS;
+                return 1;
             }
         }
     }
@@ -966,13 +1007,12 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
         struct grm_flow nf = {.last_ns = now, .owner = key};
         bpf_map_update_elem(&grm_handshakes, &hk, &nf, BPF_ANY);
     }
-    return SK_PASS;
+    return key != 0;
 
 too_short:
     s->rx_packet_too_short_error++;
     s->rx_flow_new_unseen++;
-    dispatch_new(md, g, s, 0);
-    return SK_PASS;
+    return dispatch_new(md, g, s, 0) != 0;
 }
 
 /* QUIC: the cookie in the DCID names the socket, whatever its generation; Initial and 0-RTT
@@ -995,9 +1035,8 @@ static __noinline int dispatch_quic(struct sk_reuseport_md* md, struct grm_group
             goto too_short;
         s->rx_dissected_ok_total++;
         if (select_cookie(md, g, s, (__u16)(ck[0] << 8 | ck[1])) == 0)
-            return SK_PASS;
-        dispatch_new(md, g, s, 0);
-        return SK_PASS;
+            return 1;
+        return dispatch_new(md, g, s, 0) != 0;
     }
     if (bpf_skb_load_bytes(md, UDP_HLEN, h, sizeof(h)))
         goto too_short;
@@ -1026,16 +1065,121 @@ static __noinline int dispatch_quic(struct sk_reuseport_md* md, struct grm_group
         goto new_flow;
     }
     if (select_cookie(md, g, s, (__u16)(ck[0] << 8 | ck[1])) == 0)
-        return SK_PASS;
-    dispatch_new(md, g, s, 0);
-    return SK_PASS;
+        return 1;
+    return dispatch_new(md, g, s, 0) != 0;
 
 too_short:
     s->rx_packet_too_short_error++;
 new_flow:
     s->rx_flow_new_unseen++;
-    dispatch_new(md, g, s, 0);
-    return SK_PASS;
+    return dispatch_new(md, g, s, 0) != 0;
+}
+
+/* What a cBPF group's translated program needs to find its way back: the instance of the
+ * group record it runs for. Per CPU, written right before the tail call. */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u32);
+} grm_cbpf_inst SEC(".maps");
+
+/* Dispatches through the group records of the address, from instance `first` on: one per
+ * network namespace using it. A packet belongs to the namespace whose sockets can take it,
+ * so a record whose dispatch selected nothing hands the packet to the next one; with one
+ * namespace (the usual case) that is one lookup. cBPF groups continue in their translated
+ * program and grm_cbpf_dispatch, which comes back here if needed. */
+/* When several namespaces share the address, the record that registered md->sk is the
+ * packet's (md->sk is a member of the packet's reuseport group). */
+static __always_inline __u32 instance_of(struct sk_reuseport_md* md, struct grm_group_key* k)
+{
+    __u64 cookie = bpf_get_socket_cookie(md->sk);
+    struct grm_reg* r = bpf_map_lookup_elem(&grm_regs, &cookie);
+
+    if (!r)
+        return 0;
+    for (__u32 i = 0; i < GRM_NETNS_INSTANCES; i++) {
+        struct grm_group* g;
+        k->instance = i;
+        g = bpf_map_lookup_elem(&grm_groups, k);
+        if (g && g->gid == r->gid)
+            return i;
+    }
+    return 0;
+}
+
+/* One group record's dispatch; 1 when a socket was selected. */
+static __always_inline int dispatch_group(struct sk_reuseport_md* md, struct grm_group* g,
+                                          __u32 instance)
+{
+    struct grm_stats* s = stats_of(g->gid);
+
+    if (!s)
+        return 0;
+    s->rx_processed_total++;
+    switch (g->type) {
+    case DISSECTOR_NOOP:
+        s->rx_dissected_ok_total++;
+        s->rx_flow_new_unseen++;
+        return dispatch_new(md, g, s, 0) != 0;
+    case DISSECTOR_FLOW:
+        return dispatch_flow(md, g, s);
+    case DISSECTOR_QUIC:
+        return dispatch_quic(md, g, s);
+    case DISSECTOR_CBPF: {
+        __u32 zero = 0;
+        __u32* inst = bpf_map_lookup_elem(&grm_cbpf_inst, &zero);
+        if (inst) {
+            *inst = instance;
+            bpf_tail_call(md, &grm_cbpf_progs, g->gid & (GRM_MAX_GROUPS - 1));
+        }
+        s->rx_cbpf_not_ready++; /* grmd has not translated it yet */
+        s->rx_flow_new_unseen++;
+        return dispatch_new(md, g, s, 0) != 0;
+    }
+    default:
+        s->rx_internal_state_error++;
+        return 0;
+    }
+}
+
+static __always_inline int dispatch_from(struct sk_reuseport_md* md, struct grm_group_key* k,
+                                         __u32 first)
+{
+    __u32 start = first;
+    int seen = 0;
+
+    if (first == 0) {
+        struct grm_group* g0;
+        k->instance = 0;
+        g0 = bpf_map_lookup_elem(&grm_groups, k);
+        if (g0 && !(g0->flags & GRM_GROUP_F_SHARED)) {
+            dispatch_group(md, g0, 0); /* the usual case: one namespace, one lookup */
+            return SK_PASS;
+        }
+        if (g0)
+            start = instance_of(md, k);
+    }
+    for (__u32 j = 0; j < GRM_NETNS_INSTANCES; j++) {
+        struct grm_group* g;
+        __u32 i = (start + j) & (GRM_NETNS_INSTANCES - 1);
+
+        if (first && i < first)
+            continue; /* a cBPF continuation only looks further */
+        k->instance = i;
+        g = bpf_map_lookup_elem(&grm_groups, k);
+        if (!g)
+            continue;
+        seen = 1;
+        if (dispatch_group(md, g, i))
+            return SK_PASS;
+    }
+    if (!seen) {
+        struct grm_stats* s = stats_of(GRM_MAX_GROUPS);
+        if (s)
+            s->rx_processed_total++; /* group deleted under live sockets */
+    }
+    return SK_PASS; /* nothing selected: the kernel hash decides. Never SK_DROP (ICMP). */
 }
 
 SEC("sk_reuseport")
@@ -1043,45 +1187,11 @@ int grm_select_sk(struct sk_reuseport_md* md)
 {
     struct bpf_sock* sk = md->sk;
     struct grm_group_key k;
-    struct grm_group* g;
-    struct grm_stats* s;
 
     if (!sk)
         return SK_PASS;
     group_key_of(sk, &k);
-    g = bpf_map_lookup_elem(&grm_groups, &k);
-    if (!g) {
-        s = stats_of(GRM_MAX_GROUPS);
-        if (s)
-            s->rx_processed_total++;
-        return SK_PASS; /* group deleted under live sockets: the kernel hash decides */
-    }
-    s = stats_of(g->gid);
-    if (!s)
-        return SK_PASS;
-    s->rx_processed_total++;
-
-    switch (g->type) {
-    case DISSECTOR_NOOP:
-        s->rx_dissected_ok_total++;
-        s->rx_flow_new_unseen++;
-        dispatch_new(md, g, s, 0);
-        return SK_PASS;
-    case DISSECTOR_FLOW:
-        return dispatch_flow(md, g, s);
-    case DISSECTOR_QUIC:
-        return dispatch_quic(md, g, s);
-    case DISSECTOR_CBPF:
-        /* The group's translated program; it ends in grm_cbpf_dispatch. */
-        bpf_tail_call(md, &grm_cbpf_progs, g->gid & (GRM_MAX_GROUPS - 1));
-        s->rx_cbpf_not_ready++; /* grmd has not translated it yet */
-        s->rx_flow_new_unseen++;
-        dispatch_new(md, g, s, 0);
-        return SK_PASS;
-    default:
-        s->rx_internal_state_error++;
-        return SK_PASS; /* SK_DROP would answer with ICMP: never drop */
-    }
+    return dispatch_from(md, &k, 0);
 }
 
 /* Second half of the cBPF dissector: routes on what the group's translated program left in
@@ -1095,17 +1205,26 @@ int grm_cbpf_dispatch(struct sk_reuseport_md* md)
     struct grm_cbpf_out* out;
     struct grm_group* g;
     struct grm_stats* s;
-    __u32 zero = 0, r, apps;
+    __u32 zero = 0, r, apps, instance;
+    __u32* inst;
+    int selected;
 
     if (!sk)
         return SK_PASS;
+    inst = bpf_map_lookup_elem(&grm_cbpf_inst, &zero);
+    out = bpf_map_lookup_elem(&grm_cbpf_out, &zero);
+    if (!inst || !out)
+        return SK_PASS;
+    instance = *inst;
+    if (instance >= GRM_NETNS_INSTANCES)
+        return SK_PASS;
     group_key_of(sk, &k);
+    k.instance = instance;
     g = bpf_map_lookup_elem(&grm_groups, &k);
     if (!g)
         return SK_PASS;
     s = stats_of(g->gid);
-    out = bpf_map_lookup_elem(&grm_cbpf_out, &zero);
-    if (!s || !out)
+    if (!s)
         return SK_PASS;
     if (out->verdict == GRM_CBPF_TOO_SHORT) {
         s->rx_packet_too_short_error++;
@@ -1120,17 +1239,18 @@ int grm_cbpf_dispatch(struct sk_reuseport_md* md)
     apps = g->max_apps;
     if (r >= 0x80000000u && r - 0x80000000u < apps) {
         s->rx_flow_new_unseen++;
-        dispatch_new(md, g, s, r - 0x80000000u);
-        return SK_PASS;
+        selected = dispatch_new(md, g, s, r - 0x80000000u) != 0;
+        goto next;
     }
     if (r <= 0xffff) {
-        if (select_cookie(md, g, s, (__u16)r) == 0)
-            return SK_PASS;
-        dispatch_new(md, g, s, 0);
-        return SK_PASS;
+        selected = select_cookie(md, g, s, (__u16)r) == 0 || dispatch_new(md, g, s, 0) != 0;
+        goto next;
     }
 new_flow:
     s->rx_flow_new_unseen++;
-    dispatch_new(md, g, s, 0);
-    return SK_PASS;
+    selected = dispatch_new(md, g, s, 0) != 0;
+next:
+    if (selected)
+        return SK_PASS;
+    return dispatch_from(md, &k, instance + 1); /* another namespace's group, if any */
 }

@@ -202,6 +202,13 @@ Result<int> publish(grm_bpf* skel, const std::string& pin_dir)
         if (auto r = replace_pin(bpf_program__fd(p.prog), pins::prog(pin_dir, p.name)); !r)
             return unexpected(r.error());
 
+    // The second half of the cBPF dissector, which every translated program tail-calls.
+    uint32_t dispatch = GRM_CBPF_DISPATCH;
+    int dispatch_fd = bpf_program__fd(skel->progs.grm_cbpf_dispatch);
+    if (bpf_map_update_elem(bpf_map__fd(skel->maps.grm_cbpf_progs), &dispatch, &dispatch_fd,
+                            BPF_ANY) != 0)
+        return errno_error("install grm_cbpf_dispatch");
+
     // Links pinned by an earlier grmd keep their cgroups hooked while no daemon runs; here
     // they move to this daemon's programs (same maps, so nothing is lost in between).
     int updated = 0;

@@ -222,7 +222,8 @@ int run_daemon(const Options& o)
     Registry reg({bpf_map__fd(s->maps.grm_groups), bpf_map__fd(s->maps.grm_slots),
                   bpf_map__fd(s->maps.grm_regs), bpf_map__fd(s->maps.grm_socks),
                   bpf_map__fd(s->maps.grm_sk), bpf_map__fd(s->maps.grm_dstats),
-                  bpf_program__fd(s->progs.grm_select_sk)});
+                  bpf_program__fd(s->progs.grm_select_sk), bpf_map__fd(s->maps.grm_cbpf_progs),
+                  bpf_map__fd(s->maps.grm_cbpf_out)});
     auto kept = reg.reload();
     if (!kept) {
         log::err("{}", kept.error().message());

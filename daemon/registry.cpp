@@ -13,6 +13,7 @@
 
 #include <bpf/bpf.h>
 
+#include "cbpf.hpp"
 #include "log.hpp"
 #include "sys.hpp"
 
@@ -102,14 +103,22 @@ Result<size_t> Registry::reload()
 
 size_t Registry::sweep()
 {
-    std::vector<uint64_t> dead;
+    std::vector<uint64_t> dead, removed;
     for (const auto& [cookie, r] : regs_) {
         uint64_t v = 0;
+        grm_reg still{};
+        // `grmctl delete` removed the group: its registrations went with it.
+        if (bpf_map_lookup_elem(m_.regs, &cookie, &still) != 0 && errno == ENOENT) {
+            removed.push_back(cookie);
+            continue;
+        }
         // The kernel drops a closed socket from every SOCKHASH; a lookup from user space
         // answers its cookie while it lives.
         if (bpf_map_lookup_elem(m_.socks, &cookie, &v) != 0 && errno == ENOENT)
             dead.push_back(cookie);
     }
+    for (uint64_t c : removed)
+        forget(c);
     std::set<SlotId> touched;
     for (uint64_t c : dead) {
         const grm_reg& r = regs_[c];
@@ -120,6 +129,7 @@ size_t Registry::sweep()
     }
     for (const auto& id : touched)
         write_slot(id, std::nullopt);
+    sync_cbpf();
     return dead.size();
 }
 
@@ -292,6 +302,61 @@ void Registry::on_register(const grm_event& ev)
               key_str(ev.key), ev.so_cookie, ev.tgid, ev.gen, slot, idx, grm_cookie(slot, idx));
 }
 
+void Registry::sync_cbpf()
+{
+    grm_group_key key{}, next{};
+    grm_group_key* prev = nullptr;
+    std::set<uint32_t> present;
+    for (int guard = 0; guard < 2 * GRM_MAX_GROUPS &&
+                        bpf_map_get_next_key(m_.groups, prev, &next) == 0;
+         guard++) {
+        key = next;
+        prev = &key;
+        grm_group g{};
+        if (bpf_map_lookup_elem(m_.groups, &key, &g) != 0 || g.type != DISSECTOR_CBPF)
+            continue;
+        present.insert(g.gid);
+        auto done = cbpf_loaded_.find(g.gid);
+        if (done != cbpf_loaded_.end() && std::memcmp(&done->second, &key, sizeof(key)) == 0)
+            continue;
+        auto fail = [&](const std::string& why) {
+            if (cbpf_failed_.insert({g.gid, why}).second) {
+                log::warning("{}: cBPF program not loaded: {}", key_str(key), why);
+                critical(g.gid, true);
+            }
+        };
+        std::span<const grm_sock_filter> prog(g.dissector.filter,
+                                              std::min<uint32_t>(g.dissector.filter_len, MAX_INSTR));
+        if (auto v = cbpf::validate(prog); !v) {
+            fail(v.error().message());
+            continue;
+        }
+        auto insns = cbpf::translate(
+            prog, cbpf::reuseport_target(m_.cbpf_out, m_.cbpf_progs, GRM_CBPF_DISPATCH));
+        if (!insns) {
+            fail(insns.error().message());
+            continue;
+        }
+        std::string verifier;
+        auto fd = cbpf::load(*insns, BPF_PROG_TYPE_SK_REUSEPORT, &verifier);
+        if (!fd) {
+            fail(fd.error().message() + "\n" + verifier);
+            continue;
+        }
+        uint32_t slot = g.gid;
+        int pfd = fd->get();
+        if (bpf_map_update_elem(m_.cbpf_progs, &slot, &pfd, BPF_ANY) != 0) {
+            fail(std::string("prog array: ") + std::strerror(errno));
+            continue;
+        }
+        cbpf_loaded_[g.gid] = key;
+        log::info("{}: cBPF program of {} instructions translated to {} eBPF instructions",
+                  key_str(key), prog.size(), insns->size());
+    }
+    // Deleted groups: their ids may come back for other groups, which need their own program.
+    std::erase_if(cbpf_loaded_, [&](const auto& e) { return !present.count(e.first); });
+}
+
 void Registry::on_event(const grm_event& ev)
 {
     switch (ev.type) {
@@ -304,6 +369,8 @@ void Registry::on_event(const grm_event& ev)
         break;
     case GRM_EV_DISSECTOR:
         log::info("{}: dissector {}", key_str(ev.key), ev.old);
+        if (ev.old == DISSECTOR_CBPF)
+            sync_cbpf();
         break;
     case GRM_EV_GROUP_NEW:
         log::info("{}: group created (id {})", key_str(ev.key), ev.gid);

@@ -16,7 +16,7 @@ namespace grm::daemon {
 
 /// File descriptors of the maps and the reuseport program; borrowed from the skeleton.
 struct MapFds {
-    int groups, slots, regs, socks, sk, dstats, select_prog;
+    int groups, slots, regs, socks, sk, dstats, select_prog, cbpf_progs, cbpf_out;
 };
 
 /// Mirrors grm_regs and grm_slots. Everything it knows is in pinned maps, so a new daemon
@@ -34,6 +34,10 @@ public:
 
     size_t registered() const { return regs_.size(); }
 
+    /// Translates and loads the cBPF program of every cBPF group that has none yet (at start,
+    /// after a DISSECTOR event, and on every sweep, so a lost event only delays it).
+    void sync_cbpf();
+
 private:
     using SlotId = std::pair<uint32_t, uint32_t>; // gid, slot
 
@@ -48,6 +52,8 @@ private:
     MapFds m_;
     std::map<uint64_t, grm_reg> regs_;            // by SO_COOKIE
     std::set<std::pair<SlotId, uint32_t>> used_;  // (slot, idx) taken by a registered socket
+    std::map<uint32_t, grm_group_key> cbpf_loaded_; // gid -> group whose program is in place
+    std::set<std::pair<uint32_t, std::string>> cbpf_failed_; // logged once per group and cause
 };
 
 } // namespace grm::daemon

@@ -162,13 +162,17 @@ static inline __u32 grm_answer_len(__u32 optlen, __u32 size)
 
 #define GRM_ABI_VERSION 1
 #define GRM_MAX_GROUPS 1024 /* power of two: group ids index arrays, masked */
+/* Network namespaces that may use one ip:port at once. The packet path looks at the first
+ * record only, unless nothing there could take the packet: one namespace costs nothing. */
+#define GRM_NETNS_INSTANCES 4
 
 /* Identity of a reuseport group as the hooks see it: the socket's bound address.
  * Written by BPF (zeroed first: hash keys compare bytes). */
 struct grm_group_key {
     __u16 family;   /* AF_INET or AF_INET6 */
     __be16 port;    /* network order */
-    __u32 _pad;     /* zero */
+    __u32 instance; /* 0..GRM_NETNS_INSTANCES-1: network namespaces using the same address
+                       get a record each; the group stores which namespace it belongs to */
     __be32 addr[4]; /* network order; IPv4 in addr[0], rest zero */
 };
 GRM_ABI_ASSERT(sizeof(struct grm_group_key) == 24);
@@ -188,12 +192,15 @@ struct grm_group {
     __u8 cookie_offset;     /* QUIC: cookie offset in the connection ID */
     __u16 filter_len;       /* CBPF: instructions */
     __u64 created_ns;       /* CLOCK_MONOTONIC */
+    __u32 owner_uid;        /* uid that bound the creating socket: only its sockets steer */
+    __u32 _pad;
     struct udp_grm_dissector dissector; /* as set, type without the verbose flag */
 };
-GRM_ABI_ASSERT(sizeof(struct grm_group) == 56 + 632);
+GRM_ABI_ASSERT(sizeof(struct grm_group) == 64 + 632);
 
 #define GRM_GROUP_F_VERBOSE 1u    /* DISSECTOR_FLAG_VERBOSE was set */
 #define GRM_GROUP_F_CONFIGURED 2u /* created by an explicit DISSECTOR call */
+#define GRM_GROUP_F_SHARED 4u     /* on instance 0: other namespaces use the address too */
 
 /* Sockets of one (group, slot) (map grm_slots, index gid * 32 + slot). Written only by the
  * daemon; the reuseport program reads it without locks, so a torn read can only yield a
@@ -224,8 +231,10 @@ struct grm_sk {
     __u32 gen;   /* last SOCKET_GEN value, GRM_NO_GEN before */
     __u32 app;   /* SOCKET_APP value, 0 by default */
     __u64 so_cookie;
+    __u32 uid;   /* uid of the process that bound the socket (before any privilege drop) */
+    __u32 _pad;
 };
-GRM_ABI_ASSERT(sizeof(struct grm_sk) == 16);
+GRM_ABI_ASSERT(sizeof(struct grm_sk) == 24);
 
 /* SOCKHASH keys (map grm_socks). A registered socket sits under two keys:
  *   its SO_COOKIE (bit 63 clear), used by flow entries;

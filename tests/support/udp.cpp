@@ -46,8 +46,21 @@ static Fd must(int fd, const char* what)
     return Fd(fd);
 }
 
+/// A port no socket uses: with SO_REUSEPORT, bind(0) may hand out the port of another
+/// reuseport socket of ours and silently join its group.
+static uint16_t unused_port(int family)
+{
+    Fd s = must(::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket");
+    auto sa = loopback(family, 0);
+    if (::bind(s.get(), reinterpret_cast<sockaddr*>(&sa), sockaddr_len(family)) != 0)
+        throw std::runtime_error(std::string("bind: ") + std::strerror(errno));
+    return local_port(s.get());
+}
+
 Fd server_socket(int family, uint16_t port, bool reuseport)
 {
+    if (port == 0 && reuseport)
+        port = unused_port(family);
     Fd s = must(::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket");
     int one = 1;
     int buf = 8 << 20;

@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: MIT
+// The cBPF dissector end to end: grmd translates the group's classic BPF into its own
+// program; packets are routed by the cookie it returns, or to the app it names.
+#include <catch2/catch.hpp>
+#include <fmt/core.h>
+
+#include <array>
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include "grm/client.hpp"
+#include "quic.hpp"
+#include "sandbox.hpp"
+#include "udp.hpp"
+
+using namespace grm;
+using namespace grm::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+Daemon start()
+{
+    auto d = Daemon::start(sandbox());
+    if (!d)
+        FAIL(d.error().message());
+    return std::move(*d);
+}
+
+udp_grm_dissector cbpf(std::initializer_list<grm_sock_filter> prog, uint32_t max_apps = 0)
+{
+    auto d = client::make_dissector(DISSECTOR_CBPF);
+    d.max_apps = max_apps;
+    d.filter_len = static_cast<uint32_t>(prog.size());
+    size_t i = 0;
+    for (const auto& f : prog)
+        d.filter[i++] = f;
+    return d;
+}
+
+std::vector<uint16_t> cookies_of(const std::vector<Fd>& socks, uint32_t gen)
+{
+    auto r = client::register_sockets(raw(socks), gen, 10s);
+    if (!r)
+        FAIL(r.error().message());
+    std::vector<uint16_t> out;
+    for (const auto& s : *r)
+        out.push_back(s.grm_cookie);
+    return out;
+}
+
+std::vector<uint8_t> payload(std::initializer_list<uint8_t> head, uint64_t tag)
+{
+    std::vector<uint8_t> p(head);
+    p.resize(24, 0);
+    std::memcpy(p.data() + 16, &tag, 8);
+    return p;
+}
+
+/// Waits until the group's translated program answers (grmd loads it asynchronously).
+void wait_translated(int family, uint16_t port, int client_fd, const std::vector<int>& servers)
+{
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    for (;;) {
+        uint64_t before = group_stats(sandbox().pin_dir, family, port).rx.rx_cbpf_not_ready;
+        REQUIRE(send_raw(client_fd, family, port, payload({0xff, 0xff}, 0)));
+        REQUIRE(drain_raw(servers, 1).size() == 1);
+        if (group_stats(sandbox().pin_dir, family, port).rx.rx_cbpf_not_ready == before)
+            return;
+        if (std::chrono::steady_clock::now() > deadline)
+            FAIL("grmd did not load the translated cBPF program within 10 s");
+        std::this_thread::sleep_for(10ms);
+    }
+}
+
+} // namespace
+
+TEST_CASE("cbpf: udpgrm-style cookie at payload offset 0", "[cbpf-cookie][cbpf]")
+{
+    Daemon d = start();
+    auto gen1 = server_sockets(AF_INET, 0, 3);
+    uint16_t port = local_port(gen1[0].get());
+    // ldh [0]; ret a
+    REQUIRE(client::set_dissector(gen1[0].get(), cbpf({{0x28, 0, 0, 0}, {0x16, 0, 0, 0}})));
+    auto c1 = cookies_of(gen1, 1);
+    REQUIRE(client::set_working_gen(gen1[0].get(), 1));
+    auto gen2 = server_sockets(AF_INET, port, 3);
+    auto c2 = cookies_of(gen2, 2);
+    std::vector<int> servers = raw(gen1);
+    for (int fd : raw(gen2))
+        servers.push_back(fd);
+    Fd client = client_socket(AF_INET);
+    wait_translated(AF_INET, port, client.get(), servers);
+    REQUIRE(client::set_working_gen(gen2[0].get(), 2));
+
+    std::vector<uint16_t> all = c1;
+    all.insert(all.end(), c2.begin(), c2.end());
+    uint64_t tag = 1;
+    for (size_t i = 0; i < all.size(); i++)
+        REQUIRE(send_raw(client.get(), AF_INET, port,
+                         payload({uint8_t(all[i] >> 8), uint8_t(all[i])}, tag + i)));
+    auto got = drain_raw(servers, all.size());
+    REQUIRE(got.size() == all.size());
+    int right = 0;
+    for (const auto& g : got)
+        right += g.socket == quic_tag(std::span(g.data).subspan(0, 24)) - tag;
+    CHECK(right == static_cast<int>(all.size()));
+
+    // Bad check bits and a 1-byte payload: counted, delivered to the working generation.
+    auto before = group_stats(sandbox().pin_dir, AF_INET, port);
+    uint16_t bad = all[0] ^ 0x20;
+    REQUIRE(send_raw(client.get(), AF_INET, port, payload({uint8_t(bad >> 8), uint8_t(bad)}, 99)));
+    std::vector<uint8_t> one{0x01};
+    REQUIRE(send_raw(client.get(), AF_INET, port, one));
+    got = drain_raw(servers, 2);
+    REQUIRE(got.size() == 2);
+    for (const auto& g : got)
+        CHECK(g.socket >= 3);
+    auto st = group_stats(sandbox().pin_dir, AF_INET, port);
+    CHECK(st.rx.rx_flow_ok == all.size());
+    CHECK(st.rx.rx_flow_new_bad_cookie - before.rx.rx_flow_new_bad_cookie == 1);
+    CHECK(st.rx.rx_packet_too_short_error - before.rx.rx_packet_too_short_error == 1);
+    fmt::print("cbpf cookie: {} of {} packets on the socket their cookie names\n", right,
+               all.size());
+}
+
+TEST_CASE("cbpf: a QUIC-style program routes short and long headers by the DCID cookie",
+          "[cbpf-quic][cbpf]")
+{
+    Daemon d = start();
+    auto socks = server_sockets(AF_INET6, 0, 4);
+    uint16_t port = local_port(socks[0].get());
+    auto prog = cbpf({
+        {0x30, 0, 0, 0},    // ldb [0]
+        {0x45, 2, 0, 0x80}, // jset #0x80, long, short
+        {0x28, 0, 0, 2},    // short: ldh [2] (DCID at 1, cookie at DCID byte 1)
+        {0x16, 0, 0, 0},    // ret a
+        {0x28, 0, 0, 7},    // long: ldh [7] (DCID at 6)
+        {0x16, 0, 0, 0},    // ret a
+    });
+    REQUIRE(client::set_dissector(socks[0].get(), prog));
+    auto cookies = cookies_of(socks, 0);
+    REQUIRE(client::set_working_gen(socks[0].get(), 0));
+    Fd client = client_socket(AF_INET6);
+    wait_translated(AF_INET6, port, client.get(), raw(socks));
+    for (size_t i = 0; i < cookies.size(); i++) {
+        std::vector<uint8_t> cid(8);
+        REQUIRE(client::mint_cid(cid, cookies[i], 1));
+        REQUIRE(send_raw(client.get(), AF_INET6, port, quic_short(cid, 100 + i)));
+        REQUIRE(send_raw(client.get(), AF_INET6, port,
+                         quic_long(QuicType::handshake, kQuicV1, cid, cid, 200 + i)));
+    }
+    auto got = drain_raw(raw(socks), 2 * cookies.size());
+    REQUIRE(got.size() == 2 * cookies.size());
+    int right = 0;
+    for (const auto& g : got) {
+        uint64_t t = quic_tag(g.data);
+        right += g.socket == (t >= 200 ? t - 200 : t - 100);
+    }
+    CHECK(right == static_cast<int>(2 * cookies.size()));
+}
+
+TEST_CASE("cbpf: invalid programs are refused and change nothing", "[cbpf-invalid][cbpf]")
+{
+    Daemon d = start();
+    struct Bad {
+        const char* why;
+        udp_grm_dissector d;
+        int err;
+    };
+    auto too_long = cbpf({{0x06, 0, 0, 0}});
+    too_long.filter_len = 65;
+    Bad cases[] = {
+        {"jump past the end", cbpf({{0x15, 5, 0, 1}, {0x06, 0, 0, 0}}), EINVAL},
+        {"no ret at the end", cbpf({{0x06, 0, 0, 0}, {0x00, 0, 0, 1}}), EINVAL},
+        {"unknown opcode", cbpf({{999, 0, 0, 0}, {0x06, 0, 0, 0}}), EINVAL},
+        {"division by constant 0", cbpf({{0x34, 0, 0, 0}, {0x16, 0, 0, 0}}), EINVAL},
+        {"memory index 16", cbpf({{0x02, 0, 0, 16}, {0x06, 0, 0, 0}}), EINVAL},
+        {"negative load", cbpf({{0x20, 0, 0, 0xfffff004}, {0x16, 0, 0, 0}}), EINVAL},
+        {"65 instructions", too_long, EPERM},
+        {"5 apps", cbpf({{0x06, 0, 0, 0}}, 5), EPERM},
+    };
+    for (auto& c : cases) {
+        INFO(c.why);
+        Fd s = server_socket(AF_INET, 0);
+        CHECK(::setsockopt(s.get(), GRM_SOL_UDP, UDP_GRM_DISSECTOR, &c.d, sizeof(c.d)) == -1);
+        CHECK(errno == c.err);
+        CHECK(client::working_gen(s.get()).value() == GRM_NO_GROUP); // no group left behind
+    }
+    // The protocol ancillary load is the one negative offset allowed.
+    Fd ok = server_socket(AF_INET, 0);
+    CHECK(client::set_dissector(ok.get(), cbpf({{0x28, 0, 0, 0xfffff000}, {0x16, 0, 0, 0}})));
+}
+
+TEST_CASE("cbpf: two apps on one port, new flows chosen by the program", "[cbpf-apps][cbpf]")
+{
+    Daemon d = start();
+    auto app0 = server_sockets(AF_INET, 0, 2);
+    uint16_t port = local_port(app0[0].get());
+    auto app1 = server_sockets(AF_INET, port, 2);
+    // ldb [0]; or #0x80000000; ret a  -> "new flow for app <first byte>"
+    REQUIRE(client::set_dissector(
+        app0[0].get(), cbpf({{0x30, 0, 0, 0}, {0x44, 0, 0, 0x80000000}, {0x16, 0, 0, 0}}, 2)));
+    for (auto& s : app1)
+        REQUIRE(client::set_app(s.get(), 1));
+    CHECK(::setsockopt(app0[0].get(), GRM_SOL_UDP, UDP_GRM_SOCKET_APP,
+                       std::array<uint32_t, 1>{2}.data(), 4) == -1);
+    CHECK(errno == EOVERFLOW);
+    auto c0 = cookies_of(app0, 3);
+    auto c1 = cookies_of(app1, 3); // the same generation number, its own slot
+    CHECK(c0[0] != c1[0]);
+    REQUIRE(client::set_working_gen(app0[0].get(), 3));
+    REQUIRE(client::set_working_gen(app1[0].get(), 3));
+    CHECK(client::working_gen(app1[0].get()).value() == 3);
+
+    std::vector<int> servers = raw(app0);
+    for (int fd : raw(app1))
+        servers.push_back(fd);
+    Fd client = client_socket(AF_INET);
+    wait_translated(AF_INET, port, client.get(), servers);
+    std::vector<Fd> flows;
+    for (int i = 0; i < 60; i++) {
+        flows.push_back(client_socket(AF_INET));
+        REQUIRE(send_raw(flows.back().get(), AF_INET, port,
+                         payload({static_cast<uint8_t>(i % 3)}, 1000 + i)));
+    }
+    auto got = drain_raw(servers, 60);
+    REQUIRE(got.size() == 60);
+    int right = 0;
+    for (const auto& g : got) {
+        int i = static_cast<int>(quic_tag(std::span(g.data).subspan(0, 24)) - 1000);
+        bool to_app1 = i % 3 == 1; // app 2 does not exist: app 0
+        right += (g.socket >= 2) == to_app1;
+    }
+    CHECK(right == 60);
+    fmt::print("cbpf apps: {} of 60 new flows reached the app the program chose\n", right);
+}
