@@ -79,4 +79,25 @@ struct CidCookie {
 std::optional<CidCookie> cid_cookie(std::span<const uint8_t> cid,
                                     size_t offset = GRM_QUIC_DEFAULT_COOKIE_OFFSET);
 
+
+/// One socket that systemd passed to this process (LISTEN_FDS), as listen_udp_sockets()
+/// finds it.
+struct ListenSocket {
+    int fd = -1;                  ///< yours from now on: close it when done; close-on-exec set
+    std::string name;             ///< its FDNAME (LISTEN_FDNAMES); "unknown" if none was given
+    sockaddr_storage local{};     ///< the address it is bound to
+    socklen_t local_len = 0;
+    bool reuseport = false;       ///< SO_REUSEPORT is set: grm can steer it
+};
+
+/// The UDP sockets (AF_INET, AF_INET6) that systemd, grm-activate or grm-decoy passed to this
+/// process, ready to use: found with sd_listen_fds_with_names (LISTEN_PID must name this
+/// process), close-on-exec, non-blocking when asked. With a non-empty `name` only sockets of
+/// that FDNAME are returned. Other passed fds are left open and untouched (they are
+/// close-on-exec). Empty when nothing was passed. With unset_env the LISTEN_* variables are
+/// removed, so that programs this one starts do not take them for theirs.
+Result<std::vector<ListenSocket>> listen_udp_sockets(const std::string& name = {},
+                                                     bool nonblocking = true,
+                                                     bool unset_env = true);
+
 } // namespace grm::client
