@@ -7,6 +7,12 @@
 // On SIGTERM/SIGINT it stops being the service but not the server: it keeps answering the
 // flows grm still sends it, and exits once it has been quiet for --quiet-ms. A second signal
 // exits at once.
+//
+// Under systemd (docs/systemd.md) it takes the sockets passed as LISTEN_FDS (grm-activate put
+// them in the fd store, already bound and registered) instead of opening its own, keeps the
+// dissector grm-activate set unless --dissector is given, and speaks sd_notify: READY=1 once it
+// serves, STOPPING=1 when it starts draining (which tells grm-decoy to step aside). Without
+// LISTEN_FDS and NOTIFY_SOCKET nothing of this happens.
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -23,6 +29,8 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "fd.hpp"
 #include "grm/client.hpp"
 #include "sys.hpp"
@@ -37,6 +45,7 @@ struct Options {
     uint16_t port = 0;
     int sockets = 2;
     uint32_t dissector = DISSECTOR_FLOW;
+    bool dissector_given = false; // --dissector on the command line
     uint32_t flow_timeout = 0;
     int quiet_ms = 300;
 };
@@ -76,6 +85,7 @@ Options parse(int argc, char** argv)
                 o.dissector = DISSECTOR_NOOP;
             else
                 die("--dissector is flow or noop");
+            o.dissector_given = true;
             break;
         case 't':
             o.flow_timeout = static_cast<uint32_t>(std::atoi(optarg));
@@ -143,15 +153,33 @@ int main(int argc, char** argv)
     sigprocmask(SIG_BLOCK, &mask, nullptr);
     Fd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
 
-    std::vector<Fd> socks = open_sockets(o);
+    // Sockets passed by systemd (grm-activate + fd store, or grm-activate -- grm-echo) win
+    // over --addr/--port/--sockets.
+    auto passed = client::listen_udp_sockets();
+    if (!passed)
+        die(passed.error().message());
+    const bool inherited = !passed->empty();
+    std::vector<Fd> socks;
+    for (const auto& p : *passed) {
+        if (!p.reuseport)
+            die("passed socket " + p.name + " (fd " + std::to_string(p.fd) +
+                ") has no SO_REUSEPORT: grm cannot steer it");
+        socks.emplace_back(p.fd);
+    }
+    if (!inherited)
+        socks = open_sockets(o);
     std::vector<int> fds;
     for (auto& s : socks)
         fds.push_back(s.get());
     if (auto on = client::active(fds[0]); !on || !*on)
         die("grm is not active for this socket's cgroup (grmd --install?)");
-    auto d = client::make_dissector(o.dissector, o.flow_timeout);
-    if (auto r = client::set_dissector(fds[0], d); !r)
-        die(r.error().message() + (r.error().code == EPERM ? " (another dissector is set)" : ""));
+    // Inherited sockets come with their group set up by grm-activate: keep its dissector.
+    auto existing = client::working_gen(fds[0]);
+    if (!inherited || o.dissector_given || !existing || *existing == GRM_NO_GROUP) {
+        auto d = client::make_dissector(o.dissector, o.flow_timeout);
+        if (auto r = client::set_dissector(fds[0], d); !r)
+            die(r.error().message() + (r.error().code == EPERM ? " (another dissector is set)" : ""));
+    }
     auto gen = client::take_over(fds, std::chrono::seconds(10));
     if (!gen)
         die(gen.error().message());
@@ -162,8 +190,10 @@ int main(int argc, char** argv)
         ::getsockname(fds[0], reinterpret_cast<sockaddr*>(&ss), &l);
         port = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
     }
-    std::printf("ready gen %u port %u sockets %d\n", *gen, port, o.sockets);
+    std::printf("ready gen %u port %u sockets %zu%s\n", *gen, port, fds.size(),
+                inherited ? " (inherited)" : "");
     std::fflush(stdout);
+    sd_notifyf(0, "READY=1\nSTATUS=gen %u serving on port %u", *gen, port);
 
     std::vector<pollfd> pfds;
     for (int fd : fds)
@@ -185,6 +215,8 @@ int main(int argc, char** argv)
                 }
                 draining = true;
                 drain_start = now;
+                // grm-decoy steps aside on this, and systemd may start the next instance.
+                sd_notifyf(0, "STOPPING=1\nSTATUS=gen %u draining", *gen);
             }
         }
         bool got = false;
