@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // grmctl: shows grm's state from the maps grmd pinned: groups, socket generations, counters
 // (text, JSON, Prometheus) and the FLOW table. Reads the pins directly, so it works while no
-// grmd runs; it never writes a map.
+// grmd runs. Only `delete` writes: it removes one group and everything that belongs to it.
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <arpa/inet.h>
+#include <sys/socket.h>
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -257,6 +258,160 @@ Result<Snapshot> read_snapshot(const Maps& maps, const Options& o) {
     return s;
 }
 
+// ------------------------------------------------------------------------------------------
+// delete
+
+/// This process's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14); nullopt if unknown.
+std::optional<uint64_t> own_netns_cookie() {
+    Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    uint64_t c = 0;
+    socklen_t len = sizeof(c);
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+    if (!s.valid() || ::getsockopt(s.get(), SOL_SOCKET, SO_NETNS_COOKIE, &c, &len) != 0)
+        return std::nullopt;
+    return c;
+}
+
+Result<void> zero_elem(const PinnedMap& m, uint32_t key, size_t size) {
+    std::vector<std::byte> zero(size);
+    if (bpf_map_update_elem(m.get(), &key, zero.data(), BPF_ANY) != 0)
+        return errno_error(fmt::format("clear {}[{}]", m.path, key));
+    return {};
+}
+
+/// Removes one group, in the order the hooks and grmd tolerate: the record first (no new
+/// lookups find it), then its registrations and socket keys, slots, counters, flows and cBPF
+/// program, and only then the group id, so that no new group can get the id while any of its
+/// state is left.
+Result<Deleted> delete_group(const Maps& maps, const PinnedMap& gids,
+                             const std::optional<PinnedMap>& cbpf, const grm_group_key& key,
+                             const grm_group& g, int ncpu) {
+    Deleted d;
+    d.key = key;
+    d.group = g;
+    const uint32_t gid = g.gid & (GRM_MAX_GROUPS - 1);
+    if (bpf_map_delete_elem(maps.groups.get(), &key) != 0)
+        return errno_error("delete the group record from " + maps.groups.path);
+
+    // Registrations of the gid, and every socket index key they or the slots name.
+    std::set<uint64_t> idx_keys;
+    std::vector<uint64_t> cookies;
+    auto walked = for_each_key<__u64>(maps.regs, [&](const __u64& cookie) {
+        grm_reg r{};
+        if (bpf_map_lookup_elem(maps.regs.get(), &cookie, &r) == 0 && r.gid == gid) {
+            cookies.push_back(cookie);
+            idx_keys.insert(grm_sock_idx_key(gid, r.slot, r.idx));
+        }
+    });
+    if (!walked)
+        return unexpected(walked.error());
+    for (uint32_t slot = 0; slot < GRM_MAX_SLOTS; slot++) {
+        grm_slot_state st{};
+        uint32_t i = gid * GRM_MAX_SLOTS + slot;
+        if (bpf_map_lookup_elem(maps.slots.get(), &i, &st) != 0)
+            return errno_error(fmt::format("read {}[{}]", maps.slots.path, i));
+        for (uint32_t k = 0; k < std::min<uint32_t>(st.n_live, GRM_MAX_SOCKS); k++)
+            idx_keys.insert(grm_sock_idx_key(gid, slot, st.live[k]));
+    }
+    for (uint64_t cookie : cookies) {
+        if (bpf_map_delete_elem(maps.regs.get(), &cookie) == 0)
+            d.registrations++;
+        else if (errno != ENOENT)
+            return errno_error(fmt::format("delete registration 0x{:x} from {}", cookie,
+                                           maps.regs.path));
+    }
+    for (uint64_t k : idx_keys) {
+        if (bpf_map_delete_elem(maps.socks.get(), &k) == 0)
+            d.socket_index_keys++;
+        else if (errno != ENOENT)
+            return errno_error(fmt::format("delete socket key 0x{:x} from {}", k, maps.socks.path));
+    }
+
+    for (uint32_t slot = 0; slot < GRM_MAX_SLOTS; slot++)
+        if (auto r = zero_elem(maps.slots, gid * GRM_MAX_SLOTS + slot, sizeof(grm_slot_state)); !r)
+            return unexpected(r.error());
+    // Per-CPU: one zeroed value per possible CPU, each padded to 8 bytes.
+    if (auto r = zero_elem(maps.stats, gid,
+                           static_cast<size_t>(ncpu) * ((sizeof(grm_stats) + 7) / 8 * 8));
+        !r)
+        return unexpected(r.error());
+    if (auto r = zero_elem(maps.dstats, gid, sizeof(grm_dstats)); !r)
+        return unexpected(r.error());
+
+    // Flows of the gid would steer a later group that gets the id to sockets of this one.
+    std::vector<grm_flow_key> flows;
+    auto fw = for_each_key<grm_flow_key>(maps.flows, [&](const grm_flow_key& k) {
+        if (k.gid == gid)
+            flows.push_back(k);
+    });
+    if (!fw)
+        return unexpected(fw.error());
+    for (const auto& k : flows) {
+        if (bpf_map_delete_elem(maps.flows.get(), &k) == 0)
+            d.flows++;
+        else if (errno != ENOENT)
+            return errno_error("delete a flow from " + maps.flows.path);
+    }
+
+    if (cbpf) {
+        if (bpf_map_delete_elem(cbpf->get(), &gid) == 0)
+            d.cbpf_program = true;
+        else if (errno != ENOENT)
+            return errno_error(fmt::format("delete {}[{}]", cbpf->path, gid));
+    }
+    // Last: the id may be handed out again from here on.
+    if (auto r = zero_elem(gids, gid, sizeof(__u32)); !r)
+        return unexpected(r.error());
+    return d;
+}
+
+struct DeleteOutcome {
+    std::vector<Deleted> removed;
+    size_t other_netns = 0; ///< matching groups left alone (other network namespaces)
+};
+
+Result<DeleteOutcome> delete_groups(const Maps& maps, const Options& o) {
+    auto gids = open_map(o.pin_dir, "grm_gids", sizeof(__u32), sizeof(__u32));
+    if (!gids)
+        return unexpected(gids.error());
+    std::optional<PinnedMap> cbpf;
+    if (auto m = open_map(o.pin_dir, "grm_cbpf_progs", sizeof(__u32), sizeof(__u32)))
+        cbpf = std::move(*m);
+    else if (m.error().code != ENOENT) // state of a grm without cBPF has no such map
+        return unexpected(m.error());
+    int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0)
+        return unexpected(ncpu < 0 ? -ncpu : EINVAL, "count possible CPUs");
+    std::optional<uint64_t> netns = o.all_netns ? std::nullopt : own_netns_cookie();
+
+    std::vector<grm_group_key> keys;
+    auto walked = for_each_key<grm_group_key>(maps.groups, [&](const grm_group_key& k) {
+        if (sys::endpoint_of(k) == *o.filter &&
+            std::none_of(keys.begin(), keys.end(),
+                         [&k](const auto& x) { return std::memcmp(&x, &k, sizeof(k)) == 0; }))
+            keys.push_back(k);
+    });
+    if (!walked)
+        return unexpected(walked.error());
+    DeleteOutcome out;
+    for (const auto& k : keys) {
+        grm_group g{};
+        if (bpf_map_lookup_elem(maps.groups.get(), &k, &g) != 0)
+            continue; // deleted meanwhile
+        if (netns && g.netns_cookie != *netns) {
+            out.other_netns++;
+            continue;
+        }
+        auto d = delete_group(maps, *gids, cbpf, k, g, ncpu);
+        if (!d)
+            return unexpected(d.error());
+        out.removed.push_back(std::move(*d));
+    }
+    return out;
+}
+
 /// The hint after a failure to open the pins.
 const char* open_hint(int code) {
     switch (code) {
@@ -289,10 +444,28 @@ int main(int argc, char** argv) {
     }
     const Options& o = cli.options;
 
-    auto maps = open_maps(o.pin_dir, o.command == Command::flows);
+    auto maps = open_maps(o.pin_dir, o.command == Command::flows || o.command == Command::del);
     if (!maps) {
         fmt::print(stderr, "grmctl: {}{}\n", maps.error().message(), open_hint(maps.error().code));
         return 1;
+    }
+    if (o.command == Command::del) {
+        auto del = delete_groups(*maps, o);
+        if (!del) {
+            fmt::print(stderr, "grmctl: {}\n", del.error().message());
+            return 1;
+        }
+        std::string out = o.json ? dump_json(delete_json(del->removed, *o.filter))
+                                 : render_delete_text(del->removed, *o.filter);
+        if (!write_all(out)) {
+            fmt::print(stderr, "grmctl: write: {}\n", std::strerror(errno));
+            return 1;
+        }
+        if (del->removed.empty() && del->other_netns)
+            fmt::print(stderr, "grmctl: {} group(s) {} in other network namespaces left alone "
+                               "(--all-netns)\n",
+                       del->other_netns, sys::format_endpoint(*o.filter));
+        return del->removed.empty() ? 1 : 0;
     }
     auto snap = read_snapshot(*maps, o);
     if (!snap) {
@@ -311,6 +484,8 @@ int main(int argc, char** argv) {
     case Command::flows:
         out = o.json ? dump_json(flows_json(*snap)) : render_flows_text(*snap, o.verbose);
         break;
+    case Command::del:
+        break; // handled above
     }
     if (!write_all(out)) {
         fmt::print(stderr, "grmctl: write: {}\n", std::strerror(errno));

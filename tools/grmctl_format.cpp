@@ -108,11 +108,15 @@ std::string usage(std::string_view default_pin_dir) {
         "  list      groups, socket generations and counters\n"
         "  metrics   counters in Prometheus text format\n"
         "  flows     the FLOW table, by group\n"
+        "  delete    remove the group ADDR:PORT (required) and all its state; its sockets\n"
+        "            keep working as plain SO_REUSEPORT sockets until they register again\n"
         "options:\n"
         "  -p, --pin-dir=DIR  grmd's bpffs directory (default {})\n"
         "  -v, --verbose      list: socket indexes and SO_COOKIEs, dead sockets, zero counters;\n"
         "                     flows: stale entries\n"
         "      --json         JSON output (schema: docs/grmctl-json.md)\n"
+        "      --all-netns    delete: also the groups of ADDR:PORT in other network namespaces\n"
+        "                     (default: only this one's)\n"
         "  -h, --help\n",
         default_pin_dir);
 }
@@ -157,6 +161,10 @@ Cli parse_cli(const std::vector<std::string_view>& args, std::string_view defaul
                 cli.options.pin_dir = std::string(value);
             } else if (has_value && (name == "json" || name == "verbose" || name == "help")) {
                 fail(fmt::format("--{} takes no value", name));
+            } else if (has_value && name == "all-netns") {
+                fail("--all-netns takes no value");
+            } else if (name == "all-netns") {
+                cli.options.all_netns = true;
             } else if (name == "json") {
                 cli.options.json = true;
             } else if (name == "verbose") {
@@ -207,6 +215,10 @@ Cli parse_cli(const std::vector<std::string_view>& args, std::string_view defaul
         cli.options.command = Command::metrics;
     } else if (positional[0] == "flows") {
         cli.options.command = Command::flows;
+    } else if (positional[0] == "delete") {
+        cli.options.command = Command::del;
+        if (positional.size() < 2)
+            fail("delete needs ADDR:PORT");
     } else {
         fail(fmt::format("unknown command '{}'", positional[0]));
     }
@@ -638,6 +650,40 @@ Json flows_json(const Snapshot& s) {
         groups.push_back(std::move(group));
     }
     return {{"version", kJsonVersion}, {"groups", std::move(groups)}};
+}
+
+std::string render_delete_text(const std::vector<Deleted>& d, const sys::Endpoint& addr) {
+    if (d.empty())
+        return fmt::format("no group {}\n", sys::format_endpoint(addr));
+    std::string out;
+    for (const Deleted& x : d)
+        out += fmt::format("removed {} (gid {}, {}): {} registrations, {} socket index keys, {} "
+                           "flows{}\n",
+                           sys::format_endpoint(sys::endpoint_of(x.key)), x.group.gid,
+                           dissector_name(x.group.type), x.registrations, x.socket_index_keys,
+                           x.flows, x.cbpf_program ? ", its cBPF program" : "");
+    return out;
+}
+
+Json delete_json(const std::vector<Deleted>& d, const sys::Endpoint& addr) {
+    Json removed = Json::array();
+    for (const Deleted& x : d) {
+        sys::Endpoint e = sys::endpoint_of(x.key);
+        std::vector<uint32_t> working(x.group.working_gen, x.group.working_gen + app_count(x.group));
+        removed.push_back({{"address", sys::format_endpoint(e)},
+                           {"family", family_name(e.family)},
+                           {"gid", x.group.gid},
+                           {"netns_cookie", x.group.netns_cookie},
+                           {"dissector", dissector_name(x.group.type)},
+                           {"working_gen", working},
+                           {"registrations", x.registrations},
+                           {"socket_index_keys", x.socket_index_keys},
+                           {"flows", x.flows},
+                           {"cbpf_program", x.cbpf_program}});
+    }
+    return {{"version", kJsonVersion},
+            {"address", sys::format_endpoint(addr)},
+            {"removed", std::move(removed)}};
 }
 
 std::string dump_json(const Json& j) {

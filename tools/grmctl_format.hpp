@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // grmctl's pure half: command-line parsing, the plain-data snapshot of grm's pinned maps, and
-// the text, JSON and Prometheus renderers. Nothing here calls bpf(); tests build snapshots by
-// hand. The JSON schema and metric names are documented in docs/grmctl-json.md.
+// the text, JSON and Prometheus renderers, and the report of `delete`. Nothing here calls
+// bpf(); tests build snapshots by hand. The JSON schema and metric names are documented in docs/grmctl-json.md.
 #pragma once
 
 #include <array>
@@ -26,14 +26,15 @@ inline constexpr int kJsonVersion = 1;
 // ------------------------------------------------------------------------------------------
 // Command line
 
-enum class Command { list, metrics, flows };
+enum class Command { list, metrics, flows, del };
 
 struct Options {
     Command command = Command::list;
     std::string pin_dir;
     bool verbose = false;
     bool json = false;
-    std::optional<sys::Endpoint> filter; ///< only the group bound to this address
+    std::optional<sys::Endpoint> filter; ///< only the group bound to this address (delete: required)
+    bool all_netns = false; ///< delete: also groups of other network namespaces
 };
 
 /// Outcome of parse_cli: run with the options, print usage and exit 0 (-h), or exit 2.
@@ -168,6 +169,26 @@ std::string render_flows_text(const Snapshot& s, bool verbose);
 
 /// The flows document (docs/grmctl-json.md); stale entries included and marked.
 nlohmann::ordered_json flows_json(const Snapshot& s);
+
+// ------------------------------------------------------------------------------------------
+// delete
+
+/// What `grmctl delete` removed for one group record.
+struct Deleted {
+    grm_group_key key{};
+    grm_group group{};
+    uint32_t registrations = 0;     ///< grm_regs entries of the gid deleted
+    uint32_t socket_index_keys = 0; ///< their GRM_SOCK_IDX_KEY entries deleted from grm_socks
+    uint32_t flows = 0;             ///< grm_flows entries of the gid deleted
+    bool cbpf_program = false;      ///< grm_cbpf_progs[gid] held a program
+};
+
+/// "removed 127.0.0.1:53 (gid 7, flow): 4 registrations, ..." one line per group, or
+/// "no group ADDR\n" when nothing matched.
+std::string render_delete_text(const std::vector<Deleted>& d, const sys::Endpoint& addr);
+
+/// The delete document (docs/grmctl-json.md): {"version", "address", "removed": [...]}.
+nlohmann::ordered_json delete_json(const std::vector<Deleted>& d, const sys::Endpoint& addr);
 
 /// JSON text, pretty-printed, newline-terminated; invalid UTF-8 (labels) is replaced, so
 /// this never throws.
