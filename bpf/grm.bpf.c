@@ -953,14 +953,15 @@ static __noinline int dispatch_flow(struct sk_reuseport_md* md, struct grm_group
     return key != 0;
 }
 
-#define QUIC_V1 0x00000001
-#define QUIC_V2 0x6b3343cf
 #define UDP_HLEN 8
+#define GRM_QUIC_LOAD(ctx, off, dst, len) bpf_skb_load_bytes((ctx), UDP_HLEN + (off), (dst), (len))
+#define GRM_QUIC_OPAQUE(x) OPAQUE(x)
+#include "quic.h"
 
-/* QUIC long-header Initial and 0-RTT packets may still carry the DCID the client chose: they
- * follow the connection's first Initial through grm_handshakes. */
+/* Initial and 0-RTT packets may still carry the DCID the client chose: they follow the
+ * connection's first Initial through grm_handshakes. */
 static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct grm_group* g,
-                                            struct grm_stats* s, __u32 dcid_len)
+                                            struct grm_stats* s, struct grm_quic_hdr* h)
 {
     struct grm_hs_key hk;
     struct grm_flow* f;
@@ -968,14 +969,12 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
 
     __builtin_memset(&hk, 0, sizeof(hk));
     hk.gid = g->gid;
-    hk.dcid_len = (__u8)dcid_len;
-    if (peer_of(md, hk.addr, &hk.port))
-        goto too_short;
-    if (dcid_len) {
-        __u32 n = dcid_len;
-        OPAQUE(n);
-        if (n < 1 || n > 20 || bpf_skb_load_bytes(md, UDP_HLEN + 6, hk.dcid, n))
-            goto too_short;
+    hk.dcid_len = (__u8)h->dcid_len;
+    __builtin_memcpy(hk.dcid, h->dcid, sizeof(hk.dcid));
+    if (peer_of(md, hk.addr, &hk.port)) {
+        s->rx_packet_too_short_error++;
+        s->rx_flow_new_unseen++;
+        return dispatch_new(md, g, s, 0) != 0;
     }
     f = bpf_map_lookup_elem(&grm_handshakes, &hk);
     if (f && age_ns(now, f->last_ns) <= GRM_HANDSHAKE_TIMEOUT_NS) {
@@ -989,11 +988,9 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
     /* A DCID of the server's length may be one the server issued (after its first Initial,
      * or after a Retry): route by its cookie. A client's random DCID of that same length
      * passes the check 1 time in 8, so it is tried only after the handshake table. */
-    if (dcid_len == g->cid_len) {
-        __u32 off = g->cookie_offset, slot = 0, idx = 0;
-        OPAQUE(off);
-        if (off <= 18 && off + 2 <= dcid_len &&
-            grm_cookie_decode((__u16)(hk.dcid[off] << 8 | hk.dcid[off + 1]), &slot, &idx)) {
+    if (h->has_cookie) {
+        __u32 slot = 0, idx = 0;
+        if (grm_cookie_decode(h->cookie, &slot, &idx)) {
             key = grm_sock_idx_key(g->gid, slot, idx);
             if (!bpf_sk_select_reuseport(md, &grm_socks, &key, 0)) {
                 s->rx_flow_ok++;
@@ -1008,11 +1005,6 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
         bpf_map_update_elem(&grm_handshakes, &hk, &nf, BPF_ANY);
     }
     return key != 0;
-
-too_short:
-    s->rx_packet_too_short_error++;
-    s->rx_flow_new_unseen++;
-    return dispatch_new(md, g, s, 0) != 0;
 }
 
 /* QUIC: the cookie in the DCID names the socket, whatever its generation; Initial and 0-RTT
@@ -1021,56 +1013,28 @@ too_short:
 static __noinline int dispatch_quic(struct sk_reuseport_md* md, struct grm_group* g,
                                     struct grm_stats* s)
 {
-    __u8 h[6];
-    __u8 ck[2];
-    __u32 version, dcid_len, type, off;
+    struct grm_quic_hdr h;
 
-    if (bpf_skb_load_bytes(md, UDP_HLEN, h, 1))
-        goto too_short;
-    if (!(h[0] & 0x80)) {
-        /* Short header: DCID of the group's length right after the first byte. */
-        __u8 last;
-        if (bpf_skb_load_bytes(md, UDP_HLEN + (g->cid_len & 31), &last, 1) ||
-            bpf_skb_load_bytes(md, UDP_HLEN + 1 + (g->cookie_offset & 31), ck, 2))
-            goto too_short;
+    grm_quic_parse(md, g->cid_len, g->cookie_offset, &h);
+    switch (h.kind) {
+    case GRM_QUIC_SHORT:
+    case GRM_QUIC_SERVER_CID:
         s->rx_dissected_ok_total++;
-        if (select_cookie(md, g, s, (__u16)(ck[0] << 8 | ck[1])) == 0)
+        if (select_cookie(md, g, s, h.cookie) == 0)
             return 1;
         return dispatch_new(md, g, s, 0) != 0;
-    }
-    if (bpf_skb_load_bytes(md, UDP_HLEN, h, sizeof(h)))
-        goto too_short;
-    version = (__u32)h[1] << 24 | (__u32)h[2] << 16 | (__u32)h[3] << 8 | h[4];
-    dcid_len = h[5];
-    if (dcid_len > 20) {
-        s->rx_quic_bad_header++;
-        goto new_flow;
-    }
-    if (dcid_len && bpf_skb_load_bytes(md, UDP_HLEN + 6 + dcid_len - 1, ck, 1))
-        goto too_short;
-    type = (h[0] >> 4) & 3;
-    if (version == QUIC_V2)
-        type = (type + 3) & 3; /* v2 rotates the type bits: Initial is 1, Retry 0 */
-    else if (version != QUIC_V1) {
+    case GRM_QUIC_CLIENT_CID:
+        s->rx_dissected_ok_total++;
+        return dispatch_quic_initial(md, g, s, &h);
+    case GRM_QUIC_UNKNOWN_VERSION:
         s->rx_quic_unknown_version++; /* the working generation answers: version negotiation */
-        goto new_flow;
-    }
-    s->rx_dissected_ok_total++;
-    if (type <= 1) /* Initial, 0-RTT */
-        return dispatch_quic_initial(md, g, s, dcid_len);
-    /* Handshake (and Retry, which a server never receives): the DCID is the server's. */
-    off = g->cookie_offset & 31;
-    if (off + 2 > dcid_len || bpf_skb_load_bytes(md, UDP_HLEN + 6 + off, ck, 2)) {
+        break;
+    case GRM_QUIC_BAD_HEADER:
         s->rx_quic_bad_header++;
-        goto new_flow;
+        break;
+    default:
+        s->rx_packet_too_short_error++;
     }
-    if (select_cookie(md, g, s, (__u16)(ck[0] << 8 | ck[1])) == 0)
-        return 1;
-    return dispatch_new(md, g, s, 0) != 0;
-
-too_short:
-    s->rx_packet_too_short_error++;
-new_flow:
     s->rx_flow_new_unseen++;
     return dispatch_new(md, g, s, 0) != 0;
 }
