@@ -318,10 +318,11 @@ constexpr uint8_t kR0 = BPF_REG_0, kR1 = BPF_REG_1, kR2 = BPF_REG_2, kR3 = BPF_R
 constexpr uint8_t kCtx = BPF_REG_6; // the program's context
 constexpr uint8_t kA = BPF_REG_7;   // A, always zero-extended (only 32-bit ALU writes it)
 constexpr uint8_t kX = BPF_REG_8;   // X, likewise; also the verdict in the epilogue
+constexpr uint8_t kBuf = BPF_REG_9; // fp + kBufOff, if the program loads packet bytes
 constexpr uint8_t kFp = BPF_REG_10;
 
-// Stack: the map key, the 4-byte load buffer, then M[0..15] (8-byte aligned: zeroed in pairs).
-constexpr int16_t kKeyOff = -4;
+// Stack: the 4-byte load buffer (at the end also the map key), then M[0..15] (8-byte
+// aligned: zeroed in pairs).
 constexpr int16_t kBufOff = -8;
 constexpr int16_t kMemOff = -8 - 4 * int16_t(kMemWords);
 constexpr int16_t mem_off(uint32_t k) { return int16_t(kMemOff + 4 * int(k)); }
@@ -347,8 +348,14 @@ bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm)
     return i;
 }
 
-bpf_insn mov64(uint8_t dst, uint8_t src) { return insn(BPF_ALU64 | BPF_MOV | BPF_X, dst, src, 0, 0); }
-bpf_insn mov32(uint8_t dst, uint8_t src) { return insn(BPF_ALU | BPF_MOV | BPF_X, dst, src, 0, 0); }
+bpf_insn mov64(uint8_t dst, uint8_t src)
+{
+    return insn(BPF_ALU64 | BPF_MOV | BPF_X, dst, src, 0, 0);
+}
+bpf_insn mov32(uint8_t dst, uint8_t src)
+{
+    return insn(BPF_ALU | BPF_MOV | BPF_X, dst, src, 0, 0);
+}
 bpf_insn mov32_imm(uint8_t dst, uint32_t v)
 {
     return insn(BPF_ALU | BPF_MOV | BPF_K, dst, 0, 0, int32_t(v));
@@ -357,9 +364,19 @@ bpf_insn alu32_imm(uint8_t op, uint8_t dst, uint32_t v)
 {
     return insn(BPF_ALU | op | BPF_K, dst, 0, 0, int32_t(v));
 }
-bpf_insn alu32(uint8_t op, uint8_t dst, uint8_t src) { return insn(BPF_ALU | op | BPF_X, dst, src, 0, 0); }
-bpf_insn add64_imm(uint8_t dst, int32_t v) { return insn(BPF_ALU64 | BPF_ADD | BPF_K, dst, 0, 0, v); }
-bpf_insn to_be(uint8_t dst, int32_t bits) { return insn(BPF_ALU | BPF_END | BPF_TO_BE, dst, 0, 0, bits); }
+bpf_insn alu32(uint8_t op, uint8_t dst, uint8_t src)
+{
+    return insn(BPF_ALU | op | BPF_X, dst, src, 0, 0);
+}
+bpf_insn add64_imm(uint8_t dst, int32_t v)
+{
+    return insn(BPF_ALU64 | BPF_ADD | BPF_K, dst, 0, 0, v);
+}
+/// dst = the low `bits` of dst in big-endian order, zero-extended (a swap on little-endian).
+bpf_insn to_be(uint8_t dst, int32_t bits)
+{
+    return insn(BPF_ALU | BPF_END | BPF_TO_BE, dst, 0, 0, bits);
+}
 bpf_insn ldx(uint8_t size, uint8_t dst, uint8_t src, int16_t off)
 {
     return insn(BPF_LDX | size | BPF_MEM, dst, src, off, 0);
@@ -491,6 +508,10 @@ private:
                 break;
             default: reach_[pc + 1] = true; break;
             }
+            const Kind kind = info(f.code).kind;
+            if ((kind == Kind::load_abs && f.k != kAdProtocol) || kind == Kind::load_ind ||
+                kind == Kind::msh)
+                packet_loads_ = true;
             if (f.code == kLdMem || f.code == kLdxMem)
                 loaded_ |= 1u << f.k;
             if (f.code == kSt || f.code == kStx)
@@ -503,6 +524,10 @@ private:
         e_.emit(mov64(kCtx, BPF_REG_1));
         e_.emit(mov32_imm(kA, 0));
         e_.emit(mov32_imm(kX, 0));
+        if (packet_loads_) { // the buffer pointer, set once: it survives helper calls
+            e_.emit(mov64(kBuf, kFp));
+            e_.emit(add64_imm(kBuf, kBufOff));
+        }
         // M[k] starts at 0. Only words both stored and loaded live on the stack (a word never
         // stored loads as the constant 0; a word never loaded is not stored).
         const uint32_t live = loaded_ & stored_;
@@ -522,12 +547,11 @@ private:
     void load_call(uint32_t size, uint8_t dst)
     {
         e_.emit(mov64(kR1, kCtx));
-        e_.emit(mov64(kR3, kFp));
-        e_.emit(add64_imm(kR3, kBufOff));
+        e_.emit(mov64(kR3, kBuf));
         e_.emit(mov32_imm(kR4, size));
         e_.emit(call(BPF_FUNC_skb_load_bytes));
         e_.jump(insn(BPF_JMP | BPF_JNE | BPF_K, kR0, 0, 0, 0), kLabelTooShort);
-        e_.emit(ldx(mem_size(size), dst, kFp, kBufOff));
+        e_.emit(ldx(mem_size(size), dst, kBuf, 0));
         if (size > 1)
             e_.emit(to_be(dst, int32_t(size * 8)));
     }
@@ -684,10 +708,14 @@ private:
         e_.emit(mov32_imm(kX, GRM_CBPF_RETURNED));
         e_.bind(kLabelStore);
         // out = bpf_map_lookup_elem(out_map, &0); a per-CPU array lookup the verifier inlines.
-        e_.emit(st_imm(BPF_W, kFp, kKeyOff, 0));
+        e_.emit(st_imm(BPF_W, kFp, kBufOff, 0));
         e_.ld_map_fd(kR1, t_.out_map_fd);
-        e_.emit(mov64(kR2, kFp));
-        e_.emit(add64_imm(kR2, kKeyOff));
+        if (packet_loads_) {
+            e_.emit(mov64(kR2, kBuf));
+        } else {
+            e_.emit(mov64(kR2, kFp));
+            e_.emit(add64_imm(kR2, kBufOff));
+        }
         e_.emit(call(BPF_FUNC_map_lookup_elem));
         e_.jump(insn(BPF_JMP | BPF_JEQ | BPF_K, kR0, 0, 0, 0), kLabelOut);
         e_.emit(stx(BPF_W, kR0, int16_t(offsetof(grm_cbpf_out, verdict)), kX));
@@ -710,6 +738,7 @@ private:
     Emitter e_;
     std::array<bool, MAX_INSTR + 1> reach_{};
     uint32_t loaded_ = 0, stored_ = 0; // bit k: M[k] loaded / stored by a reachable insn
+    bool packet_loads_ = false;        // a reachable insn calls bpf_skb_load_bytes
 };
 
 } // namespace

@@ -441,7 +441,8 @@ TEST_CASE("cbpf interpret: ALU operations, K and X forms", "[cbpf]")
     const Prog neg0 = {stmt(BPF_ALU | BPF_NEG), stmt(BPF_RET | BPF_A)};
     CHECK(run(neg0, {}) == ret(0));
     // tax / txa / ret x
-    const Prog moves = {stmt(BPF_LD | BPF_IMM, 9), stmt(BPF_MISC | BPF_TAX), stmt(BPF_LD | BPF_IMM, 1),
+    const Prog moves = {stmt(BPF_LD | BPF_IMM, 9),         stmt(BPF_MISC | BPF_TAX),
+                        stmt(BPF_LD | BPF_IMM, 1),
                         stmt(BPF_ALU | BPF_ADD | BPF_X), stmt(BPF_MISC | BPF_TAX),
                         stmt(BPF_LD | BPF_IMM, 0), stmt(BPF_MISC | BPF_TXA), stmt(BPF_RET | BPF_A)};
     CHECK(run(moves, {}) == ret(10));
