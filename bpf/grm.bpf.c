@@ -419,7 +419,7 @@ static int cbpf_check_one(__u32 pc, struct cbpf_check* c)
         if (k >= 32)
             goto bad;
         break;
-    case 0x20: case 0x28: case 0x30:
+    case 0x20: case 0x28: case 0x30: case 0xb1:
         if ((__s32)k < 0 && !(code == 0x28 && k == 0xfffff000))
             goto bad;
         break;

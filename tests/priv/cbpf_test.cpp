@@ -178,6 +178,7 @@ TEST_CASE("cbpf: invalid programs are refused and change nothing", "[cbpf-invali
         {"division by constant 0", cbpf({{0x34, 0, 0, 0}, {0x16, 0, 0, 0}}), EINVAL},
         {"memory index 16", cbpf({{0x02, 0, 0, 16}, {0x06, 0, 0, 0}}), EINVAL},
         {"negative load", cbpf({{0x20, 0, 0, 0xfffff004}, {0x16, 0, 0, 0}}), EINVAL},
+        {"negative ldx msh", cbpf({{0xb1, 0, 0, 0x80000000}, {0x16, 0, 0, 0}}), EINVAL},
         {"65 instructions", too_long, EPERM},
         {"5 apps", cbpf({{0x06, 0, 0, 0}}, 5), EPERM},
     };
