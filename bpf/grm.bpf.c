@@ -856,7 +856,12 @@ static __noinline __u64 dispatch_new(struct sk_reuseport_md* md, struct grm_grou
 /* The sender of the packet: address (IPv4-mapped for IPv4) and port. 0 or -1. */
 static __always_inline int peer_of(struct sk_reuseport_md* md, __be32 addr[4], __be16* port)
 {
-    if (bpf_skb_load_bytes(md, 0, port, sizeof(*port)))
+    __u8* data = md->data;
+
+    /* The UDP header is linear in practice: read it directly, the helper is the fallback. */
+    if (data + sizeof(*port) <= (__u8*)md->data_end)
+        *port = *(__be16*)data;
+    else if (bpf_skb_load_bytes(md, 0, port, sizeof(*port)))
         return -1;
     if (md->eth_protocol == bpf_htons(ETH_P_IP)) {
         addr[0] = 0;
