@@ -9,6 +9,7 @@ pkgs=(
     libfmt-dev nlohmann-json3-dev libsystemd-dev catch2
     iproute2 util-linux
     libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev ngtcp2-client openssl
+    libclang-rt-14-dev
 )
 
 missing=()
