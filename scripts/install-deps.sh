@@ -10,6 +10,7 @@ pkgs=(
     iproute2 util-linux
     libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev ngtcp2-client openssl
     libclang-rt-14-dev
+    systemd systemd-container debootstrap
 )
 
 missing=()
