@@ -55,6 +55,14 @@ static __always_inline __u64 now_ns(void)
     return bpf_ktime_get_ns();
 }
 
+/* grmd's clock (see grm_clock); the kernel's until grmd first ticks. */
+static __always_inline __u64 clock_ns(void)
+{
+    __u32 zero = 0;
+    __u64* c = bpf_map_lookup_elem(&grm_clock, &zero);
+    return c && *c ? *c : bpf_ktime_get_ns();
+}
+
 static __always_inline __u64 age_ns(__u64 now, __u64 then)
 {
     return now > then ? now - then : 0;
@@ -79,6 +87,18 @@ static __always_inline void group_key_of(struct bpf_sock* sk, struct grm_group_k
 /* The record of the group `k` names in network namespace `netns`: each namespace using the
  * address has its own instance. *free_instance gets the first instance without a record
  * (-1 if none). On success k->instance is the record's. */
+/* The record of a key, through the hash. */
+static __always_inline struct grm_group* group_by_key(struct grm_group_key* k)
+{
+    __u32* gid = bpf_map_lookup_elem(&grm_groups, k);
+    struct grm_group* g;
+
+    if (!gid)
+        return 0;
+    g = bpf_map_lookup_elem(&grm_group_recs, gid);
+    return g && (g->flags & GRM_GROUP_F_LIVE) ? g : 0;
+}
+
 static __always_inline struct grm_group* group_find(struct grm_group_key* k, __u64 netns,
                                                     int* free_instance)
 {
@@ -86,7 +106,7 @@ static __always_inline struct grm_group* group_find(struct grm_group_key* k, __u
     for (__u32 i = 0; i < GRM_NETNS_INSTANCES; i++) {
         struct grm_group* g;
         k->instance = i;
-        g = bpf_map_lookup_elem(&grm_groups, k);
+        g = group_by_key(k);
         if (!g) {
             if (*free_instance < 0)
                 *free_instance = (int)i;
@@ -117,7 +137,7 @@ static __always_inline __u64 flow_timeout_ns(const struct grm_group* g)
 static __noinline int flow_tx(struct grm_stats* s, struct grm_flow_key* fk, __u64 so_cookie,
                               __u64 idx_key, __u64 timeout_ns)
 {
-    __u64 now = now_ns();
+    __u64 now = clock_ns();
     struct grm_flow* f;
 
     s->tx_total++;
@@ -302,33 +322,62 @@ static __always_inline void event_info(__u32 type, struct grm_group* g, struct g
 
 /* Creates the group record with udpgrm's defaults (FLOW, all parameters 0). Returns the
  * record, or NULL when the group table or the id space is full. */
+static __always_inline void port_index_drop(__u16 port, __u32 gid)
+{
+    __u32 p = port;
+    __u32* slot = bpf_map_lookup_elem(&grm_ports, &p);
+    if (slot)
+        __sync_val_compare_and_swap(slot, gid + 1, 0);
+}
+
+/* Creates the group record with udpgrm's defaults (FLOW, all parameters 0). Returns the
+ * record, or NULL when the group table or the id space is full. The record is complete
+ * before the key maps to it and before the port index names it. */
 static __noinline struct grm_group* group_create(struct grm_group_key* k, __u64 netns,
                                                  __u32 owner_uid)
 {
-    __u32 zero = 0;
-    struct grm_scratch* sc = bpf_map_lookup_elem(&grm_scratch, &zero);
     struct grm_group* g;
-    int gid;
+    __u32 gid, port, *slot;
+    int id;
 
-    if (!sc)
+    id = gid_alloc();
+    if (id < 0)
         return 0;
-    gid = gid_alloc();
-    if (gid < 0)
+    gid = (__u32)id;
+    g = bpf_map_lookup_elem(&grm_group_recs, &gid);
+    if (!g) {
+        gid_free(gid);
         return 0;
-    __builtin_memset(&sc->group, 0, sizeof(sc->group));
-    sc->group.gid = (__u32)gid;
-    sc->group.type = DISSECTOR_FLOW;
-    sc->group.netns_cookie = netns;
-    sc->group.owner_uid = owner_uid;
-    sc->group.created_ns = now_ns();
-    if (bpf_map_update_elem(&grm_groups, k, &sc->group, BPF_NOEXIST)) {
-        gid_free((__u32)gid); /* full, or another socket won the race: use its record */
-        return bpf_map_lookup_elem(&grm_groups, k);
     }
-    g = bpf_map_lookup_elem(&grm_groups, k);
-    if (g)
-        event_info(GRM_EV_GROUP_NEW, g, k, 0, 0, 0);
+    __builtin_memset(g, 0, sizeof(*g));
+    g->key = *k;
+    g->gid = gid;
+    g->type = DISSECTOR_FLOW;
+    g->netns_cookie = netns;
+    g->owner_uid = owner_uid;
+    g->created_ns = now_ns();
+    g->flags = GRM_GROUP_F_LIVE;
+    if (bpf_map_update_elem(&grm_groups, k, &gid, BPF_NOEXIST)) {
+        g->flags = 0;
+        gid_free(gid); /* full, or another socket won the race: use its record */
+        return group_by_key(k);
+    }
+    port = bpf_ntohs(k->port);
+    slot = bpf_map_lookup_elem(&grm_ports, &port);
+    if (slot && __sync_val_compare_and_swap(slot, 0, gid + 1) != 0)
+        *slot = GRM_PORT_SHARED; /* another record has this port: the hash decides */
+    event_info(GRM_EV_GROUP_NEW, g, k, 0, 0, 0);
     return g;
+}
+
+/* Takes back a group created by a refused call. */
+static __always_inline void group_destroy(struct grm_group_key* k, struct grm_group* g)
+{
+    __u32 gid = g->gid;
+    bpf_map_delete_elem(&grm_groups, k);
+    port_index_drop(bpf_ntohs(k->port), gid);
+    g->flags = 0;
+    gid_free(gid);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -500,15 +549,13 @@ static __noinline int opt_dissector(struct bpf_sockopt* ctx, struct grm_group* g
     err = dissector_check(d);
     if (err) {
         /* The call that created the group failed: take the group back, as udpgrm does. */
-        __u32 gid = g->gid;
-        bpf_map_delete_elem(&grm_groups, k);
-        gid_free(gid);
+        group_destroy(k, g);
         return sockopt_fail(-err);
     }
     g->max_apps = d->max_apps;
     g->flow_timeout_sec =
         d->flow_entry_timeout_sec ? d->flow_entry_timeout_sec : GRM_FLOW_DEFAULT_TIMEOUT_SEC;
-    g->flags = GRM_GROUP_F_CONFIGURED |
+    g->flags = GRM_GROUP_F_LIVE | GRM_GROUP_F_CONFIGURED |
                ((d->dissector_type & DISSECTOR_FLAG_VERBOSE) ? GRM_GROUP_F_VERBOSE : 0);
     d->dissector_type = DISSECTOR_TYPE(d->dissector_type);
     if (d->dissector_type == DISSECTOR_QUIC) {
@@ -632,7 +679,7 @@ int grm_setsockopt(struct bpf_sockopt* ctx)
             /* Tell the packet path to find the right namespace's record first. */
             struct grm_group* first;
             k.instance = 0;
-            first = bpf_map_lookup_elem(&grm_groups, &k);
+            first = group_by_key(&k);
             if (first)
                 __sync_fetch_and_or(&first->flags, GRM_GROUP_F_SHARED);
         }
@@ -919,7 +966,7 @@ static __noinline int dispatch_flow(struct sk_reuseport_md* md, struct grm_group
     }
     s->rx_dissected_ok_total++;
 
-    now = bpf_ktime_get_coarse_ns();
+    now = clock_ns();
     f = bpf_map_lookup_elem(&grm_flows, &fk);
     if (f) {
         __u64 age = age_ns(now, f->last_ns);
@@ -970,7 +1017,7 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
 {
     struct grm_hs_key hk;
     struct grm_flow* f;
-    __u64 now = bpf_ktime_get_coarse_ns(), key;
+    __u64 now = clock_ns(), key;
 
     __builtin_memset(&hk, 0, sizeof(hk));
     hk.gid = g->gid;
@@ -1050,7 +1097,7 @@ struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, 1);
     __type(key, __u32);
-    __type(value, __u32);
+    __type(value, __u64); /* gid << 32 | instance */
 } grm_cbpf_inst SEC(".maps");
 
 /* Dispatches through the group records of the address, from instance `first` on: one per
@@ -1058,6 +1105,27 @@ struct {
  * so a record whose dispatch selected nothing hands the packet to the next one; with one
  * namespace (the usual case) that is one lookup. cBPF groups continue in their translated
  * program and grm_cbpf_dispatch, which comes back here if needed. */
+/* The instance-0 record of the packet's address: through the port index when one record
+ * owns the port (two array reads and a key check), else through the hash. */
+static __always_inline struct grm_group* group_fast(struct grm_group_key* k)
+{
+    __u32 port = bpf_ntohs(k->port), *p, gid;
+    struct grm_group* g;
+
+    k->instance = 0;
+    p = bpf_map_lookup_elem(&grm_ports, &port);
+    if (p && *p && *p != GRM_PORT_SHARED) {
+        gid = *p - 1;
+        g = bpf_map_lookup_elem(&grm_group_recs, &gid);
+        if (g && g->key.family == k->family && g->key.port == k->port && g->key.instance == 0 &&
+            g->key.addr[0] == k->addr[0] && g->key.addr[1] == k->addr[1] &&
+            g->key.addr[2] == k->addr[2] && g->key.addr[3] == k->addr[3] &&
+            (g->flags & GRM_GROUP_F_LIVE))
+            return g;
+    }
+    return group_by_key(k);
+}
+
 /* When several namespaces share the address, the record that registered md->sk is the
  * packet's (md->sk is a member of the packet's reuseport group). */
 static __always_inline __u32 instance_of(struct sk_reuseport_md* md, struct grm_group_key* k)
@@ -1070,7 +1138,7 @@ static __always_inline __u32 instance_of(struct sk_reuseport_md* md, struct grm_
     for (__u32 i = 0; i < GRM_NETNS_INSTANCES; i++) {
         struct grm_group* g;
         k->instance = i;
-        g = bpf_map_lookup_elem(&grm_groups, k);
+        g = group_by_key(k);
         if (g && g->gid == r->gid)
             return i;
     }
@@ -1097,9 +1165,9 @@ static __always_inline int dispatch_group(struct sk_reuseport_md* md, struct grm
         return dispatch_quic(md, g, s);
     case DISSECTOR_CBPF: {
         __u32 zero = 0;
-        __u32* inst = bpf_map_lookup_elem(&grm_cbpf_inst, &zero);
+        __u64* inst = bpf_map_lookup_elem(&grm_cbpf_inst, &zero);
         if (inst) {
-            *inst = instance;
+            *inst = (__u64)g->gid << 32 | instance;
             bpf_tail_call(md, &grm_cbpf_progs, g->gid & (GRM_MAX_GROUPS - 1));
         }
         s->rx_cbpf_not_ready++; /* grmd has not translated it yet */
@@ -1119,9 +1187,7 @@ static __always_inline int dispatch_from(struct sk_reuseport_md* md, struct grm_
     int seen = 0;
 
     if (first == 0) {
-        struct grm_group* g0;
-        k->instance = 0;
-        g0 = bpf_map_lookup_elem(&grm_groups, k);
+        struct grm_group* g0 = group_fast(k);
         if (g0 && !(g0->flags & GRM_GROUP_F_SHARED)) {
             dispatch_group(md, g0, 0); /* the usual case: one namespace, one lookup */
             return SK_PASS;
@@ -1136,7 +1202,7 @@ static __always_inline int dispatch_from(struct sk_reuseport_md* md, struct grm_
         if (first && i < first)
             continue; /* a cBPF continuation only looks further */
         k->instance = i;
-        g = bpf_map_lookup_elem(&grm_groups, k);
+        g = group_by_key(k);
         if (!g)
             continue;
         seen = 1;
@@ -1174,8 +1240,8 @@ int grm_cbpf_dispatch(struct sk_reuseport_md* md)
     struct grm_cbpf_out* out;
     struct grm_group* g;
     struct grm_stats* s;
-    __u32 zero = 0, r, apps, instance;
-    __u32* inst;
+    __u32 zero = 0, r, apps, instance, gid;
+    __u64* inst;
     int selected;
 
     if (!sk)
@@ -1184,13 +1250,15 @@ int grm_cbpf_dispatch(struct sk_reuseport_md* md)
     out = bpf_map_lookup_elem(&grm_cbpf_out, &zero);
     if (!inst || !out)
         return SK_PASS;
-    instance = *inst;
+    instance = (__u32)*inst;
+    gid = (__u32)(*inst >> 32);
     if (instance >= GRM_NETNS_INSTANCES)
         return SK_PASS;
     group_key_of(sk, &k);
     k.instance = instance;
-    g = bpf_map_lookup_elem(&grm_groups, &k);
-    if (!g)
+    /* The record grm_select_sk chose, by id: no second hash lookup. */
+    g = bpf_map_lookup_elem(&grm_group_recs, &gid);
+    if (!g || !(g->flags & GRM_GROUP_F_LIVE) || g->key.port != k.port)
         return SK_PASS;
     s = stats_of(g->gid);
     if (!s)

@@ -4,14 +4,41 @@
 #ifndef GRM_MAPS_BPF_H
 #define GRM_MAPS_BPF_H
 
-/* Group records by bound address. Writer: setsockopt hook (create, configure, working gen);
- * daemon deletes. Preallocated: a packet must never wait for an allocation. */
+/* Group ids by bound address (+ namespace instance). Writer: setsockopt hook; `grmctl
+ * delete` removes. Preallocated: a hook never waits for an allocation. */
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, GRM_MAX_GROUPS);
     __type(key, struct grm_group_key);
-    __type(value, struct grm_group);
+    __type(value, __u32);
 } grm_groups SEC(".maps");
+
+/* Group records, index gid. Writer: setsockopt hook. An array, so that the packet path reads
+ * a record without a hash lookup (through grm_ports). */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, GRM_MAX_GROUPS);
+    __type(key, __u32);
+    __type(value, struct grm_group);
+} grm_group_recs SEC(".maps");
+
+/* Local port -> gid + 1 (see GRM_PORT_SHARED). Writer: setsockopt hook. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 65536);
+    __type(key, __u32);
+    __type(value, __u32);
+} grm_ports SEC(".maps");
+
+/* CLOCK_MONOTONIC ns, advanced by grmd every 100 ms: the flow and handshake tables' clock,
+ * read with an array load instead of a helper call. Frozen while no grmd runs (entries then
+ * outlive their timeout; owners that closed are still noticed per packet). */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} grm_clock SEC(".maps");
 
 /* Group id allocation: 1 = in use. Writer: setsockopt hook (claims with cmpxchg); daemon frees
  * after it deleted a group and wiped its slots and counters. */
@@ -126,9 +153,8 @@ struct {
     __type(value, struct grm_meta);
 } grm_meta SEC(".maps");
 
-/* Scratch for records too big for the 512-byte stack (a new group, an incoming dissector). */
+/* Scratch for records too big for the 512-byte stack (an incoming dissector). */
 struct grm_scratch {
-    struct grm_group group;
     struct udp_grm_dissector dissector;
 };
 struct {

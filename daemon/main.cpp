@@ -10,6 +10,7 @@
 #include <getopt.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
@@ -18,6 +19,7 @@
 #include "log.hpp"
 #include "pins.hpp"
 #include "registry.hpp"
+#include "sys.hpp"
 
 namespace {
 
@@ -25,6 +27,7 @@ using namespace grm;
 using namespace grm::daemon;
 
 constexpr uint64_t kSweepUsec = 500 * 1000; // closed sockets leave their slots within this
+constexpr uint64_t kTickUsec = 100 * 1000;  // resolution of flow and handshake timeouts
 
 struct Options {
     bool daemon = false;
@@ -175,6 +178,18 @@ int on_ring_ready(sd_event_source*, int, uint32_t, void* ctx)
     return 0;
 }
 
+/// Advances the flow tables' clock (map grm_clock): the packet path reads it instead of
+/// calling a clock helper.
+int on_tick(sd_event_source* s, uint64_t usec, void* ctx)
+{
+    uint32_t zero = 0;
+    uint64_t now = sys::monotonic_ns();
+    bpf_map_update_elem(*static_cast<int*>(ctx), &zero, &now, BPF_ANY);
+    if (s)
+        sd_event_source_set_time(s, usec + kTickUsec);
+    return 0;
+}
+
 int on_sweep(sd_event_source* s, uint64_t usec, void* ctx)
 {
     auto* l = static_cast<Loop*>(ctx);
@@ -219,7 +234,8 @@ int run_daemon(const Options& o)
         return 1;
     }
     grm_bpf* s = skel->get();
-    Registry reg({bpf_map__fd(s->maps.grm_groups), bpf_map__fd(s->maps.grm_slots),
+    Registry reg({bpf_map__fd(s->maps.grm_groups), bpf_map__fd(s->maps.grm_group_recs),
+                  bpf_map__fd(s->maps.grm_slots),
                   bpf_map__fd(s->maps.grm_regs), bpf_map__fd(s->maps.grm_socks),
                   bpf_map__fd(s->maps.grm_sk), bpf_map__fd(s->maps.grm_dstats),
                   bpf_program__fd(s->progs.grm_select_sk), bpf_map__fd(s->maps.grm_cbpf_progs),
@@ -267,6 +283,11 @@ int run_daemon(const Options& o)
     sd_event_source* sweep = nullptr;
     sd_event_add_time(ev, &sweep, CLOCK_MONOTONIC, now + kSweepUsec, 0, on_sweep, &loop);
     sd_event_source_set_enabled(sweep, SD_EVENT_ON);
+    int clock_fd = bpf_map__fd(s->maps.grm_clock);
+    on_tick(nullptr, 0, &clock_fd); // before READY: the packet path's clock runs from now
+    sd_event_source* tick = nullptr;
+    sd_event_add_time(ev, &tick, CLOCK_MONOTONIC, now + kTickUsec, 0, on_tick, &clock_fd);
+    sd_event_source_set_enabled(tick, SD_EVENT_ON);
     sd_event_set_watchdog(ev, true);
 
     std::string status = fmt::format("serving {}: {} sockets kept from earlier, {} links updated",

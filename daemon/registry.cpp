@@ -14,6 +14,7 @@
 #include <bpf/bpf.h>
 
 #include "cbpf.hpp"
+#include "groups.hpp"
 #include "log.hpp"
 #include "sys.hpp"
 
@@ -51,7 +52,7 @@ std::vector<int> socket_fds(const std::string& fd_dir)
 std::optional<grm_group> Registry::group(const grm_group_key& k)
 {
     grm_group g{};
-    if (bpf_map_lookup_elem(m_.groups, &k, &g) != 0)
+    if (!read_group(m_.groups, m_.recs, k, &g))
         return std::nullopt;
     return g;
 }
@@ -313,7 +314,7 @@ void Registry::sync_cbpf()
         key = next;
         prev = &key;
         grm_group g{};
-        if (bpf_map_lookup_elem(m_.groups, &key, &g) != 0 || g.type != DISSECTOR_CBPF)
+        if (!read_group(m_.groups, m_.recs, key, &g) || g.type != DISSECTOR_CBPF)
             continue;
         present.insert(g.gid);
         auto done = cbpf_loaded_.find(g.gid);

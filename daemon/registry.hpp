@@ -16,7 +16,7 @@ namespace grm::daemon {
 
 /// File descriptors of the maps and the reuseport program; borrowed from the skeleton.
 struct MapFds {
-    int groups, slots, regs, socks, sk, dstats, select_prog, cbpf_progs, cbpf_out;
+    int groups, recs, slots, regs, socks, sk, dstats, select_prog, cbpf_progs, cbpf_out;
 };
 
 /// Mirrors grm_regs and grm_slots. Everything it knows is in pinned maps, so a new daemon

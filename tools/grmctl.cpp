@@ -24,6 +24,7 @@
 #include "grm/abi.h"
 #include "grm/result.hpp"
 #include "grmctl_format.hpp"
+#include "groups.hpp"
 #include "pins.hpp"
 #include "sys.hpp"
 
@@ -46,8 +47,9 @@ struct PinnedMap {
 };
 
 struct Maps {
-    PinnedMap groups, regs, slots, socks, stats, dstats, meta;
+    PinnedMap groups, recs, regs, slots, socks, stats, dstats, meta;
     PinnedMap flows; ///< opened for `flows` only
+    std::string dir; ///< the pin directory
 };
 
 /// Opens DIR/maps/NAME and checks its key and value sizes against abi.h: a map of another
@@ -80,7 +82,8 @@ Result<Maps> open_maps(const std::string& dir, bool with_flows) {
         uint32_t key_size, value_size;
     };
     const Want wants[] = {
-        {&Maps::groups, "grm_groups", sizeof(grm_group_key), sizeof(grm_group)},
+        {&Maps::groups, "grm_groups", sizeof(grm_group_key), sizeof(__u32)},
+        {&Maps::recs, "grm_group_recs", sizeof(__u32), sizeof(grm_group)},
         {&Maps::meta, "grm_meta", sizeof(__u32), sizeof(grm_meta)},
         {&Maps::regs, "grm_regs", sizeof(__u64), sizeof(grm_reg)},
         {&Maps::slots, "grm_slots", sizeof(__u32), sizeof(grm_slot_state)},
@@ -90,6 +93,7 @@ Result<Maps> open_maps(const std::string& dir, bool with_flows) {
         {&Maps::flows, "grm_flows", sizeof(grm_flow_key), sizeof(grm_flow)},
     };
     Maps maps;
+    maps.dir = dir;
     for (const Want& w : wants) {
         if (w.field == &Maps::flows && !with_flows)
             continue;
@@ -185,7 +189,7 @@ Result<Snapshot> read_snapshot(const Maps& maps, const Options& o) {
     if (o.filter) {
         grm_group_key k = sys::group_key_of(*o.filter);
         grm_group g{};
-        if (bpf_map_lookup_elem(maps.groups.get(), &k, &g) == 0)
+        if (grm::read_group(maps.groups.get(), maps.recs.get(), k, &g))
             records.emplace_back(k, g);
         else if (errno != ENOENT)
             return errno_error("read " + maps.groups.path);
@@ -200,7 +204,7 @@ Result<Snapshot> read_snapshot(const Maps& maps, const Options& o) {
                 return std::memcmp(&r.first, &k, sizeof(k)) == 0;
             });
             grm_group g{};
-            if (seen || bpf_map_lookup_elem(maps.groups.get(), &k, &g) != 0)
+            if (seen || !grm::read_group(maps.groups.get(), maps.recs.get(), k, &g))
                 continue; // deleted since the walk saw it
             records.emplace_back(k, g);
         }
@@ -294,6 +298,17 @@ Result<Deleted> delete_group(const Maps& maps, const PinnedMap& gids,
     const uint32_t gid = g.gid & (GRM_MAX_GROUPS - 1);
     if (bpf_map_delete_elem(maps.groups.get(), &key) != 0)
         return errno_error("delete the group record from " + maps.groups.path);
+    // The packet path's port index, if it names this group, and the record itself.
+    if (auto ports = open_map(maps.dir, "grm_ports", sizeof(__u32), sizeof(__u32)); ports) {
+        __u32 port = ntohs(key.port), slot = 0;
+        if (bpf_map_lookup_elem(ports->get(), &port, &slot) == 0 && slot == gid + 1) {
+            __u32 none = 0;
+            bpf_map_update_elem(ports->get(), &port, &none, BPF_ANY);
+        }
+    }
+    grm_group blank{};
+    if (bpf_map_update_elem(maps.recs.get(), &gid, &blank, BPF_ANY) != 0)
+        return errno_error("clear the group record in " + maps.recs.path);
 
     // Registrations of the gid, and every socket index key they or the slots name.
     std::set<uint64_t> idx_keys;
@@ -398,7 +413,7 @@ Result<DeleteOutcome> delete_groups(const Maps& maps, const Options& o) {
     DeleteOutcome out;
     for (const auto& k : keys) {
         grm_group g{};
-        if (bpf_map_lookup_elem(maps.groups.get(), &k, &g) != 0)
+        if (!grm::read_group(maps.groups.get(), maps.recs.get(), k, &g))
             continue; // deleted meanwhile
         if (netns && g.netns_cookie != *netns) {
             out.other_netns++;

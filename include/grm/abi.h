@@ -177,27 +177,30 @@ struct grm_group_key {
 };
 GRM_ABI_ASSERT(sizeof(struct grm_group_key) == 24);
 
-/* Group record (map grm_groups). Created and written only by the BPF hooks: the dissector
- * once, working_gen[] by WORKING_GEN. The daemon reads it and deletes it. Hot fields first:
- * the reuseport program reads only the first cache line. */
+/* Group record (ARRAY grm_group_recs, index gid; the HASH grm_groups maps a key to its gid).
+ * Created and written only by the BPF hooks: the dissector once, working_gen[] by
+ * WORKING_GEN. The daemon and grmctl read it; `grmctl delete` removes it. The first 64 bytes
+ * are all the packet path reads. */
 struct grm_group {
-    __u32 gid;              /* index into grm_slots, grm_stats, grm_dstats; < GRM_MAX_GROUPS */
+    struct grm_group_key key; /* the address this record is for (checked on the fast path) */
+    __u32 gid;              /* index into grm_group_recs, grm_slots, grm_stats, grm_dstats */
     __u32 type;             /* dissector type, flag bit cleared */
     __u32 max_apps;         /* copy of dissector.max_apps */
     __u32 flow_timeout_sec; /* effective FLOW timeout: 125 when the app said 0 */
     __u32 working_gen[GRM_MAX_APPS]; /* per app, as the app set it (not reduced) */
-    __u64 netns_cookie;     /* network namespace of the creating socket */
-    __u32 flags;            /* GRM_GROUP_F_* */
+    __u32 flags;            /* GRM_GROUP_F_*; 0 = no record in this slot */
     __u8 cid_len;           /* QUIC: connection ID length (defaults applied) */
     __u8 cookie_offset;     /* QUIC: cookie offset in the connection ID */
     __u16 filter_len;       /* CBPF: instructions */
+    __u64 netns_cookie;     /* network namespace of the creating socket */
     __u64 created_ns;       /* CLOCK_MONOTONIC */
     __u32 owner_uid;        /* uid that bound the creating socket: only its sockets steer */
     __u32 _pad;
     struct udp_grm_dissector dissector; /* as set, type without the verbose flag */
 };
-GRM_ABI_ASSERT(sizeof(struct grm_group) == 64 + 632);
+GRM_ABI_ASSERT(sizeof(struct grm_group) == 88 + 632);
 
+#define GRM_GROUP_F_LIVE 8u       /* the record is in use (set at creation) */
 #define GRM_GROUP_F_VERBOSE 1u    /* DISSECTOR_FLAG_VERBOSE was set */
 #define GRM_GROUP_F_CONFIGURED 2u /* created by an explicit DISSECTOR call */
 #define GRM_GROUP_F_SHARED 4u     /* on instance 0: other namespaces use the address too */
@@ -370,6 +373,13 @@ struct grm_cbpf_out {
     __u32 value;   /* the classic program's return value */
 };
 GRM_ABI_ASSERT(sizeof(struct grm_cbpf_out) == 8);
+
+/* Port index (ARRAY grm_ports, index = local port): gid + 1 of the only group record bound to
+ * that port number, so the packet path finds its group with two array reads instead of a
+ * hash lookup; 0 = none; GRM_PORT_SHARED = several records share the port (other addresses,
+ * families or namespaces): the packet path then uses grm_groups. Writer: setsockopt hook;
+ * `grmctl delete` clears its entry. */
+#define GRM_PORT_SHARED 0xffffffffu
 
 /* Global state (ARRAY grm_meta, one entry). Written by the daemon at start. */
 struct grm_meta {

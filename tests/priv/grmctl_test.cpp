@@ -93,10 +93,10 @@ uint32_t gid_of(uint16_t port)
     grm_group_key k{}, next{};
     bool first = true;
     while (bpf_map_get_next_key(groups.get(), first ? nullptr : &k, &next) == 0) {
-        grm_group g{};
+        __u32 gid = 0;
         if (next.family == AF_INET && ntohs(next.port) == port &&
-            bpf_map_lookup_elem(groups.get(), &next, &g) == 0)
-            return g.gid;
+            bpf_map_lookup_elem(groups.get(), &next, &gid) == 0)
+            return gid;
         k = next;
         first = false;
     }

@@ -12,6 +12,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "groups.hpp"
 #include "pins.hpp"
 #include "sys.hpp"
 
@@ -183,6 +184,7 @@ GroupStats group_stats(const std::string& pin_dir, int family, uint16_t port)
 {
     GroupStats gs;
     Fd groups(bpf_obj_get(pins::map(pin_dir, "grm_groups").c_str()));
+    Fd recs(bpf_obj_get(pins::map(pin_dir, "grm_group_recs").c_str()));
     Fd stats(bpf_obj_get(pins::map(pin_dir, "grm_stats").c_str()));
     Fd dstats(bpf_obj_get(pins::map(pin_dir, "grm_dstats").c_str()));
     if (!groups.valid() || !stats.valid() || !dstats.valid())
@@ -197,7 +199,7 @@ GroupStats group_stats(const std::string& pin_dir, int family, uint16_t port)
         std::memcpy(e.addr, &reinterpret_cast<sockaddr_in6*>(&sa)->sin6_addr, 16);
     grm_group_key k = sys::group_key_of(e);
     grm_group g{};
-    if (bpf_map_lookup_elem(groups.get(), &k, &g) != 0)
+    if (!recs.valid() || !read_group(groups.get(), recs.get(), k, &g))
         return gs;
     int ncpu = libbpf_num_possible_cpus();
     std::vector<grm_stats> per(static_cast<size_t>(ncpu));
