@@ -52,7 +52,11 @@ mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
 if [ ! -d "$rootfs" ]; then
-    rm -rf "$cache"/rootfs-*.tmp.* # a build that died half-way (we hold the lock)
+    # Half-built trees of runs that died, and trees of other package lists (about 200 MB
+    # each): we hold the lock, nobody uses them.
+    for old in "$cache"/rootfs-*; do
+        [ -e "$old" ] && [ "$old" != "$rootfs" ] && rm -rf "$old"
+    done
     tmp=$rootfs.tmp.$$
     log "building $rootfs with debootstrap ($packages) from $mirror"
     t0=$(now_ms)
@@ -79,6 +83,16 @@ npid=""
 cleanup() {
     local rc=$?
     set +e
+    # First what we run in the container (the test script, the load): a draining service
+    # would wait for the load to stop before the container can power off.
+    if [ -n "$cg" ] && [ -f "$cg/driver/cgroup.procs" ]; then
+        for _ in $(seq 50); do
+            pids=$(cat "$cg/driver/cgroup.procs")
+            [ -z "$pids" ] && break
+            kill -KILL $pids 2>/dev/null
+            sleep 0.1
+        done
+    fi
     if [ -n "$npid" ] && kill -0 "$npid" 2>/dev/null; then
         kill -TERM "$npid" # nspawn: orderly poweroff of the container
         for _ in $(seq 300); do kill -0 "$npid" 2>/dev/null || break; sleep 0.1; done
@@ -133,8 +147,15 @@ if [ "$(stat -f -c %T "$cgroot" 2>/dev/null)" != cgroup2fs ]; then
     echo "SKIP: no cgroup v2 hierarchy"
     exit 77
 fi
+# Cgroups of earlier runs that were killed before their trap ran: empty, their script gone.
+for old in "$cgroot"/grm-e2e-*; do
+    [ -d "$old" ] || continue
+    kill -0 "${old##*-}" 2>/dev/null && continue
+    [ -z "$(find "$old" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] &&
+        find "$old" -depth -type d -exec rmdir {} + 2>/dev/null
+done
 cg=$cgroot/grm-e2e-$$
-mkdir "$cg"
+mkdir "$cg" "$cg/driver"
 # What nspawn writes under /run (locks, propagation dirs) stays in this namespace.
 mount -t tmpfs -o mode=0755 tmpfs /run
 # nspawn's /sys has no /sys/fs/bpf: the container gets a bpffs instance of its own (not the
@@ -146,7 +167,8 @@ t0=$(now_ms)
 (
     echo "$BASHPID" >"$cg/cgroup.procs"
     export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
-    exec systemd-nspawn --quiet --directory="$rootfs" --volatile=overlay --machine="$machine" \
+    # Should this script be killed outright (no trap), nspawn still powers the container off.
+    exec setpriv --pdeathsig TERM systemd-nspawn --quiet --directory="$rootfs" --volatile=overlay --machine="$machine" \
         --private-network --register=no --keep-unit --link-journal=no --resolv-conf=off \
         --timezone=off --capability=CAP_BPF,CAP_PERFMON --system-call-filter="bpf pidfd_getfd" \
         --bind-ro="$stage:/opt/grm-e2e/stage" --bind="$work/results:/opt/grm-e2e-results" \
@@ -169,7 +191,15 @@ while [ -z "$leader" ]; do
     fi
     [ -n "$leader" ] || sleep 0.05
 done
-inside() { nsenter --target "$leader" --all env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+# Commands in the container's namespaces; on the host they sit in our driver cgroup, so that
+# the trap finds every one of them (nsenter's child is in the container's pid namespace).
+inside() {
+    (
+        echo "$BASHPID" >"$cg/driver/cgroup.procs"
+        exec nsenter --target "$leader" --all env -i \
+            PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
+    )
+}
 state=""
 deadline=$(($(now_ms) + 120000))
 until [ "$state" = running ] || [ "$state" = degraded ]; do
@@ -186,7 +216,10 @@ inside systemctl --failed --no-legend --no-pager | sed 's/^/systemd-e2e: failed 
 
 # ---- the test --------------------------------------------------------------------------------
 set +e
-inside env GRM_E2E_RESTARTS="${GRM_E2E_RESTARTS:-4}" bash /opt/grm-e2e/stage/inside.sh
+# In the background, so that a signal reaches the trap at once (bash runs traps between
+# commands, and `wait` is interruptible).
+inside env GRM_E2E_RESTARTS="${GRM_E2E_RESTARTS:-4}" bash /opt/grm-e2e/stage/inside.sh &
+wait $!
 rc=$?
 set -e
 if [ "$rc" -ne 0 ]; then
