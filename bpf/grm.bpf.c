@@ -1006,7 +1006,29 @@ static __noinline int dispatch_flow(struct sk_reuseport_md* md, struct grm_group
 }
 
 #define UDP_HLEN 8
-#define GRM_QUIC_LOAD(ctx, off, dst, len) bpf_skb_load_bytes((ctx), UDP_HLEN + (off), (dst), (len))
+/* Header bytes are read straight from the packet when the datagram is linear there (it is,
+ * for any datagram a NIC or loopback delivers whole), the helper being the fallback; only
+ * constant, short reads: the DCID copy of long headers always uses the helper. */
+static __always_inline int quic_load(struct sk_reuseport_md* md, __u32 off, void* dst, __u32 len)
+{
+    __u8* d = dst;
+
+    if (__builtin_constant_p(len) && len <= 6) {
+        __u8* end = md->data_end;
+        __u8* p = md->data;
+        __u32 o = off;
+        OPAQUE(o);
+        o &= 63;
+        p += UDP_HLEN + o;
+        if (p + len <= end) {
+            for (__u32 i = 0; i < len; i++)
+                d[i] = p[i];
+            return 0;
+        }
+    }
+    return bpf_skb_load_bytes(md, UDP_HLEN + off, dst, len);
+}
+#define GRM_QUIC_LOAD(ctx, off, dst, len) quic_load((ctx), (off), (dst), (len))
 #define GRM_QUIC_OPAQUE(x) OPAQUE(x)
 #include "quic.h"
 

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -45,6 +46,38 @@ std::vector<int> socket_fds(const std::string& fd_dir)
     }
     ::closedir(d);
     return out;
+}
+
+/// Whether grmd runs in the initial pid namespace, whose pids the BPF hooks report (its
+/// namespace inode is fixed: PROC_PID_INIT_INO).
+bool in_initial_pidns()
+{
+    struct stat st{};
+    return ::stat("/proc/self/ns/pid", &st) != 0 || st.st_ino == 0xEFFFFFFCu;
+}
+
+/// A duplicate of the socket whose SO_COOKIE is `cookie`, among the socket fds of `pid`.
+std::optional<Fd> socket_of(pid_t pid, unsigned flags, const std::string& fd_dir, uint64_t cookie,
+                            Error& last)
+{
+    auto pidfd = sys::pidfd_open(pid, flags);
+    if (!pidfd) {
+        last = pidfd.error();
+        return std::nullopt;
+    }
+    for (int fd : socket_fds(fd_dir)) {
+        auto copy = sys::pidfd_getfd(pidfd->get(), fd);
+        if (!copy) {
+            last = copy.error();
+            continue;
+        }
+        // The cookie is what makes this safe: a recycled pid or fd number can never hand us
+        // another socket than the one that asked.
+        auto c = sys::socket_cookie(copy->get());
+        if (c && *c == cookie)
+            return std::move(*copy);
+    }
+    return std::nullopt;
 }
 
 } // namespace
@@ -194,25 +227,34 @@ Result<Fd> Registry::find_socket(const grm_event& ev)
     for (const auto& w : places) {
         if (&w != &places[0] && ev.tid == ev.tgid)
             break;
-        auto pidfd = sys::pidfd_open(w.pid, w.flags);
-        if (!pidfd) {
-            last = pidfd.error();
-            continue;
-        }
-        for (int fd : socket_fds(w.dir)) {
-            auto copy = sys::pidfd_getfd(pidfd->get(), fd);
-            if (!copy) {
-                last = copy.error();
+        if (auto s = socket_of(w.pid, w.flags, w.dir, ev.so_cookie, last))
+            return std::move(*s);
+        if (last.code != ESRCH)
+            last = Error{ENOENT, fmt::format("socket 0x{:x} not among the fds of {}",
+                                             ev.so_cookie, w.pid)};
+    }
+    // grmd in a container (systemd as its PID 1): the hooks name the caller by its pid in the
+    // initial pid namespace, which this /proc does not show. Look for the cookie in every
+    // process we can see; the apps grmd serves there are in its namespace. Only there: in
+    // the initial namespace the pid is exact, and a scan per failed registration would let
+    // any app make grmd walk every process.
+    if (DIR* d = in_initial_pidns() ? nullptr : ::opendir("/proc")) {
+        std::vector<pid_t> pids;
+        while (dirent* e = ::readdir(d))
+            if (e->d_name[0] >= '1' && e->d_name[0] <= '9')
+                pids.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
+        ::closedir(d);
+        Error ignored;
+        for (pid_t pid : pids) {
+            if (pid == ::getpid())
                 continue;
+            if (auto s = socket_of(pid, 0, "/proc/" + std::to_string(pid) + "/fd", ev.so_cookie,
+                                   ignored)) {
+                log::debug("socket 0x{:x} found in pid {} (the event said {})", ev.so_cookie, pid,
+                           ev.tgid);
+                return std::move(*s);
             }
-            // The cookie is what makes this safe: a recycled pid or fd number can never
-            // hand us another socket than the one that asked.
-            auto c = sys::socket_cookie(copy->get());
-            if (c && *c == ev.so_cookie)
-                return std::move(*copy);
         }
-        last = Error{ENOENT, fmt::format("socket 0x{:x} not among the fds of {}", ev.so_cookie,
-                                         w.pid)};
     }
     return unexpected(last);
 }

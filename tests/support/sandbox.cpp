@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <net/if.h>
 #include <poll.h>
@@ -86,6 +87,17 @@ Result<Sandbox> enter_sandbox()
     if (::mount("bpf", bpffs.c_str(), "bpf", 0, "mode=0700") != 0)
         return errno_error("mount bpffs");
     sb.pin_dir = bpffs + "/grm";
+    // Child cgroups of earlier test processes that were killed (by a timeout) are empty
+    // now: remove them, so that nothing accumulates on the host.
+    if (DIR* d = ::opendir(sb.cgroup2.c_str())) {
+        while (dirent* e = ::readdir(d)) {
+            int pid = 0;
+            if (std::sscanf(e->d_name, "grm-test-%d", &pid) == 1 && pid > 0 &&
+                ::kill(pid, 0) != 0 && errno == ESRCH)
+                ::rmdir((sb.cgroup2 + "/" + e->d_name).c_str());
+        }
+        ::closedir(d);
+    }
     sb.cg_app = sb.cgroup2 + "/grm-test-" + std::to_string(::getpid());
     if (::mkdir(sb.cg_app.c_str(), 0755) != 0)
         return errno_error("mkdir " + sb.cg_app);
@@ -151,6 +163,8 @@ Result<Daemon> Daemon::start(const Sandbox& sb, std::vector<std::string> extra, 
         rlimit zero{0, 0};
         ::setrlimit(RLIMIT_MEMLOCK, &zero);
         ::prctl(PR_CAPBSET_DROP, CAP_SYS_RESOURCE, 0, 0, 0);
+        // A test killed by its timeout must not leave its grmd behind.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         std::vector<char*> argv;
         for (auto& a : args)
             argv.push_back(a.data());
@@ -194,6 +208,7 @@ int Daemon::stop(int sig)
     if (pid_ <= 0)
         return status;
     ::kill(pid_, sig);
+    ::kill(pid_, SIGCONT); // a test may have stopped it; a stopped process ignores SIGTERM
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
     return status;
