@@ -556,6 +556,27 @@ private:
             e_.emit(to_be(dst, int32_t(size * 8)));
     }
 
+    // An absolute load read straight from the packet when [off, off + size) lies in its
+    // linear part (one bounds check against data_end, which the verifier accepts for a
+    // constant offset), else through load_call(): a helper call saved per load.
+    void load_direct(uint32_t off, uint32_t size, uint8_t dst)
+    {
+        const int16_t fast_len = int16_t(2 + (size > 1)); // ldx, [bswap], ja
+        const int16_t slow_len = int16_t(1 + 6 + (size > 1));
+        e_.emit(ldx(t_.data_ptr_size, kR2, kCtx, t_.data_off));
+        e_.emit(ldx(t_.data_ptr_size, kR3, kCtx, t_.data_end_off));
+        e_.emit(add64_imm(kR2, int32_t(off)));
+        e_.emit(mov64(kR4, kR2));
+        e_.emit(add64_imm(kR4, int32_t(size)));
+        e_.emit(insn(BPF_JMP | BPF_JGT | BPF_X, kR4, kR3, fast_len, 0));
+        e_.emit(ldx(mem_size(size), dst, kR2, 0));
+        if (size > 1)
+            e_.emit(to_be(dst, int32_t(size * 8)));
+        e_.emit(insn(BPF_JMP | BPF_JA, 0, 0, slow_len, 0));
+        e_.emit(mov32_imm(kR2, off));
+        load_call(size, dst);
+    }
+
     void body(size_t pc)
     {
         const grm_sock_filter& f = prog_[pc];
@@ -570,6 +591,10 @@ private:
             }
             // k < 2^31 and pkt_base <= 0xffff: no wraparound. Offsets past INT_MAX make the
             // helper fail, as they must.
+            if (t_.data_off >= 0 && uint64_t(t_.pkt_base) + f.k + oi.size <= 0xffff) {
+                load_direct(t_.pkt_base + f.k, oi.size, kA);
+                return;
+            }
             e_.emit(mov32_imm(kR2, t_.pkt_base + f.k));
             load_call(oi.size, kA);
             return;
@@ -754,6 +779,9 @@ Target reuseport_target(int out_map_fd, int prog_array_fd, uint32_t dispatch_ind
     t.len_adjust = 8;
     t.proto_off = int16_t(offsetof(sk_reuseport_md, eth_protocol));
     t.ret_value = SK_PASS;
+    t.data_off = int16_t(offsetof(sk_reuseport_md, data));
+    t.data_end_off = int16_t(offsetof(sk_reuseport_md, data_end));
+    t.data_ptr_size = BPF_DW;
     return t;
 }
 

@@ -77,6 +77,13 @@ struct Target {
     uint32_t len_adjust = 0;      ///< ctx length minus this = payload length
     int16_t proto_off = 0;        ///< ctx offset of the ethertype (network order, in a u32)
     uint32_t ret_value = 0;       ///< the program's return value (when the tail call fails)
+    /// Direct packet access for absolute loads: ctx offsets of the data and data_end
+    /// pointers and their load size (BPF_DW for sk_reuseport_md, BPF_W for __sk_buff); -1 =
+    /// always use bpf_skb_load_bytes. The helper stays the fallback when the bytes are not in
+    /// the linear part.
+    int16_t data_off = -1;
+    int16_t data_end_off = -1;
+    uint8_t data_ptr_size = BPF_DW;
 };
 
 /// The Target of an sk_reuseport program (data starts at the UDP header; returns SK_PASS).

@@ -103,6 +103,9 @@ public:
             t.len_off = int16_t(offsetof(__sk_buff, len));
             t.len_adjust = head_len(l);
             t.proto_off = int16_t(offsetof(__sk_buff, protocol));
+            t.data_off = int16_t(offsetof(__sk_buff, data));
+            t.data_end_off = int16_t(offsetof(__sk_buff, data_end));
+            t.data_ptr_size = BPF_W;
         }
         reuseport_ = cbpf::reuseport_target(out_.get(), progs_.get(), 0);
         // Values are 8-byte aligned per CPU; grm_cbpf_out is exactly 8 bytes.
