@@ -9,14 +9,14 @@
 // grm-quic-server; see docs/quic.md.
 #include <cstdio>
 #include <cstring>
+#include <getopt.h>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
-#include <fmt/core.h>
-
-#include <getopt.h>
 #include <sys/stat.h>
-#include <unistd.h>
+
+#include <fmt/core.h>
 
 #include "harness.hpp"
 #include "sandbox.hpp"
@@ -33,8 +33,7 @@ struct Options {
     bool verbose = false;
 };
 
-bool parse_variants(const char* arg, std::vector<quic::Routing>& out)
-{
+bool parse_variants(const char* arg, std::vector<quic::Routing>& out) {
     out.clear();
     std::string s(arg);
     size_t pos = 0;
@@ -56,8 +55,7 @@ bool parse_variants(const char* arg, std::vector<quic::Routing>& out)
     return !out.empty();
 }
 
-std::string col(const quic::Report& r, size_t k, int row)
-{
+std::string col(const quic::Report& r, size_t k, int row) {
     if (k < r.restarts.size()) {
         const auto& rr = r.restarts[k];
         switch (row) {
@@ -81,15 +79,19 @@ std::string col(const quic::Report& r, size_t k, int row)
 
 } // namespace
 
-int main(int argc, char** argv)
-{
+int main(int argc, char** argv) {
     Options o;
     static const option longopts[] = {
-        {"compare", required_argument, nullptr, 'c'},  {"rebind", no_argument, nullptr, 'R'},
-        {"bad-actors", no_argument, nullptr, 'B'},     {"clients", required_argument, nullptr, 'n'},
-        {"streams", required_argument, nullptr, 's'},  {"restarts", required_argument, nullptr, 'r'},
-        {"interval", required_argument, nullptr, 'i'}, {"server", required_argument, nullptr, 'S'},
-        {"verbose", no_argument, nullptr, 'v'},        {"help", no_argument, nullptr, 'h'},
+        {"compare", required_argument, nullptr, 'c'},
+        {"rebind", no_argument, nullptr, 'R'},
+        {"bad-actors", no_argument, nullptr, 'B'},
+        {"clients", required_argument, nullptr, 'n'},
+        {"streams", required_argument, nullptr, 's'},
+        {"restarts", required_argument, nullptr, 'r'},
+        {"interval", required_argument, nullptr, 'i'},
+        {"server", required_argument, nullptr, 'S'},
+        {"verbose", no_argument, nullptr, 'v'},
+        {"help", no_argument, nullptr, 'h'},
         {},
     };
     int c;
@@ -127,11 +129,12 @@ int main(int argc, char** argv)
             o.verbose = true;
             break;
         default:
-            fmt::print("usage: grm-quic-demo [--compare quic,flow,plain] [--rebind] [--bad-actors]\n"
-                       "                     [--clients N] [--streams N] [--restarts N] "
-                       "[--interval MS] [--verbose]\n"
-                       "default: --compare quic,plain --clients 48 --streams 4 --restarts 3 "
-                       "--interval 1500\n");
+            fmt::print(
+                "usage: grm-quic-demo [--compare quic,flow,plain] [--rebind] [--bad-actors]\n"
+                "                     [--clients N] [--streams N] [--restarts N] "
+                "[--interval MS] [--verbose]\n"
+                "default: --compare quic,plain --clients 48 --streams 4 --restarts 3 "
+                "--interval 1500\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -194,23 +197,23 @@ int main(int argc, char** argv)
         }
         ::rmdir(plain_cg.c_str());
 
-        constexpr int kLabel = 44, kCol = 22, kMoveLabel = 58;
+        constexpr int kLabel = 40, kCol = 22, kMoveLabel = 60;
         fmt::print("\n{:<{}}", "", kLabel);
         for (auto& r : reports)
             fmt::print("{:<{}}", quic::routing_name(r.scenario.routing), kCol);
         fmt::print("\n");
-        static const char* kRows[] = {"connections in progress", "connections kept / failed",
+        static const char* kRows[] = {"connections in progress", "kept / failed",
                                       "requests completed / asked"};
         size_t restarts = 0;
         for (auto& r : reports)
             restarts = std::max(restarts, r.restarts.size());
         for (size_t k = 0; k <= restarts; k++) {
             for (int row = 0; row < 3; row++) {
-                std::string head = row ? "" : (k < restarts ? fmt::format("restart {}", k + 1)
-                                                            : std::string("all connections"));
-                std::string label = fmt::format("{:<16}{}", head,
-                                                k == restarts && row == 0 ? "connections"
-                                                                          : kRows[row]);
+                std::string head;
+                if (row == 0)
+                    head = k < restarts ? fmt::format("restart {}", k + 1) : "whole run";
+                std::string label = fmt::format(
+                    "{:<12}{}", head, k == restarts && row == 0 ? "connections" : kRows[row]);
                 fmt::print("{:<{}}", label, kLabel);
                 for (auto& r : reports)
                     fmt::print("{:<{}}", col(r, k < restarts ? k : SIZE_MAX, row), kCol);
@@ -236,7 +239,8 @@ int main(int argc, char** argv)
                    "completed, checked from the client's downloads)\n");
         rc = 0;
         for (auto& r : reports) {
-            if (r.scenario.routing == quic::Routing::quic && (r.failed() || r.completed() != r.requests()))
+            if (r.scenario.routing == quic::Routing::quic &&
+                (r.failed() || r.completed() != r.requests()))
                 rc = 1;
         }
         fmt::print("{}\n", rc == 0 ? "OK: grm with QUIC connection IDs kept every connection"

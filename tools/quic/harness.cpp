@@ -6,24 +6,24 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <fcntl.h>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
+#include <poll.h>
 #include <random>
 #include <sstream>
-
-#include <fmt/core.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <unistd.h>
+
+#include <fmt/core.h>
 
 #include "fd.hpp"
 #include "grm/abi.h"
@@ -36,14 +36,15 @@ using namespace std::chrono_literals;
 
 constexpr int kClientIdleTimeoutS = 6; // > the longest --delay-stream, so only failures idle out
 constexpr std::array<int, 4> kDelaysMs = {1800, 2500, 3200, 3900};
-constexpr int kEarlyMoveMs = 300;       // well before the next restart (>= 1.25 s away)
-constexpr int kLateMoveBeforeMs = 350;  // before the requests, after the restart
-constexpr auto kWaveOffset = 250ms;     // a wave starts this long after its restart
+constexpr int kEarlyMoveMs = 300;      // well before the next restart (>= 1.25 s away)
+constexpr int kLateMoveBeforeMs = 350; // before the requests, after the restart
+constexpr auto kWaveOffset = 250ms;    // a wave starts this long after its restart
 
-double secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double secs(Clock::duration d) {
+    return std::chrono::duration<double>(d).count();
+}
 
-bool executable_in_path(const std::string& name, std::string& found)
-{
+bool executable_in_path(const std::string& name, std::string& found) {
     if (name.find('/') != std::string::npos) {
         found = name;
         return ::access(name.c_str(), X_OK) == 0;
@@ -62,8 +63,7 @@ bool executable_in_path(const std::string& name, std::string& found)
 }
 
 /// Runs argv to completion with output to `log`; its exit status.
-int run_quiet(const std::vector<std::string>& argv, const std::string& log)
-{
+int run_quiet(const std::vector<std::string>& argv, const std::string& log) {
     pid_t pid = ::fork();
     if (pid == 0) {
         int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -84,16 +84,14 @@ int run_quiet(const std::vector<std::string>& argv, const std::string& log)
     return st;
 }
 
-std::string read_file(const std::string& path)
-{
+std::string read_file(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     std::stringstream ss;
     ss << f.rdbuf();
     return ss.str();
 }
 
-std::string tail_lines(const std::string& s, int n)
-{
+std::string tail_lines(const std::string& s, int n) {
     size_t pos = s.size();
     while (n-- > 0 && pos > 0) {
         pos = s.rfind('\n', pos - 1);
@@ -108,8 +106,7 @@ std::string tail_lines(const std::string& s, int n)
 /// fork + exec with stdout to `out_fd` (or a file) and stderr to a file; optionally moves the
 /// child into a cgroup first. Everything the child needs is prepared before fork.
 pid_t spawn(const std::vector<std::string>& argv, int out_fd, const std::string& out_file,
-            const std::string& err_file, const std::string& cgroup)
-{
+            const std::string& err_file, const std::string& cgroup) {
     std::vector<char*> args;
     for (auto& a : argv)
         args.push_back(const_cast<char*>(a.c_str()));
@@ -147,8 +144,7 @@ struct Instance {
     uint16_t port = 0;
 
     /// Reads what the instance printed; parses complete lines.
-    void pump()
-    {
+    void pump() {
         char tmp[4096];
         for (;;) {
             ssize_t n = ::read(out.get(), tmp, sizeof(tmp));
@@ -189,8 +185,7 @@ struct Client {
 /// Bad actors: datagrams that are not, or only look like, packets of real connections.
 class Junk {
 public:
-    Junk(uint16_t port, size_t cid_len) : port_(port), cid_len_(cid_len)
-    {
+    Junk(uint16_t port, size_t cid_len) : port_(port), cid_len_(cid_len) {
         uint64_t seed = 0;
         if (::getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
             seed = 42;
@@ -206,8 +201,7 @@ public:
     }
 
     /// One burst of `n` datagrams; `gens` are the live generations (for valid-looking cookies).
-    void burst(int n, const std::vector<uint32_t>& gens, int sockets)
-    {
+    void burst(int n, const std::vector<uint32_t>& gens, int sockets) {
         sockaddr_in to{};
         to.sin_family = AF_INET;
         to.sin_port = htons(port_);
@@ -215,8 +209,8 @@ public:
         for (int i = 0; i < n && !socks_.empty(); i++) {
             std::vector<uint8_t> d = make(gens, sockets);
             int fd = socks_[rng_() % socks_.size()].get();
-            if (::sendto(fd, d.data(), d.size(), 0, reinterpret_cast<sockaddr*>(&to),
-                         sizeof(to)) >= 0)
+            if (::sendto(fd, d.data(), d.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to)) >=
+                0)
                 sent_++;
         }
         for (auto& s : socks_) { // answers (resets, version negotiation) are dropped
@@ -229,21 +223,18 @@ public:
     uint64_t sent() const { return sent_; }
 
 private:
-    void fill(std::vector<uint8_t>& d, size_t from)
-    {
+    void fill(std::vector<uint8_t>& d, size_t from) {
         for (size_t i = from; i < d.size(); i++)
             d[i] = static_cast<uint8_t>(rng_());
     }
 
-    uint16_t cookie(const std::vector<uint32_t>& gens, int sockets)
-    {
+    uint16_t cookie(const std::vector<uint32_t>& gens, int sockets) {
         uint32_t gen = gens.empty() ? 0 : gens[rng_() % gens.size()];
         uint32_t idx = static_cast<uint32_t>(rng_() % static_cast<uint64_t>(sockets));
         return grm_cookie(grm_slot(1, 0, gen), idx);
     }
 
-    std::vector<uint8_t> make(const std::vector<uint32_t>& gens, int sockets)
-    {
+    std::vector<uint8_t> make(const std::vector<uint32_t>& gens, int sockets) {
         std::vector<uint8_t> d;
         switch (rng_() % 6) {
         case 0: // garbage of any size
@@ -282,9 +273,9 @@ private:
             d[0] = 0xc0 | (d[0] & 0x0f);
             d[1] = d[2] = d[3] = 0;
             d[4] = 1;
-            d[5] = 18;  // DCID length
-            d[24] = 8;  // SCID length (at 6 + 18)
-            d[33] = 0;  // token length
+            d[5] = 18;    // DCID length
+            d[24] = 8;    // SCID length (at 6 + 18)
+            d[33] = 0;    // token length
             d[34] = 0x44; // length 1164 (2-byte varint): the rest of the datagram
             d[35] = 0x8c;
             break;
@@ -300,8 +291,7 @@ private:
     uint64_t sent_ = 0;
 };
 
-Result<void> make_cert(const Env& env, const std::string& dir)
-{
+Result<void> make_cert(const Env& env, const std::string& dir) {
     std::string openssl;
     if (!executable_in_path(env.openssl, openssl))
         return unexpected(ENOENT, "openssl not found (apt-get install openssl)");
@@ -323,8 +313,7 @@ Result<void> make_cert(const Env& env, const std::string& dir)
 
 } // namespace
 
-const char* routing_name(Routing r)
-{
+const char* routing_name(Routing r) {
     switch (r) {
     case Routing::quic:
         return "grm QUIC CID";
@@ -336,8 +325,7 @@ const char* routing_name(Routing r)
     return "?";
 }
 
-const char* move_name(Move m)
-{
+const char* move_name(Move m) {
     switch (m) {
     case Move::none:
         return "none";
@@ -353,15 +341,13 @@ const char* move_name(Move m)
     return "?";
 }
 
-Result<void> prepare(const Env& env)
-{
+Result<void> prepare(const Env& env) {
     if (::mkdir(env.workdir.c_str(), 0700) != 0 && errno != EEXIST)
         return unexpected(errno, "mkdir " + env.workdir);
     return make_cert(env, env.workdir);
 }
 
-uint64_t InstanceResult::stat(const std::string& name) const
-{
+uint64_t InstanceResult::stat(const std::string& name) const {
     std::string key = " " + name + " ";
     size_t pos = stats.find(key);
     if (pos == std::string::npos)
@@ -369,49 +355,41 @@ uint64_t InstanceResult::stat(const std::string& name) const
     return std::strtoull(stats.c_str() + pos + key.size(), nullptr, 10);
 }
 
-int Report::failed() const
-{
+int Report::failed() const {
     return static_cast<int>(
         std::count_if(clients.begin(), clients.end(), [](const auto& c) { return !c.ok(); }));
 }
 
-int Report::requests() const
-{
+int Report::requests() const {
     int n = 0;
     for (const auto& c : clients)
         n += c.requests;
     return n;
 }
 
-int Report::completed() const
-{
+int Report::completed() const {
     int n = 0;
     for (const auto& c : clients)
         n += c.completed;
     return n;
 }
 
-int Report::failed_with(Move m) const
-{
-    return static_cast<int>(std::count_if(clients.begin(), clients.end(), [m](const auto& c) {
-        return c.move == m && !c.ok();
-    }));
-}
-
-int Report::count_with(Move m) const
-{
+int Report::failed_with(Move m) const {
     return static_cast<int>(std::count_if(clients.begin(), clients.end(),
-                                          [m](const auto& c) { return c.move == m; }));
+                                          [m](const auto& c) { return c.move == m && !c.ok(); }));
 }
 
-int Report::split() const
-{
+int Report::count_with(Move m) const {
+    return static_cast<int>(
+        std::count_if(clients.begin(), clients.end(), [m](const auto& c) { return c.move == m; }));
+}
+
+int Report::split() const {
     return static_cast<int>(std::count_if(clients.begin(), clients.end(),
                                           [](const auto& c) { return c.gens.size() > 1; }));
 }
 
-uint64_t Report::server_stat(const std::string& name) const
-{
+uint64_t Report::server_stat(const std::string& name) const {
     uint64_t n = 0;
     for (const auto& i : instances)
         n += i.stat(name);
@@ -420,8 +398,7 @@ uint64_t Report::server_stat(const std::string& name) const
 
 Result<Report> run(const Scenario& s, const Env& env,
                    const std::function<void(const std::string&)>& log_fn,
-                   const std::function<void(uint16_t port)>& before_stop)
-{
+                   const std::function<void(uint16_t port)>& before_stop) {
     auto log = [&](const std::string& line) {
         if (log_fn)
             log_fn(line);
@@ -450,13 +427,23 @@ Result<Report> run(const Scenario& s, const Env& env,
             return unexpected(errno, "pipe2");
         auto in = std::make_unique<Instance>();
         size_t n = inst.size() + 1;
-        std::vector<std::string> argv = {
-            env.server, "--port", std::to_string(port), "--sockets", std::to_string(s.sockets),
-            "--cert", env.workdir + "/cert.pem", "--key", env.workdir + "/key.pem",
-            "--secret-file", env.workdir + "/secret", "--response-size",
-            std::to_string(s.response_size), "--drain-timeout",
-            std::to_string(drain_timeout.count()) + "ms", "--keep-alive",
-            std::to_string(s.keep_alive.count()) + "ms"};
+        std::vector<std::string> argv = {env.server,
+                                         "--port",
+                                         std::to_string(port),
+                                         "--sockets",
+                                         std::to_string(s.sockets),
+                                         "--cert",
+                                         env.workdir + "/cert.pem",
+                                         "--key",
+                                         env.workdir + "/key.pem",
+                                         "--secret-file",
+                                         env.workdir + "/secret",
+                                         "--response-size",
+                                         std::to_string(s.response_size),
+                                         "--drain-timeout",
+                                         std::to_string(drain_timeout.count()) + "ms",
+                                         "--keep-alive",
+                                         std::to_string(s.keep_alive.count()) + "ms"};
         if (s.routing == Routing::plain) {
             argv.push_back("--no-grm");
         } else {
@@ -507,8 +494,8 @@ Result<Report> run(const Scenario& s, const Env& env,
         while (!in->ready) {
             reap_instances();
             if (in->exited || Clock::now() > deadline) {
-                std::string err = read_file(env.workdir + "/server-" +
-                                            std::to_string(inst.size()) + ".log");
+                std::string err =
+                    read_file(env.workdir + "/server-" + std::to_string(inst.size()) + ".log");
                 return unexpected(EIO, "grm-quic-server did not start: " + err);
             }
             pollfd pf{in->out.get(), POLLIN, 0};
@@ -549,11 +536,14 @@ Result<Report> run(const Scenario& s, const Env& env,
         c->dir = env.workdir + "/c" + std::to_string(c->r.id);
         c->log = c->dir + ".log";
         ::mkdir(c->dir.c_str(), 0700);
-        std::vector<std::string> argv = {
-            gtls, "-q", "--exit-on-all-streams-close", "--download=" + c->dir,
-            "--delay-stream=" + std::to_string(c->r.delay_ms) + "ms",
-            "--timeout=" + std::to_string(kClientIdleTimeoutS) + "s",
-            "-n", std::to_string(s.streams)};
+        std::vector<std::string> argv = {gtls,
+                                         "-q",
+                                         "--exit-on-all-streams-close",
+                                         "--download=" + c->dir,
+                                         "--delay-stream=" + std::to_string(c->r.delay_ms) + "ms",
+                                         "--timeout=" + std::to_string(kClientIdleTimeoutS) + "s",
+                                         "-n",
+                                         std::to_string(s.streams)};
         int move_ms = 0;
         switch (c->r.move) {
         case Move::rebind_early:
@@ -631,8 +621,8 @@ Result<Report> run(const Scenario& s, const Env& env,
                             old->r.gen, signal_old ? " (SIGTERM)" : " (it noticed the takeover)"));
             pending = nullptr;
         } else if (pending && pending->exited) {
-            std::string err = read_file(env.workdir + "/server-" + std::to_string(inst.size()) +
-                                        ".log");
+            std::string err =
+                read_file(env.workdir + "/server-" + std::to_string(inst.size()) + ".log");
             kill_all();
             return unexpected(EIO, "grm-quic-server did not start: " + err);
         }
@@ -656,8 +646,8 @@ Result<Report> run(const Scenario& s, const Env& env,
                 running = true;
             }
         }
-        bool timeline_done = next_wave == wave_at.size() && next_restart == restart_at.size() &&
-                             !pending;
+        bool timeline_done =
+            next_wave == wave_at.size() && next_restart == restart_at.size() && !pending;
         if (timeline_done && !running)
             break;
         if (t > deadline) {
@@ -753,8 +743,7 @@ Result<Report> run(const Scenario& s, const Env& env,
     return rep;
 }
 
-std::string summary(const Report& r)
-{
+std::string summary(const Report& r) {
     std::string out;
     const Scenario& s = r.scenario;
     out += fmt::format("{}: {} connections x {} delayed requests, {} restarts {:.1f} s apart{}{}\n",
@@ -765,16 +754,16 @@ std::string summary(const Report& r)
         const auto& rr = r.restarts[k];
         out += fmt::format("  restart {} (instance {} -> {}): {} connections in progress, {} "
                            "kept, {} failed; requests {}/{} completed\n",
-                           k + 1, rr.from, rr.to, rr.in_progress, rr.kept, rr.failed,
-                           rr.completed, rr.requests);
+                           k + 1, rr.from, rr.to, rr.in_progress, rr.kept, rr.failed, rr.completed,
+                           rr.requests);
     }
     out += fmt::format("  total: connections {}, failed {}; requests {}, not completed {}; "
                        "answered by more than one instance {}\n",
                        r.connections(), r.failed(), r.requests(), r.requests() - r.completed(),
                        r.split());
     if (s.address_changes) {
-        for (Move m : {Move::rebind_early, Move::migrate_early, Move::rebind_late,
-                       Move::migrate_late})
+        for (Move m :
+             {Move::rebind_early, Move::migrate_early, Move::rebind_late, Move::migrate_late})
             out += fmt::format("  {}: {} of {} failed\n", move_name(m), r.failed_with(m),
                                r.count_with(m));
     }

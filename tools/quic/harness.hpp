@@ -28,12 +28,12 @@ const char* routing_name(Routing r);
 /// What a client does with its address, relative to the restart its connection spans.
 enum class Move {
     none,
-    rebind_early,   ///< NAT rebinding (new port, same CID) before the next restart; the client
-                    ///< ignores what reaches its old port and is silent until its requests,
-                    ///< so the server only learns the new address after the restart
-    migrate_early,  ///< active migration (new port, new CID) before the next restart
-    rebind_late,    ///< NAT rebinding after the restart
-    migrate_late,   ///< active migration after the restart
+    rebind_early,  ///< NAT rebinding (new port, same CID) before the next restart; the client
+                   ///< ignores what reaches its old port and is silent until its requests,
+                   ///< so the server only learns the new address after the restart
+    migrate_early, ///< active migration (new port, new CID) before the next restart
+    rebind_late,   ///< NAT rebinding after the restart
+    migrate_late,  ///< active migration after the restart
 };
 const char* move_name(Move m);
 
@@ -41,9 +41,9 @@ struct Scenario {
     Routing routing = Routing::quic;
     int restarts = 3;
     std::chrono::milliseconds interval{1500}; ///< between restarts; a wave starts after each
-    int waves = 3;          ///< client waves; wave w starts 250 ms after restart w (0: start)
-    int per_wave = 16;      ///< gtlsclient processes (= connections) per wave
-    int streams = 4;        ///< requests per connection, all sent after the delay
+    int waves = 3;                ///< client waves; wave w starts 250 ms after restart w (0: start)
+    int per_wave = 16;            ///< gtlsclient processes (= connections) per wave
+    int streams = 4;              ///< requests per connection, all sent after the delay
     bool address_changes = false; ///< clients change address (see Move), half before and half
                                   ///< after the restart their connection spans
     bool bad_actors = false;      ///< junk at the port from the first to the last restart
@@ -57,15 +57,15 @@ struct Scenario {
     /// plain: how long the old instance keeps its sockets after SIGTERM (the usual "short
     /// grace": longer, and the new connections its sockets keep receiving stall with it).
     std::chrono::milliseconds plain_grace{1000};
-    std::string server_cgroup;    ///< cgroup for the server processes; empty: ours
+    std::string server_cgroup; ///< cgroup for the server processes; empty: ours
 };
 
 /// Paths of what the harness runs and where it writes.
 struct Env {
-    std::string server;                  ///< grm-quic-server
+    std::string server; ///< grm-quic-server
     std::string gtlsclient = "gtlsclient";
     std::string openssl = "openssl";
-    std::string workdir;                 ///< created; certificate, downloads, logs
+    std::string workdir; ///< created; certificate, downloads, logs
 };
 
 struct ClientResult {
@@ -74,11 +74,11 @@ struct ClientResult {
     Move move = Move::none;
     double start_s = 0, end_s = 0; ///< since the first instance was ready
     int delay_ms = 0;
-    int requests = 0;              ///< asked
-    int completed = 0;             ///< whole responses on disk
-    std::set<uint32_t> gens;       ///< generations that answered
-    bool killed = false;           ///< still running at the deadline
-    std::string log_tail;          ///< last lines of its stderr
+    int requests = 0;        ///< asked
+    int completed = 0;       ///< whole responses on disk
+    std::set<uint32_t> gens; ///< generations that answered
+    bool killed = false;     ///< still running at the deadline
+    std::string log_tail;    ///< last lines of its stderr
     bool ok() const { return completed == requests && !killed; }
 };
 
@@ -95,7 +95,7 @@ struct InstanceResult {
 };
 
 struct RestartResult {
-    double at_s = 0;   ///< when the new instance was ready (it had taken over)
+    double at_s = 0; ///< when the new instance was ready (it had taken over)
     uint32_t from = 0, to = 0;
     int in_progress = 0, kept = 0, failed = 0;
     int requests = 0, completed = 0;

@@ -30,30 +30,30 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <memory>
-#include <optional>
-#include <random>
-#include <string>
-#include <string_view>
-#include <unordered_map>
-#include <vector>
-
-#include <fmt/core.h>
+#include <getopt.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
+#include <memory>
 #include <nghttp3/nghttp3.h>
 #include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
+#include <optional>
+#include <poll.h>
+#include <random>
+#include <string>
+#include <string_view>
+#include <unistd.h>
+#include <unordered_map>
+#include <vector>
 
 #include <arpa/inet.h>
-#include <getopt.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <unistd.h>
+
+#include <fmt/core.h>
 
 #include "fd.hpp"
 #include "grm/client.hpp"
@@ -86,23 +86,22 @@ struct Options {
     bool verbose = false;
 };
 
-[[noreturn]] void die(const std::string& what)
-{
+[[noreturn]] void die(const std::string& what) {
     fmt::print(stderr, "grm-quic-server: {}\n", what);
     std::exit(1);
 }
 
-uint64_t now_ns()
-{
+uint64_t now_ns() {
     timespec ts{};
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
     return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-uint64_t ms_to_ns(std::chrono::milliseconds ms) { return static_cast<uint64_t>(ms.count()) * 1000000ull; }
+uint64_t ms_to_ns(std::chrono::milliseconds ms) {
+    return static_cast<uint64_t>(ms.count()) * 1000000ull;
+}
 
-std::chrono::milliseconds parse_ms(const char* s)
-{
+std::chrono::milliseconds parse_ms(const char* s) {
     char* end = nullptr;
     double v = std::strtod(s, &end);
     std::string_view unit(end ? end : "");
@@ -113,8 +112,7 @@ std::chrono::milliseconds parse_ms(const char* s)
     return std::chrono::milliseconds(static_cast<long long>(v));
 }
 
-void fill_random(uint8_t* p, size_t n)
-{
+void fill_random(uint8_t* p, size_t n) {
     while (n) {
         ssize_t r = ::getrandom(p, n, 0);
         if (r < 0) {
@@ -127,8 +125,7 @@ void fill_random(uint8_t* p, size_t n)
     }
 }
 
-std::string cid_key(const uint8_t* data, size_t len)
-{
+std::string cid_key(const uint8_t* data, size_t len) {
     return std::string(reinterpret_cast<const char*>(data), len);
 }
 
@@ -186,8 +183,6 @@ public:
     /// Neither closing nor draining: the connection still has work to do.
     bool open() const { return !dead_ && state_ == State::open; }
     void kill() { dead_ = true; }
-    bool handshake_done() const { return handshake_done_; }
-    size_t socket() const { return sock_; }
     uint64_t serial() const { return serial_; }
     uint64_t requests() const { return requests_; }
     /// Connection IDs this connection registered with the server.
@@ -197,8 +192,7 @@ private:
     friend struct Callbacks;
     enum class State { open, closing, draining };
 
-    int read(size_t sock, const sockaddr* remote, socklen_t remote_len, uint8_t* data,
-             size_t len);
+    int read(size_t sock, const sockaddr* remote, socklen_t remote_len, uint8_t* data, size_t len);
     bool fail(int liberr);
     bool start_closing();
     void start_draining();
@@ -222,7 +216,6 @@ private:
     std::unordered_map<int64_t, std::unique_ptr<Stream>> streams_;
     std::vector<std::string> keys_;
     uint64_t requests_ = 0;
-    bool handshake_done_ = false;
     bool dead_ = false;
 };
 
@@ -239,8 +232,7 @@ public:
     gnutls_certificate_credentials_t credentials() const { return cred_; }
     const sockaddr* local_addr() const { return reinterpret_cast<const sockaddr*>(&local_); }
     socklen_t local_len() const { return local_len_; }
-    void rand(uint8_t* p, size_t n)
-    {
+    void rand(uint8_t* p, size_t n) {
         for (size_t i = 0; i < n; i++)
             p[i] = static_cast<uint8_t>(prng_());
     }
@@ -305,19 +297,16 @@ private:
 struct Callbacks {
     static Conn* of(void* user_data) { return static_cast<Conn*>(user_data); }
 
-    static ngtcp2_conn* get_conn(ngtcp2_crypto_conn_ref* ref)
-    {
+    static ngtcp2_conn* get_conn(ngtcp2_crypto_conn_ref* ref) {
         return static_cast<Conn*>(ref->user_data)->conn_;
     }
 
-    static void rand(uint8_t* dest, size_t len, const ngtcp2_rand_ctx* ctx)
-    {
+    static void rand(uint8_t* dest, size_t len, const ngtcp2_rand_ctx* ctx) {
         static_cast<Server*>(ctx->native_handle)->rand(dest, len);
     }
 
     static int get_new_connection_id(ngtcp2_conn*, ngtcp2_cid* cid, uint8_t* token, size_t len,
-                                     void* ud)
-    {
+                                     void* ud) {
         Conn* c = of(ud);
         cid->datalen = len;
         if (len != c->srv_.options().cid_len || !c->srv_.mint(c->sock_, *cid) ||
@@ -327,37 +316,35 @@ struct Callbacks {
         return 0;
     }
 
-    static int remove_connection_id(ngtcp2_conn*, const ngtcp2_cid* cid, void* ud)
-    {
+    static int remove_connection_id(ngtcp2_conn*, const ngtcp2_cid* cid, void* ud) {
         of(ud)->srv_.dissociate(of(ud), cid->data, cid->datalen);
         return 0;
     }
 
-    static int handshake_completed(ngtcp2_conn*, void* ud)
-    {
-        of(ud)->handshake_done_ = true;
-        of(ud)->srv_.stats().handshakes++;
+    static int handshake_completed(ngtcp2_conn*, void* ud) {
+        Conn* c = of(ud);
+        c->srv_.stats().handshakes++;
+        if (c->srv_.options().verbose)
+            fmt::print(stderr, "gen {}: conn {} handshake done on socket {}\n", c->srv_.gen(),
+                       c->serial_, c->sock_);
         return 0;
     }
 
     static int path_validation(ngtcp2_conn*, uint32_t, const ngtcp2_path*,
-                               ngtcp2_path_validation_result res, void* ud)
-    {
+                               ngtcp2_path_validation_result res, void* ud) {
         if (res == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS)
             of(ud)->srv_.stats().path_validated++;
         return 0;
     }
 
-    static int recv_tx_key(ngtcp2_conn*, ngtcp2_crypto_level level, void* ud)
-    {
+    static int recv_tx_key(ngtcp2_conn*, ngtcp2_crypto_level level, void* ud) {
         if (level != NGTCP2_CRYPTO_LEVEL_APPLICATION)
             return 0;
         return of(ud)->setup_http() ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
     }
 
     static int recv_stream_data(ngtcp2_conn*, uint32_t flags, int64_t stream_id, uint64_t,
-                                const uint8_t* data, size_t len, void* ud, void*)
-    {
+                                const uint8_t* data, size_t len, void* ud, void*) {
         Conn* c = of(ud);
         if (!c->h3_)
             return 0;
@@ -374,8 +361,7 @@ struct Callbacks {
     }
 
     static int acked_stream_data_offset(ngtcp2_conn*, int64_t stream_id, uint64_t, uint64_t len,
-                                        void* ud, void*)
-    {
+                                        void* ud, void*) {
         Conn* c = of(ud);
         if (c->h3_ && nghttp3_conn_add_ack_offset(c->h3_, stream_id, len) != 0)
             return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -383,8 +369,7 @@ struct Callbacks {
     }
 
     static int stream_close(ngtcp2_conn*, uint32_t flags, int64_t stream_id, uint64_t code,
-                            void* ud, void*)
-    {
+                            void* ud, void*) {
         Conn* c = of(ud);
         if (!c->h3_)
             return 0;
@@ -405,29 +390,25 @@ struct Callbacks {
         return 0;
     }
 
-    static int stream_reset(ngtcp2_conn*, int64_t stream_id, uint64_t, uint64_t, void* ud, void*)
-    {
+    static int stream_reset(ngtcp2_conn*, int64_t stream_id, uint64_t, uint64_t, void* ud, void*) {
         Conn* c = of(ud);
         if (c->h3_ && nghttp3_conn_shutdown_stream_read(c->h3_, stream_id) != 0)
             return NGTCP2_ERR_CALLBACK_FAILURE;
         return 0;
     }
 
-    static int stream_stop_sending(ngtcp2_conn*, int64_t stream_id, uint64_t, void* ud, void*)
-    {
+    static int stream_stop_sending(ngtcp2_conn*, int64_t stream_id, uint64_t, void* ud, void*) {
         return stream_reset(nullptr, stream_id, 0, 0, ud, nullptr);
     }
 
-    static int extend_max_remote_streams_bidi(ngtcp2_conn*, uint64_t max_streams, void* ud)
-    {
+    static int extend_max_remote_streams_bidi(ngtcp2_conn*, uint64_t max_streams, void* ud) {
         Conn* c = of(ud);
         if (c->h3_)
             nghttp3_conn_set_max_client_streams_bidi(c->h3_, max_streams);
         return 0;
     }
 
-    static int extend_max_stream_data(ngtcp2_conn*, int64_t stream_id, uint64_t, void* ud, void*)
-    {
+    static int extend_max_stream_data(ngtcp2_conn*, int64_t stream_id, uint64_t, void* ud, void*) {
         Conn* c = of(ud);
         if (c->h3_ && nghttp3_conn_unblock_stream(c->h3_, stream_id) != 0)
             return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -438,8 +419,7 @@ struct Callbacks {
 
     static int h3_acked_stream_data(nghttp3_conn*, int64_t, uint64_t, void*, void*) { return 0; }
 
-    static int h3_stream_close(nghttp3_conn*, int64_t stream_id, uint64_t, void* ud, void*)
-    {
+    static int h3_stream_close(nghttp3_conn*, int64_t stream_id, uint64_t, void* ud, void*) {
         Conn* c = of(ud);
         c->streams_.erase(stream_id);
         if (ngtcp2_is_bidi_stream(stream_id))
@@ -447,29 +427,25 @@ struct Callbacks {
         return 0;
     }
 
-    static int h3_recv_data(nghttp3_conn*, int64_t stream_id, const uint8_t*, size_t len,
-                            void* ud, void*)
-    {
+    static int h3_recv_data(nghttp3_conn*, int64_t stream_id, const uint8_t*, size_t len, void* ud,
+                            void*) {
         of(ud)->consume(stream_id, len); // request bodies are read and dropped
         return 0;
     }
 
-    static int h3_deferred_consume(nghttp3_conn*, int64_t stream_id, size_t n, void* ud, void*)
-    {
+    static int h3_deferred_consume(nghttp3_conn*, int64_t stream_id, size_t n, void* ud, void*) {
         of(ud)->consume(stream_id, n);
         return 0;
     }
 
-    static int h3_begin_headers(nghttp3_conn* h3, int64_t stream_id, void* ud, void*)
-    {
+    static int h3_begin_headers(nghttp3_conn* h3, int64_t stream_id, void* ud, void*) {
         Stream* s = of(ud)->stream(stream_id);
         nghttp3_conn_set_stream_user_data(h3, stream_id, s);
         return 0;
     }
 
     static int h3_recv_header(nghttp3_conn*, int64_t, int32_t token, nghttp3_rcbuf*,
-                              nghttp3_rcbuf* value, uint8_t, void*, void* sud)
-    {
+                              nghttp3_rcbuf* value, uint8_t, void*, void* sud) {
         if (token == NGHTTP3_QPACK_TOKEN__PATH && sud) {
             nghttp3_vec v = nghttp3_rcbuf_get_buf(value);
             static_cast<Stream*>(sud)->path.assign(reinterpret_cast<const char*>(v.base), v.len);
@@ -477,27 +453,23 @@ struct Callbacks {
         return 0;
     }
 
-    static int h3_end_stream(nghttp3_conn*, int64_t stream_id, void* ud, void* sud)
-    {
+    static int h3_end_stream(nghttp3_conn*, int64_t stream_id, void* ud, void* sud) {
         Stream* s = sud ? static_cast<Stream*>(sud) : of(ud)->stream(stream_id);
         return of(ud)->respond(*s) == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE;
     }
 
-    static int h3_stop_sending(nghttp3_conn*, int64_t stream_id, uint64_t code, void* ud, void*)
-    {
+    static int h3_stop_sending(nghttp3_conn*, int64_t stream_id, uint64_t code, void* ud, void*) {
         ngtcp2_conn_shutdown_stream_read(of(ud)->conn_, stream_id, code);
         return 0;
     }
 
-    static int h3_reset_stream(nghttp3_conn*, int64_t stream_id, uint64_t code, void* ud, void*)
-    {
+    static int h3_reset_stream(nghttp3_conn*, int64_t stream_id, uint64_t code, void* ud, void*) {
         ngtcp2_conn_shutdown_stream_write(of(ud)->conn_, stream_id, code);
         return 0;
     }
 
     static nghttp3_ssize h3_read_body(nghttp3_conn*, int64_t, nghttp3_vec* vec, size_t,
-                                      uint32_t* flags, void*, void* sud)
-    {
+                                      uint32_t* flags, void*, void* sud) {
         auto* s = static_cast<Stream*>(sud);
         vec[0].base = reinterpret_cast<uint8_t*>(s->body.data());
         vec[0].len = s->body.size();
@@ -509,8 +481,7 @@ struct Callbacks {
 // ------------------------------------------------------------------------------------------
 // Conn
 
-Conn::~Conn()
-{
+Conn::~Conn() {
     if (h3_)
         nghttp3_conn_del(h3_);
     if (conn_)
@@ -519,8 +490,7 @@ Conn::~Conn()
         gnutls_deinit(tls_);
 }
 
-bool Conn::init(const ngtcp2_pkt_hd& hd, const sockaddr* remote, socklen_t remote_len)
-{
+bool Conn::init(const ngtcp2_pkt_hd& hd, const sockaddr* remote, socklen_t remote_len) {
     const Options& o = srv_.options();
     ngtcp2_callbacks cb{};
     cb.recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
@@ -555,8 +525,8 @@ bool Conn::init(const ngtcp2_pkt_hd& hd, const sockaddr* remote, socklen_t remot
     ngtcp2_settings settings;
     ngtcp2_settings_default(&settings);
     settings.initial_ts = now_ns();
-    settings.handshake_timeout = static_cast<ngtcp2_duration>(o.handshake_timeout.count()) *
-                                 NGTCP2_MILLISECONDS;
+    settings.handshake_timeout =
+        static_cast<ngtcp2_duration>(o.handshake_timeout.count()) * NGTCP2_MILLISECONDS;
     settings.rand_ctx.native_handle = &srv_;
 
     ngtcp2_transport_params params;
@@ -580,10 +550,10 @@ bool Conn::init(const ngtcp2_pkt_hd& hd, const sockaddr* remote, socklen_t remot
     path.local.addrlen = srv_.local_len();
     path.remote.addr = const_cast<sockaddr*>(remote);
     path.remote.addrlen = remote_len;
-    path.user_data = reinterpret_cast<void*>(static_cast<uintptr_t>(sock_));
+    path.user_data = reinterpret_cast<void*>(static_cast<uintptr_t>(sock_ + 1));
 
-    if (int rv = ngtcp2_conn_server_new(&conn_, &hd.scid, &scid, &path, hd.version, &cb,
-                                        &settings, &params, nullptr, this);
+    if (int rv = ngtcp2_conn_server_new(&conn_, &hd.scid, &scid, &path, hd.version, &cb, &settings,
+                                        &params, nullptr, this);
         rv != 0) {
         fmt::print(stderr, "grm-quic-server: ngtcp2_conn_server_new: {}\n", ngtcp2_strerror(rv));
         return false;
@@ -591,8 +561,7 @@ bool Conn::init(const ngtcp2_pkt_hd& hd, const sockaddr* remote, socklen_t remot
 
     if (gnutls_init(&tls_, GNUTLS_SERVER | GNUTLS_NO_END_OF_EARLY_DATA) != 0)
         return false;
-    if (gnutls_priority_set_direct(tls_,
-                                   "%DISABLE_TLS13_COMPAT_MODE:NORMAL:-VERS-ALL:+VERS-TLS1.3",
+    if (gnutls_priority_set_direct(tls_, "%DISABLE_TLS13_COMPAT_MODE:NORMAL:-VERS-ALL:+VERS-TLS1.3",
                                    nullptr) != 0 ||
         ngtcp2_crypto_gnutls_configure_server_session(tls_) != 0 ||
         gnutls_credentials_set(tls_, GNUTLS_CRD_CERTIFICATE, srv_.credentials()) != 0)
@@ -614,8 +583,7 @@ bool Conn::init(const ngtcp2_pkt_hd& hd, const sockaddr* remote, socklen_t remot
     return true;
 }
 
-bool Conn::setup_http()
-{
+bool Conn::setup_http() {
     if (h3_)
         return true;
     if (ngtcp2_conn_get_max_local_streams_uni(conn_) < 3)
@@ -646,8 +614,7 @@ bool Conn::setup_http()
            nghttp3_conn_bind_qpack_streams(h3_, enc, dec) == 0;
 }
 
-Stream* Conn::stream(int64_t id)
-{
+Stream* Conn::stream(int64_t id) {
     auto& s = streams_[id];
     if (!s) {
         s = std::make_unique<Stream>();
@@ -656,16 +623,14 @@ Stream* Conn::stream(int64_t id)
     return s.get();
 }
 
-void Conn::consume(int64_t stream_id, size_t n)
-{
+void Conn::consume(int64_t stream_id, size_t n) {
     ngtcp2_conn_extend_max_stream_offset(conn_, stream_id, n);
     ngtcp2_conn_extend_max_offset(conn_, n);
 }
 
 /// The response: one line naming who served what, padded to --response-size, ending in
 /// "end\n" so a client can tell a whole body from a cut one.
-int Conn::respond(Stream& s)
-{
+int Conn::respond(Stream& s) {
     const Options& o = srv_.options();
     std::string head = fmt::format("grm-quic gen={} pid={} conn={} path={}\n", srv_.gen(),
                                    ::getpid(), serial_, s.path.empty() ? "/" : s.path);
@@ -680,14 +645,13 @@ int Conn::respond(Stream& s)
     std::string len = std::to_string(s.body.size());
     auto nv = [](std::string_view name, std::string_view value) {
         return nghttp3_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-                          reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
-                          name.size(), value.size(), NGHTTP3_NV_FLAG_NONE};
+                          reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
+                          value.size(), NGHTTP3_NV_FLAG_NONE};
     };
     std::array<nghttp3_nv, 4> hdrs{nv(":status", "200"), nv("server", "grm-quic-server"),
                                    nv("content-type", "text/plain"), nv("content-length", len)};
     nghttp3_data_reader dr{Callbacks::h3_read_body};
-    if (int rv = nghttp3_conn_submit_response(h3_, s.id, hdrs.data(), hdrs.size(), &dr);
-        rv != 0) {
+    if (int rv = nghttp3_conn_submit_response(h3_, s.id, hdrs.data(), hdrs.size(), &dr); rv != 0) {
         fmt::print(stderr, "grm-quic-server: nghttp3_conn_submit_response: {}\n",
                    nghttp3_strerror(rv));
         return -1;
@@ -699,36 +663,32 @@ int Conn::respond(Stream& s)
     return 0;
 }
 
-void Conn::send(const ngtcp2_path& path, const uint8_t* data, size_t len)
-{
-    // The path's user_data is the socket the path was first seen on: replies leave from the
-    // socket the client's packets arrive at (FLOW learns that pairing on send).
-    size_t sock = path.user_data ? reinterpret_cast<uintptr_t>(path.user_data) : sock_;
+void Conn::send(const ngtcp2_path& path, const uint8_t* data, size_t len) {
+    // The path's user_data is 1 + the socket the path was first seen on: replies leave from
+    // the socket the client's packets arrive at (FLOW learns that pairing on send).
+    size_t sock = path.user_data ? reinterpret_cast<uintptr_t>(path.user_data) - 1 : sock_;
     srv_.send_to(sock, path.remote.addr, path.remote.addrlen, data, len);
 }
 
 int Conn::read(size_t sock, const sockaddr* remote, socklen_t remote_len, uint8_t* data,
-               size_t len)
-{
+               size_t len) {
     ngtcp2_path path{};
     path.local.addr = const_cast<sockaddr*>(srv_.local_addr());
     path.local.addrlen = srv_.local_len();
     path.remote.addr = const_cast<sockaddr*>(remote);
     path.remote.addrlen = remote_len;
-    path.user_data = reinterpret_cast<void*>(static_cast<uintptr_t>(sock));
+    path.user_data = reinterpret_cast<void*>(static_cast<uintptr_t>(sock + 1));
     ngtcp2_pkt_info pi{};
     return ngtcp2_conn_read_pkt(conn_, &path, &pi, data, len, now_ns());
 }
 
 bool Conn::first_read(size_t sock, const sockaddr* remote, socklen_t remote_len, uint8_t* data,
-                      size_t len)
-{
+                      size_t len) {
     return read(sock, remote, remote_len, data, len) == 0;
 }
 
 bool Conn::on_read(size_t sock, const sockaddr* remote, socklen_t remote_len, uint8_t* data,
-                   size_t len)
-{
+                   size_t len) {
     if (state_ == State::draining)
         return true;
     if (state_ == State::closing) {
@@ -756,16 +716,13 @@ bool Conn::on_read(size_t sock, const sockaddr* remote, socklen_t remote_len, ui
     }
 }
 
-bool Conn::fail(int liberr)
-{
+bool Conn::fail(int liberr) {
     if (!last_error_.error_code)
-        ngtcp2_connection_close_error_set_transport_error_liberr(&last_error_, liberr, nullptr,
-                                                                 0);
+        ngtcp2_connection_close_error_set_transport_error_liberr(&last_error_, liberr, nullptr, 0);
     return start_closing();
 }
 
-bool Conn::start_closing()
-{
+bool Conn::start_closing() {
     if (state_ != State::open || ngtcp2_conn_is_in_draining_period(conn_)) {
         start_draining();
         return true;
@@ -776,8 +733,7 @@ bool Conn::start_closing()
     ngtcp2_path_storage_zero(&ps);
     ngtcp2_pkt_info pi{};
     ngtcp2_ssize n = ngtcp2_conn_write_connection_close(conn_, &ps.path, &pi, close_buf_.data(),
-                                                        close_buf_.size(), &last_error_,
-                                                        now_ns());
+                                                        close_buf_.size(), &last_error_, now_ns());
     if (n <= 0)
         return false; // nothing to say (e.g. before any key): just go
     close_buf_.resize(static_cast<size_t>(n));
@@ -787,8 +743,7 @@ bool Conn::start_closing()
     return true;
 }
 
-void Conn::start_draining()
-{
+void Conn::start_draining() {
     if (state_ == State::draining)
         return;
     if (state_ == State::open) {
@@ -804,8 +759,7 @@ void Conn::start_draining()
     close_deadline_ = now_ns() + 3 * ngtcp2_conn_get_pto(conn_);
 }
 
-bool Conn::on_write()
-{
+bool Conn::on_write() {
     if (state_ != State::open)
         return true;
     std::array<uint8_t, kMaxDatagram> buf;
@@ -833,8 +787,8 @@ bool Conn::on_write()
         ngtcp2_pkt_info pi{};
         ngtcp2_ssize n = ngtcp2_conn_writev_stream(
             conn_, &ps.path, &pi, buf.data(), std::min(mtu, buf.size()), &ndatalen, flags,
-            stream_id, reinterpret_cast<const ngtcp2_vec*>(vec.data()),
-            static_cast<size_t>(nvec), ts);
+            stream_id, reinterpret_cast<const ngtcp2_vec*>(vec.data()), static_cast<size_t>(nvec),
+            ts);
         if (n < 0) {
             switch (n) {
             case NGTCP2_ERR_STREAM_DATA_BLOCKED:
@@ -863,8 +817,7 @@ bool Conn::on_write()
     return true;
 }
 
-bool Conn::on_expiry()
-{
+bool Conn::on_expiry() {
     uint64_t now = now_ns();
     if (state_ != State::open)
         return now < close_deadline_;
@@ -878,16 +831,14 @@ bool Conn::on_expiry()
     return on_write();
 }
 
-uint64_t Conn::expiry() const
-{
+uint64_t Conn::expiry() const {
     return state_ == State::open ? ngtcp2_conn_get_expiry(conn_) : close_deadline_;
 }
 
 // ------------------------------------------------------------------------------------------
 // Server
 
-void Server::open_sockets()
-{
+void Server::open_sockets() {
     auto* sin = reinterpret_cast<sockaddr_in*>(&local_);
     auto* sin6 = reinterpret_cast<sockaddr_in6*>(&local_);
     if (inet_pton(AF_INET, o_.addr.c_str(), &sin->sin_addr) == 1) {
@@ -926,8 +877,7 @@ void Server::open_sockets()
     }
 }
 
-void Server::setup_grm()
-{
+void Server::setup_grm() {
     std::vector<int> fds;
     for (auto& s : socks_)
         fds.push_back(s.get());
@@ -954,8 +904,7 @@ void Server::setup_grm()
     }
 }
 
-void Server::setup_tls()
-{
+void Server::setup_tls() {
     if (o_.cert.empty() || o_.key.empty())
         die("--cert and --key are required (PEM files)");
     if (gnutls_certificate_allocate_credentials(&cred_) != 0)
@@ -976,8 +925,7 @@ void Server::setup_tls()
     prng_.seed(seed);
 }
 
-bool Server::mint(size_t sock, ngtcp2_cid& cid)
-{
+bool Server::mint(size_t sock, ngtcp2_cid& cid) {
     cid.datalen = o_.cid_len;
     if (o_.mode == Mode::plain) {
         fill_random(cid.data, cid.datalen);
@@ -988,28 +936,25 @@ bool Server::mint(size_t sock, ngtcp2_cid& cid)
     return r.has_value();
 }
 
-bool Server::reset_token(const ngtcp2_cid& cid, uint8_t* token) const
-{
+bool Server::reset_token(const ngtcp2_cid& cid, uint8_t* token) const {
     return ngtcp2_crypto_generate_stateless_reset_token(token, secret_.data(), secret_.size(),
                                                         &cid) == 0;
 }
 
-void Server::associate(Conn* c, const uint8_t* cid, size_t len)
-{
+void Server::associate(Conn* c, const uint8_t* cid, size_t len) {
     std::string k = cid_key(cid, len);
     cids_[k] = c;
     c->keys().push_back(std::move(k));
 }
 
-void Server::dissociate(Conn* c, const uint8_t* cid, size_t len)
-{
+void Server::dissociate(Conn* c, const uint8_t* cid, size_t len) {
     auto it = cids_.find(cid_key(cid, len));
     if (it != cids_.end() && it->second == c)
         cids_.erase(it);
 }
 
-bool Server::send_to(size_t sock, const sockaddr* to, socklen_t len, const uint8_t* data, size_t n)
-{
+bool Server::send_to(size_t sock, const sockaddr* to, socklen_t len, const uint8_t* data,
+                     size_t n) {
     if (sock >= socks_.size())
         sock = 0;
     for (;;) {
@@ -1024,8 +969,7 @@ bool Server::send_to(size_t sock, const sockaddr* to, socklen_t len, const uint8
 }
 
 void Server::send_stateless_reset(size_t sock, const sockaddr* to, socklen_t to_len,
-                                  const uint8_t* dcid, size_t dcid_len, size_t trigger_len)
-{
+                                  const uint8_t* dcid, size_t dcid_len, size_t trigger_len) {
     // RFC 9000 10.3: smaller than the packet that triggered it (no loops between endpoints),
     // at least 21 bytes, and rate-limited (100 per second).
     constexpr size_t kMinReset = 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + 16;
@@ -1054,21 +998,19 @@ void Server::send_stateless_reset(size_t sock, const sockaddr* to, socklen_t to_
 }
 
 void Server::send_version_negotiation(size_t sock, const sockaddr* to, socklen_t to_len,
-                                      const ngtcp2_version_cid& vc)
-{
+                                      const ngtcp2_version_cid& vc) {
     std::array<uint32_t, 1> versions{NGTCP2_PROTO_VER_V1};
     std::array<uint8_t, 256> out;
     uint8_t unused = 0;
     rand(&unused, 1);
-    ngtcp2_ssize n = ngtcp2_pkt_write_version_negotiation(
-        out.data(), out.size(), unused, vc.scid, vc.scidlen, vc.dcid, vc.dcidlen, versions.data(),
-        versions.size());
+    ngtcp2_ssize n =
+        ngtcp2_pkt_write_version_negotiation(out.data(), out.size(), unused, vc.scid, vc.scidlen,
+                                             vc.dcid, vc.dcidlen, versions.data(), versions.size());
     if (n > 0)
         send_to(sock, to, to_len, out.data(), static_cast<size_t>(n));
 }
 
-void Server::read_socket(size_t i)
-{
+void Server::read_socket(size_t i) {
     static std::array<uint8_t, kMaxDatagram> buf;
     for (int k = 0; k < kMaxReadBatch; k++) {
         sockaddr_storage from{};
@@ -1077,14 +1019,12 @@ void Server::read_socket(size_t i)
                                reinterpret_cast<sockaddr*>(&from), &fl);
         if (n < 0)
             return;
-        on_datagram(i, reinterpret_cast<sockaddr*>(&from), fl, buf.data(),
-                    static_cast<size_t>(n));
+        on_datagram(i, reinterpret_cast<sockaddr*>(&from), fl, buf.data(), static_cast<size_t>(n));
     }
 }
 
 void Server::on_datagram(size_t sock, const sockaddr* from, socklen_t from_len, uint8_t* data,
-                         size_t len)
-{
+                         size_t len) {
     ngtcp2_version_cid vc{};
     int rv = len ? ngtcp2_pkt_decode_version_cid(&vc, data, len, o_.cid_len)
                  : NGTCP2_ERR_INVALID_ARGUMENT;
@@ -1118,8 +1058,7 @@ void Server::on_datagram(size_t sock, const sockaddr* from, socklen_t from_len, 
 }
 
 void Server::accept(size_t sock, const sockaddr* from, socklen_t from_len, uint8_t* data,
-                    size_t len)
-{
+                    size_t len) {
     ngtcp2_pkt_hd hd{};
     if (ngtcp2_accept(&hd, data, len) != 0) {
         stats_.bad_packets++;
@@ -1149,8 +1088,7 @@ void Server::accept(size_t sock, const sockaddr* from, socklen_t from_len, uint8
     conns_.push_back(std::move(c));
 }
 
-void Server::remove(Conn* c)
-{
+void Server::remove(Conn* c) {
     if (c->dead())
         return;
     for (auto& k : c->keys()) {
@@ -1167,19 +1105,16 @@ void Server::remove(Conn* c)
     c->kill();
 }
 
-size_t Server::open_conns() const
-{
+size_t Server::open_conns() const {
     return static_cast<size_t>(
         std::count_if(conns_.begin(), conns_.end(), [](const auto& c) { return c->open(); }));
 }
 
-void Server::sweep()
-{
+void Server::sweep() {
     std::erase_if(conns_, [](const std::unique_ptr<Conn>& c) { return c->dead(); });
 }
 
-void Server::start_drain(const std::string& why)
-{
+void Server::start_drain(const std::string& why) {
     if (draining_)
         return;
     draining_ = true;
@@ -1189,8 +1124,7 @@ void Server::start_drain(const std::string& why)
     std::fflush(stdout);
 }
 
-void Server::check_takeover()
-{
+void Server::check_takeover() {
     auto w = client::working_gen(socks_[0].get());
     if (!w || *w == gen_ || *w == GRM_NO_GROUP)
         return;
@@ -1198,30 +1132,28 @@ void Server::check_takeover()
     start_drain(fmt::format("gen {} took over", *w));
 }
 
-void Server::report_and_exit_loop(const char* how)
-{
+void Server::report_and_exit_loop(const char* how) {
     auto ms = [](uint64_t ns) { return static_cast<unsigned long long>(ns / 1000000); };
     size_t cut = open_conns();
     uint64_t last = last_close_ > drain_start_ ? last_close_ - drain_start_ : 0;
-    fmt::print("drained gen {}: {}; {} connections open at drain start, {} cut; {} requests answered "
-               "while draining; last connection closed {} ms after drain start\n",
-               gen_, how, open_at_drain_, cut, stats_.requests_draining, ms(last));
+    fmt::print(
+        "drained gen {}: {}; {} connections open at drain start, {} cut; {} requests answered "
+        "while draining; last connection closed {} ms after drain start\n",
+        gen_, how, open_at_drain_, cut, stats_.requests_draining, ms(last));
     // One "name value" pair after another, for scripts (grm-quic-demo, the e2e tests).
     fmt::print("stats gen {}: accepted {} accepted_draining {} handshakes {} requests {} "
                "requests_draining {} closed_clean {} closed_error {} cut {} path_validated {} "
                "refused_initials {} unknown_packets {} bad_packets {} resets_sent {} "
                "send_errors {}\n",
-               gen_, stats_.accepted, stats_.accepted_draining, stats_.handshakes,
-               stats_.requests, stats_.requests_draining, stats_.closed_clean,
-               stats_.closed_error, cut, stats_.path_validated, stats_.refused_initials,
-               stats_.unknown_packets, stats_.bad_packets, stats_.resets_sent,
-               stats_.send_errors);
+               gen_, stats_.accepted, stats_.accepted_draining, stats_.handshakes, stats_.requests,
+               stats_.requests_draining, stats_.closed_clean, stats_.closed_error, cut,
+               stats_.path_validated, stats_.refused_initials, stats_.unknown_packets,
+               stats_.bad_packets, stats_.resets_sent, stats_.send_errors);
     std::fflush(stdout);
     done_ = true;
 }
 
-int Server::run()
-{
+int Server::run() {
     setup_tls();
     open_sockets();
     setup_grm();
@@ -1234,9 +1166,9 @@ int Server::run()
     sigprocmask(SIG_BLOCK, &mask, nullptr);
     Fd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
 
-    uint16_t port = ntohs(local_.ss_family == AF_INET
-                              ? reinterpret_cast<sockaddr_in*>(&local_)->sin_port
-                              : reinterpret_cast<sockaddr_in6*>(&local_)->sin6_port);
+    uint16_t port =
+        ntohs(local_.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&local_)->sin_port
+                                          : reinterpret_cast<sockaddr_in6*>(&local_)->sin6_port);
     const char* mode = o_.mode == Mode::quic ? "quic" : o_.mode == Mode::flow ? "flow" : "none";
     fmt::print("ready gen {} port {} sockets {} pid {} dissector {} cid_len {}\n", gen_, port,
                socks_.size(), ::getpid(), mode, o_.cid_len);
@@ -1308,8 +1240,7 @@ int Server::run()
     return 0;
 }
 
-Options parse(int argc, char** argv)
-{
+Options parse(int argc, char** argv) {
     static const option longopts[] = {
         {"addr", required_argument, nullptr, 'a'},
         {"port", required_argument, nullptr, 'p'},
@@ -1409,8 +1340,7 @@ Options parse(int argc, char** argv)
 
 } // namespace
 
-int main(int argc, char** argv)
-{
+int main(int argc, char** argv) {
     Server srv(parse(argc, argv));
     return srv.run();
 }
