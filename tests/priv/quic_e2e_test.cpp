@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -123,6 +124,7 @@ Child spawn(const std::vector<std::string>& argv, const std::string& err_log) {
         int e = ::open(err_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (e >= 0)
             ::dup2(e, 2);
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL); // nothing outlives the test
         ::execvp(args[0], args.data());
         ::_exit(127);
     }

@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -131,7 +132,8 @@ pid_t spawn(const std::vector<std::string>& argv, int out_fd, const std::string&
         if (out >= 0)
             ::dup2(out, 1);
     }
-    ::setpgid(0, 0); // its own process group: a terminal's ^C reaches only the harness
+    // Whatever happens to the harness (a test timeout, ^C), nothing it started outlives it.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::execv(args[0], args.data());
     ::_exit(127);
 }

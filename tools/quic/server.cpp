@@ -1136,10 +1136,12 @@ void Server::report_and_exit_loop(const char* how) {
     auto ms = [](uint64_t ns) { return static_cast<unsigned long long>(ns / 1000000); };
     size_t cut = open_conns();
     uint64_t last = last_close_ > drain_start_ ? last_close_ - drain_start_ : 0;
-    fmt::print(
-        "drained gen {}: {}; {} connections open at drain start, {} cut; {} requests answered "
-        "while draining; last connection closed {} ms after drain start\n",
-        gen_, how, open_at_drain_, cut, stats_.requests_draining, ms(last));
+    std::string last_close =
+        open_at_drain_ ? fmt::format("; last connection closed {} ms after drain start", ms(last))
+                       : "";
+    fmt::print("drained gen {}: {}; {} connections open at drain start, {} cut; {} requests "
+               "answered while draining{}\n",
+               gen_, how, open_at_drain_, cut, stats_.requests_draining, last_close);
     // One "name value" pair after another, for scripts (grm-quic-demo, the e2e tests).
     fmt::print("stats gen {}: accepted {} accepted_draining {} handshakes {} requests {} "
                "requests_draining {} closed_clean {} closed_error {} cut {} path_validated {} "
