@@ -35,11 +35,16 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-constexpr int kClientIdleTimeoutS = 6; // > the longest --delay-stream, so only failures idle out
-constexpr std::array<int, 4> kDelaysMs = {1800, 2500, 3200, 3900};
-constexpr int kEarlyMoveMs = 300;      // well before the next restart (>= 1.25 s away)
-constexpr int kLateMoveBeforeMs = 350; // before the requests, after the restart
-constexpr auto kWaveOffset = 250ms;    // a wave starts this long after its restart
+// A wave starts kWaveOffset after its restart, the next restart comes (interval - kWaveOffset)
+// later. --delay-stream is the interval plus one of kExtraDelayMs: every request comes after
+// the next restart. An early move comes kEarlyMoveMs after the handshake, before that restart;
+// a late one kLateMoveBeforeMs before the requests, at least 200 ms after it.
+constexpr auto kWaveOffset = 250ms;
+constexpr std::array<int, 4> kExtraDelayMs = {300, 1000, 1700, 2400};
+constexpr int kEarlyMoveMs = 300;
+constexpr int kLateMoveBeforeMs = 350;
+constexpr int kIdleMarginMs = 2100; // client idle timeout = longest delay + this: only failures
+                                    // ever idle out
 
 double secs(Clock::duration d) {
     return std::chrono::duration<double>(d).count();
@@ -416,6 +421,7 @@ Result<Report> run(const Scenario& s, const Env& env,
         return unexpected(r.error());
 
     const bool signal_old = s.signal_old || s.routing == Routing::plain;
+    const int idle_ms = static_cast<int>(s.interval.count()) + kExtraDelayMs.back() + kIdleMarginMs;
     const auto drain_timeout = s.routing == Routing::plain ? s.plain_grace : s.drain_timeout;
     std::vector<std::unique_ptr<Instance>> inst;
     std::vector<std::unique_ptr<Client>> clients;
@@ -528,7 +534,8 @@ Result<Report> run(const Scenario& s, const Env& env,
         auto c = std::make_unique<Client>();
         c->r.id = static_cast<int>(clients.size());
         c->r.wave = wave;
-        c->r.delay_ms = kDelaysMs[static_cast<size_t>(i / 4) % kDelaysMs.size()];
+        c->r.delay_ms = static_cast<int>(s.interval.count()) +
+                        kExtraDelayMs[static_cast<size_t>(i / 4) % kExtraDelayMs.size()];
         c->r.requests = s.streams;
         if (s.address_changes) {
             static constexpr std::array<Move, 4> kMoves = {Move::rebind_late, Move::migrate_late,
@@ -543,7 +550,7 @@ Result<Report> run(const Scenario& s, const Env& env,
                                          "--exit-on-all-streams-close",
                                          "--download=" + c->dir,
                                          "--delay-stream=" + std::to_string(c->r.delay_ms) + "ms",
-                                         "--timeout=" + std::to_string(kClientIdleTimeoutS) + "s",
+                                         "--timeout=" + std::to_string(idle_ms) + "ms",
                                          "-n",
                                          std::to_string(s.streams)};
         int move_ms = 0;
@@ -583,7 +590,7 @@ Result<Report> run(const Scenario& s, const Env& env,
         restart_at.push_back(k * interval);
     const double last_wave = wave_at.empty() ? 0 : wave_at.back();
     const double deadline = std::max(last_wave, restart_at.empty() ? 0 : restart_at.back()) +
-                            kDelaysMs.back() / 1000.0 + kClientIdleTimeoutS + 6;
+                            (s.interval.count() + kExtraDelayMs.back() + idle_ms) / 1000.0 + 6;
     size_t next_wave = 0, next_restart = 0;
     Instance* pending = nullptr; // a new instance not ready yet
     double junk_from = 0.5 * interval, junk_until = s.restarts * interval + 0.5, next_junk = 0;

@@ -38,7 +38,6 @@
 #include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
-#include <optional>
 #include <poll.h>
 #include <random>
 #include <string>
@@ -228,7 +227,6 @@ public:
     Stats& stats() { return stats_; }
     uint32_t gen() const { return gen_; }
     bool draining() const { return draining_; }
-    const std::array<uint8_t, kSecretLen>& secret() const { return secret_; }
     gnutls_certificate_credentials_t credentials() const { return cred_; }
     const sockaddr* local_addr() const { return reinterpret_cast<const sockaddr*>(&local_); }
     socklen_t local_len() const { return local_len_; }
