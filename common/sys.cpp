@@ -38,7 +38,7 @@ Result<uint64_t> socket_cookie(int fd)
     return c;
 }
 
-std::optional<Endpoint> parse_endpoint(std::string_view s)
+std::optional<Endpoint> parse_endpoint(std::string_view s, bool port_zero_ok)
 {
     Endpoint e;
     std::string host;
@@ -60,7 +60,8 @@ std::optional<Endpoint> parse_endpoint(std::string_view s)
     }
     unsigned p = 0;
     auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
-    if (ec != std::errc{} || end != port.data() + port.size() || p == 0 || p > 65535)
+    if (port.empty() || ec != std::errc{} || end != port.data() + port.size() ||
+        (p == 0 && !port_zero_ok) || p > 65535)
         return std::nullopt;
     if (inet_pton(e.family, host.c_str(), e.addr) != 1)
         return std::nullopt;

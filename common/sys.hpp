@@ -32,8 +32,9 @@ struct Endpoint {
     bool operator==(const Endpoint&) const = default;
 };
 
-/// Parses "a.b.c.d:port" or "[v6]:port"; nullopt on anything else. Port must be non-zero.
-std::optional<Endpoint> parse_endpoint(std::string_view s);
+/// Parses "a.b.c.d:port" or "[v6]:port"; nullopt on anything else. The port must be
+/// non-zero unless port_zero_ok (an address to bind to, where 0 picks one).
+std::optional<Endpoint> parse_endpoint(std::string_view s, bool port_zero_ok = false);
 /// "127.0.0.1:53" or "[::1]:53".
 std::string format_endpoint(const Endpoint& e);
 /// The endpoint a group key names, and the key of an endpoint.

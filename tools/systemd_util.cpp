@@ -63,32 +63,7 @@ bool valid_fdname(std::string_view name)
 
 std::optional<sys::Endpoint> parse_address(std::string_view s)
 {
-    sys::Endpoint e;
-    std::string host;
-    std::string_view port;
-    if (!s.empty() && s[0] == '[') {
-        auto close = s.find("]:");
-        if (close == std::string_view::npos)
-            return std::nullopt;
-        host = std::string(s.substr(1, close - 1));
-        port = s.substr(close + 2);
-        e.family = AF_INET6;
-    } else {
-        auto colon = s.rfind(':');
-        if (colon == std::string_view::npos)
-            return std::nullopt;
-        host = std::string(s.substr(0, colon));
-        port = s.substr(colon + 1);
-        e.family = AF_INET;
-    }
-    if (inet_pton(e.family, host.c_str(), e.addr) != 1)
-        return std::nullopt;
-    unsigned p = 0;
-    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p, 10);
-    if (port.empty() || ec != std::errc() || end != port.data() + port.size() || p > 65535)
-        return std::nullopt;
-    e.port = static_cast<uint16_t>(p);
-    return e;
+    return sys::parse_endpoint(s, /*port_zero_ok=*/true);
 }
 
 Result<std::vector<grm_sock_filter>> parse_bpf_asm(std::string_view text)

@@ -11,6 +11,7 @@
 
 #include "grm/client.hpp"
 #include "quic.hpp"
+#include "helpers.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -20,13 +21,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Daemon start()
-{
-    auto d = Daemon::start(sandbox());
-    if (!d)
-        FAIL(d.error().message());
-    return std::move(*d);
-}
 
 udp_grm_dissector cbpf(std::initializer_list<grm_sock_filter> prog, uint32_t max_apps = 0)
 {

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "grm/client.hpp"
+#include "helpers.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -24,7 +25,6 @@ int set_opt(int fd, int opt, const void* v, socklen_t len)
     return ::setsockopt(fd, GRM_SOL_UDP, opt, v, len) == 0 ? 0 : errno;
 }
 
-int set_u32(int fd, int opt, uint32_t v) { return set_opt(fd, opt, &v, sizeof(v)); }
 
 int get_opt(int fd, int opt, void* v, socklen_t* len)
 {
@@ -41,13 +41,6 @@ int32_t working_gen(int fd)
 
 udp_grm_dissector dissector(uint32_t type) { return client::make_dissector(type); }
 
-Daemon start()
-{
-    auto d = Daemon::start(sandbox());
-    if (!d)
-        FAIL(d.error().message());
-    return std::move(*d);
-}
 
 } // namespace
 

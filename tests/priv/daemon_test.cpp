@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "grm/client.hpp"
+#include "helpers.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -20,19 +21,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::vector<size_t> landing(const std::vector<Fd>& clients, int family, uint16_t port,
-                            const std::vector<int>& servers, uint32_t tag)
-{
-    for (size_t i = 0; i < clients.size(); i++)
-        REQUIRE(send_packet(clients[i].get(), family, port,
-                            Packet{static_cast<uint32_t>(i), tag, i}));
-    auto got = drain(servers, clients.size());
-    REQUIRE(got.size() == clients.size());
-    std::vector<size_t> where(clients.size(), SIZE_MAX);
-    for (const auto& l : got)
-        where[l.packet.flow] = l.socket;
-    return where;
-}
 
 size_t count_pins(const std::string& dir)
 {

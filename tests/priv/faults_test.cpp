@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "grm/client.hpp"
+#include "helpers.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -23,30 +24,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Daemon start()
-{
-    auto d = Daemon::start(sandbox());
-    if (!d)
-        FAIL(d.error().message());
-    return std::move(*d);
-}
 
-int set_u32(int fd, int opt, uint32_t v)
-{
-    return ::setsockopt(fd, GRM_SOL_UDP, opt, &v, sizeof(v)) == 0 ? 0 : errno;
-}
 
-template <typename F>
-bool poll_until(F done, std::chrono::milliseconds timeout)
-{
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!done()) {
-        if (std::chrono::steady_clock::now() > deadline)
-            return false;
-        std::this_thread::sleep_for(5ms);
-    }
-    return true;
-}
 
 void raise_nofile()
 {

@@ -10,6 +10,7 @@
 
 #include "grm/client.hpp"
 #include "quic.hpp"
+#include "helpers.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -19,13 +20,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Daemon start()
-{
-    auto d = Daemon::start(sandbox());
-    if (!d)
-        FAIL(d.error().message());
-    return std::move(*d);
-}
 
 struct Generation {
     std::vector<Fd> socks;

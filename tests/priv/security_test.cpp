@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "grm/client.hpp"
+#include "helpers.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -25,13 +26,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Daemon start()
-{
-    auto d = Daemon::start(sandbox());
-    if (!d)
-        FAIL(d.error().message());
-    return std::move(*d);
-}
 
 /// Runs f in a forked child and returns its exit code (f's return value; 100+ = crashed).
 int in_child(const std::function<int()>& f)
@@ -51,10 +45,6 @@ int in_child(const std::function<int()>& f)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
 }
 
-int set_u32(int fd, int opt, uint32_t v)
-{
-    return ::setsockopt(fd, GRM_SOL_UDP, opt, &v, sizeof(v)) == 0 ? 0 : errno;
-}
 
 bool lo_up()
 {

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "grm/client.hpp"
+#include "helpers.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -25,13 +26,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Daemon start(std::vector<std::string> extra = {})
-{
-    auto d = Daemon::start(sandbox(), std::move(extra));
-    if (!d)
-        FAIL(d.error().message());
-    return std::move(*d);
-}
 
 /// Registers sockets into generation `gen` (waiting for grmd) and optionally makes it the
 /// working generation.
@@ -206,32 +200,7 @@ void check_restart(int family)
     CHECK(r.after_switch_on_new == r.after_switch);
 }
 
-/// Sends one packet from each client and returns which server socket (index into `servers`)
-/// got each client's packet. Fails the test if any packet is missing.
-std::vector<size_t> landing(const std::vector<Fd>& clients, int family, uint16_t port,
-                            const std::vector<int>& servers, uint32_t tag)
-{
-    for (size_t i = 0; i < clients.size(); i++)
-        REQUIRE(send_packet(clients[i].get(), family, port,
-                            Packet{static_cast<uint32_t>(i), tag, i}));
-    auto got = drain(servers, clients.size());
-    REQUIRE(got.size() == clients.size());
-    std::vector<size_t> where(clients.size(), SIZE_MAX);
-    for (const auto& l : got) {
-        REQUIRE(l.packet.tag == tag);
-        REQUIRE(l.packet.flow < clients.size());
-        where[l.packet.flow] = l.socket;
-    }
-    return where;
-}
 
-std::vector<Fd> clients_of(int family, int n)
-{
-    std::vector<Fd> v;
-    for (int i = 0; i < n; i++)
-        v.push_back(client_socket(family));
-    return v;
-}
 
 void check_flow_stickiness(int family)
 {

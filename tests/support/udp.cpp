@@ -115,26 +115,10 @@ std::vector<Landing> drain(std::span<const int> fds, size_t expect,
                            std::chrono::milliseconds quiet)
 {
     std::vector<Landing> out;
-    std::vector<pollfd> pfds;
-    for (int fd : fds)
-        pfds.push_back({fd, POLLIN, 0});
-    while (out.size() < expect) {
-        int n = ::poll(pfds.data(), pfds.size(), static_cast<int>(quiet.count()));
-        if (n <= 0)
-            break;
-        for (size_t i = 0; i < pfds.size(); i++) {
-            if (!(pfds[i].revents & POLLIN))
-                continue;
-            for (;;) {
-                Landing l{i, {}, {}};
-                socklen_t len = sizeof(l.from);
-                ssize_t r = ::recvfrom(pfds[i].fd, &l.packet, sizeof(l.packet), MSG_DONTWAIT,
-                                       reinterpret_cast<sockaddr*>(&l.from), &len);
-                if (r < 0)
-                    break;
-                out.push_back(l);
-            }
-        }
+    for (const auto& d : drain_raw(fds, expect, quiet)) {
+        Landing l{d.socket, {}};
+        std::memcpy(&l.packet, d.data.data(), std::min(d.data.size(), sizeof(l.packet)));
+        out.push_back(l);
     }
     return out;
 }

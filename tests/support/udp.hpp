@@ -40,7 +40,6 @@ bool send_packet(int fd, int family, uint16_t port, const Packet& p);
 struct Landing {
     size_t socket;
     Packet packet;
-    sockaddr_storage from;
 };
 /// Receives from fds until `expect` packets arrived or nothing came for `quiet`.
 std::vector<Landing> drain(std::span<const int> fds, size_t expect,

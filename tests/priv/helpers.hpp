@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: MIT
+// What the privileged test cases share: a grmd of their own, raw option calls, waiting to a
+// deadline, client flows, and where their packets land.
+#pragma once
+
+#include <catch2/catch.hpp>
+
+#include <cerrno>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include <sys/socket.h>
+
+#include "grm/abi.h"
+#include "sandbox.hpp"
+#include "udp.hpp"
+
+namespace grm::test {
+
+/// A grmd for this test case, hooks in the sandbox's app cgroup; fails the test if it cannot.
+inline Daemon start(std::vector<std::string> extra = {})
+{
+    auto d = Daemon::start(sandbox(), std::move(extra));
+    if (!d)
+        FAIL(d.error().message());
+    return std::move(*d);
+}
+
+/// setsockopt of a u32 grm option: 0 or the errno.
+inline int set_u32(int fd, int opt, uint32_t v)
+{
+    return ::setsockopt(fd, GRM_SOL_UDP, opt, &v, sizeof(v)) == 0 ? 0 : errno;
+}
+
+/// Polls `done` every 5 ms until it holds or the timeout passes.
+template <typename F>
+bool poll_until(F done, std::chrono::milliseconds timeout)
+{
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() > deadline)
+            return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+}
+
+/// n client flows: a socket each, on its own ephemeral port.
+inline std::vector<Fd> clients_of(int family, int n)
+{
+    std::vector<Fd> v;
+    for (int i = 0; i < n; i++)
+        v.push_back(client_socket(family));
+    return v;
+}
+
+/// Sends one packet from each client and returns which server socket (index into `servers`)
+/// got each client's packet. Fails the test if any packet is missing.
+inline std::vector<size_t> landing(const std::vector<Fd>& clients, int family, uint16_t port,
+                                   const std::vector<int>& servers, uint32_t tag)
+{
+    for (size_t i = 0; i < clients.size(); i++)
+        REQUIRE(send_packet(clients[i].get(), family, port,
+                            Packet{static_cast<uint32_t>(i), tag, i}));
+    auto got = drain(servers, clients.size());
+    REQUIRE(got.size() == clients.size());
+    std::vector<size_t> where(clients.size(), SIZE_MAX);
+    for (const auto& l : got) {
+        REQUIRE(l.packet.tag == tag);
+        REQUIRE(l.packet.flow < clients.size());
+        where[l.packet.flow] = l.socket;
+    }
+    return where;
+}
+
+} // namespace grm::test
