@@ -435,29 +435,23 @@ Result<Report> run(const Scenario& s, const Env& env,
             return unexpected(errno, "pipe2");
         auto in = std::make_unique<Instance>();
         size_t n = inst.size() + 1;
-        std::vector<std::string> argv = {env.server,
-                                         "--port",
-                                         std::to_string(port),
-                                         "--sockets",
-                                         std::to_string(s.sockets),
-                                         "--cert",
-                                         env.workdir + "/cert.pem",
-                                         "--key",
-                                         env.workdir + "/key.pem",
-                                         "--secret-file",
-                                         env.workdir + "/secret",
-                                         "--response-size",
-                                         std::to_string(s.response_size),
-                                         "--drain-timeout",
-                                         std::to_string(drain_timeout.count()) + "ms",
-                                         "--keep-alive",
-                                         std::to_string(s.keep_alive.count()) + "ms"};
-        if (s.routing == Routing::plain) {
+        std::vector<std::string> argv = {env.server};
+        auto opt = [&](const char* name, std::string value) {
+            argv.push_back(name);
+            argv.push_back(std::move(value));
+        };
+        opt("--port", std::to_string(port));
+        opt("--sockets", std::to_string(s.sockets));
+        opt("--cert", env.workdir + "/cert.pem");
+        opt("--key", env.workdir + "/key.pem");
+        opt("--secret-file", env.workdir + "/secret");
+        opt("--response-size", std::to_string(s.response_size));
+        opt("--drain-timeout", std::to_string(drain_timeout.count()) + "ms");
+        opt("--keep-alive", std::to_string(s.keep_alive.count()) + "ms");
+        if (s.routing == Routing::plain)
             argv.push_back("--no-grm");
-        } else {
-            argv.push_back("--dissector");
-            argv.push_back(s.routing == Routing::quic ? "quic" : "flow");
-        }
+        else
+            opt("--dissector", s.routing == Routing::quic ? "quic" : "flow");
         pid_t pid = spawn(argv, p[1], "", env.workdir + "/server-" + std::to_string(n) + ".log",
                           s.server_cgroup);
         ::close(p[1]);
@@ -545,14 +539,11 @@ Result<Report> run(const Scenario& s, const Env& env,
         c->dir = env.workdir + "/c" + std::to_string(c->r.id);
         c->log = c->dir + ".log";
         ::mkdir(c->dir.c_str(), 0700);
-        std::vector<std::string> argv = {gtls,
-                                         "-q",
-                                         "--exit-on-all-streams-close",
-                                         "--download=" + c->dir,
-                                         "--delay-stream=" + std::to_string(c->r.delay_ms) + "ms",
-                                         "--timeout=" + std::to_string(idle_ms) + "ms",
-                                         "-n",
-                                         std::to_string(s.streams)};
+        std::vector<std::string> argv = {gtls, "-q", "--exit-on-all-streams-close"};
+        argv.push_back("--download=" + c->dir);
+        argv.push_back(fmt::format("--delay-stream={}ms", c->r.delay_ms));
+        argv.push_back(fmt::format("--timeout={}ms", idle_ms));
+        argv.push_back(fmt::format("--nstreams={}", s.streams));
         int move_ms = 0;
         switch (c->r.move) {
         case Move::rebind_early:
