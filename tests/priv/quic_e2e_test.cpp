@@ -39,18 +39,15 @@ quic::Env make_env(const std::string& name) {
     return env;
 }
 
-/// grm's counters of the group, read while the last instance still serves.
-struct GroupCounters {
-    GroupStats st;
-};
-
+/// Runs a scenario and prints what happened; `group`, if given, gets grm's counters of the
+/// port's group, read while the last instance still serves.
 quic::Report run_scenario(const quic::Scenario& s, const std::string& name,
-                          GroupCounters* counters = nullptr) {
+                          GroupStats* group = nullptr) {
     auto r = quic::run(
         s, make_env(name), [](const std::string& line) { fmt::print("  {}\n", line); },
         [&](uint16_t port) {
-            if (counters)
-                counters->st = group_stats(sandbox().pin_dir, AF_INET, port);
+            if (group)
+                *group = group_stats(sandbox().pin_dir, AF_INET, port);
         });
     if (!r)
         FAIL(r.error().message());
@@ -148,6 +145,18 @@ bool reap(pid_t pid, std::chrono::milliseconds timeout) {
     return false;
 }
 
+/// How often `needle` occurs in the first 64 KiB of a file.
+size_t count_in_file(const std::string& path, const std::string& needle) {
+    Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    std::string text(65536, '\0');
+    ssize_t n = f.valid() ? ::read(f.get(), text.data(), text.size()) : 0;
+    text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    size_t count = 0;
+    for (size_t pos = 0; (pos = text.find(needle, pos)) != std::string::npos; pos++)
+        count++;
+    return count;
+}
+
 bool whole_response(const std::string& path, size_t size) {
     Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid())
@@ -164,7 +173,7 @@ TEST_CASE("quic e2e: grm QUIC CIDs keep every connection and request across 3 re
     Daemon d = start_daemon();
     quic::Scenario s;
     s.routing = quic::Routing::quic;
-    GroupCounters g;
+    GroupStats g;
     auto r = run_scenario(s, "cid", &g);
     check_restarts(r);
     CHECK(r.connections() == s.waves * s.per_wave);
@@ -173,14 +182,14 @@ TEST_CASE("quic e2e: grm QUIC CIDs keep every connection and request across 3 re
     CHECK(r.split() == 0);
     // Every connection ID the clients used carried a valid cookie of a live socket: grm routed
     // every short-header and Handshake packet by it.
-    REQUIRE(g.st.found);
+    REQUIRE(g.found);
     fmt::print("grm group: cookie-routed {} packets, new flows {}, handshake-table hits {}, bad "
                "cookies {}, cookies of closed sockets {}\n",
-               g.st.rx.rx_flow_ok, g.st.rx.rx_new_flow_total, g.st.rx.rx_quic_handshake_hit,
-               g.st.rx.rx_flow_new_bad_cookie, g.st.rx.rx_flow_other_error);
-    CHECK(g.st.rx.rx_flow_ok > static_cast<uint64_t>(r.requests()));
-    CHECK(g.st.rx.rx_flow_new_bad_cookie == 0);
-    CHECK(g.st.rx.rx_flow_other_error == 0);
+               g.rx.rx_flow_ok, g.rx.rx_new_flow_total, g.rx.rx_quic_handshake_hit,
+               g.rx.rx_flow_new_bad_cookie, g.rx.rx_flow_other_error);
+    CHECK(g.rx.rx_flow_ok > static_cast<uint64_t>(r.requests()));
+    CHECK(g.rx.rx_flow_new_bad_cookie == 0);
+    CHECK(g.rx.rx_flow_other_error == 0);
 }
 
 TEST_CASE("quic e2e: grm QUIC CIDs keep every connection when clients change address",
@@ -293,18 +302,9 @@ TEST_CASE("quic e2e: on SIGTERM without a successor the server refuses new conne
     Child c = client("c", 10000); // its request would come after the drain timeout
     // Both connections are up (the server logs each handshake with --verbose) before the signal.
     auto deadline = Clock::now() + 10s;
-    size_t handshakes = 0;
-    while (Clock::now() < deadline && handshakes < 2) {
-        Fd f(::open(err_log.c_str(), O_RDONLY | O_CLOEXEC));
-        char buf[8192];
-        ssize_t n = f.valid() ? ::read(f.get(), buf, sizeof(buf)) : 0;
-        std::string text(buf, n > 0 ? static_cast<size_t>(n) : 0);
-        handshakes = 0;
-        for (size_t pos = 0; (pos = text.find("handshake done", pos)) != std::string::npos; pos++)
-            handshakes++;
+    while (Clock::now() < deadline && count_in_file(err_log, "handshake done") < 2)
         ::poll(nullptr, 0, 10);
-    }
-    REQUIRE(handshakes == 2);
+    REQUIRE(count_in_file(err_log, "handshake done") == 2);
     // A's request must still be ahead: it is sent 3 s after its handshake.
     REQUIRE(Clock::now() - since_start < 2500ms);
     REQUIRE(::kill(srv.pid, SIGTERM) == 0);
@@ -317,9 +317,8 @@ TEST_CASE("quic e2e: on SIGTERM without a successor the server refuses new conne
     reap(b.pid, 0ms);
     reap(c.pid, 0ms);
     fmt::print("{}", srv.text);
-    CHECK(srv.text.find("draining gen " + std::to_string(gen) +
-                        ": signal 15; 2 connections "
-                        "open") != std::string::npos);
+    CHECK(srv.text.find(fmt::format("draining gen {}: signal 15; 2 connections open", gen)) !=
+          std::string::npos);
     CHECK(srv.text.find("drain timeout; 2 connections open at drain start, 1 cut") !=
           std::string::npos);
     quic::InstanceResult in;
