@@ -12,19 +12,19 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <fcntl.h>
+#include <getopt.h>
 #include <map>
 #include <mutex>
+#include <poll.h>
 #include <set>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
-#include <fcntl.h>
-#include <getopt.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include "fd.hpp"
 #include "sandbox.hpp"
@@ -40,9 +40,9 @@ using namespace std::chrono_literals;
 struct Options {
     std::string dissector = "flow";
     int restarts = 3;
-    int flows = 50;             // concurrent
-    int flow_packets = 100;     // per flow, one every 10 ms
-    double interval = 2.5;      // seconds between restarts
+    int flows = 50;         // concurrent
+    int flow_packets = 100; // per flow, one every 10 ms
+    double interval = 2.5;  // seconds between restarts
     std::string echo = GRM_ECHO_PATH;
 };
 
@@ -55,11 +55,12 @@ struct Instance {
     std::string log;
 };
 
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double since(Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 /// Reads from an instance's stdout until `needle` appears or the deadline passes.
-bool read_until(Instance& in, const char* needle, std::chrono::milliseconds timeout)
-{
+bool read_until(Instance& in, const char* needle, std::chrono::milliseconds timeout) {
     auto deadline = Clock::now() + timeout;
     while (in.log.find(needle) == std::string::npos) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -77,8 +78,7 @@ bool read_until(Instance& in, const char* needle, std::chrono::milliseconds time
     return true;
 }
 
-Instance start_echo(const Options& o, uint16_t port)
-{
+Instance start_echo(const Options& o, uint16_t port) {
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0)
         throw std::runtime_error("pipe");
@@ -87,8 +87,9 @@ Instance start_echo(const Options& o, uint16_t port)
     if (in.pid == 0) {
         ::dup2(p[1], 1);
         std::string port_s = std::to_string(port);
-        const char* argv[] = {o.echo.c_str(), "--port", port_s.c_str(), "--sockets", "4",
-                              "--dissector", o.dissector.c_str(), "--quiet-ms", "300", nullptr};
+        const char* argv[] = {
+            o.echo.c_str(),      "--port",     port_s.c_str(), "--sockets", "4", "--dissector",
+            o.dissector.c_str(), "--quiet-ms", "300",          nullptr};
         ::execv(argv[0], const_cast<char**>(argv));
         ::_exit(127);
     }
@@ -120,13 +121,15 @@ struct Restart {
 
 } // namespace
 
-int main(int argc, char** argv)
-{
+int main(int argc, char** argv) {
     Options o;
     static const option longopts[] = {
-        {"dissector", required_argument, nullptr, 'd'}, {"restarts", required_argument, nullptr, 'r'},
-        {"flows", required_argument, nullptr, 'f'},     {"echo", required_argument, nullptr, 'e'},
-        {"help", no_argument, nullptr, 'h'},            {},
+        {"dissector", required_argument, nullptr, 'd'},
+        {"restarts", required_argument, nullptr, 'r'},
+        {"flows", required_argument, nullptr, 'f'},
+        {"echo", required_argument, nullptr, 'e'},
+        {"help", no_argument, nullptr, 'h'},
+        {},
     };
     int c;
     while ((c = getopt_long(argc, argv, "d:r:f:e:h", longopts, nullptr)) != -1) {
@@ -152,7 +155,7 @@ int main(int argc, char** argv)
         return 77;
     }
     int rc = 1;
-    {
+    try { // an exception unwinds through ~Daemon: grmd never outlives the demo
         auto daemon = Daemon::start(*sb);
         if (!daemon) {
             std::fprintf(stderr, "grmd: %s\n", daemon.error().message().c_str());
@@ -178,20 +181,27 @@ int main(int argc, char** argv)
         std::mutex mu;
         std::vector<Restart> restarts;
         std::atomic<bool> restarts_done{false};
+        std::atomic<bool> orchestration_failed{false};
         std::thread orchestrator([&] {
-            for (int k = 1; k <= o.restarts; k++) {
-                std::this_thread::sleep_until(t0 + std::chrono::duration<double>(k * o.interval));
-                Instance next = start_echo(o, port);
-                Restart r{since(t0), instances.back().gen, next.gen};
-                ::kill(instances.back().pid, SIGTERM); // the old one drains, then exits
-                std::printf("[%5.2fs] restart %d: gen %u took over new flows; gen %u drains\n",
-                            r.at, k, r.to, r.from);
-                std::fflush(stdout);
-                std::lock_guard lock(mu);
-                restarts.push_back(r);
-                instances.push_back(std::move(next));
+            try {
+                for (int k = 1; k <= o.restarts; k++) {
+                    std::this_thread::sleep_until(t0 +
+                                                  std::chrono::duration<double>(k * o.interval));
+                    Instance next = start_echo(o, port);
+                    Restart r{since(t0), instances.back().gen, next.gen};
+                    ::kill(instances.back().pid, SIGTERM); // the old one drains, then exits
+                    std::printf("[%5.2fs] restart %d: gen %u took over new flows; gen %u drains\n",
+                                r.at, k, r.to, r.from);
+                    std::fflush(stdout);
+                    std::lock_guard lock(mu);
+                    restarts.push_back(r);
+                    instances.push_back(std::move(next));
+                }
+                restarts_done = true;
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "grm-demo: restart failed: %s\n", e.what());
+                orchestration_failed = true;
             }
-            restarts_done = true;
         });
 
         // The load: flows come and go; every packet is counted, every answer too.
@@ -265,8 +275,8 @@ int main(int argc, char** argv)
             int status = 0;
             ::waitpid(instances[i].pid, &status, 0);
             auto pos = instances[i].log.find("drained");
-            std::string line = pos == std::string::npos ? "did not report draining"
-                                                        : instances[i].log.substr(pos);
+            std::string line =
+                pos == std::string::npos ? "did not report draining" : instances[i].log.substr(pos);
             while (!line.empty() && line.back() == '\n')
                 line.pop_back();
             std::printf("          %s\n", line.c_str());
@@ -296,16 +306,21 @@ int main(int argc, char** argv)
                         static_cast<unsigned long long>(stayed), restarts[k].from);
         }
         std::printf("\npackets: sent %llu, answered %llu, lost %llu\n",
-                    static_cast<unsigned long long>(sent), static_cast<unsigned long long>(answered),
+                    static_cast<unsigned long long>(sent),
+                    static_cast<unsigned long long>(answered),
                     static_cast<unsigned long long>(sent - answered));
         std::printf("flows:   %zu, kept on one instance %llu, moved between instances %llu, "
                     "never answered %llu\n",
                     finished.size(), static_cast<unsigned long long>(kept),
                     static_cast<unsigned long long>(moved),
                     static_cast<unsigned long long>(unanswered_flows));
-        rc = sent == answered && moved == 0 && unanswered_flows == 0 ? 0 : 1;
+        rc = sent == answered && moved == 0 && unanswered_flows == 0 && !orchestration_failed ? 0
+                                                                                              : 1;
         std::printf("%s\n", rc == 0 ? "OK: nothing lost across the restarts"
                                     : "FAILED: something was lost");
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "grm-demo: %s\n", e.what());
+        rc = 1;
     }
     leave_sandbox(*sb);
     return rc;
