@@ -207,8 +207,11 @@ int Daemon::stop(int sig)
     int status = -1;
     if (pid_ <= 0)
         return status;
+    // A test may have stopped it: continue it first. Never after sig: a SIGCONT that lands
+    // while a sanitized grmd's LeakSanitizer ptrace-attaches to itself at exit discards the
+    // attach's SIGSTOP, and LeakSanitizer then waits for that stop forever.
+    ::kill(pid_, SIGCONT);
     ::kill(pid_, sig);
-    ::kill(pid_, SIGCONT); // a test may have stopped it; a stopped process ignores SIGTERM
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
     return status;
