@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 // libFuzzer target: the cBPF dissector (daemon/cbpf.hpp) on arbitrary programs and payloads.
 //
-// Input: [flags] [ethertype hi] [ethertype lo] [n x 8-byte instruction] [payload...]
+// Input: [flags] [ethertype hi] [ethertype lo] [linear] [n x 8-byte instruction] [payload...]
 //   flags bits 0-5: n - 1 (fewer if the input ends first); bit 6: "structured": opcodes
 //   index the accepted set and jump offsets are reduced into range, so that most programs
-//   validate; bit 7: translate for a second Target (no tail call, payload at offset 0).
+//   validate; bit 7: translate for a second Target (no tail call, payload at offset 0, no
+//   direct packet access). linear: bytes of the packet (UDP header included) in its linear
+//   part, which direct packet access sees (data_end); >= 0x80: all of it.
 //   An instruction is code (u16 LE), jt, jf, k (u32 LE), as struct sock_filter.
 //
 // Checks: validate() and translate() agree; for a valid program interpret() stays inside
@@ -118,9 +120,18 @@ struct Ctx {
 
 class Emulator {
 public:
-    Emulator(std::span<const uint8_t> skb, const Target& t) : skb_(skb), t_(t) {
+    /// linear: how much of skb direct packet access sees (data .. data_end).
+    Emulator(std::span<const uint8_t> skb, size_t linear, const Target& t)
+        : skb_(skb), linear_(std::min(linear, skb.size())), t_(t) {
         std::memset(&ctx_, 0, sizeof(ctx_));
         ctx_.md.len = uint32_t(skb.size());
+        if (t_.data_off >= 0) {
+            const uint64_t data = reinterpret_cast<uintptr_t>(skb.data());
+            const uint64_t end = data + linear_;
+            const size_t n = t_.data_ptr_size == BPF_DW ? 8 : 4;
+            std::memcpy(reinterpret_cast<char*>(&ctx_) + t_.data_off, &data, n);
+            std::memcpy(reinterpret_cast<char*>(&ctx_) + t_.data_end_off, &end, n);
+        }
     }
     void set_protocol(uint16_t ethertype) {
         // The kernel stores skb->protocol: network order in the low 16 bits of the u32.
@@ -376,8 +387,16 @@ private:
         if (in(&ctx_, sizeof(ctx_))) {
             CHECK(!write, "write to the context");
             const size_t off = size_t(p - reinterpret_cast<uint8_t*>(&ctx_));
-            CHECK(n == 4 && (off == size_t(t_.len_off) || off == size_t(t_.proto_off)),
-                  "context read other than len/protocol", long(off), long(n));
+            const size_t ptr = t_.data_ptr_size == BPF_DW ? 8 : 4;
+            const bool pkt_ptr = t_.data_off >= 0 && n == ptr &&
+                                 (off == size_t(t_.data_off) || off == size_t(t_.data_end_off));
+            CHECK(pkt_ptr || (n == 4 && (off == size_t(t_.len_off) || off == size_t(t_.proto_off))),
+                  "context read other than len/protocol/data/data_end", long(off), long(n));
+            return p;
+        }
+        // Direct packet access: only below data_end (the verifier's range after a check).
+        if (linear_ && in(skb_.data(), linear_)) {
+            CHECK(!write, "write to the packet");
             return p;
         }
         if (in(&out_, sizeof(out_))) {
@@ -439,6 +458,7 @@ private:
     }
 
     std::span<const uint8_t> skb_;
+    size_t linear_;
     const Target& t_;
     Ctx ctx_;
     alignas(8) uint8_t stack_[512] = {}; // MAX_BPF_STACK
@@ -449,7 +469,7 @@ private:
 };
 
 void check_translation(std::span<const grm_sock_filter> prog, std::span<const uint8_t> payload,
-                       uint16_t ethertype, const Outcome& want, const Target& t) {
+                       uint16_t ethertype, size_t linear, const Outcome& want, const Target& t) {
     auto code = grm::cbpf::translate(prog, t);
     if (!code) {
         std::fprintf(stderr, "translate: %s\n%s", code.error().message().c_str(),
@@ -459,7 +479,7 @@ void check_translation(std::span<const grm_sock_filter> prog, std::span<const ui
     // The packet as the program sees it: pkt_base bytes of header, then the payload.
     std::vector<uint8_t> skb(t.pkt_base, 0x11);
     skb.insert(skb.end(), payload.begin(), payload.end());
-    Emulator em(skb, t);
+    Emulator em(skb, linear, t);
     em.set_len(uint32_t(skb.size())); // len_adjust == pkt_base in both Targets
     em.set_protocol(ethertype);
     const Outcome got = em.run(*code);
@@ -474,12 +494,13 @@ void check_translation(std::span<const grm_sock_filter> prog, std::span<const ui
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    if (size < 3)
+    if (size < 4)
         return 0;
     const uint8_t flags = data[0];
     const uint16_t ethertype = uint16_t(data[1] << 8 | data[2]);
-    data += 3;
-    size -= 3;
+    const size_t linear = data[3] >= 0x80 ? SIZE_MAX : data[3];
+    data += 4;
+    size -= 4;
     size_t n = std::min<size_t>((flags & 63) + 1, size / 8);
     std::vector<grm_sock_filter> prog(n);
     for (size_t i = 0; i < n; i++) {
@@ -506,6 +527,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         t.pkt_base = 0;
         t.len_adjust = 0;
         t.ret_value = 1;
+        t.data_off = t.data_end_off = -1;
     }
 
     auto valid = grm::cbpf::validate(prog);
@@ -532,6 +554,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
               o.verdict == GRM_CBPF_PROG_ERROR,
           "verdict out of range", long(o.verdict));
     CHECK(o.verdict == GRM_CBPF_RETURNED || o.value == 0, "error verdict with a value");
-    check_translation(prog, payload, ethertype, o, t);
+    check_translation(prog, payload, ethertype, linear, o, t);
     return 0;
 }

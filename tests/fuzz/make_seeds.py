@@ -14,13 +14,14 @@ def write(target, name, data):
         f.write(data)
 
 
-# ---- fuzz_cbpf: [flags][ethertype be16][insns: code u16le, jt, jf, k u32le][payload]
+# ---- fuzz_cbpf: [flags][ethertype be16][linear][insns: code u16le, jt, jf, k u32le][payload]
 def ins(code, k=0, jt=0, jf=0):
     return struct.pack("<HBBI", code, jt, jf, k)
 
 
-def cbpf(prog, payload=b"", ethertype=0x0800, flags=0):
-    return bytes([flags | (len(prog) - 1)]) + struct.pack(">H", ethertype) + b"".join(prog) + payload
+def cbpf(prog, payload=b"", ethertype=0x0800, flags=0, linear=0xFF):
+    head = bytes([flags | (len(prog) - 1)]) + struct.pack(">H", ethertype) + bytes([linear])
+    return head + b"".join(prog) + payload
 
 
 LD_H_ABS, LD_B_ABS, LD_W_ABS = 0x28, 0x30, 0x20
@@ -45,6 +46,8 @@ quic = [
 ]
 write("fuzz_cbpf", "quic-short", cbpf(quic, bytes([0x40, 1, 0x12, 0x34, 0xEE, 3, 0x11, 0x22])))
 write("fuzz_cbpf", "quic-long", cbpf(quic, bytes([0xC0, 0, 0, 0, 1, 8, 1, 0, 0, 0xEE, 2]) + b"\x33" * 4))
+# only the UDP header and 6 payload bytes linear: the later loads take the helper
+write("fuzz_cbpf", "quic-long-nonlinear", cbpf(quic, bytes([0xC0, 0, 0, 0, 1, 8, 1, 0, 0, 0xEE, 2]) + b"\x33" * 4, linear=14))
 
 # The same with the DCID offset in X and indirect loads (kQuicInd)
 quic_ind = [
@@ -65,7 +68,7 @@ write("fuzz_cbpf", "msh-mem-alu", cbpf([
 ], bytes([0x45, 0, 0, 0x1C, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21])))
 write("fuzz_cbpf", "div-by-zero", cbpf([ins(0x80), ins(0x3C), ins(RET_A)]))
 # structured mode: opcodes index the accepted set (bytes chosen arbitrarily)
-write("fuzz_cbpf", "structured", bytes([0x40 | 15, 0x08, 0x00]) + bytes(range(7, 7 + 16 * 8)) + b"payload-bytes")
+write("fuzz_cbpf", "structured", bytes([0x40 | 15, 0x08, 0x00, 0xFF]) + bytes(range(7, 7 + 16 * 8)) + b"payload-bytes")
 
 # ---- fuzz_quic: [a][b][UDP payload]; a = 6 -> cid_len 8, b = 1 -> cookie_off 1
 def quic(payload, a=6, b=1):
