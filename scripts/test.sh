@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Builds grm and runs the whole test suite: unit tests, then the privileged tests (each in a
-# sandbox of its own: mount, network and cgroup namespaces, private cgroup2 and bpffs, its own
-# grmd). Installs what it needs first. Ends with "N passed, N failed, N skipped".
-# With CI=true a skipped test counts as a failure: CI runs as root, so nothing may skip.
+# Builds grm and runs the whole test suite, in three phases:
+#   1. build/: unit tests, then the privileged tests (each in a sandbox of its own: mount,
+#      network and cgroup namespaces, private cgroup2 and bpffs, its own grmd);
+#   2. build-san/ (ASan + UBSan + LeakSanitizer, -O0): the unit and priv suites again, each
+#      privileged test starting the sanitized grmd; a sanitizer report from any process
+#      (grmd, grmctl, ... write theirs to build-san/sanitizer-logs/) fails the phase;
+#   3. scripts/fuzz.sh: each libFuzzer target of tests/fuzz/ for 20 s.
+# Installs what it needs first. Ends with "N passed, N failed, N skipped", counting every
+# meson test of both builds and each fuzzer as one test. With CI=true a skipped test counts
+# as a failure: CI runs as root, so nothing may skip.
+# Arguments go to both `meson test` runs (test names, --suite ...). GRM_SAN=0 skips phase 2,
+# GRM_FUZZ_SECONDS=0 phase 3 (default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,26 +23,110 @@ set +e
 meson test -C "$builddir" --print-errorlogs --num-processes 1 "$@"
 rc=$?
 set -e
+logs=("$builddir/meson-logs/testlog.json")
+extra_failed=() # failures outside meson's logs: "name (why)"
 
-python3 - "$builddir/meson-logs/testlog.json" "$rc" <<'PY'
-import json, os, sys
+# ---- phase 2: sanitizers
+# Tests that cannot run sanitized: priv-systemd-e2e boots grmd in a container whose root
+# filesystem has no libasan.
+san_exclude='^(priv-systemd-e2e)$'
+sandir=build-san
+if [ "${GRM_SAN:-1}" != 0 ]; then
+    [ -f "$sandir/build.ninja" ] ||
+        meson setup "$sandir" -Db_sanitize=address,undefined -Db_lundef=false \
+            -Dbuildtype=debug -Dwerror=false >/dev/null
+    # -O0 (buildtype=debug) compiles about 3x faster than -O2 with the sanitizers, and the
+    # tests wait on the network and the kernel, not the CPU. werror=false: warnings are the
+    # first build's business (gcc's -Wmaybe-uninitialized misfires under ASan at -O2).
+    if ninja -C "$sandir"; then
+        if (($#)); then
+            san_tests=("$@")
+        else
+            # Suites unit and priv, less suite e2e and $san_exclude.
+            mapfile -t san_tests < <(meson introspect "$sandir" --tests | python3 -c '
+import json, re, sys
+for t in json.load(sys.stdin):
+    suites = {s.split(":")[-1] for s in t["suite"]}
+    if suites & {"unit", "priv"} and "e2e" not in suites and not re.search(sys.argv[1], t["name"]):
+        print(t["name"])' "$san_exclude")
+        fi
+        sanlogs=$PWD/$sandir/sanitizer-logs
+        rm -rf "$sanlogs"
+        mkdir -p "$sanlogs"
+        set +e
+        # Every process writes its reports to $sanlogs/<asan|ubsan>.<pid>: a grmd's stderr is
+        # a log file its test deletes, and its exit status is not always looked at.
+        ASAN_OPTIONS="detect_leaks=1:log_path=$sanlogs/asan" \
+            LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0" \
+            UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$sanlogs/ubsan" \
+            meson test -C "$sandir" --no-rebuild --print-errorlogs --num-processes 1 \
+            "${san_tests[@]}"
+        san_rc=$?
+        set -e
+        logs+=("$sandir/meson-logs/testlog.json")
+        ((san_rc == 0)) || rc=$san_rc
+        reports=("$sanlogs"/*)
+        if [ -e "${reports[0]}" ]; then
+            for f in "${reports[@]}"; do
+                echo "---- sanitizer report $f"
+                head -n 60 "$f"
+            done
+            extra_failed+=("sanitizer reports (${#reports[@]} in $sanlogs)")
+        fi
+    else
+        extra_failed+=("$sandir (build failed)")
+    fi
+fi
+
+# ---- phase 3: fuzzing
+fuzz_out=$(mktemp)
+trap 'rm -f "$fuzz_out"' EXIT
+fuzz_seconds=${GRM_FUZZ_SECONDS:-20}
+if [ "$fuzz_seconds" != 0 ]; then
+    set +e
+    bash scripts/fuzz.sh "$fuzz_seconds" | tee "$fuzz_out"
+    fuzz_rc=${PIPESTATUS[0]}
+    set -e
+    if ((fuzz_rc != 0)) && ! grep -q ': FAILED$' "$fuzz_out"; then
+        extra_failed+=("fuzz (scripts/fuzz.sh exited $fuzz_rc)")
+    fi
+fi
+
+python3 - "$rc" "$fuzz_out" "${logs[@]}" -- "${extra_failed[@]}" <<'PY'
+import json, os, re, sys
+rc, fuzz_out = int(sys.argv[1]), sys.argv[2]
+rest = sys.argv[3:]
+sep = rest.index("--")
+logs, extra = rest[:sep], rest[sep + 1:]
 passed = failed = skipped = 0
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    res = r.get("result")
-    if res in ("OK", "EXPECTEDFAIL"):
+for path in logs:
+    build = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+    for line in open(path):
+        r = json.loads(line)
+        res = r.get("result")
+        if res in ("OK", "EXPECTEDFAIL"):
+            passed += 1
+        elif res == "SKIP":
+            skipped += 1
+            print(f"skipped: {build}: {r['name']}")
+        else:
+            failed += 1
+            print(f"failed: {build}: {r['name']} ({res})")
+for line in open(fuzz_out):
+    m = re.match(r"fuzz (\S+): (ok|FAILED)", line)
+    if m and m.group(2) == "ok":
         passed += 1
-    elif res == "SKIP":
-        skipped += 1
-        print(f"skipped: {r['name']}")
-    else:
+    elif m:
         failed += 1
-        print(f"failed: {r['name']} ({res})")
+        print(f"failed: fuzz: {m.group(1)}")
+for e in extra:
+    failed += 1
+    print(f"failed: {e}")
 ci = os.environ.get("CI") == "true"
 if ci and skipped:
     print("CI: skipped tests count as failures (CI runs as root)")
     failed += skipped
     skipped = 0
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
-sys.exit(1 if failed or int(sys.argv[2]) != 0 else 0)
+sys.exit(1 if failed or rc != 0 else 0)
 PY
