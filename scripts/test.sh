@@ -11,8 +11,6 @@
 # as a failure: CI runs as root, so nothing may skip.
 # Arguments go to both `meson test` runs (test names, --suite ...). GRM_SAN=0 skips phase 2,
 # GRM_FUZZ_SECONDS=0 phase 3 (default 20).
-# The tests mostly wait on the kernel and the network: the next phase's build runs meanwhile,
-# niced, in the background (its output goes to a log, shown if it fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,24 +19,6 @@ builddir=${BUILDDIR:-build}
 [ -f "$builddir/build.ninja" ] || meson setup "$builddir" >/dev/null
 ninja -C "$builddir"
 
-sandir=build-san
-san=${GRM_SAN:-1}
-fuzz_seconds=${GRM_FUZZ_SECONDS:-20}
-bg_log=$(mktemp)
-fuzz_out=$(mktemp)
-bg_pid=
-trap 'rm -f "$bg_log" "$fuzz_out"; [ -z "$bg_pid" ] || kill "$bg_pid" 2>/dev/null' EXIT
-if [ "$san" != 0 ]; then
-    # -O0 (buildtype=debug) compiles about 3x faster than -O2 with the sanitizers, and the
-    # tests wait on the network and the kernel, not the CPU. werror=false: warnings are the
-    # first build's business (gcc's -Wmaybe-uninitialized misfires under ASan at -O2).
-    [ -f "$sandir/build.ninja" ] ||
-        meson setup "$sandir" -Db_sanitize=address,undefined -Db_lundef=false \
-            -Dbuildtype=debug -Dwerror=false >/dev/null
-    nice -n 19 ninja -C "$sandir" >"$bg_log" 2>&1 &
-    bg_pid=$!
-fi
-
 set +e
 meson test -C "$builddir" --print-errorlogs --num-processes 1 "$@"
 rc=$?
@@ -46,29 +26,19 @@ set -e
 logs=("$builddir/meson-logs/testlog.json")
 extra_failed=() # failures outside meson's logs: "name (why)"
 
-# Waits for the background build; its log goes out if it failed.
-wait_bg() {
-    local status=0
-    [ -n "$bg_pid" ] || return 0
-    wait "$bg_pid" || status=$?
-    bg_pid=
-    ((status == 0)) || tail -n 40 "$bg_log"
-    return "$status"
-}
-start_fuzz_build() {
-    if [ "$fuzz_seconds" != 0 ]; then
-        nice -n 19 bash scripts/fuzz.sh --build-only >"$bg_log" 2>&1 &
-        bg_pid=$!
-    fi
-}
-
 # ---- phase 2: sanitizers
 # Tests that cannot run sanitized: priv-systemd-e2e boots grmd in a container whose root
 # filesystem has no libasan.
 san_exclude='^(priv-systemd-e2e)$'
-if [ "$san" != 0 ]; then
-    if wait_bg; then
-        start_fuzz_build
+sandir=build-san
+if [ "${GRM_SAN:-1}" != 0 ]; then
+    [ -f "$sandir/build.ninja" ] ||
+        meson setup "$sandir" -Db_sanitize=address,undefined -Db_lundef=false \
+            -Dbuildtype=debug -Dwerror=false >/dev/null
+    # -O0 (buildtype=debug) compiles about 3x faster than -O2 with the sanitizers, and the
+    # tests wait on the network and the kernel, not the CPU. werror=false: warnings are the
+    # first build's business (gcc's -Wmaybe-uninitialized misfires under ASan at -O2).
+    if ninja -C "$sandir"; then
         if (($#)); then
             san_tests=("$@")
         else
@@ -108,9 +78,10 @@ for t in json.load(sys.stdin):
     fi
 fi
 
-# ---- phase 3: fuzzing (scripts/fuzz.sh builds what the background build did not, and says
-# why it could not)
-wait_bg >/dev/null || true
+# ---- phase 3: fuzzing
+fuzz_out=$(mktemp)
+trap 'rm -f "$fuzz_out"' EXIT
+fuzz_seconds=${GRM_FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" != 0 ]; then
     set +e
     bash scripts/fuzz.sh "$fuzz_seconds" | tee "$fuzz_out"
