@@ -4,21 +4,13 @@
 # which a run never grows). Prints "fuzz <name>: ok (<execs> execs)" or "fuzz <name>: FAILED"
 # per target and exits non-zero if any failed; a crashing input is kept as
 # build-fuzz/artifacts/<name>-crash-<sha1> (replay: build-fuzz/<name> FILE).
-#   scripts/fuzz.sh [--build-only] [SECONDS] [NAME...]
-# FUZZ_JOBS (default: the number of CPUs) fuzzers run at once; FUZZ_KEEP_CORPUS=1 grows the
-# committed corpus instead of a copy; GRM_FUZZ_STRICT=1 adds the checks of known, not yet
-# fixed bugs (see the targets' headers).
+#   scripts/fuzz.sh [SECONDS] [NAME...]     FUZZ_KEEP_CORPUS=1: grow the committed corpus
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-build_only=0
-if [ "${1:-}" = --build-only ]; then
-    build_only=1
-    shift
-fi
 seconds=${1:-20}
 [ $# -gt 0 ] && shift
-all=(fuzz_cbpf fuzz_quic fuzz_endpoint fuzz_grmctl_args fuzz_sd)
+all=(fuzz_cbpf fuzz_quic fuzz_endpoint fuzz_grmctl_args)
 targets=("${@:-${all[@]}}")
 
 out=build-fuzz
@@ -32,7 +24,6 @@ declare -A srcs=(
     [fuzz_quic]=""
     [fuzz_endpoint]="common/sys.cpp common/common.cpp"
     [fuzz_grmctl_args]="tools/grmctl_format.cpp common/sys.cpp common/common.cpp"
-    [fuzz_sd]="tools/systemd_util.cpp common/sys.cpp common/common.cpp"
 )
 declare -A libs=(
     [fuzz_cbpf]="$(pkg-config --libs libbpf)"
@@ -79,50 +70,30 @@ if ! ninja -C "$out" "${targets[@]}" >"$out/build.log" 2>&1; then
     exit 1
 fi
 
-((build_only)) && exit 0
-
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-
-# One target: its result lines go to $out/<name>.result.
-run_one() {
-    local t=$1 corpus=tests/fuzz/corpus/$1 log=$out/$1.log
-    local dict=()
+failed=0
+for t in "${targets[@]}"; do
+    corpus=tests/fuzz/corpus/$t
     if [ "${FUZZ_KEEP_CORPUS:-}" != 1 ]; then
         rm -rf "$out/corpus/$t"
         cp -r "$corpus" "$out/corpus/$t"
         corpus=$out/corpus/$t
     fi
-    if [ -f "tests/fuzz/$t.dict" ]; then
-        dict=("-dict=tests/fuzz/$t.dict")
-    fi
+    dict=()
+    [ -f "tests/fuzz/$t.dict" ] && dict=("-dict=tests/fuzz/$t.dict")
+    log=$out/$t.log
     if "$out/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$out/artifacts/$t-" "${dict[@]}" \
         "$corpus" >"$log" 2>&1; then
-        local execs
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
         echo "fuzz $t: ok (${execs:-?} execs)"
     else
+        failed=1
         echo "fuzz $t: FAILED"
-        grep -aE "^(==[0-9]+==ERROR|SUMMARY|fuzz_|.*runtime error)" "$log" | head -n 5 || true
+        grep -E "^(==[0-9]+==ERROR|SUMMARY|fuzz_|.*runtime error)" "$log" | head -n 5 || true
         sed -n 's/^artifact_prefix.*Test unit written to \(.*\)$/  input: \1/p' "$log"
         echo "  log: $log"
-    fi
-}
-
-jobs=${FUZZ_JOBS:-$(nproc)}
-for t in "${targets[@]}"; do
-    while (($(jobs -rp | wc -l) >= jobs)); do
-        wait -n || true
-    done
-    run_one "$t" >"$out/$t.result" 2>&1 &
-done
-wait
-failed=0
-for t in "${targets[@]}"; do
-    cat "$out/$t.result"
-    if grep -q ": FAILED$" "$out/$t.result"; then
-        failed=1
     fi
 done
 exit "$failed"

@@ -107,15 +107,3 @@ for i, args in enumerate([["list"], ["list", "-v", "--json"], ["metrics", "127.0
                           ["--pin-dir=/sys/fs/bpf/grm/", "list"], ["--help"], ["-vh"],
                           ["--", "-list"], ["--pin-dir", "/", "delete"], ["list", "--json=1"]]):
     write("fuzz_grmctl_args", f"seed{i}", "\0".join(args).encode())
-
-# ---- fuzz_sd: [selector][rest]; 0: grm-activate argv (NUL-separated), 1: bpf_asm -c text,
-# 2: an sd_notify datagram
-for i, args in enumerate([["web", "127.0.0.1:0"], ["-c", "4", "--quic=8:1", "quic", "[::1]:443"],
-                          ["--bpf=prog.bpf", "--apps-max=2", "--app=1", "-t", "dns", "dns", "0.0.0.0:53"],
-                          ["--noop", "--no-register", "svc", "10.0.0.1:8000", "--", "/bin/echo", "hi"],
-                          ["-f", "30", "--advance-working-gen", "--timeout", "5", "x", "[::]:9"]]):
-    write("fuzz_sd", f"activate{i}", b"\0" + "\0".join(args).encode())
-write("fuzz_sd", "bpf-asm-cookie", b"\1" + b"{ 0x28, 0, 0, 0x00000000 },\n{ 0x16, 0, 0, 0x00000000 },\n")
-write("fuzz_sd", "bpf-asm-quic", b"\1" + b"/* quic */\n{ 0x30, 0, 0, 0 },\n{ 0x45, 7, 0, 0x80 },\n{ 0x6, 0, 0, 0x80000000 },\n")
-write("fuzz_sd", "notify-ready", b"\2" + b"READY=1\nSTATUS=serving\nMAINPID=42\n")
-write("fuzz_sd", "notify-stopping", b"\2" + b"STOPPING=1\nSTATUS=draining 3 connections")
