@@ -281,8 +281,6 @@ public:
                 const uint8_t op = BPF_OP(in.code);
                 if (cls == BPF_JMP && op == BPF_EXIT) {
                     CHECK(use(0) == t_.ret_value, "wrong return value", long(r[0]));
-                    CHECK(tail_called_ == (t_.prog_array_fd >= 0),
-                          "tail call missing or without a prog array");
                     return {grm_cbpf_verdict(out_.verdict), out_.value};
                 }
                 if (cls == BPF_JMP && op == BPF_CALL) {
