@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: MIT
-// Logging to stderr through fmt. Under systemd (JOURNAL_STREAM names our stderr) lines carry
-// the sd-daemon <N> priority prefix and no timestamp.
+// Logging to stderr through fmt, the one logger of every grm program: "<program>: W: text",
+// or under systemd (JOURNAL_STREAM names our stderr) the sd-daemon <N> priority prefix alone.
 #pragma once
 
-#include <fmt/core.h>
+#include <cstdlib>
 #include <string_view>
+
+#include <fmt/core.h>
 
 namespace grm::log {
 
 enum class Level { debug = 7, info = 6, notice = 5, warning = 4, err = 3, bug = 2 };
 
+/// The name lines start with (argv[0]'s last component); "grm" until set.
+void set_program(std::string_view name);
 /// Lines below this level are dropped; debug is on with -v.
 void set_level(Level l);
 bool enabled(Level l);
@@ -41,6 +45,21 @@ template <typename... A>
 void err(fmt::format_string<A...> f, A&&... a)
 {
     write(Level::err, fmt::format(f, std::forward<A>(a)...));
+}
+
+template <typename... A>
+void bug(fmt::format_string<A...> f, A&&... a)
+{
+    write(Level::bug, fmt::format(f, std::forward<A>(a)...));
+}
+
+/// Logs at err and exits with `code`: for command-line tools before they serve, never for
+/// grmd after READY=1.
+template <typename... A>
+[[noreturn]] void fatal(int code, fmt::format_string<A...> f, A&&... a)
+{
+    write(Level::err, fmt::format(f, std::forward<A>(a)...));
+    std::exit(code);
 }
 
 } // namespace grm::log

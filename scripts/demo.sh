@@ -10,4 +10,4 @@ builddir=${BUILDDIR:-build}
 ninja -C "$builddir" >/dev/null
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo=sudo
-exec $sudo "$builddir/tools/grm-demo" "$@"
+exec $sudo "$builddir/demo/grm-demo" "$@"

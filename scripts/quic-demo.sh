@@ -10,9 +10,9 @@ bash scripts/install-deps.sh
 builddir=${BUILDDIR:-build}
 [ -f "$builddir/build.ninja" ] || meson setup "$builddir" >/dev/null
 # A build directory configured before the QUIC packages were installed lacks these targets.
-ninja -C "$builddir" -t targets all 2>/dev/null | grep -q '^tools/quic/grm-quic-demo:' ||
+ninja -C "$builddir" -t targets all 2>/dev/null | grep -q '^demo/grm-quic-demo:' ||
     meson setup --reconfigure "$builddir" >/dev/null
-ninja -C "$builddir" tools/quic/grm-quic-demo tools/quic/grm-quic-server daemon/grmd >/dev/null
+ninja -C "$builddir" demo/grm-quic-demo examples/grm-quic-server daemon/grmd >/dev/null
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo=sudo
-exec $sudo "$builddir/tools/quic/grm-quic-demo" "$@"
+exec $sudo "$builddir/demo/grm-quic-demo" "$@"

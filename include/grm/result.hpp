@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <variant>
@@ -16,7 +17,11 @@ struct Error {
     std::string context;
 
     /// "context: strerror(code)"
-    std::string message() const;
+    std::string message() const
+    {
+        return context.empty() ? std::string(std::strerror(code))
+                               : context + ": " + std::strerror(code);
+    }
 };
 
 template <typename E>
@@ -31,7 +36,8 @@ inline Unexpected<Error> unexpected(int code, std::string context)
     return {Error{code, std::move(context)}};
 }
 
-/// A value or an Error. Never throws: value() on an error aborts (a bug, not a condition).
+/// A value or an Error. Never throws: value() on an error and error() on a value abort (a
+/// bug, not a condition).
 template <typename T>
 class [[nodiscard]] Result {
 public:
@@ -43,24 +49,29 @@ public:
     T& value() &
     {
         check();
-        return std::get<0>(v_);
+        return *std::get_if<0>(&v_);
     }
     const T& value() const&
     {
         check();
-        return std::get<0>(v_);
+        return *std::get_if<0>(&v_);
     }
     T&& value() &&
     {
         check();
-        return std::get<0>(std::move(v_));
+        return std::move(*std::get_if<0>(&v_));
     }
     T& operator*() & { return value(); }
     const T& operator*() const& { return value(); }
     T* operator->() { return &value(); }
     const T* operator->() const { return &value(); }
-    const Error& error() const { return std::get<1>(v_); }
-    T value_or(T other) const { return has_value() ? std::get<0>(v_) : std::move(other); }
+    const Error& error() const
+    {
+        if (has_value())
+            std::abort();
+        return *std::get_if<1>(&v_);
+    }
+    T value_or(T other) const { return has_value() ? *std::get_if<0>(&v_) : std::move(other); }
 
 private:
     void check() const
@@ -79,7 +90,12 @@ public:
 
     bool has_value() const { return !failed_; }
     explicit operator bool() const { return has_value(); }
-    const Error& error() const { return err_; }
+    const Error& error() const
+    {
+        if (!failed_)
+            std::abort();
+        return err_;
+    }
 
 private:
     Error err_;

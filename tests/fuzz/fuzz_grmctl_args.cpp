@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "grmctl_format.hpp"
+#include "format.hpp"
 
 namespace {
 

@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "grm/client.hpp"
-#include "quic.hpp"
+#include "quic_packets.hpp"
 #include "helpers.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"

@@ -21,7 +21,7 @@
 #include <fmt/core.h>
 
 #include "fd.hpp"
-#include "harness.hpp"
+#include "quic_harness.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 

@@ -9,7 +9,7 @@
 #include <map>
 
 #include "grm/client.hpp"
-#include "quic.hpp"
+#include "quic_packets.hpp"
 #include "helpers.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"

@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "quic.hpp"
+#include "quic_packets.hpp"
 #include "quic_parse.hpp"
 
 using namespace grm;

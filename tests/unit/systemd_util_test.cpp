@@ -8,7 +8,7 @@
 
 #include <arpa/inet.h>
 
-#include "grmctl_format.hpp"
+#include "format.hpp"
 #include "systemd_util.hpp"
 
 using namespace grm;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "harness.hpp"
+#include "quic_harness.hpp"
 
 #include <algorithm>
 #include <array>

@@ -23,7 +23,7 @@
 #include "fd.hpp"
 #include "grm/abi.h"
 #include "grm/result.hpp"
-#include "grmctl_format.hpp"
+#include "format.hpp"
 #include "groups.hpp"
 #include "pins.hpp"
 #include "sys.hpp"

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "quic.hpp"
+#include "quic_packets.hpp"
 
 #include <cstring>
 

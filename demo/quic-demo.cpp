@@ -18,7 +18,7 @@
 
 #include <fmt/core.h>
 
-#include "harness.hpp"
+#include "quic_harness.hpp"
 #include "sandbox.hpp"
 
 namespace {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "grmctl_format.hpp"
+#include "format.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -7,19 +7,11 @@
 #include <sys/stat.h>
 
 #include "log.hpp"
-#include "grm/result.hpp"
 
-namespace grm {
-
-std::string Error::message() const
-{
-    return context.empty() ? std::string(std::strerror(code))
-                           : context + ": " + std::strerror(code);
-}
-
-namespace log {
+namespace grm::log {
 namespace {
 Level g_level = Level::info;
+std::string g_program = "grm";
 
 bool stderr_is_journal()
 {
@@ -35,6 +27,11 @@ bool stderr_is_journal()
 }
 } // namespace
 
+void set_program(std::string_view name)
+{
+    size_t slash = name.rfind('/');
+    g_program = std::string(slash == std::string_view::npos ? name : name.substr(slash + 1));
+}
 void set_level(Level l) { g_level = l; }
 bool enabled(Level l) { return static_cast<int>(l) <= static_cast<int>(g_level); }
 
@@ -45,9 +42,8 @@ void write(Level l, std::string_view msg)
     static const char* tags = "??BEWNID";
     std::string line = stderr_is_journal()
                            ? fmt::format("<{}>{}\n", static_cast<int>(l), msg)
-                           : fmt::format("grm: {}: {}\n", tags[static_cast<int>(l)], msg);
+                           : fmt::format("{}: {}: {}\n", g_program, tags[static_cast<int>(l)], msg);
     std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
-} // namespace log
-} // namespace grm
+} // namespace grm::log

@@ -52,7 +52,7 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
-#include "bench.skel.h"
+#include "floor.skel.h"
 #include "fd.hpp"
 #include "grm/abi.h"
 #include "grm/client.hpp"
