@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "grm/result.hpp"
+#include "log.hpp"
 
 namespace grm::cli {
 
@@ -45,5 +46,15 @@ Result<uint16_t> parse_port(std::string_view s, std::string_view what, bool zero
 Result<std::chrono::nanoseconds> parse_duration(std::string_view s, std::string_view what,
                                                 std::chrono::nanoseconds bare_unit =
                                                     std::chrono::seconds(1));
+
+/// A parsed value, or exit 2 (a usage error) with the parser's message: for a tool's
+/// argument parsing, `o.port = cli::or_exit(cli::parse_port(optarg, "--port"));`.
+template <typename T>
+T or_exit(Result<T> r)
+{
+    if (!r)
+        log::fatal(2, "{}", r.error().context);
+    return std::move(*r);
+}
 
 } // namespace grm::cli

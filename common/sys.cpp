@@ -38,6 +38,20 @@ Result<uint64_t> socket_cookie(int fd)
     return c;
 }
 
+std::optional<Endpoint> make_endpoint(std::string_view addr, uint16_t port)
+{
+    Endpoint e;
+    std::string host(addr);
+    e.port = port;
+    if (inet_pton(AF_INET, host.c_str(), e.addr) == 1)
+        e.family = AF_INET;
+    else if (inet_pton(AF_INET6, host.c_str(), e.addr) == 1)
+        e.family = AF_INET6;
+    else
+        return std::nullopt;
+    return e;
+}
+
 std::optional<Endpoint> parse_endpoint(std::string_view s, bool port_zero_ok)
 {
     Endpoint e;

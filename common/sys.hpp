@@ -35,6 +35,9 @@ struct Endpoint {
 /// Parses "a.b.c.d:port" or "[v6]:port"; nullopt on anything else. The port must be
 /// non-zero unless port_zero_ok (an address to bind to, where 0 picks one).
 std::optional<Endpoint> parse_endpoint(std::string_view s, bool port_zero_ok = false);
+/// An address without a port ("127.0.0.1", "::1", no brackets) and a port; nullopt if the
+/// address is neither IPv4 nor IPv6.
+std::optional<Endpoint> make_endpoint(std::string_view addr, uint16_t port);
 /// "127.0.0.1:53" or "[::1]:53".
 std::string format_endpoint(const Endpoint& e);
 /// The endpoint a group key names, and the key of an endpoint.

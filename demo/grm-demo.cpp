@@ -26,7 +26,11 @@
 #include <netinet/in.h>
 #include <sys/wait.h>
 
+#include "cli.hpp"
 #include "fd.hpp"
+#include "log.hpp"
+#include "process.hpp"
+#include "ready.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -83,24 +87,23 @@ Instance start_echo(const Options& o, uint16_t port) {
     if (::pipe2(p, O_CLOEXEC) != 0)
         throw std::runtime_error("pipe");
     Instance in;
-    in.pid = ::fork();
-    if (in.pid == 0) {
-        ::dup2(p[1], 1);
-        std::string port_s = std::to_string(port);
-        const char* argv[] = {
-            o.echo.c_str(),      "--port",     port_s.c_str(), "--sockets", "4", "--dissector",
-            o.dissector.c_str(), "--quiet-ms", "300",          nullptr};
-        ::execv(argv[0], const_cast<char**>(argv));
-        ::_exit(127);
-    }
+    proc::SpawnOptions so;
+    so.argv = {o.echo, "--port", std::to_string(port), "--sockets", "4", "--dissector",
+               o.dissector, "--quiet-ms", "300"};
+    so.stdout_fd = p[1];
+    auto pid = proc::spawn(so);
     ::close(p[1]);
     in.out = Fd(p[0]);
+    if (!pid)
+        throw std::runtime_error(pid.error().message());
+    in.pid = *pid;
     if (!read_until(in, "ready", 10s))
         throw std::runtime_error("grm-echo did not start: " + in.log);
-    unsigned g = 0, pt = 0;
-    std::sscanf(in.log.c_str() + in.log.find("ready"), "ready gen %u port %u", &g, &pt);
-    in.gen = g;
-    in.port = static_cast<uint16_t>(pt);
+    auto ready = parse_ready(in.log);
+    if (!ready)
+        throw std::runtime_error("grm-echo printed no ready line: " + in.log);
+    in.gen = ready->gen;
+    in.port = ready->port;
     return in;
 }
 
@@ -136,9 +139,9 @@ int main(int argc, char** argv) {
         if (c == 'd')
             o.dissector = optarg;
         else if (c == 'r')
-            o.restarts = std::atoi(optarg);
+            o.restarts = cli::or_exit(cli::parse<int>(optarg, "--restarts", 1, 100));
         else if (c == 'f')
-            o.flows = std::atoi(optarg);
+            o.flows = cli::or_exit(cli::parse<int>(optarg, "--flows", 1, 10000));
         else if (c == 'e')
             o.echo = optarg;
         else {

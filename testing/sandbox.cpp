@@ -227,29 +227,10 @@ std::string Daemon::log() const
 
 RunResult run(const std::vector<std::string>& argv)
 {
-    RunResult r;
-    int pipefd[2];
-    if (::pipe2(pipefd, O_CLOEXEC) != 0)
-        return r;
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        ::dup2(pipefd[1], 1);
-        ::dup2(pipefd[1], 2);
-        std::vector<char*> args;
-        for (auto& a : argv)
-            args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        ::execv(args[0], args.data());
-        ::_exit(127);
-    }
-    ::close(pipefd[1]);
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(pipefd[0], buf, sizeof(buf))) > 0)
-        r.output.append(buf, static_cast<size_t>(n));
-    ::close(pipefd[0]);
-    ::waitpid(pid, &r.status, 0);
-    return r;
+    auto r = proc::run(argv);
+    if (!r)
+        return RunResult{-1, r.error().message()};
+    return std::move(*r);
 }
 
 } // namespace grm::test

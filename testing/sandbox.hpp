@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include "fd.hpp"
+#include "process.hpp"
 #include "grm/result.hpp"
 
 namespace grm::test {
@@ -62,11 +63,9 @@ private:
 /// Path of a built binary (grmd, grmctl), from the environment meson sets.
 std::string binary(const char* name);
 
-/// Runs a command to completion; returns its exit status and output (stdout+stderr).
-struct RunResult {
-    int status = -1;
-    std::string output;
-};
+/// Runs a command to completion; returns its exit status and output (stdout+stderr). A
+/// command that cannot start reads as status -1 with the reason as output.
+using RunResult = proc::RunResult;
 RunResult run(const std::vector<std::string>& argv);
 
 } // namespace grm::test

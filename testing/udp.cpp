@@ -13,6 +13,7 @@
 #include <bpf/libbpf.h>
 
 #include "groups.hpp"
+#include "net.hpp"
 #include "pins.hpp"
 #include "sys.hpp"
 
@@ -60,16 +61,9 @@ static uint16_t unused_port(int family)
 
 Fd server_socket(int family, uint16_t port, bool reuseport)
 {
-    if (port == 0 && reuseport)
-        port = unused_port(family);
-    Fd s = must(::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket");
-    int one = 1;
-    int buf = 8 << 20;
     if (reuseport)
-        ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    ::setsockopt(s.get(), SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf));
-    if (family == AF_INET6)
-        ::setsockopt(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        return std::move(server_sockets(family, port, 1).front());
+    Fd s = must(::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket");
     auto sa = loopback(family, port);
     if (::bind(s.get(), reinterpret_cast<sockaddr*>(&sa), sockaddr_len(family)) != 0)
         throw std::runtime_error(std::string("bind: ") + std::strerror(errno));
@@ -78,12 +72,15 @@ Fd server_socket(int family, uint16_t port, bool reuseport)
 
 std::vector<Fd> server_sockets(int family, uint16_t port, int n)
 {
-    std::vector<Fd> v;
-    for (int i = 0; i < n; i++) {
-        v.push_back(server_socket(family, port));
-        port = local_port(v.back().get());
-    }
-    return v;
+    net::GroupOptions g;
+    g.where = *sys::make_endpoint(family == AF_INET ? "127.0.0.1" : "::1",
+                                  port ? port : unused_port(family));
+    g.count = n;
+    g.rcvbuf = 8 << 20;
+    auto socks = net::open_reuseport_group(g);
+    if (!socks)
+        throw std::runtime_error(socks.error().message());
+    return std::move(*socks);
 }
 
 uint16_t local_port(int fd)

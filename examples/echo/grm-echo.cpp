@@ -31,8 +31,12 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "cli.hpp"
 #include "fd.hpp"
 #include "grm/client.hpp"
+#include "log.hpp"
+#include "net.hpp"
+#include "ready.hpp"
 #include "sys.hpp"
 
 namespace {
@@ -49,12 +53,6 @@ struct Options {
     uint32_t flow_timeout = 0;
     int quiet_ms = 300;
 };
-
-[[noreturn]] void die(const std::string& what)
-{
-    std::fprintf(stderr, "grm-echo: %s\n", what.c_str());
-    std::exit(1);
-}
 
 Options parse(int argc, char** argv)
 {
@@ -73,10 +71,10 @@ Options parse(int argc, char** argv)
             o.addr = optarg;
             break;
         case 'p':
-            o.port = static_cast<uint16_t>(std::atoi(optarg));
+            o.port = cli::or_exit(cli::parse_port(optarg, "--port", true));
             break;
         case 'n':
-            o.sockets = std::atoi(optarg);
+            o.sockets = cli::or_exit(cli::parse<int>(optarg, "--sockets", 1, GRM_MAX_SOCKS));
             break;
         case 'd':
             if (std::strcmp(optarg, "flow") == 0)
@@ -84,14 +82,14 @@ Options parse(int argc, char** argv)
             else if (std::strcmp(optarg, "noop") == 0)
                 o.dissector = DISSECTOR_NOOP;
             else
-                die("--dissector is flow or noop");
+                log::fatal(2, "--dissector: '{}' is not flow or noop", optarg);
             o.dissector_given = true;
             break;
         case 't':
-            o.flow_timeout = static_cast<uint32_t>(std::atoi(optarg));
+            o.flow_timeout = cli::or_exit(cli::parse<uint32_t>(optarg, "--flow-timeout"));
             break;
         case 'q':
-            o.quiet_ms = std::atoi(optarg);
+            o.quiet_ms = cli::or_exit(cli::parse<int>(optarg, "--quiet-ms", 1, 3600 * 1000));
             break;
         case 'h':
             std::printf("usage: grm-echo [--addr A] [--port P] [--sockets N] [--dissector flow|noop]\n"
@@ -101,50 +99,31 @@ Options parse(int argc, char** argv)
             std::exit(2);
         }
     }
-    if (o.sockets < 1 || o.sockets > GRM_MAX_SOCKS)
-        die("--sockets takes 1..256");
     return o;
 }
 
 std::vector<Fd> open_sockets(const Options& o)
 {
-    sockaddr_storage ss{};
-    socklen_t len = 0;
-    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
-    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    if (inet_pton(AF_INET, o.addr.c_str(), &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(o.port);
-        len = sizeof(*sin);
-    } else if (inet_pton(AF_INET6, o.addr.c_str(), &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(o.port);
-        len = sizeof(*sin6);
-    } else {
-        die("bad --addr " + o.addr);
-    }
-    std::vector<Fd> socks;
-    for (int i = 0; i < o.sockets; i++) {
-        Fd s(::socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-        int one = 1, buf = 4 << 20;
-        if (!s.valid() || ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
-            die(std::string("socket: ") + std::strerror(errno));
-        ::setsockopt(s.get(), SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf));
-        if (::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
-            die(std::string("bind: ") + std::strerror(errno));
-        if (i == 0) { // the first socket fixes the port for the others
-            socklen_t l = len;
-            ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&ss), &l);
-        }
-        socks.push_back(std::move(s));
-    }
-    return socks;
+    auto where = sys::make_endpoint(o.addr, o.port);
+    if (!where)
+        log::fatal(2, "--addr: '{}' is not an IPv4 or IPv6 address", o.addr);
+    net::GroupOptions g;
+    g.where = *where;
+    g.count = o.sockets;
+    g.nonblocking = true;
+    g.v6only = false; // "::" serves IPv4 too, as the kernel's default
+    g.rcvbuf = 4 << 20;
+    auto socks = net::open_reuseport_group(g);
+    if (!socks)
+        log::fatal(1, "{}", socks.error().message());
+    return std::move(*socks);
 }
 
 } // namespace
 
 int main(int argc, char** argv)
 {
+    log::set_program(argv[0]);
     Options o = parse(argc, argv);
     sigset_t mask;
     sigemptyset(&mask);
@@ -157,13 +136,13 @@ int main(int argc, char** argv)
     // over --addr/--port/--sockets.
     auto passed = client::listen_udp_sockets();
     if (!passed)
-        die(passed.error().message());
+        log::fatal(1, "{}", passed.error().message());
     const bool inherited = !passed->empty();
     std::vector<Fd> socks;
     for (const auto& p : *passed) {
         if (!p.reuseport)
-            die("passed socket " + p.name + " (fd " + std::to_string(p.fd) +
-                ") has no SO_REUSEPORT: grm cannot steer it");
+            log::fatal(1, "passed socket {} (fd {}) has no SO_REUSEPORT: grm cannot steer it",
+                       p.name, p.fd);
         socks.emplace_back(p.fd);
     }
     if (!inherited)
@@ -172,26 +151,25 @@ int main(int argc, char** argv)
     for (auto& s : socks)
         fds.push_back(s.get());
     if (auto on = client::active(fds[0]); !on || !*on)
-        die("grm is not active for this socket's cgroup (grmd --install?)");
+        log::fatal(1, "grm is not active for this socket's cgroup (grmd --install?)");
     // Inherited sockets come with their group set up by grm-activate: keep its dissector.
     auto existing = client::working_gen(fds[0]);
     if (!inherited || o.dissector_given || !existing || *existing == GRM_NO_GROUP) {
         auto d = client::make_dissector(o.dissector, o.flow_timeout);
         if (auto r = client::set_dissector(fds[0], d); !r)
-            die(r.error().message() + (r.error().code == EPERM ? " (another dissector is set)" : ""));
+            log::fatal(1, "{}{}", r.error().message(),
+                       r.error().code == EPERM ? " (another dissector is set)" : "");
     }
     auto gen = client::take_over(fds, std::chrono::seconds(10));
     if (!gen)
-        die(gen.error().message());
-    uint16_t port = 0;
-    {
-        sockaddr_storage ss{};
-        socklen_t l = sizeof(ss);
-        ::getsockname(fds[0], reinterpret_cast<sockaddr*>(&ss), &l);
-        port = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
-    }
-    std::printf("ready gen %u port %u sockets %zu%s\n", *gen, port, fds.size(),
-                inherited ? " (inherited)" : "");
+        log::fatal(1, "{}", gen.error().message());
+    auto bound = net::local_endpoint(fds[0]);
+    if (!bound)
+        log::fatal(1, "{}", bound.error().message());
+    uint16_t port = bound->port;
+    std::puts(format_ready({*gen, port, static_cast<uint32_t>(fds.size()), ::getpid(),
+                            inherited ? "inherited yes" : ""})
+                  .c_str());
     std::fflush(stdout);
     sd_notifyf(0, "READY=1\nSTATUS=gen %u serving on port %u", *gen, port);
 

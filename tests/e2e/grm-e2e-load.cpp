@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cli.hpp"
 #include "fd.hpp"
 #include "sys.hpp"
 
@@ -55,6 +56,8 @@ struct FlowResult {
 
 int main(int argc, char** argv)
 {
+    using namespace grm::cli;
+    grm::log::set_program(argv[0]);
     std::string target, stop_file;
     int flows = 40, packets = 50, interval_ms = 10, grace_ms = 2000;
     double duration_s = 10;
@@ -68,11 +71,11 @@ int main(int argc, char** argv)
     while ((c = getopt_long(argc, argv, "", longopts, nullptr)) != -1) {
         switch (c) {
         case 't': target = optarg; break;
-        case 'f': flows = std::atoi(optarg); break;
-        case 'p': packets = std::atoi(optarg); break;
-        case 'i': interval_ms = std::atoi(optarg); break;
-        case 'd': duration_s = std::atof(optarg); break;
-        case 'g': grace_ms = std::atoi(optarg); break;
+        case 'f': flows = or_exit(parse<int>(optarg, "--flows", 1, 100000)); break;
+        case 'p': packets = or_exit(parse<int>(optarg, "--packets", 1, 1000000)); break;
+        case 'i': interval_ms = or_exit(parse<int>(optarg, "--interval-ms", 1, 60000)); break;
+        case 'd': duration_s = std::chrono::duration<double>(or_exit(parse_duration(optarg, "--duration-s"))).count(); break;
+        case 'g': grace_ms = or_exit(parse<int>(optarg, "--grace-ms", 0, 600000)); break;
         case 's': stop_file = optarg; break;
         default: return 2;
         }

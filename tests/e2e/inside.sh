@@ -80,7 +80,7 @@ fi
 say "grm-echo.service active after $(($(now_ms) - t0)) ms"
 # The journal: what a unit printed, once journald has read it.
 journal_has() { journalctl -o cat -u grm-echo.service --no-pager | grep -q "$1"; }
-wait_until 10 journal_has "ready gen 1 port 5300 sockets 4 (inherited)" ||
+wait_until 10 journal_has "ready gen 1 port 5300 sockets 4 pid [0-9]* inherited yes" ||
     fail "grm-echo did not take the 4 inherited sockets"
 [ "$(working_gen)" = 1 ] || fail "working generation $(working_gen), want 1"
 group_json | grep -q '"label": "echo"' || fail "the drop-in's --tubular=echo is not the group's label"

@@ -20,6 +20,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "cli.hpp"
 #include "grm/client.hpp"
 
 namespace {
@@ -42,6 +43,7 @@ std::string env_or(const char* name, const char* dflt)
 
 int main(int argc, char** argv)
 {
+    using namespace grm::cli;
     std::string report_path, name, stop_via = "notify";
     bool ready = false;
     int linger_ms = 0, exit_code = 0, exit_after_ms = -1, kill_self = 0;
@@ -59,10 +61,10 @@ int main(int argc, char** argv)
         case 'n': name = optarg; break;
         case 'R': ready = true; break;
         case 's': stop_via = optarg; break;
-        case 'l': linger_ms = std::atoi(optarg); break;
-        case 'x': exit_code = std::atoi(optarg); break;
-        case 'a': exit_after_ms = std::atoi(optarg); break;
-        case 'k': kill_self = std::atoi(optarg); break;
+        case 'l': linger_ms = or_exit(parse<int>(optarg, "--linger-ms", 0, 600000)); break;
+        case 'x': exit_code = or_exit(parse<int>(optarg, "--exit-code", 0, 255)); break;
+        case 'a': exit_after_ms = or_exit(parse<int>(optarg, "--exit-after-ms", 0, 600000)); break;
+        case 'k': kill_self = or_exit(parse<int>(optarg, "--kill-self", 0, 64)); break;
         default: return 2;
         }
     }
