@@ -8,7 +8,8 @@
 
 #include <arpa/inet.h>
 
-#include "format.hpp"
+#include "grmctl/cli.hpp"
+#include "grmctl/render.hpp"
 #include "systemd_util.hpp"
 
 using namespace grm;
