@@ -2,6 +2,7 @@
 #include "process.hpp"
 
 #include <cerrno>
+#include <cstring>
 #include <thread>
 
 #include <fcntl.h>
@@ -23,6 +24,19 @@ std::vector<char*> c_strings(const std::vector<std::string>& v)
     return out;
 }
 
+/// Writes n in decimal and a NUL at out (room for 21 bytes), async-signal-safe.
+void write_decimal(char* out, unsigned long n) {
+    char digits[20];
+    int len = 0;
+    do {
+        digits[len++] = static_cast<char>('0' + n % 10);
+        n /= 10;
+    } while (n != 0);
+    while (len > 0)
+        *out++ = digits[--len];
+    *out = '\0';
+}
+
 bool redirect(int fd, const std::string& file, int target)
 {
     if (fd >= 0)
@@ -42,13 +56,50 @@ Result<pid_t> spawn(const SpawnOptions& o)
     // Everything the child needs is built before fork: between fork and exec only
     // async-signal-safe calls.
     std::vector<char*> argv = c_strings(o.argv);
-    std::vector<char*> envp = o.env ? c_strings(*o.env) : std::vector<char*>{};
+    // listen_pid: only the child knows its pid, so its LISTEN_PID entry is made here with
+    // room for the digits, which the child writes in.
+    const bool own_env = o.env || o.listen_pid;
+    std::vector<std::string> env;
+    if (o.env)
+        env = *o.env;
+    else if (o.listen_pid)
+        for (char** e = environ; *e; e++)
+            env.emplace_back(*e);
+    if (o.listen_pid) {
+        std::erase_if(env, [](const std::string& e) { return e.starts_with("LISTEN_PID="); });
+        env.push_back("LISTEN_PID=" + std::string(21, '\0'));
+    }
+    std::vector<char*> envp = own_env ? c_strings(env) : std::vector<char*>{};
+    char* pid_digits = o.listen_pid ? envp[envp.size() - 2] + std::strlen("LISTEN_PID=") : nullptr;
     std::string procs = o.cgroup.empty() ? "" : o.cgroup + "/cgroup.procs";
+    // exec_error: the child writes a failed exec's errno here; a successful exec closes it.
+    int errpipe[2] = {-1, -1};
+    if (o.exec_error && ::pipe2(errpipe, O_CLOEXEC) != 0)
+        return errno_error("pipe2");
     pid_t pid = ::fork();
-    if (pid < 0)
-        return errno_error("fork " + o.argv[0]);
-    if (pid > 0)
-        return pid;
+    if (pid < 0) {
+        Error e{errno, "fork " + o.argv[0]};
+        if (o.exec_error) {
+            ::close(errpipe[0]);
+            ::close(errpipe[1]);
+        }
+        return unexpected(std::move(e));
+    }
+    if (pid > 0) {
+        if (!o.exec_error)
+            return pid;
+        ::close(errpipe[1]);
+        int err = 0;
+        ssize_t n;
+        while ((n = ::read(errpipe[0], &err, sizeof(err))) < 0 && errno == EINTR) {
+        }
+        ::close(errpipe[0]);
+        if (n != static_cast<ssize_t>(sizeof(err)))
+            return pid; // closed by the exec (or a failed step before it: the child exits 126)
+        while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+        }
+        return unexpected(err, "cannot execute " + o.argv[0]);
+    }
     if (!procs.empty()) {
         int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
         if (fd < 0 || ::write(fd, "0", 1) != 1)
@@ -63,12 +114,18 @@ Result<pid_t> spawn(const SpawnOptions& o)
         ::_exit(126);
     if (o.in_child)
         o.in_child();
-    if (o.env)
+    if (pid_digits)
+        write_decimal(pid_digits, static_cast<unsigned long>(::getpid()));
+    if (own_env)
         environ = envp.data();
     if (o.search_path)
         ::execvp(argv[0], argv.data());
     else
         ::execv(argv[0], argv.data());
+    if (errpipe[1] >= 0) {
+        int err = errno;
+        (void)!::write(errpipe[1], &err, sizeof(err));
+    }
     ::_exit(127);
 }
 

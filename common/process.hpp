@@ -30,6 +30,12 @@ struct SpawnOptions {
     std::string cgroup;                           ///< a cgroup2 directory to join first
     int pdeathsig = 0;                            ///< the child's signal when its parent dies
     std::function<void()> in_child;               ///< async-signal-safe work only
+    /// LISTEN_PID=<the child's own pid> in its environment, replacing any LISTEN_PID entry:
+    /// sd_listen_fds() in the child accepts the fds passed at 3.. only then.
+    bool listen_pid = false;
+    /// Wait until the exec: a failed one is an error (the exec's errno, the child reaped)
+    /// instead of a child that exits 127.
+    bool exec_error = false;
 };
 
 /// Forks and execs; the child's pid.

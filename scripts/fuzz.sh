@@ -23,7 +23,7 @@ declare -A srcs=(
     [fuzz_cbpf]="daemon/cbpf.cpp common/log.cpp"
     [fuzz_quic]=""
     [fuzz_endpoint]="common/sys.cpp common/log.cpp"
-    [fuzz_grmctl_args]="tools/grmctl/format.cpp common/sys.cpp common/log.cpp"
+    [fuzz_grmctl_args]="tools/grmctl/cli.cpp tools/grmctl/render.cpp common/sys.cpp common/log.cpp"
 )
 declare -A libs=(
     [fuzz_cbpf]="$(pkg-config --libs libbpf)"
@@ -37,7 +37,7 @@ root=$(pwd)
 cxx = $cxx
 cflags = -std=c++20 -O1 -g -D_GNU_SOURCE -DFMT_HEADER_ONLY -Wall -Wextra -Werror \$
   -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \$
-  -fno-sanitize-recover=all -I$root/include -I$root/common -I$root/daemon -I$root/tools -I$root/tools/grmctl -I$root/testing
+  -fno-sanitize-recover=all -I$root/include -I$root/common -I$root/daemon -I$root/tools -I$root/testing
 ldflags = -fsanitize=fuzzer,address,undefined
 rule cxx
   command = \$cxx \$cflags -MD -MF \$out.d -c \$in -o \$out

@@ -16,6 +16,7 @@
 //   * If APP exits first, the decoy reaps it and ends the same way: its exit code, or the same
 //     signal (128 + signal for those that would dump core).
 #include <cerrno>
+#include <climits>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -24,7 +25,6 @@
 #include <string>
 #include <vector>
 
-#include <fcntl.h>
 #include <poll.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
@@ -37,9 +37,13 @@
 #include <fmt/core.h>
 #include <systemd/sd-daemon.h>
 
+#include "cli.hpp"
+#include "decoy_filter.hpp"
 #include "fd.hpp"
+#include "log.hpp"
+#include "notify.hpp"
+#include "process.hpp"
 #include "sys.hpp"
-#include "systemd_util.hpp"
 
 extern char** environ;
 
@@ -47,14 +51,7 @@ namespace {
 
 using namespace grm;
 
-constexpr const char* kProg = "grm-decoy";
 constexpr int kForwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
-
-template <typename... A>
-void note(fmt::format_string<A...> f, A&&... a)
-{
-    fmt::print(stderr, "{}: {}\n", kProg, fmt::format(f, std::forward<A>(a)...));
-}
 
 [[noreturn]] void usage(int code)
 {
@@ -121,10 +118,8 @@ Relay make_relay()
 {
     Relay r;
     r.fd = Fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!r.fd.valid()) {
-        note("notify relay: socket: {}", std::strerror(errno));
-        std::exit(1);
-    }
+    if (!r.fd.valid())
+        log::fatal(1, "notify relay: socket: {}", std::strerror(errno));
     int one = 1;
     ::setsockopt(r.fd.get(), SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
     uint64_t rnd = 0;
@@ -134,10 +129,8 @@ Relay make_relay()
     sa.sun_family = AF_UNIX;
     std::memcpy(sa.sun_path + 1, name.data(), name.size()); // sun_path[0] = 0: abstract
     socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-    if (::bind(r.fd.get(), reinterpret_cast<sockaddr*>(&sa), len) != 0) {
-        note("notify relay: bind: {}", std::strerror(errno));
-        std::exit(1);
-    }
+    if (::bind(r.fd.get(), reinterpret_cast<sockaddr*>(&sa), len) != 0)
+        log::fatal(1, "notify relay: bind: {}", std::strerror(errno));
     r.address = "@" + name;
     return r;
 }
@@ -149,64 +142,34 @@ struct State {
 };
 
 /// Reads one message from the relay and acts on it. Returns true when the child drains.
-bool on_relay(const State& st, int fd)
-{
-    char buf[4097];
-    union {
-        cmsghdr align;
-        char space[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(sizeof(int) * 253)];
-    } control{};
-    iovec iov{buf, sizeof(buf) - 1};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.space;
-    msg.msg_controllen = sizeof(control.space);
-    ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC);
-    if (n < 0)
+bool on_relay(const State& st, int fd) {
+    auto msg = notify::receive(fd);
+    if (!msg)
         return false;
-    std::vector<Fd> fds;
-    std::optional<ucred> cred;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET)
-            continue;
-        if (c->cmsg_type == SCM_RIGHTS) {
-            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; i++) {
-                int f;
-                std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                fds.emplace_back(f);
-            }
-        } else if (c->cmsg_type == SCM_CREDENTIALS) {
-            ucred u;
-            std::memcpy(&u, CMSG_DATA(c), sizeof(u));
-            cred = u;
-        }
-    }
-    if (!cred || !descends_from(cred->pid, st.child)) {
-        note("ignoring a notify message from pid {}, not {} or its descendant",
-             cred ? cred->pid : 0, st.child);
+    if (!msg->cred || !descends_from(msg->cred->pid, st.child)) {
+        log::warning("ignoring a notify message from pid {}, not {} or its descendant",
+                     msg->cred ? msg->cred->pid : 0, st.child);
         return false;
     }
-    if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || static_cast<size_t>(n) >= sizeof(buf)) {
-        note("ignoring a truncated notify message from pid {}", cred->pid);
+    if (msg->truncated) {
+        log::warning("ignoring a truncated notify message from pid {}", msg->cred->pid);
         return false;
     }
-    auto v = sd::filter_notify(std::string_view(buf, static_cast<size_t>(n)));
+    auto v = sd::filter_notify(msg->text);
     for (const auto& d : v.dropped)
-        note("not forwarding '{}': the decoy stays the main process", d);
+        log::notice("not forwarding '{}': the decoy stays the main process", d);
     if (st.upstream && !v.forward.empty()) {
         std::vector<int> raw;
-        for (auto& f : fds)
+        for (auto& f : msg->fds)
             raw.push_back(f.get());
         int r = sd_pid_notify_with_fds(0, 0, v.forward.c_str(), raw.data(),
                                        static_cast<unsigned>(raw.size()));
         if (r < 0)
-            note("forwarding to systemd: {}", std::strerror(-r));
+            log::warning("forwarding to systemd: {}", std::strerror(-r));
     }
     // Our copies of passed fds close here: a BARRIER=1 completes once systemd closed its own.
     if (v.ready)
-        note("child (pid {}) is ready", st.child);
+        log::info("child (pid {}) is ready", st.child);
     return v.stopping;
 }
 
@@ -214,6 +177,7 @@ bool on_relay(const State& st, int fd)
 
 int main(int argc, char** argv)
 {
+    log::set_program(argv[0]);
     int first = 1;
     if (argc > 1 && (std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "--help") == 0))
         usage(0);
@@ -239,10 +203,8 @@ int main(int argc, char** argv)
     sigaddset(&mask, SIGTTOU);
     ::sigprocmask(SIG_BLOCK, &mask, &old);
     Fd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
-    if (!sfd.valid()) {
-        note("signalfd: {}", std::strerror(errno));
-        return 1;
-    }
+    if (!sfd.valid())
+        log::fatal(1, "signalfd: {}", std::strerror(errno));
 
     State st;
     st.upstream = std::getenv("NOTIFY_SOCKET") != nullptr;
@@ -250,52 +212,36 @@ int main(int argc, char** argv)
 
     // The fds systemd passed to us, if any (LISTEN_PID names us): the child's, not ours.
     int passed = 0;
-    if (const char* lp = std::getenv("LISTEN_PID"); lp && std::to_string(::getpid()) == lp)
-        if (const char* lf = std::getenv("LISTEN_FDS"))
-            passed = std::max(0, std::atoi(lf));
+    if (const char* lp = std::getenv("LISTEN_PID"); lp && std::to_string(::getpid()) == lp) {
+        if (const char* lf = std::getenv("LISTEN_FDS")) {
+            auto n = cli::parse<int>(lf, "LISTEN_FDS", 0, INT_MAX - SD_LISTEN_FDS_START);
+            if (n)
+                passed = *n;
+            else
+                log::warning("{}; closing no passed fds, the child gets LISTEN_FDS as it is",
+                             n.error().context);
+        }
+    }
 
     std::vector<std::string> env;
     for (char** e = environ; *e; e++)
         env.emplace_back(*e);
-    const pid_t self = ::getpid();
-
-    int errpipe[2];
-    if (::pipe2(errpipe, O_CLOEXEC) != 0) {
-        note("pipe: {}", std::strerror(errno));
-        return 1;
-    }
-    pid_t pid = ::fork();
-    if (pid < 0) {
-        note("fork: {}", std::strerror(errno));
-        return 1;
-    }
-    if (pid == 0) {
-        ::close(errpipe[0]);
-        ::sigprocmask(SIG_SETMASK, &old, nullptr);
-        auto cenv = sd::child_environment(env, self, ::getpid(), relay.address);
-        std::vector<char*> envp;
-        for (auto& e : cenv)
-            envp.push_back(e.data());
-        envp.push_back(nullptr);
-        environ = envp.data(); // execvp searches PATH and passes environ
-        ::execvp(argv[first], argv + first);
-        int err = errno;
-        (void)!::write(errpipe[1], &err, sizeof(err));
-        ::_exit(127);
-    }
-    ::close(errpipe[1]);
+    auto child_env = sd::child_environment(env, ::getpid(), relay.address);
+    proc::SpawnOptions so;
+    so.argv.assign(argv + first, argv + argc);
+    so.search_path = true;
+    so.env = std::move(child_env.env);
+    so.listen_pid = child_env.listen_pid;
+    so.exec_error = true;
+    so.in_child = [&old] { ::sigprocmask(SIG_SETMASK, &old, nullptr); };
+    auto child = proc::spawn(so);
+    if (!child)
+        log::fatal(127, "{}", child.error().message());
+    const pid_t pid = *child;
     st.child = pid;
-    int exec_err = 0;
-    ssize_t got = ::read(errpipe[0], &exec_err, sizeof(exec_err));
-    ::close(errpipe[0]);
-    if (got == sizeof(exec_err)) {
-        note("cannot execute {}: {}", argv[first], std::strerror(exec_err));
-        ::waitpid(pid, nullptr, 0);
-        return 127;
-    }
     auto pfd = sys::pidfd_open(pid);
     if (!pfd) {
-        note("{}", pfd.error().message());
+        log::err("{}", pfd.error().message());
         ::kill(pid, SIGKILL);
         ::waitpid(pid, nullptr, 0);
         return 1;
@@ -303,22 +249,22 @@ int main(int argc, char** argv)
     st.pidfd = std::move(*pfd);
     for (int i = 0; i < passed; i++)
         ::close(SD_LISTEN_FDS_START + i); // the child has them; ours would keep them open
-    note("started {} (pid {}){}", argv[first], pid,
-         passed ? fmt::format(" with {} passed fd(s)", passed) : std::string());
+    log::info("started {} (pid {}){}", argv[first], pid,
+              passed ? fmt::format(" with {} passed fd(s)", passed) : std::string());
 
     pollfd pfds[3] = {{sfd.get(), POLLIN, 0}, {relay.fd.get(), POLLIN, 0}, {st.pidfd.get(), POLLIN, 0}};
     for (;;) {
         if (::poll(pfds, 3, -1) < 0) {
             if (errno == EINTR)
                 continue;
-            note("poll: {}", std::strerror(errno));
+            log::err("poll: {}", std::strerror(errno));
             return 1;
         }
         // Messages first: a STOPPING=1 sent just before the child exits still counts.
         if (pfds[1].revents & POLLIN) {
             for (pollfd p{relay.fd.get(), POLLIN, 0}; ::poll(&p, 1, 0) == 1; p.revents = 0) {
                 if (on_relay(st, relay.fd.get())) {
-                    note("{} (pid {}) is draining; leaving it to finish", argv[first], pid);
+                    log::info("{} (pid {}) is draining; leaving it to finish", argv[first], pid);
                     return 0;
                 }
             }
@@ -332,8 +278,8 @@ int main(int argc, char** argv)
                     continue; // the pidfd tells
                 if (sig == SIGURG) {
                     if (from == pid && si.ssi_code == SI_USER) { // mmdecoy's protocol
-                        note("{} (pid {}) is draining (SIGURG); leaving it to finish",
-                             argv[first], pid);
+                        log::info("{} (pid {}) is draining (SIGURG); leaving it to finish",
+                                  argv[first], pid);
                         return 0;
                     }
                     continue;
@@ -342,16 +288,16 @@ int main(int argc, char** argv)
                     continue;
                 if (syscall(SYS_pidfd_send_signal, st.pidfd.get(), sig, nullptr, 0) != 0 &&
                     errno != ESRCH)
-                    note("forwarding signal {}: {}", sig, std::strerror(errno));
+                    log::warning("forwarding signal {}: {}", sig, std::strerror(errno));
             }
         }
         if (pfds[2].revents & POLLIN) {
             siginfo_t si{};
             if (::waitid(P_PIDFD, static_cast<id_t>(st.pidfd.get()), &si, WEXITED | WNOHANG) == 0 &&
                 si.si_pid == pid) {
-                note("{} (pid {}) {} {}", argv[first], pid,
-                     si.si_code == CLD_EXITED ? "exited with" : "was killed by signal",
-                     si.si_status);
+                log::info("{} (pid {}) {} {}", argv[first], pid,
+                          si.si_code == CLD_EXITED ? "exited with" : "was killed by signal",
+                          si.si_status);
                 exit_like(si);
             }
         }

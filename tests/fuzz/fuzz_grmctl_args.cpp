@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// libFuzzer target: grmctl's command-line parser (tools/grmctl_format.hpp parse_cli).
+// libFuzzer target: grmctl's command-line parser (tools/grmctl/cli.hpp parse_cli).
 //
 // Input: argv after argv[0], arguments separated by NUL bytes. Checks: parse_cli never
 // crashes or throws; a usage error carries a message and a run none; a run
@@ -13,7 +13,8 @@
 #include <string_view>
 #include <vector>
 
-#include "format.hpp"
+#include "grmctl/cli.hpp"
+#include "grmctl/render.hpp"
 
 namespace {
 

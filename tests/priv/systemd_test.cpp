@@ -31,6 +31,8 @@
 #include <unistd.h>
 
 #include "grm/client.hpp"
+#include "notify.hpp"
+#include "process.hpp"
 #include "sandbox.hpp"
 #include "sys.hpp"
 
@@ -81,38 +83,13 @@ struct NotifyListener {
         pollfd p{fd.get(), POLLIN, 0};
         if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1)
             return std::nullopt;
-        char buf[4096];
-        union {
-            cmsghdr align;
-            char space[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(sizeof(int) * 64)];
-        } control{};
-        iovec iov{buf, sizeof(buf)};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.space;
-        msg.msg_controllen = sizeof(control.space);
-        ssize_t n = ::recvmsg(fd.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (n < 0)
+        auto r = notify::receive(fd.get());
+        if (!r)
             return std::nullopt;
         NotifyMsg m;
-        m.text.assign(buf, static_cast<size_t>(n));
-        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level != SOL_SOCKET)
-                continue;
-            if (c->cmsg_type == SCM_RIGHTS) {
-                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (size_t i = 0; i < k; i++) {
-                    int f;
-                    std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                    m.fds.emplace_back(f);
-                }
-            } else if (c->cmsg_type == SCM_CREDENTIALS) {
-                ucred u;
-                std::memcpy(&u, CMSG_DATA(c), sizeof(u));
-                m.pid = u.pid;
-            }
-        }
+        m.text = std::move(r->text);
+        m.pid = r->cred ? r->cred->pid : 0;
+        m.fds = std::move(r->fds);
         return m;
     }
 
@@ -141,57 +118,55 @@ struct Spawn {
     std::vector<std::string> unset_env; ///< names
     std::vector<int> pass_fds;          ///< become 3.. in the child
     bool listen_pid_self = false;       ///< LISTEN_PID = the child's pid (as systemd does)
-    std::string output;                 ///< stdout + stderr go here
+    std::string output;                 ///< stdout + stderr are appended here
 };
 
-pid_t spawn(const Spawn& s)
-{
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        if (!s.output.empty()) {
-            int o = ::open(s.output.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-            ::dup2(o, 1);
-            ::dup2(o, 2);
-        }
-        int n = static_cast<int>(s.pass_fds.size());
-        std::vector<int> high;
-        for (int f : s.pass_fds)
-            high.push_back(::fcntl(f, F_DUPFD_CLOEXEC, 3 + n + 16));
+/// Our environment without `unset` and the names `set` gives, then `set`.
+std::vector<std::string> environment_with(const std::vector<std::string>& set,
+                                          const std::vector<std::string>& unset) {
+    auto name_of = [](std::string_view e) { return e.substr(0, e.find('=')); };
+    std::vector<std::string> env;
+    for (char** e = environ; *e; e++) {
+        std::string_view name = name_of(*e);
+        auto named = [name, &name_of](const std::string& x) { return name_of(x) == name; };
+        if (std::none_of(set.begin(), set.end(), named) &&
+            std::find(unset.begin(), unset.end(), name) == unset.end())
+            env.emplace_back(*e);
+    }
+    env.insert(env.end(), set.begin(), set.end());
+    return env;
+}
+
+pid_t spawn(const Spawn& s) {
+    proc::SpawnOptions o;
+    o.argv = s.argv;
+    o.search_path = true;
+    o.env = environment_with(s.set_env, s.unset_env);
+    o.listen_pid = s.listen_pid_self;
+    Fd out;
+    if (!s.output.empty()) {
+        out = Fd(::open(s.output.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+        REQUIRE(out.valid());
+        o.stdout_fd = out.get();
+        o.stderr_to_stdout = true;
+    }
+    // The passed fds go to 3.. in the child: first above that range, then down. Made here:
+    // the child may only call async-signal-safe functions.
+    const int n = static_cast<int>(s.pass_fds.size());
+    std::vector<int> high(s.pass_fds.size());
+    o.in_child = [&s, &high, n] {
+        for (int i = 0; i < n; i++)
+            high[static_cast<size_t>(i)] =
+                ::fcntl(s.pass_fds[static_cast<size_t>(i)], F_DUPFD_CLOEXEC, 3 + n + 16);
         for (int i = 0; i < n; i++)
             ::dup2(high[static_cast<size_t>(i)], 3 + i);
-        for (const auto& e : s.unset_env)
-            ::unsetenv(e.c_str());
-        for (const auto& e : s.set_env)
-            ::putenv(const_cast<char*>(e.c_str()));
-        if (s.listen_pid_self)
-            ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        std::vector<char*> args;
-        for (const auto& a : s.argv)
-            args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        ::execvp(args[0], args.data());
-        ::_exit(127);
-    }
-    return pid;
-}
-
-/// Waits for a child to exit, up to `timeout`; its wait status, or nullopt (still running).
-std::optional<int> wait_exit(pid_t pid, std::chrono::milliseconds timeout)
-{
-    auto deadline = Clock::now() + timeout;
-    for (;;) {
-        int status = 0;
-        pid_t r = ::waitpid(pid, &status, WNOHANG);
-        if (r == pid)
-            return status;
-        if (r < 0 || Clock::now() >= deadline)
-            return std::nullopt;
-        std::this_thread::sleep_for(5ms);
-    }
+    };
+    auto pid = proc::spawn(o);
+    REQUIRE(pid);
+    return *pid;
 }
 
 std::string slurp(const std::string& path)
@@ -496,7 +471,7 @@ TEST_CASE("grm-activate -- COMMAND: the program gets the sockets as LISTEN_FDS",
     s.unset_env = {"NOTIFY_SOCKET"};
     s.output = unique("exec.out");
     pid_t pid = spawn(s);
-    auto st = wait_exit(pid, 15s);
+    auto st = proc::wait_exit(pid, 15s);
     INFO(slurp(s.output));
     REQUIRE(st);
     CHECK(WIFEXITED(*st));
@@ -546,7 +521,7 @@ TEST_CASE("listen_udp_sockets: sockets passed by systemd-socket-activate, throug
         // It waits for traffic on a socket before it execs the program.
         wait_for(s.output, "Listening on [::1]");
         send_to(AF_INET, p4, "wake up");
-        auto st = wait_exit(pid, 10s);
+        auto st = proc::wait_exit(pid, 10s);
         INFO(slurp(s.output));
         INFO(slurp(report));
         REQUIRE(st);
@@ -651,7 +626,7 @@ TEST_CASE("grm-decoy: stands in for the app, relays sd_notify, forwards signals,
         auto stopping = n.recv_until("STOPPING=1", 10s);
         REQUIRE(stopping);
         CHECK(stopping->pid == decoy);
-        auto st = wait_exit(decoy, 10s);
+        auto st = proc::wait_exit(decoy, 10s);
         REQUIRE(st);
         CHECK(WIFEXITED(*st));
         CHECK(WEXITSTATUS(*st) == 0);
@@ -659,7 +634,7 @@ TEST_CASE("grm-decoy: stands in for the app, relays sd_notify, forwards signals,
         CHECK(slurp(report).find("exit ") == std::string::npos);
         CHECK(slurp(out).find("is draining") != std::string::npos);
         // The app finishes on its own; orphaned, it is reaped here (we are its subreaper).
-        auto app_st = wait_exit(app_pid, 10s);
+        auto app_st = proc::wait_exit(app_pid, 10s);
         REQUIRE(app_st);
         CHECK(WIFEXITED(*app_st));
         std::string final_report = slurp(report);
@@ -681,20 +656,20 @@ TEST_CASE("grm-decoy: stands in for the app, relays sd_notify, forwards signals,
         wait_for(report, "signal 10 from");
         CHECK(::waitpid(decoy, nullptr, WNOHANG) == 0);
         REQUIRE(::kill(decoy, SIGTERM) == 0);
-        auto st = wait_exit(decoy, 10s);
+        auto st = proc::wait_exit(decoy, 10s);
         INFO(slurp(out));
         REQUIRE(st);
         CHECK(WIFEXITED(*st));
         CHECK(WEXITSTATUS(*st) == 0);
         CHECK(slurp(report).find("sigurg 0") != std::string::npos);
-        CHECK(wait_exit(app_pid, 10s).has_value());
+        CHECK(proc::wait_exit(app_pid, 10s).has_value());
     }
 
     SECTION("the app's end is the decoy's end: exit code, signal; the child is reaped")
     {
         std::string report = unique("report"), out = unique("decoy.out");
         pid_t decoy = start({"--exit-after-ms", "0", "--exit-code", "3"}, report, out);
-        auto st = wait_exit(decoy, 10s);
+        auto st = proc::wait_exit(decoy, 10s);
         REQUIRE(st);
         CHECK(WIFEXITED(*st));
         CHECK(WEXITSTATUS(*st) == 3);
@@ -703,7 +678,7 @@ TEST_CASE("grm-decoy: stands in for the app, relays sd_notify, forwards signals,
         CHECK(errno == ECHILD);
 
         pid_t decoy2 = start({"--kill-self", "9"}, unique("report"), out);
-        st = wait_exit(decoy2, 10s);
+        st = proc::wait_exit(decoy2, 10s);
         REQUIRE(st);
         CHECK(WIFSIGNALED(*st));
         CHECK(WTERMSIG(*st) == SIGKILL);
@@ -716,7 +691,7 @@ TEST_CASE("grm-decoy: stands in for the app, relays sd_notify, forwards signals,
         s.argv = {binary("grm-decoy"), "--", "grm-no-such-program"};
         s.output = out;
         pid_t decoy = spawn(s);
-        auto st = wait_exit(decoy, 10s);
+        auto st = proc::wait_exit(decoy, 10s);
         REQUIRE(st);
         CHECK(WEXITSTATUS(*st) == 127);
         CHECK(slurp(out).find("cannot execute grm-no-such-program") != std::string::npos);
@@ -764,23 +739,22 @@ CapRun run_grmd_with(const std::vector<int>& keep)
     CapRun out;
     auto n = NotifyListener::make();
     std::string log = unique("grmd-caps.log");
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        int o = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        ::dup2(o, 1);
-        ::dup2(o, 2);
+    proc::SpawnOptions o;
+    o.argv = {binary("grmd"), "--daemon", "--pin-dir=" + sandbox().pin_dir,
+              "--install=" + sandbox().cg_app};
+    o.env = environment_with({"NOTIFY_SOCKET=" + n.path}, {});
+    o.stdout_file = log;
+    o.stderr_to_stdout = true;
+    o.in_child = [&keep] {
         for (int c = 0; c <= CAP_LAST_CAP; c++)
             if (std::find(keep.begin(), keep.end(), c) == keep.end())
                 ::prctl(PR_CAPBSET_DROP, c, 0, 0, 0);
         ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-        ::setenv("NOTIFY_SOCKET", n.path.c_str(), 1);
-        std::string pin = "--pin-dir=" + sandbox().pin_dir, inst = "--install=" + sandbox().cg_app;
-        std::string grmd = binary("grmd");
-        // exec as root: permitted and effective sets become the bounding set.
-        ::execl(grmd.c_str(), grmd.c_str(), "--daemon", pin.c_str(), inst.c_str(), nullptr);
-        ::_exit(127);
-    }
+    };
+    // exec as root: permitted and effective sets become the bounding set.
+    auto spawned = proc::spawn(o);
+    REQUIRE(spawned);
+    pid_t pid = *spawned;
     auto deadline = Clock::now() + 15s;
     while (Clock::now() < deadline && !out.ready) {
         if (auto m = n.recv(20ms); m && m->text.find("READY=1") != std::string::npos)

@@ -8,8 +8,10 @@
 
 #include <arpa/inet.h>
 
-#include "format.hpp"
-#include "systemd_util.hpp"
+#include "activate_options.hpp"
+#include "decoy_filter.hpp"
+#include "grmctl/cli.hpp"
+#include "grmctl/render.hpp"
 
 using namespace grm;
 using namespace grm::sd;
@@ -152,15 +154,19 @@ TEST_CASE("decoy: the child's environment", "[decoy]")
     std::vector<std::string> env = {"PATH=/bin", "LISTEN_PID=100", "LISTEN_PIDFDID=77",
                                     "LISTEN_FDS=2", "NOTIFY_SOCKET=/run/systemd/notify",
                                     "LISTEN_PIDX=100"};
-    auto out = child_environment(env, 100, 200, std::string("@grm-decoy/1/2"));
-    CHECK(out == std::vector<std::string>{"PATH=/bin", "LISTEN_PID=200", "LISTEN_FDS=2",
-                                          "NOTIFY_SOCKET=@grm-decoy/1/2", "LISTEN_PIDX=100"});
+    auto out = child_environment(env, 100, std::string("@grm-decoy/1/2"));
+    // LISTEN_PID named the decoy: the child gets its own (spawn writes it).
+    CHECK(out.listen_pid);
+    CHECK(out.env == std::vector<std::string>{"PATH=/bin", "LISTEN_FDS=2",
+                                              "NOTIFY_SOCKET=@grm-decoy/1/2", "LISTEN_PIDX=100"});
     // LISTEN_PID of another process stays: those fds were not ours to give.
-    out = child_environment({"LISTEN_PID=99"}, 100, 200, std::nullopt);
-    CHECK(out == std::vector<std::string>{"LISTEN_PID=99"});
+    out = child_environment({"LISTEN_PID=99"}, 100, std::nullopt);
+    CHECK_FALSE(out.listen_pid);
+    CHECK(out.env == std::vector<std::string>{"LISTEN_PID=99"});
     // No NOTIFY_SOCKET before: the relay's is added.
-    out = child_environment({"A=1"}, 100, 200, std::string("@x"));
-    CHECK(out == std::vector<std::string>{"A=1", "NOTIFY_SOCKET=@x"});
+    out = child_environment({"A=1"}, 100, std::string("@x"));
+    CHECK_FALSE(out.listen_pid);
+    CHECK(out.env == std::vector<std::string>{"A=1", "NOTIFY_SOCKET=@x"});
 }
 
 TEST_CASE("decoy: what is forwarded to systemd", "[decoy]")

@@ -20,12 +20,14 @@
 #include <bpf/libbpf.h>
 #include <fmt/core.h>
 
+#include "cli.hpp"
 #include "fd.hpp"
 #include "grm/abi.h"
 #include "grm/result.hpp"
-#include "format.hpp"
 #include "groups.hpp"
+#include "model.hpp"
 #include "pins.hpp"
+#include "render.hpp"
 #include "sys.hpp"
 
 #ifndef GRM_VERSION

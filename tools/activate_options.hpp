@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The pure half of grm-activate and grm-decoy: command lines, the dissector grm-activate sets,
-// `bpf_asm -c` parsing, FDNAME rules, the environment grm-decoy gives its child and its
-// filtering of sd_notify messages. No syscalls here: the unit tests call all of it.
+// grm-activate's options: its command line, the dissector it sets (with `bpf_asm -c`
+// parsing), FDNAME rules and LISTEN_FDNAMES. No syscalls here: the unit tests call all of it.
 #pragma once
 
 #include <cstdint>
@@ -9,8 +8,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <sys/types.h>
 
 #include "grm/abi.h"
 #include "grm/result.hpp"
@@ -29,9 +26,6 @@ std::optional<sys::Endpoint> parse_address(std::string_view s);
 /// "{ code, jt, jf, k }," with numbers in C notation (0x.., 0.., decimal). Other lines are
 /// ignored, as udpgrm_activate.py does. EINVAL names the bad line; 1..MAX_INSTR instructions.
 Result<std::vector<grm_sock_filter>> parse_bpf_asm(std::string_view text);
-
-// ------------------------------------------------------------------------------------------
-// grm-activate
 
 struct ActivateOptions {
     std::string name;            ///< FDNAME of the sockets
@@ -77,24 +71,5 @@ Result<udp_grm_dissector> activate_dissector(const ActivateOptions& o, std::stri
 
 /// "LISTEN_FDNAMES" value: the name repeated `count` times, ':'-separated.
 std::string listen_fdnames(const std::string& name, int count);
-
-// ------------------------------------------------------------------------------------------
-// grm-decoy
-
-/// The environment of grm-decoy's child: LISTEN_PID=<child> where LISTEN_PID named the decoy
-/// (exact variable name, unlike mmdecoy's prefix match), LISTEN_PIDFDID removed (it names the
-/// decoy's pidfd), and NOTIFY_SOCKET set to `notify` when given. Other entries are kept in
-/// order.
-std::vector<std::string> child_environment(const std::vector<std::string>& env, pid_t decoy,
-                                           pid_t child, const std::optional<std::string>& notify);
-
-/// What grm-decoy does with one sd_notify message from the app.
-struct NotifyVerdict {
-    std::string forward;         ///< what goes on to systemd ("" = nothing)
-    bool ready = false;          ///< READY=1: the app has started
-    bool stopping = false;       ///< STOPPING=1: the app drains; the decoy exits
-    std::vector<std::string> dropped; ///< lines not forwarded (MAINPID=: the decoy stays main)
-};
-NotifyVerdict filter_notify(std::string_view message);
 
 } // namespace grm::sd

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "format.hpp"
+#include "render.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -18,11 +18,6 @@ using Json = nlohmann::ordered_json;
 
 // ------------------------------------------------------------------------------------------
 // Metric names and help
-
-#define GRM_COUNT(name) +1
-constexpr size_t kBpfMetrics = 0 GRM_METRICS(GRM_COUNT);
-#undef GRM_COUNT
-static_assert(sizeof(grm_stats) == kBpfMetrics * sizeof(__u64), "grm_stats holds only u64s");
 
 struct MetricInfo {
     std::string_view name;
@@ -99,157 +94,7 @@ bool visible(const Registration& r, const Generation& gen, bool verbose) {
 } // namespace
 
 // ------------------------------------------------------------------------------------------
-// Command line
-
-std::string usage(std::string_view default_pin_dir) {
-    return fmt::format(
-        "usage: grmctl [OPTIONS] COMMAND [ADDR:PORT]\n"
-        "commands (ADDR:PORT, e.g. 127.0.0.1:53 or [::1]:53, selects one group):\n"
-        "  list      groups, socket generations and counters\n"
-        "  metrics   counters in Prometheus text format\n"
-        "  flows     the FLOW table, by group\n"
-        "  delete    remove the group ADDR:PORT (required) and all its state; its sockets\n"
-        "            keep working as plain SO_REUSEPORT sockets until they register again\n"
-        "options:\n"
-        "  -p, --pin-dir=DIR  grmd's bpffs directory (default {})\n"
-        "  -v, --verbose      list: socket indexes and SO_COOKIEs, dead sockets, zero counters;\n"
-        "                     flows: stale entries\n"
-        "      --json         JSON output (schema: docs/grmctl-json.md)\n"
-        "      --all-netns    delete: also the groups of ADDR:PORT in other network namespaces\n"
-        "                     (default: only this one's)\n"
-        "  -h, --help\n",
-        default_pin_dir);
-}
-
-Cli parse_cli(const std::vector<std::string_view>& args, std::string_view default_pin_dir) {
-    Cli cli;
-    cli.options.pin_dir = std::string(default_pin_dir);
-    bool help = false;
-    std::vector<std::string_view> positional;
-    auto fail = [&cli](std::string msg) {
-        if (cli.action != Cli::Action::usage_error) {
-            cli.action = Cli::Action::usage_error;
-            cli.error = std::move(msg);
-        }
-    };
-
-    bool options_done = false;
-    for (size_t i = 0; i < args.size(); i++) {
-        std::string_view a = args[i];
-        if (options_done || a.size() < 2 || a[0] != '-') {
-            positional.push_back(a);
-            continue;
-        }
-        if (a == "--") {
-            options_done = true;
-        } else if (a.starts_with("--")) {
-            std::string_view name = a.substr(2), value;
-            bool has_value = false;
-            if (auto eq = name.find('='); eq != std::string_view::npos) {
-                value = name.substr(eq + 1);
-                name = name.substr(0, eq);
-                has_value = true;
-            }
-            if (name == "pin-dir") {
-                if (!has_value) {
-                    if (i + 1 >= args.size()) {
-                        fail("--pin-dir needs a directory");
-                        continue;
-                    }
-                    value = args[++i];
-                }
-                cli.options.pin_dir = std::string(value);
-            } else if (has_value && (name == "json" || name == "verbose" || name == "help")) {
-                fail(fmt::format("--{} takes no value", name));
-            } else if (has_value && name == "all-netns") {
-                fail("--all-netns takes no value");
-            } else if (name == "all-netns") {
-                cli.options.all_netns = true;
-            } else if (name == "json") {
-                cli.options.json = true;
-            } else if (name == "verbose") {
-                cli.options.verbose = true;
-            } else if (name == "help") {
-                help = true;
-            } else {
-                fail(fmt::format("unknown option '{}'", a));
-            }
-        } else {
-            for (size_t k = 1; k < a.size(); k++) {
-                char c = a[k];
-                if (c == 'v') {
-                    cli.options.verbose = true;
-                } else if (c == 'h') {
-                    help = true;
-                } else if (c == 'p') {
-                    if (k + 1 < a.size())
-                        cli.options.pin_dir = std::string(a.substr(k + 1));
-                    else if (i + 1 < args.size())
-                        cli.options.pin_dir = std::string(args[++i]);
-                    else
-                        fail("-p needs a directory");
-                    break;
-                } else {
-                    fail(fmt::format("unknown option '-{}'", c));
-                    break;
-                }
-            }
-        }
-    }
-    if (help) {
-        cli.action = Cli::Action::help;
-        return cli;
-    }
-
-    std::string& dir = cli.options.pin_dir;
-    while (dir.size() > 1 && dir.back() == '/')
-        dir.pop_back();
-    if (dir.empty())
-        fail("--pin-dir needs a directory");
-
-    if (positional.empty()) {
-        fail("missing command");
-    } else if (positional[0] == "list") {
-        cli.options.command = Command::list;
-    } else if (positional[0] == "metrics") {
-        cli.options.command = Command::metrics;
-    } else if (positional[0] == "flows") {
-        cli.options.command = Command::flows;
-    } else if (positional[0] == "delete") {
-        cli.options.command = Command::del;
-        if (positional.size() < 2)
-            fail("delete needs ADDR:PORT");
-    } else {
-        fail(fmt::format("unknown command '{}'", positional[0]));
-    }
-    if (positional.size() > 1) {
-        if (auto e = sys::parse_endpoint(positional[1]))
-            cli.options.filter = *e;
-        else
-            fail(fmt::format("can't parse {}", positional[1]));
-    }
-    if (positional.size() > 2)
-        fail(fmt::format("unexpected argument '{}'", positional[2]));
-    return cli;
-}
-
-// ------------------------------------------------------------------------------------------
 // Derived views
-
-grm_stats sum_percpu_stats(std::span<const std::byte> buf, size_t ncpu) {
-    // Per-CPU map values are copied out with each CPU's value rounded up to 8 bytes.
-    constexpr size_t stride = (sizeof(grm_stats) + 7) / 8 * 8;
-    __u64 sum[kBpfMetrics] = {};
-    for (size_t cpu = 0; cpu < ncpu && (cpu + 1) * stride <= buf.size(); cpu++) {
-        __u64 v[kBpfMetrics];
-        std::memcpy(v, buf.data() + cpu * stride, sizeof(v));
-        for (size_t i = 0; i < kBpfMetrics; i++)
-            sum[i] += v[i];
-    }
-    grm_stats out{};
-    std::memcpy(&out, sum, sizeof(out));
-    return out;
-}
 
 std::string dissector_name(uint32_t type) {
     switch (type) {

@@ -1,14 +1,11 @@
 // SPDX-License-Identifier: MIT
-// grmctl's pure half: command-line parsing, the plain-data snapshot of grm's pinned maps, and
-// the text, JSON and Prometheus renderers, and the report of `delete`. Nothing here calls
-// bpf(); tests build snapshots by hand. The JSON schema and metric names are documented in docs/grmctl-json.md.
+// grmctl's renderers: a Snapshot (model.hpp) as `list` text, JSON documents and Prometheus
+// text, the FLOW table, and the report of `delete`; with the derived views they share
+// (generations, metrics, flow owners). Nothing here calls bpf(). The JSON schema and metric
+// names are documented in docs/grmctl-json.md.
 #pragma once
 
-#include <array>
-#include <cstddef>
 #include <cstdint>
-#include <optional>
-#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "grm/abi.h"
+#include "model.hpp"
 #include "sys.hpp"
 
 namespace grm::ctl {
@@ -24,74 +22,7 @@ namespace grm::ctl {
 inline constexpr int kJsonVersion = 1;
 
 // ------------------------------------------------------------------------------------------
-// Command line
-
-enum class Command { list, metrics, flows, del };
-
-struct Options {
-    Command command = Command::list;
-    std::string pin_dir;
-    bool verbose = false;
-    bool json = false;
-    std::optional<sys::Endpoint> filter; ///< only the group bound to this address (delete: required)
-    bool all_netns = false; ///< delete: also groups of other network namespaces
-};
-
-/// Outcome of parse_cli: run with the options, print usage and exit 0 (-h), or exit 2.
-struct Cli {
-    enum class Action { run, help, usage_error } action = Action::run;
-    Options options;
-    std::string error; ///< usage_error: one line, without the "grmctl: " prefix
-};
-
-/// Parses the arguments after argv[0]. Options may come before or after the subcommand;
-/// `--` ends options. An unparseable ADDR:PORT gives usage_error "can't parse ADDR".
-Cli parse_cli(const std::vector<std::string_view>& args, std::string_view default_pin_dir);
-
-/// The usage text, ending in a newline.
-std::string usage(std::string_view default_pin_dir);
-
-// ------------------------------------------------------------------------------------------
-// Snapshot: the maps as read once, in plain structs
-
-/// One entry of grm_regs with its liveness: live while its SO_COOKIE key is in grm_socks.
-struct Registration {
-    uint64_t so_cookie = 0;
-    grm_reg reg{};
-    bool live = false;
-};
-
-/// One group: its record, the 32 slot states, counters and registrations.
-struct GroupState {
-    grm_group_key key{};
-    grm_group group{};
-    std::array<grm_slot_state, GRM_MAX_SLOTS> slots{}; ///< grm_slots[gid * 32 + slot]
-    grm_stats stats{};                                 ///< grm_stats[gid], summed over CPUs
-    grm_dstats dstats{};                               ///< grm_dstats[gid]
-    std::vector<Registration> regs;                    ///< this group's, by (slot, idx)
-};
-
-/// One grm_flows entry; owner_live: its owner key is in grm_socks.
-struct FlowEntry {
-    grm_flow_key key{};
-    grm_flow flow{};
-    bool owner_live = false;
-};
-
-struct Snapshot {
-    uint64_t now_ns = 0;            ///< CLOCK_MONOTONIC when the snapshot was taken
-    uint32_t abi_version = 0;       ///< grm_meta.abi_version
-    std::string daemon_version;     ///< grm_meta.version: the grmd that created the state
-    std::vector<GroupState> groups; ///< sorted by family, address, port
-    std::vector<FlowEntry> flows;   ///< filled for `flows` only; sorted by gid, remote
-};
-
-// ------------------------------------------------------------------------------------------
 // Derived views
-
-/// Sums PERCPU_ARRAY grm_stats lookup output: ncpu values, each padded to 8 bytes.
-/// A buffer shorter than ncpu values is summed as far as it goes.
-grm_stats sum_percpu_stats(std::span<const std::byte> buf, size_t ncpu);
 
 /// "flow", "cbpf", "bespoke", "noop", or the number for an unknown type.
 std::string dissector_name(uint32_t type);
@@ -172,16 +103,6 @@ nlohmann::ordered_json flows_json(const Snapshot& s);
 
 // ------------------------------------------------------------------------------------------
 // delete
-
-/// What `grmctl delete` removed for one group record.
-struct Deleted {
-    grm_group_key key{};
-    grm_group group{};
-    uint32_t registrations = 0;     ///< grm_regs entries of the gid deleted
-    uint32_t socket_index_keys = 0; ///< their GRM_SOCK_IDX_KEY entries deleted from grm_socks
-    uint32_t flows = 0;             ///< grm_flows entries of the gid deleted
-    bool cbpf_program = false;      ///< grm_cbpf_progs[gid] held a program
-};
 
 /// "removed 127.0.0.1:53 (gid 7, flow): 4 registrations, ..." one line per group, or
 /// "no group ADDR\n" when nothing matched.

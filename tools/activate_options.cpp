@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "systemd_util.hpp"
+#include "activate_options.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -11,10 +11,13 @@
 
 #include <fmt/core.h>
 
+#include "cli.hpp"
+
 namespace grm::sd {
 namespace {
 
-/// A u64 in C notation: 0x.., 0.. (octal) or decimal. nullopt on anything else.
+/// A u64 in C notation, as `bpf_asm -c` prints it: 0x.., 0.. (octal) or decimal. nullopt on
+/// anything else.
 std::optional<uint64_t> parse_c_number(std::string_view s)
 {
     int base = 10;
@@ -41,14 +44,6 @@ std::string_view trim(std::string_view s)
     while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
         s.remove_suffix(1);
     return s;
-}
-
-std::optional<uint32_t> parse_u32(std::string_view s)
-{
-    auto v = parse_c_number(s);
-    if (!v || *v > UINT32_MAX)
-        return std::nullopt;
-    return static_cast<uint32_t>(*v);
 }
 
 } // namespace
@@ -173,46 +168,45 @@ ActivateCli parse_activate(const std::vector<std::string_view>& args)
 
     auto apply = [&](const Opt& opt, std::optional<std::string_view> val) {
         std::string_view n = opt.lng;
-        auto number = [&](uint32_t max) -> std::optional<uint32_t> {
-            auto v = parse_u32(*val);
-            if (!v || *v > max) {
-                fail(fmt::format("--{} takes a number up to {}, not '{}'", n, max, *val));
+        auto number = [&](uint32_t min, uint32_t max) -> std::optional<uint32_t> {
+            auto v = grm::cli::parse<uint32_t>(*val, fmt::format("--{}", n), min, max);
+            if (!v) {
+                fail(v.error().context);
                 return std::nullopt;
             }
-            return v;
+            return *v;
         };
         if (n == "count") {
-            if (auto v = number(GRM_MAX_SOCKS); v && *v >= 1)
+            if (auto v = number(1, GRM_MAX_SOCKS))
                 o.count = static_cast<int>(*v);
-            else if (v)
-                fail("--count takes 1..256");
         } else if (n == "also-ipv4") {
             o.also_ipv4 = true;
         } else if (n == "freebind") {
             o.freebind = true;
         } else if (n == "rcvbuf") {
-            if (auto v = number(INT32_MAX))
+            if (auto v = number(0, INT32_MAX))
                 o.rcvbuf = static_cast<int>(*v);
         } else if (n == "noop") {
             o.noop = true;
         } else if (n == "flow-timeout") {
-            o.flow_timeout = number(UINT32_MAX);
+            o.flow_timeout = number(0, UINT32_MAX);
         } else if (n == "bpf") {
             o.bpf_file = std::string(*val);
         } else if (n == "apps-max") {
-            o.apps_max = number(GRM_MAX_APPS);
+            o.apps_max = number(0, GRM_MAX_APPS);
         } else if (n == "app") {
-            o.app = number(GRM_MAX_APPS - 1);
+            o.app = number(0, GRM_MAX_APPS - 1);
         } else if (n == "quic") {
             grm_quic_config q{};
             q.cid_len = GRM_QUIC_DEFAULT_CID_LEN;
             q.cookie_offset = GRM_QUIC_DEFAULT_COOKIE_OFFSET;
             if (val) {
                 auto colon = val->find(':');
-                auto len = parse_u32(val->substr(0, colon));
-                auto off = colon == std::string_view::npos ? std::optional<uint32_t>(1)
-                                                           : parse_u32(val->substr(colon + 1));
-                if (!len || !off || *len < 2 || *len > 20 || *off + 2 > *len) {
+                auto len = grm::cli::parse<uint32_t>(val->substr(0, colon), "--quic", 2, 20);
+                auto off = colon == std::string_view::npos
+                               ? Result<uint32_t>(1)
+                               : grm::cli::parse<uint32_t>(val->substr(colon + 1), "--quic", 0, 18);
+                if (!len || !off || *off + 2 > *len) {
                     fail(fmt::format("--quic=LEN[:OFFSET]: LEN 2..20, OFFSET + 2 <= LEN, not '{}'",
                                      *val));
                     return;
@@ -232,10 +226,8 @@ ActivateCli parse_activate(const std::vector<std::string_view>& args)
         } else if (n == "advance-working-gen") {
             o.advance = true;
         } else if (n == "timeout") {
-            if (auto v = number(3600); v && *v >= 1)
+            if (auto v = number(1, 3600))
                 o.timeout_sec = *v;
-            else if (v)
-                fail("--timeout takes 1..3600 seconds");
         } else if (n == "no-fdstore") {
             o.fdstore = false;
         } else if (n == "sni" || n == "digest") {
@@ -388,59 +380,6 @@ std::string listen_fdnames(const std::string& name, int count)
         s += name;
     }
     return s;
-}
-
-// ------------------------------------------------------------------------------------------
-// grm-decoy
-
-std::vector<std::string> child_environment(const std::vector<std::string>& env, pid_t decoy,
-                                           pid_t child, const std::optional<std::string>& notify)
-{
-    std::vector<std::string> out;
-    const std::string mine = "LISTEN_PID=" + std::to_string(decoy);
-    bool notify_set = false;
-    for (const std::string& e : env) {
-        std::string_view key = std::string_view(e).substr(0, e.find('='));
-        if (key == "LISTEN_PID") {
-            // Only fds passed to the decoy itself are the child's: a LISTEN_PID naming another
-            // process stays as it is (and fails the child's check, as it should).
-            out.push_back(e == mine ? "LISTEN_PID=" + std::to_string(child) : e);
-        } else if (key == "LISTEN_PIDFDID") {
-            continue; // the decoy's pidfd: the child can't match it; without it only the pid counts
-        } else if (key == "NOTIFY_SOCKET" && notify) {
-            out.push_back("NOTIFY_SOCKET=" + *notify);
-            notify_set = true;
-        } else {
-            out.push_back(e);
-        }
-    }
-    if (notify && !notify_set)
-        out.push_back("NOTIFY_SOCKET=" + *notify);
-    return out;
-}
-
-NotifyVerdict filter_notify(std::string_view message)
-{
-    NotifyVerdict v;
-    while (!message.empty()) {
-        auto nl = message.find('\n');
-        std::string_view line = message.substr(0, nl);
-        message = nl == std::string_view::npos ? std::string_view() : message.substr(nl + 1);
-        if (line.empty())
-            continue;
-        if (line.starts_with("MAINPID=")) {
-            // The decoy must stay the main process: that is what lets the app outlive a stop.
-            v.dropped.emplace_back(line);
-            continue;
-        }
-        if (line == "READY=1")
-            v.ready = true;
-        if (line == "STOPPING=1")
-            v.stopping = true;
-        v.forward.append(line);
-        v.forward.push_back('\n');
-    }
-    return v;
 }
 
 } // namespace grm::sd

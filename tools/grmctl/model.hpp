@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: MIT
+// grmctl's data model: grm's pinned maps as read once, in plain structs (a Snapshot), and the
+// report of `delete`. Passive data only: main.cpp fills it from the maps, render.hpp turns it
+// into text, JSON and Prometheus, tests build it by hand.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "grm/abi.h"
+
+namespace grm::ctl {
+
+/// One entry of grm_regs with its liveness: live while its SO_COOKIE key is in grm_socks.
+struct Registration {
+    uint64_t so_cookie = 0;
+    grm_reg reg{};
+    bool live = false;
+};
+
+/// One group: its record, the 32 slot states, counters and registrations.
+struct GroupState {
+    grm_group_key key{};
+    grm_group group{};
+    std::array<grm_slot_state, GRM_MAX_SLOTS> slots{}; ///< grm_slots[gid * 32 + slot]
+    grm_stats stats{};                                 ///< grm_stats[gid], summed over CPUs
+    grm_dstats dstats{};                               ///< grm_dstats[gid]
+    std::vector<Registration> regs;                    ///< this group's, by (slot, idx)
+};
+
+/// One grm_flows entry; owner_live: its owner key is in grm_socks.
+struct FlowEntry {
+    grm_flow_key key{};
+    grm_flow flow{};
+    bool owner_live = false;
+};
+
+struct Snapshot {
+    uint64_t now_ns = 0;            ///< CLOCK_MONOTONIC when the snapshot was taken
+    uint32_t abi_version = 0;       ///< grm_meta.abi_version
+    std::string daemon_version;     ///< grm_meta.version: the grmd that created the state
+    std::vector<GroupState> groups; ///< sorted by family, address, port
+    std::vector<FlowEntry> flows;   ///< filled for `flows` only; sorted by gid, remote
+};
+
+/// What `grmctl delete` removed for one group record.
+struct Deleted {
+    grm_group_key key{};
+    grm_group group{};
+    uint32_t registrations = 0;     ///< grm_regs entries of the gid deleted
+    uint32_t socket_index_keys = 0; ///< their GRM_SOCK_IDX_KEY entries deleted from grm_socks
+    uint32_t flows = 0;             ///< grm_flows entries of the gid deleted
+    bool cbpf_program = false;      ///< grm_cbpf_progs[gid] held a program
+};
+
+#define GRM_COUNT(name) +1
+/// Counters in grm_stats: one __u64 per GRM_METRICS entry.
+inline constexpr size_t kBpfMetrics = 0 GRM_METRICS(GRM_COUNT);
+#undef GRM_COUNT
+static_assert(sizeof(grm_stats) == kBpfMetrics * sizeof(__u64), "grm_stats holds only u64s");
+
+/// Sums PERCPU_ARRAY grm_stats lookup output: ncpu values, each padded to 8 bytes.
+/// A buffer shorter than ncpu values is summed as far as it goes.
+inline grm_stats sum_percpu_stats(std::span<const std::byte> buf, size_t ncpu) {
+    // Per-CPU map values are copied out with each CPU's value rounded up to 8 bytes.
+    constexpr size_t stride = (sizeof(grm_stats) + 7) / 8 * 8;
+    __u64 sum[kBpfMetrics] = {};
+    for (size_t cpu = 0; cpu < ncpu && (cpu + 1) * stride <= buf.size(); cpu++) {
+        __u64 v[kBpfMetrics];
+        std::memcpy(v, buf.data() + cpu * stride, sizeof(v));
+        for (size_t i = 0; i < kBpfMetrics; i++)
+            sum[i] += v[i];
+    }
+    grm_stats out{};
+    std::memcpy(&out, sum, sizeof(out));
+    return out;
+}
+
+} // namespace grm::ctl
