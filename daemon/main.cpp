@@ -15,6 +15,7 @@
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 
+#include "bpf_kernel.hpp"
 #include "loader.hpp"
 #include "log.hpp"
 #include "pins.hpp"
@@ -234,12 +235,32 @@ int run_daemon(const Options& o)
         return 1;
     }
     grm_bpf* s = skel->get();
-    Registry reg({bpf_map__fd(s->maps.grm_groups), bpf_map__fd(s->maps.grm_group_recs),
-                  bpf_map__fd(s->maps.grm_slots),
-                  bpf_map__fd(s->maps.grm_regs), bpf_map__fd(s->maps.grm_socks),
-                  bpf_map__fd(s->maps.grm_sk), bpf_map__fd(s->maps.grm_dstats),
-                  bpf_program__fd(s->progs.grm_select_sk), bpf_map__fd(s->maps.grm_cbpf_progs),
-                  bpf_map__fd(s->maps.grm_cbpf_out)});
+    BpfKernel::Fds fds{};
+    fds.maps.fill(-1);
+    auto set_map = [&fds](MapId m, const bpf_map* map) {
+        fds.maps[static_cast<size_t>(m)] = bpf_map__fd(map);
+    };
+    set_map(MapId::groups, s->maps.grm_groups);
+    set_map(MapId::group_recs, s->maps.grm_group_recs);
+    set_map(MapId::ports, s->maps.grm_ports);
+    set_map(MapId::gids, s->maps.grm_gids);
+    set_map(MapId::slots, s->maps.grm_slots);
+    set_map(MapId::regs, s->maps.grm_regs);
+    set_map(MapId::socks, s->maps.grm_socks);
+    set_map(MapId::sk, s->maps.grm_sk);
+    set_map(MapId::flows, s->maps.grm_flows);
+    set_map(MapId::stats, s->maps.grm_stats);
+    set_map(MapId::dstats, s->maps.grm_dstats);
+    set_map(MapId::meta, s->maps.grm_meta);
+    set_map(MapId::cbpf_progs, s->maps.grm_cbpf_progs);
+    set_map(MapId::cbpf_out, s->maps.grm_cbpf_out);
+    fds.select_prog = bpf_program__fd(s->progs.grm_select_sk);
+    auto kernel = BpfKernel::borrow(fds); // the skeleton outlives it
+    if (!kernel) {
+        log::err("{}", kernel.error().message());
+        return 1;
+    }
+    Registry reg(*kernel);
     auto kept = reg.reload();
     if (!kept) {
         log::err("{}", kept.error().message());

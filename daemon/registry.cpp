@@ -6,18 +6,13 @@
 #include <string>
 #include <vector>
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <bpf/bpf.h>
-
 #include "cbpf.hpp"
-#include "groups.hpp"
 #include "log.hpp"
 #include "sys.hpp"
+#include "teardown.hpp"
 
 #ifndef PIDFD_THREAD
 #define PIDFD_THREAD O_EXCL
@@ -28,109 +23,70 @@ namespace {
 
 std::string key_str(const grm_group_key& k) { return sys::format_endpoint(sys::endpoint_of(k)); }
 
-/// Socket fds of a process, from /proc/PID/fd (no guessing at fd numbers, no gap limit).
-std::vector<int> socket_fds(const std::string& fd_dir)
-{
-    std::vector<int> out;
-    DIR* d = ::opendir(fd_dir.c_str());
-    if (!d)
-        return out;
-    while (dirent* e = ::readdir(d)) {
-        if (e->d_name[0] == '.')
-            continue;
-        char target[64] = {};
-        std::string path = fd_dir + "/" + e->d_name;
-        ssize_t n = ::readlink(path.c_str(), target, sizeof(target) - 1);
-        if (n > 0 && std::strncmp(target, "socket:", 7) == 0)
-            out.push_back(std::atoi(e->d_name));
-    }
-    ::closedir(d);
-    return out;
-}
+} // namespace
 
-/// Whether grmd runs in the initial pid namespace, whose pids the BPF hooks report (its
-/// namespace inode is fixed: PROC_PID_INIT_INO).
-bool in_initial_pidns()
-{
-    struct stat st{};
-    return ::stat("/proc/self/ns/pid", &st) != 0 || st.st_ino == 0xEFFFFFFCu;
-}
-
-/// A duplicate of the socket whose SO_COOKIE is `cookie`, among the socket fds of `pid`.
-std::optional<Fd> socket_of(pid_t pid, unsigned flags, const std::string& fd_dir, uint64_t cookie,
-                            Error& last)
-{
-    auto pidfd = sys::pidfd_open(pid, flags);
+/// A duplicate of the socket whose SO_COOKIE is `cookie`, among the socket fds of process
+/// tgid (tid 0) or of thread tid's fd table.
+std::optional<Fd> Registry::socket_of(pid_t tgid, pid_t tid, uint64_t cookie, Error& last) {
+    auto pidfd = tid ? k_.pidfd_open(tid, PIDFD_THREAD) : k_.pidfd_open(tgid, 0);
     if (!pidfd) {
         last = pidfd.error();
         return std::nullopt;
     }
-    for (int fd : socket_fds(fd_dir)) {
-        auto copy = sys::pidfd_getfd(pidfd->get(), fd);
+    for (int fd : k_.socket_fds(tgid, tid)) {
+        auto copy = k_.pidfd_getfd(pidfd->get(), fd);
         if (!copy) {
             last = copy.error();
             continue;
         }
         // The cookie is what makes this safe: a recycled pid or fd number can never hand us
         // another socket than the one that asked.
-        auto c = sys::socket_cookie(copy->get());
+        auto c = k_.socket_cookie(copy->get());
         if (c && *c == cookie)
             return std::move(*copy);
     }
     return std::nullopt;
 }
 
-} // namespace
-
-std::optional<grm_group> Registry::group(const grm_group_key& k)
-{
-    grm_group g{};
-    if (!read_group(m_.groups, m_.recs, k, &g))
-        return std::nullopt;
-    return g;
-}
-
 void Registry::bump_dstat(uint32_t gid, __u64 grm_dstats::*field, int64_t delta)
 {
     uint32_t i = gid % GRM_MAX_GROUPS;
-    grm_dstats d{};
-    if (bpf_map_lookup_elem(m_.dstats, &i, &d) != 0)
+    auto d = get<MapId::dstats>(k_, i);
+    if (!d)
         return;
-    d.*field = static_cast<__u64>(static_cast<int64_t>(d.*field) + delta);
-    bpf_map_update_elem(m_.dstats, &i, &d, BPF_ANY);
+    grm_dstats& v = *d;
+    v.*field = static_cast<__u64>(static_cast<int64_t>(v.*field) + delta);
+    (void)put<MapId::dstats>(k_, i, *d);
 }
 
 void Registry::critical(uint32_t gid, bool failing)
 {
     uint32_t i = gid % GRM_MAX_GROUPS;
-    grm_dstats d{};
-    if (bpf_map_lookup_elem(m_.dstats, &i, &d) != 0)
+    auto d = get<MapId::dstats>(k_, i);
+    if (!d)
         return;
     if (failing) {
-        d.socket_critical++;
-        d.socket_critical_gauge++;
+        d->socket_critical++;
+        d->socket_critical_gauge++;
     } else {
-        d.socket_critical_gauge = 0; // a registration in this group went through again
-        d.registered++;
+        d->socket_critical_gauge = 0; // a registration in this group went through again
+        d->registered++;
     }
-    bpf_map_update_elem(m_.dstats, &i, &d, BPF_ANY);
+    (void)put<MapId::dstats>(k_, i, *d);
 }
 
 Result<size_t> Registry::reload()
 {
     regs_.clear();
     used_.clear();
-    uint64_t key = 0, next = 0;
-    uint64_t* prev = nullptr;
-    while (bpf_map_get_next_key(m_.regs, prev, &next) == 0) {
-        grm_reg r{};
-        if (bpf_map_lookup_elem(m_.regs, &next, &r) == 0) {
-            regs_[next] = r;
-            used_.insert({{r.gid, r.slot}, r.idx});
+    auto walked = for_each_key<MapId::regs>(k_, [this](const __u64& cookie) {
+        if (auto r = get<MapId::regs>(k_, cookie)) {
+            regs_[cookie] = *r;
+            used_.insert({{r->gid, r->slot}, r->idx});
         }
-        key = next;
-        prev = &key;
-    }
+    });
+    if (!walked)
+        return unexpected(walked.error());
     sweep();
     return regs_.size();
 }
@@ -139,16 +95,14 @@ size_t Registry::sweep()
 {
     std::vector<uint64_t> dead, removed;
     for (const auto& [cookie, r] : regs_) {
-        uint64_t v = 0;
-        grm_reg still{};
         // `grmctl delete` removed the group: its registrations went with it.
-        if (bpf_map_lookup_elem(m_.regs, &cookie, &still) != 0 && errno == ENOENT) {
+        if (auto still = get<MapId::regs>(k_, cookie); !still && still.error().code == ENOENT) {
             removed.push_back(cookie);
             continue;
         }
         // The kernel drops a closed socket from every SOCKHASH; a lookup from user space
         // answers its cookie while it lives.
-        if (bpf_map_lookup_elem(m_.socks, &cookie, &v) != 0 && errno == ENOENT)
+        if (auto v = get<MapId::socks>(k_, cookie); !v && v.error().code == ENOENT)
             dead.push_back(cookie);
     }
     for (uint64_t c : removed)
@@ -174,8 +128,8 @@ void Registry::forget(uint64_t cookie)
         return;
     const grm_reg& r = it->second;
     uint64_t idx_key = grm_sock_idx_key(r.gid, r.slot, r.idx);
-    bpf_map_delete_elem(m_.socks, &idx_key); // gone already if the socket closed
-    bpf_map_delete_elem(m_.regs, &cookie);
+    (void)erase<MapId::socks>(k_, idx_key); // gone already if the socket closed
+    (void)erase<MapId::regs>(k_, cookie);
     used_.erase({{r.gid, r.slot}, r.idx});
     regs_.erase(it);
 }
@@ -187,69 +141,54 @@ void Registry::forget(uint64_t cookie)
 void Registry::write_slot(SlotId id, std::optional<uint32_t> new_gen)
 {
     uint32_t i = (id.first % GRM_MAX_GROUPS) * GRM_MAX_SLOTS + id.second % GRM_MAX_SLOTS;
-    grm_slot_state s{};
-    if (bpf_map_lookup_elem(m_.slots, &i, &s) != 0)
+    auto cur = get<MapId::slots>(k_, i);
+    if (!cur)
         return;
-    if (new_gen)
-        s.gen = *new_gen;
+    const grm_slot_state& s = *cur;
+    const uint32_t gen = new_gen.value_or(s.gen);
     std::vector<uint32_t> live;
     for (const auto& [cookie, r] : regs_)
-        if (r.gid == id.first && r.slot == id.second && r.gen == s.gen)
+        if (r.gid == id.first && r.slot == id.second && r.gen == gen)
             live.push_back(r.idx);
     std::sort(live.begin(), live.end());
     // Readers never lock: shrink n_live before the entries move and grow it after, so a
     // packet reads at worst a stale index, which selection skips.
     uint32_t n = static_cast<uint32_t>(live.size());
     grm_slot_state next = s;
+    next.gen = gen;
     next.n_live = std::min(n, s.n_live);
     for (uint32_t k = 0; k < n; k++)
         next.live[k] = static_cast<uint8_t>(live[k]);
     if (next.n_live != s.n_live || s.gen != next.gen)
-        bpf_map_update_elem(m_.slots, &i, &next, BPF_ANY);
+        (void)put<MapId::slots>(k_, i, next);
     next.n_live = n;
-    bpf_map_update_elem(m_.slots, &i, &next, BPF_ANY);
+    (void)put<MapId::slots>(k_, i, next);
 }
 
 Result<Fd> Registry::find_socket(const grm_event& ev)
 {
     // The fd table of the thread that called setsockopt is its process's, unless it was
     // unshared: look in the process first, then in the thread.
-    struct Where {
-        pid_t pid;
-        unsigned flags;
-        std::string dir;
-    } places[] = {
-        {static_cast<pid_t>(ev.tgid), 0, "/proc/" + std::to_string(ev.tgid) + "/fd"},
-        {static_cast<pid_t>(ev.tid), PIDFD_THREAD,
-         "/proc/" + std::to_string(ev.tgid) + "/task/" + std::to_string(ev.tid) + "/fd"},
-    };
+    const auto tgid = static_cast<pid_t>(ev.tgid), tid = static_cast<pid_t>(ev.tid);
     Error last{ESRCH, "process " + std::to_string(ev.tgid) + " is gone"};
-    for (const auto& w : places) {
-        if (&w != &places[0] && ev.tid == ev.tgid)
+    for (pid_t thread : {pid_t{0}, tid}) {
+        if (thread != 0 && tid == tgid)
             break;
-        if (auto s = socket_of(w.pid, w.flags, w.dir, ev.so_cookie, last))
+        if (auto s = socket_of(tgid, thread, ev.so_cookie, last))
             return std::move(*s);
         if (last.code != ESRCH)
-            last = Error{ENOENT, fmt::format("socket 0x{:x} not among the fds of {}",
-                                             ev.so_cookie, w.pid)};
+            last = Error{ENOENT, fmt::format("socket 0x{:x} not among the fds of {}", ev.so_cookie,
+                                             thread ? thread : tgid)};
     }
     // grmd in a container (systemd as its PID 1): the hooks name the caller by its pid in the
     // initial pid namespace, which this /proc does not show. Look for the cookie in every
     // process we can see; the apps grmd serves there are in its namespace. Only there: in
     // the initial namespace the pid is exact, and a scan per failed registration would let
     // any app make grmd walk every process.
-    if (DIR* d = in_initial_pidns() ? nullptr : ::opendir("/proc")) {
-        std::vector<pid_t> pids;
-        while (dirent* e = ::readdir(d))
-            if (e->d_name[0] >= '1' && e->d_name[0] <= '9')
-                pids.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
-        ::closedir(d);
+    if (!k_.in_initial_pidns()) {
         Error ignored;
-        for (pid_t pid : pids) {
-            if (pid == ::getpid())
-                continue;
-            if (auto s = socket_of(pid, 0, "/proc/" + std::to_string(pid) + "/fd", ev.so_cookie,
-                                   ignored)) {
+        for (pid_t pid : k_.other_pids()) {
+            if (auto s = socket_of(pid, 0, ev.so_cookie, ignored)) {
                 log::debug("socket 0x{:x} found in pid {} (the event said {})", ev.so_cookie, pid,
                            ev.tgid);
                 return std::move(*s);
@@ -261,7 +200,7 @@ Result<Fd> Registry::find_socket(const grm_event& ev)
 
 void Registry::on_register(const grm_event& ev)
 {
-    auto g = group(ev.key);
+    auto g = read_group(k_, ev.key);
     if (!g) {
         log::warning("{}: registration of socket 0x{:x} for a group that no longer exists",
                      key_str(ev.key), ev.so_cookie);
@@ -274,12 +213,13 @@ void Registry::on_register(const grm_event& ev)
         critical(g->gid, true);
         return;
     }
-    grm_sk st{};
-    int fd = sock->get();
-    if (bpf_map_lookup_elem(m_.sk, &fd, &st) != 0) {
+    const int fd = sock->get();
+    auto sk = get<MapId::sk>(k_, fd);
+    if (!sk) {
         log::warning("socket 0x{:x} has no grm state", ev.so_cookie);
         return;
     }
+    const grm_sk& st = *sk;
     if (st.gen != ev.gen) {
         log::debug("socket 0x{:x}: gen {} superseded by {}", ev.so_cookie, ev.gen, st.gen);
         return; // a later record carries the newer generation
@@ -307,20 +247,21 @@ void Registry::on_register(const grm_event& ev)
         return;
     }
 
-    if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &m_.select_prog,
-                     sizeof(m_.select_prog)) != 0) {
+    if (auto a = k_.attach_select(fd); !a) {
         log::warning("attach reuseport program to socket 0x{:x}: {}", ev.so_cookie,
-                     std::strerror(errno));
+                     std::strerror(a.error().code));
         critical(gid, true);
         return;
     }
     uint64_t value = static_cast<uint64_t>(fd);
     uint64_t idx_key = grm_sock_idx_key(gid, slot, idx);
-    if (bpf_map_update_elem(m_.socks, &ev.so_cookie, &value, BPF_ANY) != 0 ||
-        bpf_map_update_elem(m_.socks, &idx_key, &value, BPF_ANY) != 0) {
+    auto ins = put<MapId::socks>(k_, ev.so_cookie, value);
+    if (ins)
+        ins = put<MapId::socks>(k_, idx_key, value);
+    if (!ins) {
         log::warning("insert socket 0x{:x} into grm_socks: {}", ev.so_cookie,
-                     std::strerror(errno));
-        bpf_map_delete_elem(m_.socks, &ev.so_cookie);
+                     std::strerror(ins.error().code));
+        (void)erase<MapId::socks>(k_, ev.so_cookie);
         critical(gid, true);
         return;
     }
@@ -331,15 +272,16 @@ void Registry::on_register(const grm_event& ev)
     r.slot = slot;
     r.idx = idx;
     r.app = st.app;
-    r.registered_ns = sys::monotonic_ns();
+    r.registered_ns = k_.now_ns();
     regs_[ev.so_cookie] = r;
     used_.insert({id, idx});
 
     // The slot first, the registration last: once getsockopt shows the index, the socket
     // already takes new flows if its generation is the working one.
     write_slot(id, ev.gen);
-    if (bpf_map_update_elem(m_.regs, &ev.so_cookie, &r, BPF_ANY) != 0)
-        log::warning("write registration of 0x{:x}: {}", ev.so_cookie, std::strerror(errno));
+    if (auto w = put<MapId::regs>(k_, ev.so_cookie, r); !w)
+        log::warning("write registration of 0x{:x}: {}", ev.so_cookie,
+                     std::strerror(w.error().code));
     critical(gid, false);
     log::info("{}: socket 0x{:x} of pid {} registered: gen {} slot {} idx {} cookie 0x{:04x}",
               key_str(ev.key), ev.so_cookie, ev.tgid, ev.gen, slot, idx, grm_cookie(slot, idx));
@@ -347,17 +289,16 @@ void Registry::on_register(const grm_event& ev)
 
 void Registry::sync_cbpf()
 {
-    grm_group_key key{}, next{};
-    grm_group_key* prev = nullptr;
+    // A failed walk leaves the rest to the next sweep; a key seen twice finds its program
+    // in place the second time.
+    std::vector<grm_group_key> keys;
+    (void)for_each_key<MapId::groups>(k_, [&keys](const grm_group_key& k) { keys.push_back(k); });
     std::set<uint32_t> present;
-    for (int guard = 0; guard < 2 * GRM_MAX_GROUPS &&
-                        bpf_map_get_next_key(m_.groups, prev, &next) == 0;
-         guard++) {
-        key = next;
-        prev = &key;
-        grm_group g{};
-        if (!read_group(m_.groups, m_.recs, key, &g) || g.type != DISSECTOR_CBPF)
+    for (const grm_group_key& key : keys) {
+        auto rec = read_group(k_, key);
+        if (!rec || rec->type != DISSECTOR_CBPF)
             continue;
+        const grm_group& g = *rec;
         present.insert(g.gid);
         auto done = cbpf_loaded_.find(g.gid);
         if (done != cbpf_loaded_.end() && std::memcmp(&done->second, &key, sizeof(key)) == 0)
@@ -374,22 +315,21 @@ void Registry::sync_cbpf()
             fail(v.error().message());
             continue;
         }
-        auto insns = cbpf::translate(
-            prog, cbpf::reuseport_target(m_.cbpf_out, m_.cbpf_progs, GRM_CBPF_DISPATCH));
+        auto insns = cbpf::translate(prog, k_.cbpf_target());
         if (!insns) {
             fail(insns.error().message());
             continue;
         }
         std::string verifier;
-        auto fd = cbpf::load(*insns, BPF_PROG_TYPE_SK_REUSEPORT, &verifier);
+        auto fd = k_.load_cbpf(*insns, &verifier);
         if (!fd) {
             fail(fd.error().message() + "\n" + verifier);
             continue;
         }
-        uint32_t slot = g.gid;
-        int pfd = fd->get();
-        if (bpf_map_update_elem(m_.cbpf_progs, &slot, &pfd, BPF_ANY) != 0) {
-            fail(std::string("prog array: ") + std::strerror(errno));
+        const uint32_t slot = g.gid;
+        const auto pfd = static_cast<__u32>(fd->get());
+        if (auto r = put<MapId::cbpf_progs>(k_, slot, pfd); !r) {
+            fail(std::string("prog array: ") + std::strerror(r.error().code));
             continue;
         }
         cbpf_loaded_[g.gid] = key;

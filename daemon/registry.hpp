@@ -6,24 +6,22 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <string>
 #include <utility>
 
 #include "fd.hpp"
 #include "grm/abi.h"
 #include "grm/result.hpp"
+#include "kernel.hpp"
 
 namespace grm::daemon {
 
-/// File descriptors of the maps and the reuseport program; borrowed from the skeleton.
-struct MapFds {
-    int groups, recs, slots, regs, socks, sk, dstats, select_prog, cbpf_progs, cbpf_out;
-};
-
 /// Mirrors grm_regs and grm_slots. Everything it knows is in pinned maps, so a new daemon
-/// rebuilds it with reload() and carries on. Single-threaded: the event loop owns it.
+/// rebuilds it with reload() and carries on. Single-threaded: the event loop owns it. Reaches
+/// the kernel only through k, which must outlive it.
 class Registry {
 public:
-    explicit Registry(MapFds m) : m_(m) {}
+    explicit Registry(Kernel& k) : k_(k) {}
 
     /// Reads the registrations a previous daemon left, then sweeps closed sockets.
     Result<size_t> reload();
@@ -43,13 +41,13 @@ private:
 
     void on_register(const grm_event& ev);
     Result<Fd> find_socket(const grm_event& ev);
-    std::optional<grm_group> group(const grm_group_key& k);
+    std::optional<Fd> socket_of(pid_t pid, pid_t tid, uint64_t cookie, Error& last);
     void forget(uint64_t cookie);
     void write_slot(SlotId id, std::optional<uint32_t> new_gen);
     void critical(uint32_t gid, bool failing);
     void bump_dstat(uint32_t gid, __u64 grm_dstats::*field, int64_t delta);
 
-    MapFds m_;
+    Kernel& k_;
     std::map<uint64_t, grm_reg> regs_;            // by SO_COOKIE
     std::set<std::pair<SlotId, uint32_t>> used_;  // (slot, idx) taken by a registered socket
     std::map<uint32_t, grm_group_key> cbpf_loaded_; // gid -> group whose program is in place

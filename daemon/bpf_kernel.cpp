@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: MIT
+#include "bpf_kernel.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <dirent.h>
+#include <unistd.h>
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fmt/core.h>
+
+#include "pins.hpp"
+#include "sys.hpp"
+
+namespace grm::daemon {
+namespace {
+
+/// Numeric entries of a /proc directory (pids, fd numbers), with readdir's order.
+template <typename F>
+void for_each_number(const std::string& dir, F&& f) {
+    DIR* d = ::opendir(dir.c_str());
+    if (!d)
+        return;
+    while (dirent* e = ::readdir(d))
+        if (e->d_name[0] >= '0' && e->d_name[0] <= '9')
+            f(e->d_name);
+    ::closedir(d);
+}
+
+} // namespace
+
+Result<BpfKernel> BpfKernel::borrow(const Fds& fds) {
+    BpfKernel k;
+    k.fds_ = fds;
+    if (auto r = k.fill_info(); !r)
+        return unexpected(r.error());
+    return k;
+}
+
+Result<BpfKernel> BpfKernel::open_pinned(const std::string& dir, std::span<const Pin> pins,
+                                         std::string_view reader) {
+    BpfKernel k;
+    k.fds_.maps.fill(-1);
+    k.pin_dir_ = dir;
+    for (const Pin& p : pins) {
+        const MapShape& s = shape_of(p.map);
+        std::string path = pins::map(dir, s.name);
+        int fd = bpf_obj_get(path.c_str());
+        if (fd < 0) {
+            if (p.optional && errno == ENOENT)
+                continue;
+            return errno_error("cannot open " + path);
+        }
+        k.owned_[idx(p.map)] = Fd(fd);
+        k.fds_.maps[idx(p.map)] = fd;
+        bpf_map_info info{};
+        __u32 len = sizeof(info);
+        if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0)
+            return errno_error("cannot inspect " + path);
+        if (info.key_size != s.key_size || info.value_size != s.value_size)
+            return unexpected(EPROTO,
+                              fmt::format("{} has key/value sizes {}/{}, this {} reads {}/{} "
+                                          "(state of another grm version?)",
+                                          path, info.key_size, info.value_size, reader, s.key_size,
+                                          s.value_size));
+        k.max_entries_[idx(p.map)] = info.max_entries;
+    }
+    int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0)
+        return unexpected(ncpu < 0 ? -ncpu : EINVAL, "count possible CPUs");
+    k.ncpu_ = ncpu;
+    return k;
+}
+
+Result<void> BpfKernel::fill_info() {
+    for (size_t i = 0; i < kMapCount; i++) {
+        if (fds_.maps[i] < 0)
+            continue;
+        bpf_map_info info{};
+        __u32 len = sizeof(info);
+        if (bpf_obj_get_info_by_fd(fds_.maps[i], &info, &len) != 0)
+            return errno_error(fmt::format("inspect map {}", kMapShapes[i].name));
+        max_entries_[i] = info.max_entries;
+    }
+    int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0)
+        return unexpected(ncpu < 0 ? -ncpu : EINVAL, "count possible CPUs");
+    ncpu_ = ncpu;
+    return {};
+}
+
+std::string BpfKernel::where(MapId m) const {
+    const char* name = shape_of(m).name;
+    return pin_dir_.empty() ? std::string(name) : pins::map(pin_dir_, name);
+}
+
+Result<void> BpfKernel::lookup(MapId m, const void* key, void* value) {
+    if (bpf_map_lookup_elem(fd(m), key, value) != 0)
+        return errno_error("lookup " + where(m));
+    return {};
+}
+
+Result<void> BpfKernel::update(MapId m, const void* key, const void* value) {
+    if (bpf_map_update_elem(fd(m), key, value, BPF_ANY) != 0)
+        return errno_error("update " + where(m));
+    return {};
+}
+
+Result<void> BpfKernel::erase(MapId m, const void* key) {
+    if (bpf_map_delete_elem(fd(m), key) != 0)
+        return errno_error("delete from " + where(m));
+    return {};
+}
+
+Result<void> BpfKernel::next_key(MapId m, const void* key, void* next) {
+    if (bpf_map_get_next_key(fd(m), key, next) != 0)
+        return errno_error("walk " + where(m));
+    return {};
+}
+
+Result<Fd> BpfKernel::pidfd_open(pid_t pid, unsigned flags) {
+    return sys::pidfd_open(pid, flags);
+}
+
+Result<Fd> BpfKernel::pidfd_getfd(int pidfd, int target) {
+    return sys::pidfd_getfd(pidfd, target);
+}
+
+Result<uint64_t> BpfKernel::socket_cookie(int fd) {
+    return sys::socket_cookie(fd);
+}
+
+// From /proc/PID/fd: no guessing at fd numbers, no gap limit.
+std::vector<int> BpfKernel::socket_fds(pid_t tgid, pid_t tid) {
+    std::string dir = "/proc/" + std::to_string(tgid);
+    if (tid != 0)
+        dir += "/task/" + std::to_string(tid);
+    dir += "/fd";
+    std::vector<int> out;
+    for_each_number(dir, [&](const char* name) {
+        char target[64] = {};
+        std::string path = dir + "/" + name;
+        ssize_t n = ::readlink(path.c_str(), target, sizeof(target) - 1);
+        if (n > 0 && std::strncmp(target, "socket:", 7) == 0)
+            out.push_back(std::atoi(name));
+    });
+    return out;
+}
+
+std::vector<pid_t> BpfKernel::other_pids() {
+    std::vector<pid_t> pids;
+    const pid_t self = ::getpid();
+    for_each_number("/proc", [&](const char* name) {
+        auto pid = static_cast<pid_t>(std::atoi(name));
+        if (pid > 0 && pid != self)
+            pids.push_back(pid);
+    });
+    return pids;
+}
+
+// The initial pid namespace's inode is fixed: PROC_PID_INIT_INO.
+bool BpfKernel::in_initial_pidns() {
+    struct stat st {};
+    return ::stat("/proc/self/ns/pid", &st) != 0 || st.st_ino == 0xEFFFFFFCu;
+}
+
+Result<void> BpfKernel::attach_select(int fd) {
+    if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &fds_.select_prog,
+                     sizeof(fds_.select_prog)) != 0)
+        return errno_error("attach reuseport program");
+    return {};
+}
+
+cbpf::Target BpfKernel::cbpf_target() const {
+    return cbpf::reuseport_target(fd(MapId::cbpf_out), fd(MapId::cbpf_progs), GRM_CBPF_DISPATCH);
+}
+
+Result<Fd> BpfKernel::load_cbpf(std::span<const bpf_insn> insns, std::string* log) {
+    return cbpf::load(insns, BPF_PROG_TYPE_SK_REUSEPORT, log);
+}
+
+uint64_t BpfKernel::now_ns() {
+    return sys::monotonic_ns();
+}
+
+} // namespace grm::daemon

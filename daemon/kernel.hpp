@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: MIT
+// The seam between grm's daemon-side logic and the kernel: every map read or write, pidfd,
+// SO_COOKIE, /proc walk and clock read the registry and group teardown make goes through
+// grm::daemon::Kernel. BpfKernel (bpf_kernel.hpp) is the real one; the unit tests use an
+// in-memory fake (tests/unit/registry_test.cpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <linux/bpf.h>
+#include <sys/types.h>
+
+#include "cbpf.hpp"
+#include "fd.hpp"
+#include "grm/abi.h"
+#include "grm/result.hpp"
+
+namespace grm::daemon {
+
+/// The pinned maps the daemon side reads or writes, named by what they hold.
+enum class MapId : uint8_t {
+    groups,     ///< grm_groups: group key -> gid
+    group_recs, ///< grm_group_recs: gid -> group record
+    ports,      ///< grm_ports: local port -> gid + 1 (the packet path's index)
+    gids,       ///< grm_gids: gid -> in use
+    slots,      ///< grm_slots: gid * GRM_MAX_SLOTS + slot -> sockets for new flows
+    regs,       ///< grm_regs: SO_COOKIE -> registration
+    socks,      ///< grm_socks: SO_COOKIE or grm_sock_idx_key -> socket (SOCKHASH)
+    sk,         ///< grm_sk: socket fd -> per-socket state (SK_STORAGE)
+    flows,      ///< grm_flows: FLOW table
+    stats,      ///< grm_stats: gid -> BPF counters (per CPU)
+    dstats,     ///< grm_dstats: gid -> daemon counters
+    meta,       ///< grm_meta: ABI version and creator
+    cbpf_progs, ///< grm_cbpf_progs: gid -> translated cBPF program (PROG_ARRAY)
+    cbpf_out,   ///< grm_cbpf_out: the translated programs' outcome (per CPU)
+};
+inline constexpr size_t kMapCount = static_cast<size_t>(MapId::cbpf_out) + 1;
+
+/// Key and value types of each map, for the typed helpers below.
+template <MapId M>
+struct MapTypes;
+#define GRM_MAP_TYPES(id, K, V)                                                                    \
+    template <>                                                                                    \
+    struct MapTypes<MapId::id> {                                                                   \
+        using Key = K;                                                                             \
+        using Value = V;                                                                           \
+    }
+GRM_MAP_TYPES(groups, grm_group_key, __u32);
+GRM_MAP_TYPES(group_recs, __u32, grm_group);
+GRM_MAP_TYPES(ports, __u32, __u32);
+GRM_MAP_TYPES(gids, __u32, __u32);
+GRM_MAP_TYPES(slots, __u32, grm_slot_state);
+GRM_MAP_TYPES(regs, __u64, grm_reg);
+GRM_MAP_TYPES(socks, __u64, __u64);
+GRM_MAP_TYPES(sk, int, grm_sk);
+GRM_MAP_TYPES(flows, grm_flow_key, grm_flow);
+GRM_MAP_TYPES(stats, __u32, grm_stats); // per CPU: see percpu_value_size()
+GRM_MAP_TYPES(dstats, __u32, grm_dstats);
+GRM_MAP_TYPES(meta, __u32, grm_meta);
+GRM_MAP_TYPES(cbpf_progs, __u32, __u32);
+GRM_MAP_TYPES(cbpf_out, __u32, grm_cbpf_out); // per CPU
+#undef GRM_MAP_TYPES
+
+/// A map's pin name and the key/value sizes abi.h gives it (per-CPU maps: one CPU's value).
+struct MapShape {
+    const char* name;
+    uint32_t key_size, value_size;
+    bool per_cpu;
+};
+
+namespace detail {
+template <MapId M>
+constexpr MapShape shape(const char* name, bool per_cpu = false) {
+    return {name, sizeof(typename MapTypes<M>::Key), sizeof(typename MapTypes<M>::Value), per_cpu};
+}
+} // namespace detail
+
+/// Indexed by MapId.
+inline constexpr MapShape kMapShapes[kMapCount] = {
+    detail::shape<MapId::groups>("grm_groups"),
+    detail::shape<MapId::group_recs>("grm_group_recs"),
+    detail::shape<MapId::ports>("grm_ports"),
+    detail::shape<MapId::gids>("grm_gids"),
+    detail::shape<MapId::slots>("grm_slots"),
+    detail::shape<MapId::regs>("grm_regs"),
+    detail::shape<MapId::socks>("grm_socks"),
+    detail::shape<MapId::sk>("grm_sk"),
+    detail::shape<MapId::flows>("grm_flows"),
+    detail::shape<MapId::stats>("grm_stats", true),
+    detail::shape<MapId::dstats>("grm_dstats"),
+    detail::shape<MapId::meta>("grm_meta"),
+    detail::shape<MapId::cbpf_progs>("grm_cbpf_progs"),
+    detail::shape<MapId::cbpf_out>("grm_cbpf_out", true),
+};
+
+constexpr const MapShape& shape_of(MapId m) {
+    return kMapShapes[static_cast<size_t>(m)];
+}
+
+/// Bytes of a per-CPU map value as the bpf() syscall moves it: one value per possible CPU,
+/// each rounded up to 8 bytes.
+constexpr size_t percpu_value_size(size_t value_size, int ncpu) {
+    return static_cast<size_t>(ncpu) * ((value_size + 7) / 8 * 8);
+}
+
+/// Everything the registry and group teardown ask of the kernel. Map calls take keys and
+/// values of the sizes in kMapShapes; errors carry the positive errno (ENOENT: no such key).
+/// Not thread-safe: one owner (grmd's event loop, or grmctl).
+class Kernel {
+public:
+    virtual ~Kernel() = default;
+
+    virtual Result<void> lookup(MapId m, const void* key, void* value) = 0;
+    /// BPF_ANY: creates or replaces.
+    virtual Result<void> update(MapId m, const void* key, const void* value) = 0;
+    virtual Result<void> erase(MapId m, const void* key) = 0;
+    /// The key after `key` (the first key for nullptr) into *next; ENOENT after the last.
+    virtual Result<void> next_key(MapId m, const void* key, void* next) = 0;
+    /// Whether the map is there (grmctl opens optional maps that older state lacks).
+    virtual bool has(MapId m) const = 0;
+    virtual uint32_t max_entries(MapId m) const = 0;
+    /// How the map is named in messages (its pin path, or its name).
+    virtual std::string where(MapId m) const = 0;
+    /// Possible CPUs: the number of values in a per-CPU map's lookup.
+    virtual int possible_cpus() const = 0;
+
+    /// pidfd of a process (flags 0) or, with PIDFD_THREAD, of one thread.
+    virtual Result<Fd> pidfd_open(pid_t pid, unsigned flags) = 0;
+    /// A duplicate of fd `target` of the process behind `pidfd`.
+    virtual Result<Fd> pidfd_getfd(int pidfd, int target) = 0;
+    virtual Result<uint64_t> socket_cookie(int fd) = 0;
+    /// Socket fd numbers of process tgid (tid 0), or of thread tid's own fd table.
+    virtual std::vector<int> socket_fds(pid_t tgid, pid_t tid) = 0;
+    /// Every process this /proc shows, except ourselves.
+    virtual std::vector<pid_t> other_pids() = 0;
+    /// Whether we run in the initial pid namespace, whose pids the BPF hooks report.
+    virtual bool in_initial_pidns() = 0;
+
+    /// Attaches grm_select_sk to the reuseport group of socket fd (SO_ATTACH_REUSEPORT_EBPF).
+    virtual Result<void> attach_select(int fd) = 0;
+    /// Where translated cBPF programs run (map fds embedded into their code).
+    virtual cbpf::Target cbpf_target() const = 0;
+    /// Loads a translated cBPF program; a verifier log goes to *log on failure.
+    virtual Result<Fd> load_cbpf(std::span<const bpf_insn> insns, std::string* log) = 0;
+
+    /// CLOCK_MONOTONIC in ns.
+    virtual uint64_t now_ns() = 0;
+};
+
+/// Typed map access: get<MapId::slots>(k, i) reads a grm_slot_state.
+template <MapId M>
+Result<typename MapTypes<M>::Value> get(Kernel& k, const typename MapTypes<M>::Key& key) {
+    static_assert(!shape_of(M).per_cpu, "per-CPU values need a buffer per CPU");
+    typename MapTypes<M>::Value v{};
+    if (auto r = k.lookup(M, &key, &v); !r)
+        return unexpected(r.error());
+    return v;
+}
+template <MapId M>
+Result<void> put(Kernel& k, const typename MapTypes<M>::Key& key,
+                 const typename MapTypes<M>::Value& v) {
+    static_assert(!shape_of(M).per_cpu, "per-CPU values need a buffer per CPU");
+    return k.update(M, &key, &v);
+}
+template <MapId M>
+Result<void> erase(Kernel& k, const typename MapTypes<M>::Key& key) {
+    return k.erase(M, &key);
+}
+
+/// Calls f(key) for each key of map M. A walk restarts from the first key when the previous
+/// one was deleted meanwhile, so churn could keep it going: it is bounded, and callers drop
+/// duplicates. The error names the map ("walk WHERE").
+template <MapId M, typename F>
+Result<void> for_each_key(Kernel& k, F&& f) {
+    using Key = typename MapTypes<M>::Key;
+    Key key{}, next{};
+    bool first = true;
+    const uint64_t bound = 2ull * k.max_entries(M) + 16;
+    for (uint64_t n = 0; n < bound; n++) {
+        if (auto r = k.next_key(M, first ? nullptr : &key, &next); !r) {
+            if (r.error().code == ENOENT)
+                return {};
+            return unexpected(r.error().code, "walk " + k.where(M));
+        }
+        f(next);
+        key = next;
+        first = false;
+    }
+    return {};
+}
+
+} // namespace grm::daemon

@@ -1,0 +1,527 @@
+// SPDX-License-Identifier: MIT
+// The registry's state machine and group teardown on FakeKernel: maps in memory, processes
+// as fd tables of socket cookies. No root, no BPF.
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <fcntl.h>
+#include <map>
+#include <set>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <catch2/catch.hpp>
+
+#include "kernel.hpp"
+#include "registry.hpp"
+#include "teardown.hpp"
+
+namespace {
+
+using namespace grm;
+using namespace grm::daemon;
+
+/// Kernel in memory. Hash maps hold what was written; array maps answer zeros for unwritten
+/// indexes below max_entries, like the kernel's. grm_socks takes a socket fd and answers its
+/// cookie; grm_sk is keyed by fd but stores per socket. Fds it hands out are real (/dev/null)
+/// so that grm::Fd can own them, and are mapped to the fake socket they stand for.
+class FakeKernel final : public Kernel {
+public:
+    using Bytes = std::vector<uint8_t>;
+
+    std::map<pid_t, std::map<int, uint64_t>> fd_tables; ///< pid -> fd number -> SO_COOKIE
+    std::map<uint64_t, grm_sk> sk_state;                ///< SO_COOKIE -> grm_sk
+    std::set<uint64_t> attached;                        ///< sockets with grm_select_sk
+    int cbpf_loads = 0;
+    int fail_update_errno = 0;               ///< nonzero: every update fails with it
+    std::vector<grm_slot_state> slot_writes; ///< every grm_slots update, in order
+
+    FakeKernel() {
+        for (size_t i = 0; i < kMapCount; i++)
+            present_[i] = true;
+    }
+
+    static Bytes bytes(const void* p, size_t n) {
+        auto* b = static_cast<const uint8_t*>(p);
+        return Bytes(b, b + n);
+    }
+
+    size_t value_size(MapId m) const {
+        const MapShape& s = shape_of(m);
+        return s.per_cpu ? percpu_value_size(s.value_size, possible_cpus()) : s.value_size;
+    }
+    static bool is_array(MapId m) {
+        switch (m) {
+        case MapId::group_recs:
+        case MapId::ports:
+        case MapId::gids:
+        case MapId::slots:
+        case MapId::stats:
+        case MapId::dstats:
+        case MapId::meta:
+        case MapId::cbpf_out:
+            return true;
+        default:
+            return false;
+        }
+    }
+    std::map<Bytes, Bytes>& map(MapId m) { return maps_[static_cast<size_t>(m)]; }
+    size_t entries(MapId m) { return map(m).size(); }
+    void remove_map(MapId m) { present_[static_cast<size_t>(m)] = false; }
+
+    /// The socket closes: the kernel drops it from the SOCKHASH under every key.
+    void close_socket(uint64_t cookie) {
+        std::erase_if(map(MapId::socks), [&](const auto& e) {
+            uint64_t c = 0;
+            std::memcpy(&c, e.second.data(), sizeof(c));
+            return c == cookie;
+        });
+    }
+
+    Result<void> lookup(MapId m, const void* key, void* value) override {
+        if (m == MapId::sk) {
+            auto s = sk_state.find(cookie_of_fd(*static_cast<const int*>(key)));
+            if (s == sk_state.end())
+                return unexpected(ENOENT, "sk");
+            std::memcpy(value, &s->second, sizeof(grm_sk));
+            return {};
+        }
+        Bytes k = bytes(key, shape_of(m).key_size);
+        auto it = map(m).find(k);
+        if (it != map(m).end()) {
+            std::memcpy(value, it->second.data(), it->second.size());
+            return {};
+        }
+        if (is_array(m) && index(k) < max_entries(m)) {
+            std::memset(value, 0, value_size(m));
+            return {};
+        }
+        return unexpected(ENOENT, shape_of(m).name);
+    }
+
+    Result<void> update(MapId m, const void* key, const void* value) override {
+        if (fail_update_errno)
+            return unexpected(fail_update_errno, "injected");
+        Bytes k = bytes(key, shape_of(m).key_size);
+        if (is_array(m) && index(k) >= max_entries(m))
+            return unexpected(E2BIG, shape_of(m).name);
+        Bytes v = bytes(value, value_size(m));
+        if (m == MapId::socks) { // value: a socket fd; stored as the socket
+            uint64_t fd = 0;
+            std::memcpy(&fd, value, sizeof(fd));
+            uint64_t cookie = cookie_of_fd(static_cast<int>(fd));
+            if (!cookie)
+                return unexpected(EBADF, "socks");
+            v = bytes(&cookie, sizeof(cookie));
+        }
+        if (m == MapId::slots) {
+            grm_slot_state s{};
+            std::memcpy(&s, value, sizeof(s));
+            slot_writes.push_back(s);
+        }
+        map(m)[k] = v;
+        return {};
+    }
+
+    Result<void> erase(MapId m, const void* key) override {
+        if (is_array(m))
+            return unexpected(EINVAL, shape_of(m).name);
+        if (map(m).erase(bytes(key, shape_of(m).key_size)) == 0)
+            return unexpected(ENOENT, shape_of(m).name);
+        return {};
+    }
+
+    Result<void> next_key(MapId m, const void* key, void* next) override {
+        auto& mm = map(m);
+        auto it = mm.begin();
+        if (key) {
+            auto at = mm.find(bytes(key, shape_of(m).key_size));
+            it = at == mm.end() ? mm.begin() : std::next(at); // gone: restart, like a hash
+        }
+        if (it == mm.end())
+            return unexpected(ENOENT, "end");
+        std::memcpy(next, it->first.data(), it->first.size());
+        return {};
+    }
+
+    bool has(MapId m) const override { return present_[static_cast<size_t>(m)]; }
+    uint32_t max_entries(MapId m) const override {
+        switch (m) {
+        case MapId::group_recs:
+        case MapId::gids:
+        case MapId::dstats:
+            return GRM_MAX_GROUPS;
+        case MapId::stats:
+            return GRM_MAX_GROUPS + 1;
+        case MapId::slots:
+            return GRM_MAX_GROUPS * GRM_MAX_SLOTS;
+        case MapId::ports:
+            return 65536;
+        case MapId::meta:
+        case MapId::cbpf_out:
+            return 1;
+        case MapId::cbpf_progs:
+            return GRM_CBPF_PROGS;
+        default:
+            return 65536;
+        }
+    }
+    std::string where(MapId m) const override { return shape_of(m).name; }
+    int possible_cpus() const override { return 2; }
+
+    Result<Fd> pidfd_open(pid_t pid, unsigned) override {
+        if (!fd_tables.count(pid))
+            return unexpected(ESRCH, "pidfd_open");
+        Fd fd = open_fd();
+        pidfds_[fd.get()] = pid;
+        return fd;
+    }
+    Result<Fd> pidfd_getfd(int pidfd, int target) override {
+        auto& table = fd_tables[pidfds_.at(pidfd)];
+        auto it = table.find(target);
+        if (it == table.end())
+            return unexpected(EBADF, "pidfd_getfd");
+        Fd fd = open_fd();
+        dups_[fd.get()] = it->second;
+        return fd;
+    }
+    Result<uint64_t> socket_cookie(int fd) override {
+        if (uint64_t c = cookie_of_fd(fd))
+            return c;
+        return unexpected(ENOTSOCK, "SO_COOKIE");
+    }
+    std::vector<int> socket_fds(pid_t tgid, pid_t) override {
+        std::vector<int> out;
+        for (const auto& [fd, cookie] : fd_tables[tgid])
+            out.push_back(fd);
+        return out;
+    }
+    std::vector<pid_t> other_pids() override { return {}; }
+    bool in_initial_pidns() override { return true; }
+
+    Result<void> attach_select(int fd) override {
+        attached.insert(cookie_of_fd(fd));
+        return {};
+    }
+    cbpf::Target cbpf_target() const override {
+        return cbpf::reuseport_target(100, 101, GRM_CBPF_DISPATCH);
+    }
+    Result<Fd> load_cbpf(std::span<const bpf_insn>, std::string*) override {
+        cbpf_loads++;
+        return open_fd();
+    }
+    uint64_t now_ns() override { return ++now_; }
+
+private:
+    static uint64_t index(const Bytes& k) {
+        uint32_t i = 0;
+        std::memcpy(&i, k.data(), sizeof(i));
+        return i;
+    }
+    static Fd open_fd() { return Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
+    uint64_t cookie_of_fd(int fd) const {
+        auto it = dups_.find(fd);
+        return it == dups_.end() ? 0 : it->second;
+    }
+
+    std::array<std::map<Bytes, Bytes>, kMapCount> maps_;
+    std::array<bool, kMapCount> present_{};
+    std::map<int, pid_t> pidfds_;
+    std::map<int, uint64_t> dups_; ///< fd number we handed out -> SO_COOKIE
+    uint64_t now_ = 0;
+};
+
+constexpr pid_t kPid = 100;
+
+grm_group_key key_of(uint16_t port) {
+    grm_group_key k{};
+    k.family = AF_INET;
+    k.port = htons(port);
+    k.addr[0] = htonl(0x7f000001);
+    return k;
+}
+
+/// A live group as the setsockopt hook creates it: key -> gid, record, gid taken.
+grm_group make_group(FakeKernel& k, uint16_t port, uint32_t gid, uint32_t type = DISSECTOR_FLOW) {
+    grm_group g{};
+    g.key = key_of(port);
+    g.gid = gid;
+    g.type = type;
+    g.max_apps = 1;
+    g.flags = GRM_GROUP_F_LIVE;
+    REQUIRE(put<MapId::groups>(k, g.key, gid));
+    REQUIRE(put<MapId::group_recs>(k, gid, g));
+    REQUIRE(put<MapId::gids>(k, gid, 1));
+    REQUIRE(put<MapId::ports>(k, port, gid + 1));
+    return g;
+}
+
+/// A socket of kPid at fd number fd that set SOCKET_GEN gen.
+void make_socket(FakeKernel& k, int fd, uint64_t cookie, uint32_t gen, uint32_t app = 0) {
+    k.fd_tables[kPid][fd] = cookie;
+    grm_sk st{};
+    st.gen = gen;
+    st.app = app;
+    st.so_cookie = cookie;
+    k.sk_state[cookie] = st;
+}
+
+grm_event register_event(const grm_group& g, uint64_t cookie, uint32_t gen) {
+    grm_event ev{};
+    ev.type = GRM_EV_REGISTER;
+    ev.gid = g.gid;
+    ev.key = g.key;
+    ev.so_cookie = cookie;
+    ev.tgid = kPid;
+    ev.tid = kPid;
+    ev.gen = gen;
+    return ev;
+}
+
+grm_slot_state slot_of(FakeKernel& k, uint32_t gid, uint32_t slot) {
+    auto s = get<MapId::slots>(k, gid * GRM_MAX_SLOTS + slot);
+    REQUIRE(s);
+    return *s;
+}
+
+std::vector<uint32_t> live_of(const grm_slot_state& s) {
+    return std::vector<uint32_t>(s.live, s.live + s.n_live);
+}
+
+grm_dstats dstats_of(FakeKernel& k, uint32_t gid) {
+    auto d = get<MapId::dstats>(k, gid);
+    REQUIRE(d);
+    return *d;
+}
+
+bool has_sock(FakeKernel& k, uint64_t key) {
+    return get<MapId::socks>(k, key).has_value();
+}
+
+} // namespace
+
+TEST_CASE("registry: a registration goes from pending to registered", "[registry]") {
+    FakeKernel k;
+    Registry reg(k);
+    const grm_group g = make_group(k, 4433, 3);
+    const uint32_t slot = grm_slot(1, 0, 1);
+
+    SECTION("the socket is found by its cookie") {
+        make_socket(k, 7, 0xc1, 1);
+        k.fd_tables[kPid][5] = 0xdead;          // another socket of the process comes first
+        CHECK_FALSE(get<MapId::regs>(k, 0xc1)); // pending: getsockopt shows no index
+        reg.on_event(register_event(g, 0xc1, 1));
+
+        auto r = get<MapId::regs>(k, 0xc1);
+        REQUIRE(r);
+        CHECK(r->gid == 3);
+        CHECK(r->gen == 1);
+        CHECK(r->slot == slot);
+        CHECK(r->idx == 0);
+        CHECK(r->registered_ns != 0);
+        CHECK(reg.registered() == 1);
+        CHECK(k.attached == std::set<uint64_t>{0xc1});
+        CHECK(has_sock(k, 0xc1));
+        CHECK(has_sock(k, grm_sock_idx_key(3, slot, 0)));
+        grm_slot_state s = slot_of(k, 3, slot);
+        CHECK(s.gen == 1);
+        CHECK(live_of(s) == std::vector<uint32_t>{0});
+        CHECK(dstats_of(k, 3).registered == 1);
+        CHECK(dstats_of(k, 3).socket_critical == 0);
+
+        reg.on_event(register_event(g, 0xc1, 1)); // a repeated record changes nothing
+        CHECK(reg.registered() == 1);
+        CHECK(dstats_of(k, 3).registered == 1);
+    }
+    SECTION("a socket whose cookie no fd has stays pending and is counted") {
+        make_socket(k, 7, 0xc1, 1);
+        reg.on_event(register_event(g, 0xc2, 1));
+        CHECK(reg.registered() == 0);
+        CHECK_FALSE(get<MapId::regs>(k, 0xc2));
+        CHECK(k.entries(MapId::socks) == 0);
+        CHECK(dstats_of(k, 3).socket_critical == 1);
+        CHECK(dstats_of(k, 3).socket_critical_gauge == 1);
+
+        make_socket(k, 8, 0xc2, 1); // a later registration that succeeds clears the gauge
+        reg.on_event(register_event(g, 0xc2, 1));
+        CHECK(reg.registered() == 1);
+        CHECK(dstats_of(k, 3).socket_critical == 1);
+        CHECK(dstats_of(k, 3).socket_critical_gauge == 0);
+    }
+    SECTION("a process that is gone") {
+        grm_event ev = register_event(g, 0xc1, 1);
+        ev.tgid = ev.tid = 999;
+        reg.on_event(ev);
+        CHECK(reg.registered() == 0);
+        CHECK(dstats_of(k, 3).socket_critical == 1);
+    }
+    SECTION("a record superseded by a later SOCKET_GEN is skipped") {
+        make_socket(k, 7, 0xc1, 2);
+        reg.on_event(register_event(g, 0xc1, 1));
+        CHECK(reg.registered() == 0);
+        CHECK(k.entries(MapId::regs) == 0);
+    }
+    SECTION("a group that no longer exists") {
+        make_socket(k, 7, 0xc1, 1);
+        grm_event ev = register_event(g, 0xc1, 1);
+        ev.key = key_of(9);
+        reg.on_event(ev);
+        CHECK(reg.registered() == 0);
+        CHECK(k.attached.empty());
+    }
+    SECTION("a failed socket map insert leaves nothing behind") {
+        make_socket(k, 7, 0xc1, 1);
+        k.fail_update_errno = ENOMEM;
+        reg.on_event(register_event(g, 0xc1, 1));
+        k.fail_update_errno = 0;
+        CHECK(reg.registered() == 0);
+        CHECK(k.entries(MapId::socks) == 0);
+        CHECK(k.entries(MapId::regs) == 0);
+    }
+}
+
+TEST_CASE("registry: slot writes follow registrations and generation moves", "[registry]") {
+    FakeKernel k;
+    Registry reg(k);
+    const grm_group g = make_group(k, 4433, 5);
+    const uint32_t slot1 = grm_slot(1, 0, 1), slot2 = grm_slot(1, 0, 2);
+    for (uint64_t c = 1; c <= 3; c++) {
+        make_socket(k, static_cast<int>(10 + c), 0xa0 + c, 1);
+        reg.on_event(register_event(g, 0xa0 + c, 1));
+    }
+    REQUIRE(reg.registered() == 3);
+    CHECK(live_of(slot_of(k, 5, slot1)) == std::vector<uint32_t>{0, 1, 2});
+    // Growing: n_live counts one more socket per registration, in the last write.
+    REQUIRE(k.slot_writes.size() >= 2);
+    CHECK(k.slot_writes[k.slot_writes.size() - 2].n_live == 2);
+    CHECK(k.slot_writes.back().n_live == 3);
+
+    // The middle socket re-registers for generation 2: it leaves slot 1 for slot 2.
+    k.sk_state[0xa2].gen = 2;
+    k.slot_writes.clear();
+    reg.on_event(register_event(g, 0xa2, 2));
+    CHECK(live_of(slot_of(k, 5, slot1)) == std::vector<uint32_t>{0, 2});
+    REQUIRE_FALSE(k.slot_writes.empty());
+    CHECK(k.slot_writes.front().n_live == 2); // shrunk before anything moved
+    grm_slot_state s2 = slot_of(k, 5, slot2);
+    CHECK(s2.gen == 2);
+    CHECK(live_of(s2) == std::vector<uint32_t>{0});
+    CHECK_FALSE(has_sock(k, grm_sock_idx_key(5, slot1, 1)));
+    CHECK(has_sock(k, grm_sock_idx_key(5, slot2, 0)));
+    CHECK(get<MapId::regs>(k, 0xa2)->slot == slot2);
+
+    // A new socket of generation 1 takes the freed index.
+    make_socket(k, 20, 0xb0, 1);
+    reg.on_event(register_event(g, 0xb0, 1));
+    CHECK(get<MapId::regs>(k, 0xb0)->idx == 1);
+    CHECK(live_of(slot_of(k, 5, slot1)) == std::vector<uint32_t>{0, 1, 2});
+}
+
+TEST_CASE("registry: sweep forgets closed sockets; reload rebuilds from the maps", "[registry]") {
+    FakeKernel k;
+    Registry reg(k);
+    const grm_group g = make_group(k, 53, 2);
+    const uint32_t slot = grm_slot(1, 0, 1);
+    for (uint64_t c = 1; c <= 3; c++) {
+        make_socket(k, static_cast<int>(10 + c), c, 1);
+        reg.on_event(register_event(g, c, 1));
+    }
+    CHECK(reg.sweep() == 0);
+
+    k.close_socket(1);
+    CHECK(reg.sweep() == 1);
+    CHECK(reg.registered() == 2);
+    CHECK_FALSE(get<MapId::regs>(k, 1));
+    CHECK(live_of(slot_of(k, 2, slot)) == std::vector<uint32_t>{1, 2});
+    CHECK(dstats_of(k, 2).closed == 1);
+    CHECK(reg.sweep() == 0);
+
+    // A new daemon: same maps, empty memory. Another socket closed while none ran.
+    k.close_socket(3);
+    Registry next(k);
+    auto kept = next.reload();
+    REQUIRE(kept);
+    CHECK(*kept == 1);
+    CHECK(live_of(slot_of(k, 2, slot)) == std::vector<uint32_t>{1});
+    CHECK(dstats_of(k, 2).closed == 2);
+}
+
+TEST_CASE("teardown: delete_group removes one group's state and nothing else", "[registry]") {
+    FakeKernel k;
+    Registry reg(k);
+    const grm_group g = make_group(k, 4433, 7);
+    const grm_group other = make_group(k, 4434, 8);
+    make_socket(k, 11, 0x11, 1);
+    make_socket(k, 12, 0x12, 1);
+    make_socket(k, 13, 0x13, 1);
+    reg.on_event(register_event(g, 0x11, 1));
+    reg.on_event(register_event(g, 0x12, 1));
+    reg.on_event(register_event(other, 0x13, 1));
+    REQUIRE(reg.registered() == 3);
+    for (uint32_t gid : {7u, 8u, 7u}) {
+        grm_flow_key fk{};
+        fk.gid = gid;
+        fk.port = htons(static_cast<uint16_t>(1000 + k.entries(MapId::flows)));
+        REQUIRE(put<MapId::flows>(k, fk, grm_flow{}));
+    }
+    REQUIRE(put<MapId::cbpf_progs>(k, 7, 42));
+    std::vector<uint8_t> stats(percpu_value_size(sizeof(grm_stats), 2), 0xff);
+    uint32_t gid7 = 7;
+    REQUIRE(k.update(MapId::stats, &gid7, stats.data()));
+
+    auto t = delete_group(k, g.key, g);
+    REQUIRE(t);
+    CHECK(t->registrations == 2);
+    CHECK(t->socket_index_keys == 2);
+    CHECK(t->flows == 2);
+    CHECK(t->cbpf_program);
+
+    CHECK_FALSE(read_group(k, g.key));
+    CHECK_FALSE(get<MapId::groups>(k, g.key));
+    CHECK(get<MapId::group_recs>(k, 7)->flags == 0);
+    CHECK(*get<MapId::gids>(k, 7) == 0);
+    CHECK(*get<MapId::ports>(k, 4433) == 0);
+    CHECK(slot_of(k, 7, grm_slot(1, 0, 1)).n_live == 0);
+    CHECK(dstats_of(k, 7).registered == 0);
+    REQUIRE(k.lookup(MapId::stats, &gid7, stats.data()));
+    CHECK(std::all_of(stats.begin(), stats.end(), [](uint8_t b) { return b == 0; }));
+    CHECK_FALSE(get<MapId::cbpf_progs>(k, 7));
+    CHECK(k.entries(MapId::flows) == 1);
+
+    // The other group keeps everything.
+    CHECK(read_group(k, other.key));
+    CHECK(get<MapId::regs>(k, 0x13));
+    CHECK(*get<MapId::ports>(k, 4434) == 9);
+    CHECK(dstats_of(k, 8).registered == 1);
+
+    // grmd notices on its next sweep: the registrations went, no socket closed.
+    CHECK(reg.sweep() == 0);
+    CHECK(reg.registered() == 1);
+
+    SECTION("without the optional maps") {
+        k.remove_map(MapId::ports);
+        k.remove_map(MapId::cbpf_progs);
+        auto again = delete_group(k, other.key, other);
+        REQUIRE(again);
+        CHECK(again->registrations == 1);
+        CHECK_FALSE(again->cbpf_program);
+        CHECK(*get<MapId::gids>(k, 8) == 0);
+    }
+}
+
+TEST_CASE("registry: cBPF groups get their translated program once", "[registry]") {
+    FakeKernel k;
+    Registry reg(k);
+    grm_group g = make_group(k, 4433, 4, DISSECTOR_CBPF);
+    g.dissector.filter_len = 1;
+    g.dissector.filter[0] = grm_sock_filter{0x06, 0, 0, 0}; // ret #0
+    REQUIRE(put<MapId::group_recs>(k, 4, g));
+
+    reg.sync_cbpf();
+    CHECK(k.cbpf_loads == 1);
+    CHECK(get<MapId::cbpf_progs>(k, 4));
+    reg.sync_cbpf();
+    CHECK(k.cbpf_loads == 1);
+}
