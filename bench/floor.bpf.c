@@ -3,7 +3,7 @@
  * grm-bench's "floor": the cheapest useful sk_reuseport program. One socket-map lookup and
  * select, nothing else, so that (grm's program - this one) is the cost grm itself adds on top
  * of what any BPF steering must pay (the program call and one bpf_sk_select_reuseport).
- * Only tools/grm-bench.cpp loads it.
+ * Only grm-bench loads it (bench/setups.cpp).
  */
 #include <linux/types.h>
 #include <linux/bpf.h>

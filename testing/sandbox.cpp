@@ -133,6 +133,12 @@ std::string binary(const char* name)
 
 Result<Daemon> Daemon::start(const Sandbox& sb, std::vector<std::string> extra, bool install)
 {
+    return start(binary("grmd"), sb, std::move(extra), install);
+}
+
+Result<Daemon> Daemon::start(const std::string& grmd_path, const Sandbox& sb,
+                             std::vector<std::string> extra, bool install)
+{
     static int n = 0;
     std::string notify = sb.root + "/notify-" + std::to_string(++n);
     std::string log_path = sb.root + "/grmd-" + std::to_string(n) + ".log";
@@ -143,7 +149,7 @@ Result<Daemon> Daemon::start(const Sandbox& sb, std::vector<std::string> extra, 
     if (!ns.valid() || ::bind(ns.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0)
         return errno_error("notify socket " + notify);
 
-    std::vector<std::string> args = {binary("grmd"), "--daemon", "--pin-dir=" + sb.pin_dir};
+    std::vector<std::string> args = {grmd_path, "--daemon", "--pin-dir=" + sb.pin_dir};
     if (install)
         args.push_back("--install=" + sb.cg_app);
     args.insert(args.end(), extra.begin(), extra.end());

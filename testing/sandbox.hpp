@@ -44,6 +44,9 @@ class Daemon {
 public:
     static Result<Daemon> start(const Sandbox& sb, std::vector<std::string> extra = {},
                                 bool install = true);
+    /// The same with the grmd binary at `grmd_path` (the other reads it from GRM_BIN_grmd).
+    static Result<Daemon> start(const std::string& grmd_path, const Sandbox& sb,
+                                std::vector<std::string> extra = {}, bool install = true);
     Daemon(Daemon&& o) noexcept;
     Daemon& operator=(Daemon&&) = delete;
     ~Daemon();

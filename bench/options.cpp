@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: MIT
+#include "options.hpp"
+
+#include <chrono>
+#include <getopt.h>
+#include <sstream>
+
+#include <fmt/core.h>
+
+#include "cli.hpp"
+
+#ifndef GRM_GRMD_PATH
+#define GRM_GRMD_PATH "grmd"
+#endif
+
+namespace grm::bench {
+
+const char* const kUsage =
+    "usage: grm-bench [options]            (needs root; runs in a sandbox of its own)\n"
+    "  --flows N        client flows, each its own socket and port (default 1000)\n"
+    "  --size BYTES     UDP payload size, >= 8 (default 64)\n"
+    "  --rate PPS       send at most PPS packets/s; 0 = as fast as possible (default 0;\n"
+    "                   50000 with --restart)\n"
+    "  --seconds S      per setup per round: 1/3 cost phase, 2/3 rate phase (default 1;\n"
+    "                   with --restart the length of each restart run, default 3)\n"
+    "  --rounds N       rounds over all setups (default 5)\n"
+    "  --receivers N    sockets in the receiving group, 1..256 (default 4)\n"
+    "  --batch N        messages per sendmmsg / recvmmsg call (default 32)\n"
+    "  --setups LIST    comma-separated subset of: plain,floor,noop,flow,cid,cbpf\n"
+    "                   (default all)\n"
+    "  --json FILE      also write the results as JSON\n"
+    "  --grmd PATH      grmd to start (default this build's, " GRM_GRMD_PATH ")\n"
+    "  --restart        restart under load instead: grm (NOOP) and plain SO_REUSEPORT\n";
+
+namespace {
+
+/// Parses `s` into `out` as a T in [min, max].
+template <typename T>
+Result<void> whole(const char* s, const char* what, T min, T max, T& out) {
+    auto v = cli::parse<T>(s, what, min, max);
+    if (!v)
+        return unexpected(v.error());
+    out = *v;
+    return {};
+}
+
+/// --seconds: a duration ("0.5", "500ms"; bare numbers are seconds) from 10 ms to an hour.
+Result<double> seconds(const char* s) {
+    auto d = cli::parse_duration(s, "--seconds");
+    if (!d)
+        return unexpected(d.error());
+    if (*d < std::chrono::milliseconds(10) || *d > std::chrono::hours(1))
+        return unexpected(ERANGE, fmt::format("--seconds: '{}' is out of range 0.01..3600", s));
+    return std::chrono::duration<double>(*d).count();
+}
+
+std::vector<std::string> split_list(const char* s) {
+    std::vector<std::string> out;
+    std::stringstream ss(s);
+    std::string name;
+    while (std::getline(ss, name, ','))
+        if (!name.empty())
+            out.push_back(name);
+    return out;
+}
+
+} // namespace
+
+Result<Options> parse_options(int argc, char** argv) {
+    Options o;
+    o.grmd = GRM_GRMD_PATH;
+    enum {
+        kFlows = 1000,
+        kSize,
+        kRate,
+        kSeconds,
+        kRounds,
+        kReceivers,
+        kBatch,
+        kSetups,
+        kJson,
+        kGrmd,
+        kRestart,
+        kHelp
+    };
+    static const option longopts[] = {
+        {"flows", required_argument, nullptr, kFlows},
+        {"size", required_argument, nullptr, kSize},
+        {"rate", required_argument, nullptr, kRate},
+        {"seconds", required_argument, nullptr, kSeconds},
+        {"rounds", required_argument, nullptr, kRounds},
+        {"receivers", required_argument, nullptr, kReceivers},
+        {"batch", required_argument, nullptr, kBatch},
+        {"setups", required_argument, nullptr, kSetups},
+        {"json", required_argument, nullptr, kJson},
+        {"grmd", required_argument, nullptr, kGrmd},
+        {"restart", no_argument, nullptr, kRestart},
+        {"help", no_argument, nullptr, kHelp},
+        {},
+    };
+    bool rate_given = false, seconds_given = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, nullptr)) != -1) {
+        Result<void> r;
+        switch (c) {
+        case kFlows:
+            r = whole(optarg, "--flows", 1, 20000, o.flows);
+            break;
+        case kSize:
+            r = whole<size_t>(optarg, "--size", 8, 65507, o.size);
+            break;
+        case kRate: {
+            uint64_t pps = 0;
+            r = whole<uint64_t>(optarg, "--rate", 0, 1000000000, pps);
+            o.rate = static_cast<double>(pps);
+            rate_given = true;
+            break;
+        }
+        case kSeconds: {
+            auto s = seconds(optarg);
+            if (!s)
+                return unexpected(s.error());
+            o.seconds = *s;
+            seconds_given = true;
+            break;
+        }
+        case kRounds:
+            r = whole(optarg, "--rounds", 1, 1000, o.rounds);
+            break;
+        case kReceivers:
+            r = whole(optarg, "--receivers", 1, 256, o.receivers);
+            break;
+        case kBatch:
+            r = whole(optarg, "--batch", 1, 1024, o.batch);
+            break;
+        case kSetups:
+            o.setups = split_list(optarg);
+            break;
+        case kJson:
+            o.json = optarg;
+            break;
+        case kGrmd:
+            o.grmd = optarg;
+            break;
+        case kRestart:
+            o.restart = true;
+            break;
+        case kHelp:
+        case 'h':
+            o.help = true;
+            return o;
+        default: // getopt_long has said what was wrong
+            return unexpected(EINVAL, "");
+        }
+        if (!r)
+            return unexpected(r.error());
+    }
+    if (optind < argc)
+        return unexpected(EINVAL, fmt::format("unexpected argument '{}'", argv[optind]));
+    if (o.restart) {
+        // Restart runs count losses: an uncapped sender would overflow receive queues and
+        // blur what the restart itself lost.
+        if (!rate_given)
+            o.rate = 50000;
+        if (!seconds_given)
+            o.seconds = 3;
+    }
+    return o;
+}
+
+} // namespace grm::bench

@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: MIT
+#include "report.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <fstream>
+#include <optional>
+#include <string_view>
+#include <thread>
+
+#include <sys/socket.h>
+#include <sys/utsname.h>
+
+#include <fmt/core.h>
+
+#include "udp.hpp"
+
+namespace grm::bench {
+
+namespace {
+
+/// A value over the rounds: median and range (NaNs left out), and every round's value.
+struct Spread {
+    double median = NAN, min = NAN, max = NAN;
+    std::vector<double> values;
+};
+
+Spread spread(std::vector<double> v) {
+    Spread s;
+    s.values = v;
+    std::erase_if(v, [](double x) { return std::isnan(x); });
+    if (v.empty())
+        return s;
+    std::sort(v.begin(), v.end());
+    size_t n = v.size();
+    s.median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    s.min = v.front();
+    s.max = v.back();
+    return s;
+}
+
+json to_json(const Spread& s) {
+    auto num = [](double x) { return std::isnan(x) ? json(nullptr) : json(x); };
+    json vals = json::array();
+    for (double x : s.values)
+        vals.push_back(num(x));
+    return {{"median", num(s.median)}, {"min", num(s.min)}, {"max", num(s.max)}, {"rounds", vals}};
+}
+
+json to_json(const Phase& p) {
+    json j = {{"sent", p.sent},
+              {"received", p.received},
+              {"stale", p.stale},
+              {"send_errors", p.send_errors},
+              {"rcvbuf_drops", p.rcvbuf_drops},
+              {"seconds", p.seconds},
+              {"pps", p.pps}};
+    if (p.prog)
+        j["prog"] = {{"run_time_ns", p.prog->run_time_ns}, {"run_cnt", p.prog->run_cnt}};
+    return j;
+}
+
+json to_json(const grm_stats& c) {
+    json j;
+#define GRM_X(name) j[#name] = c.name;
+    GRM_METRICS(GRM_X)
+#undef GRM_X
+    return j;
+}
+
+grm_stats operator-(const grm_stats& a, const grm_stats& b) {
+    grm_stats d{};
+#define GRM_X(name) d.name = a.name - b.name;
+    GRM_METRICS(GRM_X)
+#undef GRM_X
+    return d;
+}
+
+/// Why a grm group's counters over the measured rounds say its program did not steer as set
+/// up (failing open to the kernel's hash would make it look cheap); empty if it did.
+std::string steering_problems(const grm_stats& d, bool routes_by_payload) {
+    std::string bad;
+    auto must_be_zero = [&](const char* name, uint64_t v) {
+        if (v != 0)
+            bad += fmt::format(" {}={}", name, v);
+    };
+    if (d.rx_processed_total == 0)
+        bad += " rx_processed_total=0";
+    must_be_zero("rx_internal_state_error", d.rx_internal_state_error);
+    must_be_zero("rx_new_flow_working_gen_dispatch_error",
+                 d.rx_new_flow_working_gen_dispatch_error);
+    must_be_zero("rx_flow_other_error", d.rx_flow_other_error);
+    must_be_zero("rx_packet_too_short_error", d.rx_packet_too_short_error);
+    must_be_zero("rx_quic_bad_header", d.rx_quic_bad_header);
+    must_be_zero("rx_quic_unknown_version", d.rx_quic_unknown_version);
+    must_be_zero("rx_cbpf_prog_error", d.rx_cbpf_prog_error);
+    must_be_zero("rx_cbpf_not_ready", d.rx_cbpf_not_ready);
+    if (routes_by_payload && d.rx_flow_ok == 0)
+        bad += " rx_flow_ok=0";
+    return bad;
+}
+
+/// "median [min..max]" with format f for each; "-" when there is no value.
+std::string cell(const Spread& s, const char* f, bool sign = false) {
+    if (std::isnan(s.median))
+        return "-";
+    auto one = [&](double x) {
+        std::string v = fmt::format(fmt::runtime(f), x);
+        return sign && x >= 0 ? "+" + v : v;
+    };
+    return fmt::format("{} [{}..{}]", one(s.median), one(s.min), one(s.max));
+}
+
+std::string now_utc() {
+    std::time_t t = std::time(nullptr);
+    char buf[64];
+    std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+    return buf;
+}
+
+/// What only a setup's own program can get wrong: its JSON fields and its problems.
+struct ProgramCheck {
+    json fields = json::object();
+    std::vector<std::string> problems;
+};
+
+ProgramCheck check_program(const Setup& s, const std::string& pin_dir) {
+    ProgramCheck c;
+    if (s.spec->kind == Kind::floor) {
+        const uint64_t errors = s.floor_select_errors();
+        c.fields["select_errors"] = errors;
+        if (errors != 0)
+            c.problems.push_back(fmt::format("floor: {} selects failed (fell back to the "
+                                             "kernel's hash)",
+                                             errors));
+    }
+    if (s.spec->kind == Kind::grm) {
+        // The program must have steered, not failed open to the kernel's hash.
+        auto gs = test::group_stats(pin_dir, AF_INET, s.port);
+        if (!gs.found) {
+            c.problems.push_back(fmt::format("{}: no grm group record", s.spec->name));
+        } else {
+            grm_stats d = gs.rx - s.base;
+            c.fields["grm_counters"] = to_json(d);
+            if (auto bad = steering_problems(d, s.spec->payload != nullptr); !bad.empty())
+                c.problems.push_back(
+                    fmt::format("{}: the program did not steer as set up:{}", s.spec->name, bad));
+        }
+    }
+    return c;
+}
+
+} // namespace
+
+Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vector<Sample>>& samples,
+                  const std::string& pin_dir) {
+    const size_t n = setups.size();
+    auto index_of = [&](const char* name) -> std::optional<size_t> {
+        for (size_t i = 0; i < n; i++)
+            if (std::string_view(setups[i].spec->name) == name)
+                return i;
+        return std::nullopt;
+    };
+    const auto floor_i = index_of("floor"), plain_i = index_of("plain");
+    Summary out;
+    auto& problems = out.problems;
+    for (size_t i = 0; i < n; i++) {
+        const Setup& s = setups[i];
+        std::vector<double> ns, above, pps, mpps, ratio;
+        uint64_t sent = 0, received = 0, drops = 0, stale = 0, send_errors = 0, run_cnt = 0;
+        json jrounds = json::array();
+        for (size_t r = 0; r < samples[i].size(); r++) {
+            const Sample& x = samples[i][r];
+            ns.push_back(x.ns);
+            pps.push_back(x.pps);
+            mpps.push_back(x.pps / 1e6);
+            above.push_back(floor_i && s.prog.valid() ? x.ns - samples[*floor_i][r].ns : NAN);
+            ratio.push_back(
+                plain_i && samples[*plain_i][r].pps > 0 ? x.pps / samples[*plain_i][r].pps : NAN);
+            for (const Phase* p : {&x.cost, &x.rate}) {
+                sent += p->sent;
+                received += p->received;
+                drops += p->rcvbuf_drops;
+                stale += p->stale;
+                send_errors += p->send_errors;
+                if (p->received > p->sent)
+                    problems.push_back(fmt::format("{} round {}: received {} > sent {}",
+                                                   s.spec->name, r + 1, p->received, p->sent));
+            }
+            if (s.prog.valid()) {
+                run_cnt += x.cost.prog ? x.cost.prog->run_cnt : 0;
+                if (!(x.ns > 0)) // also NaN
+                    problems.push_back(fmt::format("{} round {}: ns/packet is {} (program runs {})",
+                                                   s.spec->name, r + 1, x.ns,
+                                                   x.cost.prog ? x.cost.prog->run_cnt : 0));
+            }
+            jrounds.push_back({{"cost", to_json(x.cost)}, {"rate", to_json(x.rate)}});
+        }
+        if (received == 0)
+            problems.push_back(fmt::format("{}: no packet received", s.spec->name));
+        json j = {{"name", s.spec->name},
+                  {"description", s.spec->what},
+                  {"ns_per_packet", to_json(spread(ns))},
+                  {"ns_above_floor", to_json(spread(above))},
+                  {"rx_pps", to_json(spread(pps))},
+                  {"pps_vs_plain", to_json(spread(ratio))},
+                  {"sent", sent},
+                  {"received", received},
+                  {"rcvbuf_drops", drops},
+                  {"stale", stale},
+                  {"send_errors", send_errors},
+                  {"program_runs", run_cnt},
+                  {"phases", jrounds}};
+        ProgramCheck check = check_program(s, pin_dir);
+        j.update(check.fields);
+        problems.insert(problems.end(), check.problems.begin(), check.problems.end());
+        out.setups.push_back(j);
+        out.rows.push_back({s.spec->name, cell(spread(ns), "{:.1f}"),
+                            cell(spread(above), "{:.1f}", true), cell(spread(mpps), "{:.3f}"),
+                            cell(spread(ratio), "{:.3f}"), sent, received});
+    }
+    return out;
+}
+
+void print_bench_table(const Summary& sum, const std::vector<Setup>& setups, int rounds) {
+    fmt::print("\n{:<6} {:<22} {:<22} {:<24} {:<22} {:>11} {:>11}\n", "setup", "prog ns/pkt",
+               "ns above floor", "rx Mpps", "pps vs plain", "sent", "received");
+    for (const Row& r : sum.rows)
+        fmt::print("{:<6} {:<22} {:<22} {:<24} {:<22} {:>11} {:>11}\n", r.name, r.ns, r.above,
+                   r.pps, r.ratio, r.sent, r.received);
+    fmt::print("(median [min..max] over {} rounds; ns above floor and pps vs plain are taken "
+               "per round)\n",
+               rounds);
+    for (const auto& s : setups)
+        fmt::print("  {:<6} {}\n", s.spec->name, s.spec->what);
+}
+
+RestartReport report_restart(const std::vector<RestartResult>& results) {
+    RestartReport out;
+    auto& problems = out.problems;
+    fmt::print("\n{:<6} {:>10} {:>10} {:>8} {:>10} {:>10} {:>8} {:>9} {:>10}\n", "setup", "sent",
+               "received", "lost", "on old", "on new", "rcvbuf", "switch s", "old closed");
+    for (const auto& r : results) {
+        const uint64_t lost = r.sent >= r.received ? r.sent - r.received : 0;
+        fmt::print("{:<6} {:>10} {:>10} {:>8} {:>10} {:>10} {:>8} {:>9.2f} {:>10}\n", r.name,
+                   r.sent, r.received, lost, r.on_old, r.on_new, r.rcvbuf_drops, r.switch_at,
+                   r.old_closed ? fmt::format("{:.2f} s", r.old_closed_at) : std::string("no"));
+        if (r.sent == 0 || r.received == 0)
+            problems.push_back(r.name + ": nothing sent or received");
+        if (r.received > r.sent)
+            problems.push_back(
+                fmt::format("{}: received {} > sent {}", r.name, r.received, r.sent));
+        if (!r.old_closed)
+            problems.push_back(r.name + ": the old generation never closed");
+        if (r.name == "grm" && lost != 0)
+            problems.push_back(fmt::format("grm lost {} packets across the restart", lost));
+        if (r.name == "grm" && r.on_new == 0)
+            problems.push_back("grm: the new generation received nothing");
+        out.results.push_back(
+            {{"name", r.name},
+             {"sent", r.sent},
+             {"received", r.received},
+             {"lost", lost},
+             {"on_old", r.on_old},
+             {"on_new", r.on_new},
+             {"stale", r.stale},
+             {"rcvbuf_drops", r.rcvbuf_drops},
+             {"send_errors", r.send_errors},
+             {"seconds", r.seconds},
+             {"switch_at", r.switch_at},
+             {"old_closed", r.old_closed},
+             {"old_closed_at", r.old_closed ? json(r.old_closed_at) : json(nullptr)}});
+    }
+    fmt::print("(lost = sent - received; rcvbuf = of those, dropped at a full receive queue; "
+               "times from the first send)\n");
+    return out;
+}
+
+json environment_json(int argc, char** argv, const Options& o, const Cpus& cpus,
+                      const std::string& load_start) {
+    utsname u{};
+    ::uname(&u);
+    std::string cmd;
+    for (int i = 0; i < argc; i++)
+        cmd += (i ? " " : "") + std::string(argv[i]);
+    return {{"date", now_utc()},
+            {"kernel", u.release},
+            {"nproc", std::thread::hardware_concurrency()},
+            {"loadavg_at_start", load_start},
+            {"loadavg_at_end", loadavg()},
+            {"command", cmd},
+            {"cpus", {{"sender", cpus.sender}, {"receiver", cpus.receiver}}},
+            {"options",
+             {{"flows", o.flows},
+              {"size", o.size},
+              {"rate", o.rate},
+              {"seconds", o.seconds},
+              {"rounds", o.rounds},
+              {"receivers", o.receivers},
+              {"batch", o.batch}}}};
+}
+
+bool write_json(const std::string& path, const json& j) {
+    std::ofstream f(path);
+    f << j.dump(2) << '\n';
+    f.flush();
+    if (!f) {
+        fmt::print(stderr, "grm-bench: cannot write {}\n", path);
+        return false;
+    }
+    return true;
+}
+
+} // namespace grm::bench

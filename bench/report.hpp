@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: MIT
+// grm-bench's results: the spread over rounds, the sanity checks that say whether a run can be
+// trusted (never timing thresholds), the tables on stdout and the JSON file.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "host.hpp"
+#include "options.hpp"
+#include "restart.hpp"
+#include "rounds.hpp"
+#include "setups.hpp"
+
+namespace grm::bench {
+
+using json = nlohmann::json;
+
+/// A line of the comparison table: median [min..max] cells, already formatted.
+struct Row {
+    std::string name, ns, above, pps, ratio;
+    uint64_t sent = 0, received = 0;
+};
+
+/// The comparison run, digested.
+struct Summary {
+    std::vector<Row> rows;
+    json setups = json::array();
+    std::vector<std::string> problems; ///< sanity failures: the run cannot be trusted
+};
+
+/// Per round differences against floor and ratios against plain, their spread over the
+/// rounds, and the sanity checks (grm groups' counters read from pin_dir).
+/// samples[setup][round], setups in the order of `setups`.
+Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vector<Sample>>& samples,
+                  const std::string& pin_dir);
+/// The comparison table and the setups' descriptions, on stdout.
+void print_bench_table(const Summary& sum, const std::vector<Setup>& setups, int rounds);
+
+/// The restart runs, digested.
+struct RestartReport {
+    json results = json::array();
+    std::vector<std::string> problems; ///< sanity failures: the run cannot be trusted
+};
+/// Prints the restart table on stdout and checks the runs: grm must lose nothing.
+RestartReport report_restart(const std::vector<RestartResult>& results);
+
+/// When, where and how the run was made; `load_start` is /proc/loadavg when it began.
+json environment_json(int argc, char** argv, const Options& o, const Cpus& cpus,
+                      const std::string& load_start);
+/// Writes j to path, indented; false (after saying so on stderr) if it cannot.
+bool write_json(const std::string& path, const json& j);
+
+} // namespace grm::bench

@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: MIT
+// The comparison run: every setup warmed up, then rounds in which the setups take turns in a
+// rotating order, each turn a cost phase (run-time statistics on) and a rate phase (off).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fd.hpp"
+#include "grm/result.hpp"
+#include "host.hpp"
+#include "options.hpp"
+#include "sandbox.hpp"
+#include "setups.hpp"
+
+namespace grm::bench {
+
+/// One sender run against a setup, and what came of it.
+struct Phase {
+    uint64_t sent = 0, received = 0, stale = 0, send_errors = 0, rcvbuf_drops = 0;
+    double seconds = 0;            ///< first send to last receive
+    double pps = 0;                ///< received / seconds
+    std::optional<ProgStats> prog; ///< run-time statistics over the phase (cost phases)
+};
+
+/// One setup's turn in one round.
+struct Sample {
+    double ns = NAN; ///< ns per program run; NaN for plain
+    double pps = 0;  ///< received packets/s of the rate phase
+    Phase cost, rate;
+};
+
+/// One sender run of `seconds` against a setup, drained to the end: until everything sent
+/// arrived or nothing came for 100 ms (drops), at most 3 s. With `cost`, run-time statistics
+/// are on and the setup's program's are read around it.
+Result<Phase> run_phase(Setup& s, const std::vector<Fd>& flows, const Options& o, const Cpus& cpus,
+                        uint32_t tag, double seconds, bool cost);
+
+/// Interleaved rounds over the setups in the sandbox; prints the table (and writes the JSON)
+/// and returns the exit status: 0, or 1 on an error or results that cannot be trusted.
+int run_bench(const Options& o, const std::vector<const SetupSpec*>& specs, const test::Sandbox& sb,
+              const Cpus& cpus, int argc, char** argv);
+
+} // namespace grm::bench

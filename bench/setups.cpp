@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: MIT
+#include "setups.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <fcntl.h>
+
+#include <sys/socket.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fmt/core.h>
+
+#include "floor.skel.h"
+#include "grm/client.hpp"
+#include "pins.hpp"
+#include "udp.hpp"
+
+namespace grm::bench {
+
+using namespace std::chrono_literals;
+
+namespace {
+
+/// QUIC short header (RFC 9000 section 17.3): the fixed bit, then a server connection ID
+/// minted by libgrmclient for socket flow % n, as a server would have issued it.
+Result<void> quic_short_header(std::span<uint8_t> p, uint32_t flow,
+                               std::span<const uint16_t> cookies) {
+    if (cookies.empty())
+        return unexpected(EINVAL, "QUIC payload: no socket cookies");
+    p[0] = 0x40;
+    return client::mint_cid(p.subspan(1, GRM_QUIC_DEFAULT_CID_LEN), cookies[flow % cookies.size()]);
+}
+
+/// udpgrm's classic use of a cBPF dissector: the cookie read from the QUIC connection ID that
+/// quic_short_header() writes (payload bytes 2..3). `ldh [2]; ret a`
+udp_grm_dissector cbpf_cookie() {
+    udp_grm_dissector d = client::make_dissector(DISSECTOR_CBPF);
+    d.filter_len = 2;
+    d.filter[0] = {0x28, 0, 0, 1 + GRM_QUIC_DEFAULT_COOKIE_OFFSET}; // BPF_LD | BPF_H | BPF_ABS
+    d.filter[1] = {0x16, 0, 0, 0};                                  // BPF_RET | BPF_A
+    return d;
+}
+
+constexpr SetupSpec kSetups[] = {
+    {"plain", "SO_REUSEPORT group, no program (the kernel's hash)", Kind::plain, nullptr, nullptr,
+     0},
+    {"floor", "bench.bpf.c: one SOCKHASH select by hash % n", Kind::floor, nullptr, nullptr, 0},
+    {"noop", "grm, NOOP dissector: every packet to the working generation", Kind::grm,
+     [] { return client::make_dissector(DISSECTOR_NOOP); }, nullptr, 0},
+    {"flow", "grm, FLOW dissector: established flows, flow-table hit", Kind::grm,
+     [] { return client::make_dissector(DISSECTOR_FLOW); }, nullptr, 0},
+    {"cid", "grm, QUIC dissector: short headers, the cookie in the connection ID", Kind::grm,
+     [] { return client::make_quic_dissector(); }, quic_short_header,
+     1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer)},
+    {"cbpf", "grm, cBPF dissector: ldh [2]; ret a (the same connection IDs)", Kind::grm,
+     cbpf_cookie, quic_short_header, 1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer)},
+};
+
+Result<void> make_floor(Setup& s, int n) {
+    std::unique_ptr<bench_bpf, FloorSkelFree> skel(bench_bpf__open());
+    if (!skel)
+        return errno_error("open bench.bpf.o");
+    skel->rodata->n_socks = static_cast<__u32>(n);
+    if (int e = bench_bpf__load(skel.get()); e != 0)
+        return unexpected(-e, "load bench.bpf.o");
+    int prog = bpf_program__fd(skel->progs.bench_floor);
+    int map = bpf_map__fd(skel->maps.bench_socks);
+    for (int i = 0; i < n; i++) {
+        __u64 key = static_cast<__u64>(i);
+        __u64 fd = static_cast<__u64>(s.socks[static_cast<size_t>(i)].get());
+        if (bpf_map_update_elem(map, &key, &fd, BPF_ANY) != 0)
+            return errno_error("insert socket into bench_socks");
+    }
+    // Any member attaches the program to the whole group.
+    if (::setsockopt(s.socks[0].get(), SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog, sizeof(prog)) !=
+        0)
+        return errno_error("SO_ATTACH_REUSEPORT_EBPF");
+    s.prog = Fd(::fcntl(prog, F_DUPFD_CLOEXEC, 0));
+    if (!s.prog.valid())
+        return errno_error("dup program fd");
+    s.skel = std::move(skel);
+    return {};
+}
+
+Result<void> make_grm(Setup& s, const std::string& pin_dir, uint32_t gen) {
+    int fd0 = s.socks[0].get();
+    if (auto r = client::set_dissector(fd0, s.spec->dissector()); !r)
+        return unexpected(r.error());
+    auto regs = client::register_sockets(s.fds(), gen, 10s);
+    if (!regs)
+        return unexpected(regs.error());
+    for (const auto& g : *regs)
+        s.cookies.push_back(g.grm_cookie);
+    if (auto r = client::set_working_gen(fd0, gen); !r)
+        return unexpected(r.error());
+    // grmd attached its pinned program to the group when it registered the sockets.
+    std::string path = pins::prog(pin_dir, "select_sk");
+    int prog = bpf_obj_get(path.c_str());
+    if (prog < 0)
+        return errno_error("open " + path);
+    s.prog = Fd(prog);
+    return {};
+}
+
+} // namespace
+
+std::span<const SetupSpec> all_setups() {
+    return kSetups;
+}
+
+Result<std::vector<const SetupSpec*>> select_setups(const Options& o) {
+    std::vector<const SetupSpec*> specs;
+    for (const auto& s : kSetups)
+        if (o.setups.empty() ||
+            std::find(o.setups.begin(), o.setups.end(), s.name) != o.setups.end())
+            specs.push_back(&s);
+    for (const auto& name : o.setups)
+        if (std::none_of(specs.begin(), specs.end(), [&](auto* s) { return name == s->name; }))
+            return unexpected(EINVAL, fmt::format("unknown setup '{}'", name));
+    return specs;
+}
+
+void FloorSkelFree::operator()(bench_bpf* p) const noexcept {
+    bench_bpf__destroy(p);
+}
+
+std::vector<int> Setup::fds() const {
+    return test::raw(socks);
+}
+
+uint64_t Setup::floor_select_errors() const {
+    return skel ? skel->bss->select_err : 0;
+}
+
+Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const std::string& pin_dir) {
+    Setup s;
+    s.spec = &spec;
+    if (o.size < spec.min_size)
+        return unexpected(EINVAL,
+                          fmt::format("setup {} needs --size >= {}", spec.name, spec.min_size));
+    auto socks = receiver_group(0, o.receivers);
+    if (!socks)
+        return unexpected(socks.error());
+    s.socks = std::move(*socks);
+    s.port = test::local_port(s.socks[0].get());
+    Result<void> r;
+    if (spec.kind == Kind::floor)
+        r = make_floor(s, o.receivers);
+    else if (spec.kind == Kind::grm)
+        r = make_grm(s, pin_dir, 0);
+    if (!r)
+        return unexpected(r.error().code,
+                          fmt::format("setup {}: {}", spec.name, r.error().message()));
+    return s;
+}
+
+Result<Stage> make_stage(const Options& o, const test::Sandbox& sb, bool with_grmd) {
+    Stage st;
+    if (with_grmd) {
+        auto d = test::Daemon::start(o.grmd, sb);
+        if (!d)
+            return unexpected(d.error().code, "grmd: " + d.error().context);
+        st.grmd.emplace(std::move(*d));
+    }
+    // After grmd started (it stays outside), before any socket: the group sockets must be
+    // created under grm's hooks.
+    if (auto r = test::join_cgroup(sb.cg_app); !r)
+        return unexpected(r.error());
+    auto flows = client_flows(o.flows);
+    if (!flows)
+        return unexpected(flows.error().code, "flows: " + flows.error().context);
+    st.flows = std::move(*flows);
+    return st;
+}
+
+} // namespace grm::bench
