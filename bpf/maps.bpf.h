@@ -4,6 +4,8 @@
 #ifndef GRM_MAPS_BPF_H
 #define GRM_MAPS_BPF_H
 
+#include "defs.bpf.h"
+
 /* Group ids by bound address (+ namespace instance). Writer: setsockopt hook; `grmctl
  * delete` removes. Preallocated: a hook never waits for an allocation. */
 struct {
@@ -121,6 +123,16 @@ struct {
     __type(key, __u32);
     __type(value, struct grm_cbpf_out);
 } grm_cbpf_out SEC(".maps");
+
+/* Which group record (gid << 32 | namespace instance) a tail call into a translated cBPF
+ * program was made for, so that grm_cbpf_dispatch finds its way back. Writer: reuseport
+ * program, right before the tail call; per CPU like the packet. */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64); /* gid << 32 | instance */
+} grm_cbpf_inst SEC(".maps");
 
 /* Per-CPU counters per group, index gid; GRM_MAX_GROUPS is for packets without a group.
  * Writer: BPF only, so increments need no atomics. */

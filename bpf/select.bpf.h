@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Choosing a socket for a packet: a new flow goes to a live socket of the working
+ * generation, stepping over sockets that closed; a cookie (QUIC, cBPF) names its socket
+ * directly, whatever its generation. */
+#ifndef GRM_SELECT_BPF_H
+#define GRM_SELECT_BPF_H
+
+#include "defs.bpf.h"
+#include "maps.bpf.h"
+
+struct probe {
+    struct sk_reuseport_md* md;
+    struct grm_slot_state* sl;
+    __u64 key;
+    __u32 gid, slot, n, pos, skipped;
+};
+
+static int probe_next(__u32 i, struct probe* c)
+{
+    __u32 p = c->pos + i;
+    __u64 key;
+    if (p >= c->n)
+        p -= c->n;
+    OPAQUE(p);
+    p &= GRM_MAX_SOCKS - 1;
+    key = grm_sock_idx_key(c->gid, c->slot, c->sl->live[p]);
+    if (bpf_sk_select_reuseport(c->md, &grm_socks, &key, 0) == 0) {
+        c->key = key;
+        return 1;
+    }
+    c->skipped++;
+    return 0;
+}
+
+/* Picks a live socket of the working generation of `app` for a new flow. Starts at the
+ * packet's reuseport hash, so one 4-tuple keeps its socket while the generation is stable,
+ * and steps over closed sockets instead of falling back to the kernel's hash over the whole
+ * group (which would hand new flows to draining generations: udpgrm's flaw). Returns the
+ * chosen socks key, or 0 with nothing selected. */
+static __noinline __u64 dispatch_new(struct sk_reuseport_md* md, struct grm_group* g,
+                                     struct grm_stats* s, __u32 app)
+{
+    __u32 gen = g->working_gen[app & (GRM_MAX_APPS - 1)];
+    __u32 slot = grm_slot(g->max_apps, app, gen);
+    __u32 i = (g->gid & (GRM_MAX_GROUPS - 1)) * GRM_MAX_SLOTS + slot;
+    struct grm_slot_state* sl = bpf_map_lookup_elem(&grm_slots, &i);
+    struct probe c;
+    __u64 key;
+    __u32 n, pos;
+
+    s->rx_new_flow_total++;
+    /* A slot still holding an older generation that wrapped onto it is not the working one. */
+    if (!sl || sl->gen != gen || !(n = sl->n_live) || n > GRM_MAX_SOCKS) {
+        s->rx_new_flow_working_gen_dispatch_error++;
+        return 0;
+    }
+    pos = md->hash % n;
+    OPAQUE(pos);
+    pos &= GRM_MAX_SOCKS - 1;
+    key = grm_sock_idx_key(g->gid, slot, sl->live[pos]);
+    if (bpf_sk_select_reuseport(md, &grm_socks, &key, 0) == 0) {
+        s->rx_new_flow_working_gen_dispatch_ok++;
+        return key;
+    }
+    /* Closed socket not yet swept by the daemon: try the others, in order. */
+    c.md = md;
+    c.sl = sl;
+    c.key = 0;
+    c.gid = g->gid;
+    c.slot = slot;
+    c.n = n;
+    c.pos = pos + 1;
+    c.skipped = 1;
+    bpf_loop(n - 1, probe_next, &c, 0);
+    s->rx_new_flow_dead_skipped += c.skipped;
+    if (c.key) {
+        s->rx_new_flow_working_gen_dispatch_ok++;
+        return c.key;
+    }
+    s->rx_new_flow_working_gen_dispatch_error++;
+    return 0;
+}
+
+/* Selects the socket a 16-bit cookie names. 0 when selected; otherwise counted, and the
+ * packet continues as a new flow. */
+static __always_inline int select_cookie(struct sk_reuseport_md* md, struct grm_group* g,
+                                         struct grm_stats* s, __u16 cookie)
+{
+    __u32 slot = 0, idx = 0;
+    __u64 key;
+    int err;
+
+    if (!grm_cookie_decode(cookie, &slot, &idx)) {
+        s->rx_flow_new_bad_cookie++;
+        s->rx_flow_new_unseen++;
+        return -1;
+    }
+    key = grm_sock_idx_key(g->gid, slot, idx);
+    err = bpf_sk_select_reuseport(md, &grm_socks, &key, 0);
+    if (!err) {
+        s->rx_flow_ok++;
+        return 0;
+    }
+    if (err == -EBADF)
+        s->rx_flow_rg_conflict++;
+    else
+        s->rx_flow_other_error++; /* empty slot or closed socket */
+    return -1;
+}
+
+#endif
