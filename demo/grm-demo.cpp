@@ -150,7 +150,6 @@ int main(int argc, char** argv) {
         }
     }
 
-    ::setenv("GRM_BIN_grmd", GRM_GRMD_PATH, 0); // the grmd of this build unless told otherwise
     auto sb = enter_sandbox();
     if (!sb) {
         std::fprintf(stderr, "grm-demo needs root (it makes its own sandbox): %s\n",
@@ -159,7 +158,7 @@ int main(int argc, char** argv) {
     }
     int rc = 1;
     try { // an exception unwinds through ~Daemon: grmd never outlives the demo
-        auto daemon = Daemon::start(*sb);
+        auto daemon = Daemon::start(GRM_GRMD_PATH, *sb);
         if (!daemon) {
             std::fprintf(stderr, "grmd: %s\n", daemon.error().message().c_str());
             leave_sandbox(*sb);

@@ -154,30 +154,28 @@ Result<Daemon> Daemon::start(const std::string& grmd_path, const Sandbox& sb,
         args.push_back("--install=" + sb.cg_app);
     args.insert(args.end(), extra.begin(), extra.end());
 
-    pid_t pid = ::fork();
-    if (pid < 0)
-        return errno_error("fork");
-    if (pid == 0) {
-        int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            ::dup2(fd, 1);
-            ::dup2(fd, 2);
-        }
-        ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
+    proc::SpawnOptions so;
+    so.argv = std::move(args);
+    so.env = std::vector<std::string>{};
+    for (char** e = environ; *e; e++)
+        if (!std::string_view(*e).starts_with("NOTIFY_SOCKET="))
+            so.env->emplace_back(*e);
+    so.env->push_back("NOTIFY_SOCKET=" + notify);
+    so.stdout_file = log_path;
+    so.stderr_to_stdout = true;
+    // A test killed by its timeout must not leave its grmd behind.
+    so.pdeathsig = SIGKILL;
+    so.in_child = [] {
         // grmd must work without raising RLIMIT_MEMLOCK (kernel memory is memcg-accounted):
         // take the limit to 0 and the capability that could lift it away.
         rlimit zero{0, 0};
         ::setrlimit(RLIMIT_MEMLOCK, &zero);
         ::prctl(PR_CAPBSET_DROP, CAP_SYS_RESOURCE, 0, 0, 0);
-        // A test killed by its timeout must not leave its grmd behind.
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-        std::vector<char*> argv;
-        for (auto& a : args)
-            argv.push_back(a.data());
-        argv.push_back(nullptr);
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
-    }
+    };
+    auto spawned = proc::spawn(so);
+    if (!spawned)
+        return unexpected(spawned.error());
+    pid_t pid = *spawned;
     Daemon d(pid, log_path);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (std::chrono::steady_clock::now() < deadline) {
@@ -210,15 +208,7 @@ Daemon::~Daemon()
 
 int Daemon::stop(int sig)
 {
-    int status = -1;
-    if (pid_ <= 0)
-        return status;
-    // A test may have stopped it: continue it first. Never after sig: a SIGCONT that lands
-    // while a sanitized grmd's LeakSanitizer ptrace-attaches to itself at exit discards the
-    // attach's SIGSTOP, and LeakSanitizer then waits for that stop forever.
-    ::kill(pid_, SIGCONT);
-    ::kill(pid_, sig);
-    ::waitpid(pid_, &status, 0);
+    int status = proc::stop(pid_, sig);
     pid_ = -1;
     return status;
 }
