@@ -35,7 +35,7 @@ root=$(pwd)
 {
     cat <<EOF
 cxx = $cxx
-cflags = -std=c++20 -O1 -g -D_GNU_SOURCE -DFMT_HEADER_ONLY -Wall -Wextra -Werror \$
+cflags = -std=c++20 -O1 -g -D_GNU_SOURCE -DGRM_ABI_INTERNAL -DFMT_HEADER_ONLY -Wall -Wextra -Werror \$
   -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \$
   -fno-sanitize-recover=all -I$root/include -I$root/common -I$root/daemon -I$root/tools -I$root/testing
 ldflags = -fsanitize=fuzzer,address,undefined

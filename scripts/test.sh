@@ -7,10 +7,12 @@
 #      (grmd, grmctl, ... write theirs to build-san/sanitizer-logs/) fails the phase;
 #   3. scripts/fuzz.sh: each libFuzzer target of tests/fuzz/ for 20 s.
 # Installs what it needs first. Ends with "N passed, N failed, N skipped", counting every
-# meson test of both builds and each fuzzer as one test. With CI=true a skipped test counts
-# as a failure: CI runs as root, so nothing may skip.
-# Arguments go to both `meson test` runs (test names, --suite ...). GRM_SAN=0 skips phase 2,
-# GRM_FUZZ_SECONDS=0 phase 3 (default 20).
+# meson test of both builds and each fuzzer as one test, and each case of a TAP test (the
+# privileged binaries, run case by case by tests/run_cases.py) as one. With CI=true a skipped
+# test counts as a failure: CI runs as root, so nothing may skip.
+# Arguments go to both `meson test` runs (test names, --suite ...); GRM_CASES="tag ..." runs
+# only those cases of the privileged binaries. GRM_SAN=0 skips phase 2, GRM_FUZZ_SECONDS=0
+# phase 3 (default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +30,9 @@ extra_failed=() # failures outside meson's logs: "name (why)"
 
 # ---- phase 2: sanitizers
 # Tests that cannot run sanitized: priv-systemd-e2e boots grmd in a container whose root
-# filesystem has no libasan.
-san_exclude='^(priv-systemd-e2e)$'
+# filesystem has no libasan; sdk-out-of-tree links plain apps against the installed library,
+# which ASan's runtime refuses (it must come first), and checks the install, not memory.
+san_exclude='^(priv-systemd-e2e|sdk-out-of-tree)$'
 sandir=build-san
 if [ "${GRM_SAN:-1}" != 0 ]; then
     [ -f "$sandir/build.ninja" ] ||
@@ -99,11 +102,41 @@ rest = sys.argv[3:]
 sep = rest.index("--")
 logs, extra = rest[:sep], rest[sep + 1:]
 passed = failed = skipped = 0
+tap_plan = re.compile(r"1\.\.(\d+)")
+tap_case = re.compile(r"(not )?ok \d+ - (\S+)( # SKIP)?")
 for path in logs:
     build = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
     for line in open(path):
         r = json.loads(line)
         res = r.get("result")
+        out = (r.get("stdout") or "").splitlines()
+        if out and out[0].startswith("TAP version"):
+            # tests/run_cases.py: one line per case.
+            planned = seen = bad = 0
+            for l in out:
+                if m := tap_plan.match(l):
+                    planned = int(m.group(1))
+                elif m := tap_case.match(l):
+                    seen += 1
+                    if m.group(1):
+                        bad += 1
+                        print(f"failed: {build}: {r['name']}/{m.group(2)}")
+                    elif m.group(3):
+                        skipped += 1
+                        print(f"skipped: {build}: {r['name']}/{m.group(2)}")
+                    else:
+                        passed += 1
+            failed += bad
+            if seen < planned:
+                failed += planned - seen
+                print(f"failed: {build}: {r['name']}: {planned - seen} case(s) never ran ({res})")
+            elif not bad and res not in ("OK", "SKIP"):
+                failed += 1
+                print(f"failed: {build}: {r['name']} ({res})")
+            elif not planned and res == "SKIP":
+                skipped += 1
+                print(f"skipped: {build}: {r['name']}")
+            continue
         if res in ("OK", "EXPECTEDFAIL"):
             passed += 1
         elif res == "SKIP":

@@ -8,6 +8,9 @@
  *      this section through <grm/udpgrm.h>.
  *   2. Daemon <-> BPF: map keys and values, ring-buffer records. Private; changing any layout
  *      here bumps GRM_ABI_VERSION, and grmd refuses to reuse pinned state of another version.
+ *      Compiled only under #ifdef GRM_ABI_INTERNAL, which grm's own build defines (meson's
+ *      project arguments, bpf_cflags, scripts/fuzz.sh): apps see the app ABI alone, and a
+ *      layout of section 2 never becomes part of the installed SDK's contract.
  *
  * Contract: grm fails open. A missing daemon never fails a packet, and never fails a
  * setsockopt that the hooks can answer alone (WORKING_GEN, DISSECTOR, FLOW_ASSURE, SOCKET_APP).
@@ -159,6 +162,7 @@ static inline __u32 grm_answer_len(__u32 optlen, __u32 size)
 }
 
 /* ============================ 2. Daemon <-> BPF ============================ */
+#ifdef GRM_ABI_INTERNAL
 
 #define GRM_ABI_VERSION 1
 #define GRM_MAX_GROUPS 1024 /* power of two: group ids index arrays, masked */
@@ -389,5 +393,7 @@ struct grm_meta {
     char version[32];
 };
 GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
+
+#endif /* GRM_ABI_INTERNAL */
 
 #endif /* GRM_ABI_H */

@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: MIT
 // libgrmclient: the app side of grm, a thin layer over the setsockopt ABI. Works the same
 // against udpgrm. Every call takes a UDP socket bound with SO_REUSEPORT; errors come back as
-// values carrying the errno, never as exceptions or silent success.
+// values carrying the errno, never as exceptions or silent success. Installed with
+// result.hpp and abi.h (whose app section is all this header needs); link -lgrmclient
+// (pkg-config grmclient), C++20.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <sys/socket.h>
