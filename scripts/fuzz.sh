@@ -18,9 +18,9 @@ cxx=$(command -v clang++-14 || command -v clang++)
 mkdir -p "$out/obj" "$out/artifacts" "$out/corpus"
 
 # Sources of each target besides tests/fuzz/<name>.cpp. fmt is used header-only and
-# nlohmann-json is header-only, so only libbpf is linked (for cbpf.cpp's load(), never called).
+# nlohmann-json is header-only, so only libbpf is linked (for daemon/cbpf/load.cpp, never called).
 declare -A srcs=(
-    [fuzz_cbpf]="daemon/cbpf.cpp common/log.cpp"
+    [fuzz_cbpf]="daemon/cbpf/validate.cpp daemon/cbpf/interpret.cpp daemon/cbpf/translate.cpp daemon/cbpf/load.cpp daemon/cbpf/disassemble.cpp common/log.cpp"
     [fuzz_quic]=""
     [fuzz_endpoint]="common/sys.cpp common/log.cpp"
     [fuzz_grmctl_args]="tools/grmctl/cli.cpp tools/grmctl/render.cpp common/sys.cpp common/log.cpp"
@@ -37,7 +37,7 @@ root=$(pwd)
 cxx = $cxx
 cflags = -std=c++20 -O1 -g -D_GNU_SOURCE -DGRM_ABI_INTERNAL -DFMT_HEADER_ONLY -Wall -Wextra -Werror \$
   -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \$
-  -fno-sanitize-recover=all -I$root/include -I$root/common -I$root/daemon -I$root/tools -I$root/testing
+  -fno-sanitize-recover=all -I$root/include -I$root/common -I$root/daemon -I$root/daemon/cbpf -I$root/tools -I$root/testing
 ldflags = -fsanitize=fuzzer,address,undefined
 rule cxx
   command = \$cxx \$cflags -MD -MF \$out.d -c \$in -o \$out
