@@ -56,6 +56,7 @@
 #include "fd.hpp"
 #include "grm/abi.h"
 #include "grm/client.hpp"
+#include "grm/quic.hpp"
 #include "grm/result.hpp"
 #include "pins.hpp"
 #include "sandbox.hpp"
