@@ -5,13 +5,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto.h>
 #include <string>
 #include <vector>
 
 #include <sys/socket.h>
-
-#include <ngtcp2/ngtcp2.h>
-#include <ngtcp2/ngtcp2_crypto.h>
 
 #include "http3.hpp"
 #include "tls.hpp"

@@ -13,10 +13,9 @@
 #pragma once
 
 #include <cstdint>
+#include <ngtcp2/ngtcp2.h>
 #include <optional>
 #include <vector>
-
-#include <ngtcp2/ngtcp2.h>
 
 #include "fd.hpp"
 #include "grm/quic.hpp"

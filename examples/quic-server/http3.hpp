@@ -7,11 +7,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <string>
-#include <unordered_map>
-
 #include <nghttp3/nghttp3.h>
 #include <ngtcp2/ngtcp2.h>
+#include <string>
+#include <unordered_map>
 
 #include "grm/result.hpp"
 
@@ -22,8 +21,8 @@ namespace grm::quic_server {
 class Http3 {
 public:
     struct Config {
-        uint32_t gen = 0;        ///< the instance's generation, named in every body
-        uint64_t conn = 0;       ///< the connection's number in this instance
+        uint32_t gen = 0;  ///< the instance's generation, named in every body
+        uint64_t conn = 0; ///< the connection's number in this instance
         size_t response_size = 0;
         std::function<void()> on_response; ///< called after each response is submitted
     };

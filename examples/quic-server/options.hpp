@@ -21,12 +21,12 @@ enum class Mode {
 };
 
 struct Options {
-    sys::Endpoint local;   ///< a specific address (ngtcp2 needs every path's local address)
-    int sockets = 4;       ///< SO_REUSEPORT sockets of this instance
+    sys::Endpoint local; ///< a specific address (ngtcp2 needs every path's local address)
+    int sockets = 4;     ///< SO_REUSEPORT sockets of this instance
     Mode mode = Mode::quic;
-    uint8_t cid_len = 18;  ///< server connection ID length, the same in the dissector
+    uint8_t cid_len = 18; ///< server connection ID length, the same in the dissector
     uint8_t cookie_offset = GRM_QUIC_DEFAULT_COOKIE_OFFSET;
-    std::string cert, key; ///< PEM files
+    std::string cert, key;   ///< PEM files
     std::string secret_file; ///< 32 bytes shared by all instances; empty: random
     size_t response_size = 1024;
     std::chrono::nanoseconds drain_timeout = std::chrono::seconds(30);

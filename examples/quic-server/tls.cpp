@@ -3,7 +3,6 @@
 
 #include <cerrno>
 #include <fstream>
-
 #include <gnutls/crypto.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 
@@ -11,35 +10,31 @@
 
 namespace grm::quic_server {
 
-Result<void> random_bytes(std::span<uint8_t> out)
-{
+Result<void> random_bytes(std::span<uint8_t> out) {
     if (gnutls_rnd(GNUTLS_RND_RANDOM, out.data(), out.size()) != 0)
         return unexpected(EIO, "gnutls_rnd");
     return {};
 }
 
-Result<Credentials> Credentials::load(const std::string& cert, const std::string& key)
-{
+Result<Credentials> Credentials::load(const std::string& cert, const std::string& key) {
     gnutls_certificate_credentials_t c = nullptr;
     if (gnutls_certificate_allocate_credentials(&c) != 0)
         return unexpected(ENOMEM, "gnutls_certificate_allocate_credentials");
     Credentials out(c);
-    if (int rv = gnutls_certificate_set_x509_key_file(c, cert.c_str(), key.c_str(),
-                                                      GNUTLS_X509_FMT_PEM);
+    if (int rv =
+            gnutls_certificate_set_x509_key_file(c, cert.c_str(), key.c_str(), GNUTLS_X509_FMT_PEM);
         rv != 0)
-        return unexpected(EINVAL, fmt::format("loading {} / {}: {}", cert, key,
-                                              gnutls_strerror(rv)));
+        return unexpected(EINVAL,
+                          fmt::format("loading {} / {}: {}", cert, key, gnutls_strerror(rv)));
     return out;
 }
 
-Credentials::~Credentials()
-{
+Credentials::~Credentials() {
     if (cred_)
         gnutls_certificate_free_credentials(cred_);
 }
 
-Result<Session> Credentials::new_session(ngtcp2_crypto_conn_ref* ref) const
-{
+Result<Session> Credentials::new_session(ngtcp2_crypto_conn_ref* ref) const {
     gnutls_session_t raw = nullptr;
     if (gnutls_init(&raw, GNUTLS_SERVER | GNUTLS_NO_END_OF_EARLY_DATA) != 0)
         return unexpected(ENOMEM, "gnutls_init");
@@ -56,8 +51,7 @@ Result<Session> Credentials::new_session(ngtcp2_crypto_conn_ref* ref) const
     return s;
 }
 
-Result<ResetSecret> ResetSecret::load(const std::string& file)
-{
+Result<ResetSecret> ResetSecret::load(const std::string& file) {
     ResetSecret s;
     if (file.empty()) {
         if (auto r = random_bytes(s.key_); !r)
@@ -70,10 +64,8 @@ Result<ResetSecret> ResetSecret::load(const std::string& file)
     return s;
 }
 
-bool ResetSecret::token(const ngtcp2_cid& cid, uint8_t* token) const
-{
-    return ngtcp2_crypto_generate_stateless_reset_token(token, key_.data(), key_.size(), &cid) ==
-           0;
+bool ResetSecret::token(const ngtcp2_cid& cid, uint8_t* token) const {
+    return ngtcp2_crypto_generate_stateless_reset_token(token, key_.data(), key_.size(), &cid) == 0;
 }
 
 } // namespace grm::quic_server

@@ -4,14 +4,13 @@
 
 #include <array>
 #include <cstdint>
+#include <gnutls/gnutls.h>
 #include <memory>
+#include <ngtcp2/ngtcp2.h>
+#include <ngtcp2/ngtcp2_crypto.h>
 #include <span>
 #include <string>
 #include <type_traits>
-
-#include <gnutls/gnutls.h>
-#include <ngtcp2/ngtcp2.h>
-#include <ngtcp2/ngtcp2_crypto.h>
 
 #include "grm/result.hpp"
 
