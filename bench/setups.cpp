@@ -13,6 +13,7 @@
 
 #include "floor.skel.h"
 #include "grm/client.hpp"
+#include "grm/quic.hpp"
 #include "pins.hpp"
 #include "udp.hpp"
 

@@ -7,6 +7,8 @@
 // and cgroup2; its own grmd): the grm variants in a cgroup with grm's hooks, the plain one in a
 // cgroup without. The clients are gtlsclient processes (ngtcp2's example client), the server is
 // grm-quic-server; see docs/quic.md.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <getopt.h>
@@ -18,6 +20,7 @@
 
 #include <fmt/core.h>
 
+#include "cli.hpp"
 #include "quic_harness.hpp"
 #include "sandbox.hpp"
 
@@ -77,6 +80,11 @@ std::string col(const quic::Report& r, size_t k, int row) {
     }
 }
 
+int usage_error(const Error& e) {
+    fmt::print(stderr, "grm-quic-demo: {}\n", e.context);
+    return 2;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -109,19 +117,36 @@ int main(int argc, char** argv) {
         case 'B':
             o.base.bad_actors = true;
             break;
-        case 'n':
-            o.base.per_wave = std::max(1, std::atoi(optarg) / std::max(1, o.base.waves));
+        case 'n': {
+            auto n = cli::parse<int>(optarg, "--clients", 1, 4096);
+            if (!n)
+                return usage_error(n.error());
+            o.base.per_wave = std::max(1, *n / std::max(1, o.base.waves));
             break;
-        case 's':
-            o.base.streams = std::max(1, std::atoi(optarg));
+        }
+        case 's': {
+            auto n = cli::parse<int>(optarg, "--streams", 1, 100);
+            if (!n)
+                return usage_error(n.error());
+            o.base.streams = *n;
             break;
-        case 'r':
-            o.base.restarts = std::max(1, std::atoi(optarg));
+        }
+        case 'r': {
+            auto n = cli::parse<int>(optarg, "--restarts", 1, 100);
+            if (!n)
+                return usage_error(n.error());
+            o.base.restarts = *n;
             o.base.waves = o.base.restarts;
             break;
-        case 'i':
-            o.base.interval = std::chrono::milliseconds(std::max(1300, std::atoi(optarg)));
+        }
+        case 'i': { // a bare number is milliseconds; below 1.3 s the waves would overlap
+            auto d = cli::parse_duration(optarg, "--interval", std::chrono::milliseconds(1));
+            if (!d)
+                return usage_error(d.error());
+            o.base.interval = std::max(std::chrono::milliseconds(1300),
+                                       std::chrono::duration_cast<std::chrono::milliseconds>(*d));
             break;
+        }
         case 'S':
             o.server = optarg;
             break;

@@ -8,8 +8,6 @@
 #include <string>
 #include <thread>
 
-#include <sys/random.h>
-
 namespace grm::client {
 namespace {
 
@@ -162,45 +160,6 @@ Result<uint32_t> take_over(std::span<const int> fds, std::chrono::milliseconds t
     if (auto r = set_working_gen(fds[0], next); !r)
         return unexpected(r.error());
     return next;
-}
-
-udp_grm_dissector make_quic_dissector(uint8_t cid_len, uint8_t cookie_offset)
-{
-    udp_grm_dissector d = make_dissector(DISSECTOR_QUIC);
-    grm_quic_config q{};
-    q.cid_len = cid_len;
-    q.cookie_offset = cookie_offset;
-    std::memcpy(d.filter, &q, sizeof(q));
-    return d;
-}
-
-Result<void> mint_cid(std::span<uint8_t> cid, uint16_t cookie, size_t offset)
-{
-    if (cid.size() > 20 || offset + 2 > cid.size())
-        return unexpected(EINVAL, "cookie does not fit the connection ID");
-    size_t got = 0;
-    while (got < cid.size()) {
-        ssize_t n = ::getrandom(cid.data() + got, cid.size() - got, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return errno_error("getrandom");
-        got += static_cast<size_t>(n);
-    }
-    cid[offset] = static_cast<uint8_t>(cookie >> 8);
-    cid[offset + 1] = static_cast<uint8_t>(cookie);
-    return {};
-}
-
-std::optional<CidCookie> cid_cookie(std::span<const uint8_t> cid, size_t offset)
-{
-    if (offset + 2 > cid.size())
-        return std::nullopt;
-    CidCookie c{};
-    c.cookie = static_cast<uint16_t>(cid[offset] << 8 | cid[offset + 1]);
-    if (!grm_cookie_decode(c.cookie, &c.slot, &c.idx))
-        return std::nullopt;
-    return c;
 }
 
 } // namespace grm::client

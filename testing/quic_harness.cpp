@@ -28,6 +28,7 @@
 
 #include "fd.hpp"
 #include "grm/abi.h"
+#include "ready.hpp"
 
 namespace grm::quic {
 namespace {
@@ -165,11 +166,9 @@ struct Instance {
         while ((nl = buf.find('\n')) != std::string::npos) {
             std::string line = buf.substr(0, nl);
             buf.erase(0, nl + 1);
-            unsigned g = 0, p = 0;
-            if (line.rfind("ready ", 0) == 0 &&
-                std::sscanf(line.c_str(), "ready gen %u port %u", &g, &p) == 2) {
-                r.gen = g;
-                port = static_cast<uint16_t>(p);
+            if (auto rl = parse_ready(line)) {
+                r.gen = rl->gen;
+                port = rl->port;
                 ready = true;
             } else if (line.rfind("draining ", 0) == 0) {
                 r.why = line;

@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -60,29 +59,7 @@ Result<std::vector<udp_grm_socket_gen>> register_sockets(std::span<const int> fd
 /// registers the sockets into W+1, waits, and makes W+1 the working generation. Returns W+1.
 Result<uint32_t> take_over(std::span<const int> fds, std::chrono::milliseconds timeout);
 
-/// A DISSECTOR_QUIC configuration: the server's connection IDs are cid_len bytes long and
-/// carry the socket's cookie big-endian at cookie_offset (default: byte 0 stays free for a
-/// QUIC-LB front tier).
-udp_grm_dissector make_quic_dissector(uint8_t cid_len = GRM_QUIC_DEFAULT_CID_LEN,
-                                      uint8_t cookie_offset = GRM_QUIC_DEFAULT_COOKIE_OFFSET);
-
-/// Mints a connection ID for a socket: random bytes from the kernel CSPRNG with `cookie`
-/// (grm::client::cookie(fd)) at `offset`. Plug into ngtcp2's get_new_connection_id or the
-/// SCID of ngtcp2_conn_server_new. EINVAL if the cookie does not fit.
-Result<void> mint_cid(std::span<uint8_t> cid, uint16_t cookie,
-                      size_t offset = GRM_QUIC_DEFAULT_COOKIE_OFFSET);
-
-/// What a connection ID's cookie names, when it carries a valid one.
-struct CidCookie {
-    uint16_t cookie;
-    uint32_t slot; ///< internal generation slot
-    uint32_t idx;  ///< socket index in the slot
-};
-/// The cookie at `offset` if its check bits are right; nullopt otherwise (1 random CID in 8
-/// passes: use it to route, not to authenticate).
-std::optional<CidCookie> cid_cookie(std::span<const uint8_t> cid,
-                                    size_t offset = GRM_QUIC_DEFAULT_COOKIE_OFFSET);
-
+// QUIC connection IDs (make_quic_dissector, QuicCids): grm/quic.hpp.
 
 /// One socket that systemd passed to this process (LISTEN_FDS), as listen_udp_sockets()
 /// finds it.

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "grm/client.hpp"
+#include "grm/quic.hpp"
 #include "quic_packets.hpp"
 #include "helpers.hpp"
 #include "sandbox.hpp"

@@ -22,6 +22,7 @@
 
 #include "fd.hpp"
 #include "quic_harness.hpp"
+#include "ready.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -285,8 +286,10 @@ TEST_CASE("quic e2e: on SIGTERM without a successor the server refuses new conne
                "--drain-timeout", "5000ms", "--keep-alive", "300ms", "--verbose"},
               err_log);
     REQUIRE(srv.wait_for("\n", 10s));
-    unsigned gen = 0, port = 0;
-    REQUIRE(std::sscanf(srv.text.c_str(), "ready gen %u port %u", &gen, &port) == 2);
+    auto ready = parse_ready(srv.text);
+    REQUIRE(ready);
+    const uint32_t gen = ready->gen;
+    const uint16_t port = ready->port;
 
     auto client = [&](const std::string& name, int delay_ms) {
         std::string dir = env.workdir + "/" + name;

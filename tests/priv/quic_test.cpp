@@ -9,6 +9,7 @@
 #include <map>
 
 #include "grm/client.hpp"
+#include "grm/quic.hpp"
 #include "quic_packets.hpp"
 #include "helpers.hpp"
 #include "sandbox.hpp"

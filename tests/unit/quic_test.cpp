@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: MIT
-// The QUIC header parser the reuseport program runs (bpf/quic.h), on crafted headers.
+// The QUIC header parser the reuseport program runs (bpf/quic.h), on crafted headers, and the
+// SDK's connection IDs (grm/quic.hpp) that it routes by.
 #include <catch2/catch.hpp>
 
+#include <cstring>
 #include <vector>
 
+#include "grm/quic.hpp"
 #include "quic_packets.hpp"
 #include "quic_parse.hpp"
 
@@ -49,4 +52,111 @@ TEST_CASE("quic parse: bad input classes", "[quic]")
     // A DCID running past the end of the datagram.
     std::vector<uint8_t> cut = {0xc0, 0, 0, 0, 1, 20, 1, 2, 3};
     CHECK(quic_parse(cut, 8, 1).kind == GRM_QUIC_TOO_SHORT);
+}
+
+TEST_CASE("quic cids: a minted ID carries the socket's cookie, the parser reads it back",
+          "[quic][cids]")
+{
+    const uint16_t cookie = grm_cookie(3, 17);
+    for (uint8_t len : {4, 8, 18, 20}) {
+        for (uint8_t off : {0, 1, 2}) {
+            client::QuicCids ids(len, off, cookie);
+            CHECK(ids.length() == len);
+            std::vector<uint8_t> cid(len);
+            REQUIRE(ids.mint(cid));
+            CHECK(cid[off] == cookie >> 8);
+            CHECK(cid[off + 1] == (cookie & 0xff));
+            CHECK(ids.routes_here(cid));
+            auto c = ids.cookie_of(cid);
+            REQUIRE(c);
+            CHECK(c->cookie == cookie);
+            CHECK(c->slot == 3);
+            CHECK(c->idx == 17);
+            // What grm_select_sk sees in a short header of this ID.
+            auto h = quic_parse(quic_short(cid, 1), len, off);
+            CHECK(h.kind == GRM_QUIC_SHORT);
+            CHECK(h.cookie == cookie);
+        }
+    }
+}
+
+TEST_CASE("quic cids: the random part comes from the CSPRNG", "[quic][cids]")
+{
+    client::QuicCids ids(18, 1, grm_cookie(0, 0));
+    std::vector<uint8_t> a(18), b(18);
+    REQUIRE(ids.mint(a));
+    REQUIRE(ids.mint(b));
+    CHECK(a != b); // 128 random bits: equal only if getrandom is broken
+    CHECK(std::memcmp(a.data() + 1, b.data() + 1, 2) == 0);
+}
+
+TEST_CASE("quic cids: wrong sizes and cookies that do not fit are EINVAL", "[quic][cids]")
+{
+    client::QuicCids ids(8, 1, grm_cookie(1, 1));
+    std::vector<uint8_t> cid(9);
+    auto r = ids.mint(cid);
+    REQUIRE(!r);
+    CHECK(r.error().code == EINVAL);
+    std::vector<uint8_t> short_cid(2);
+    r = client::QuicCids(2, 1, grm_cookie(1, 1)).mint(short_cid); // offset 1 + 2 > 2
+    REQUIRE(!r);
+    CHECK(r.error().code == EINVAL);
+    std::vector<uint8_t> long_cid(21);
+    r = client::QuicCids(21, 1, grm_cookie(1, 1)).mint(long_cid); // QUIC v1: at most 20
+    REQUIRE(!r);
+    CHECK(r.error().code == EINVAL);
+}
+
+TEST_CASE("quic cids: routes_here only for this socket's cookie at this length", "[quic][cids]")
+{
+    client::QuicCids mine(8, 1, grm_cookie(2, 5));
+    client::QuicCids other_idx(8, 1, grm_cookie(2, 6));
+    client::QuicCids other_gen(8, 1, grm_cookie(7, 5));
+    std::vector<uint8_t> cid(8);
+    REQUIRE(mine.mint(cid));
+    CHECK(mine.routes_here(cid));
+    CHECK(!other_idx.routes_here(cid));
+    CHECK(!other_gen.routes_here(cid));
+    CHECK(other_idx.cookie_of(cid)); // a valid cookie, just not that socket's
+    SECTION("a DCID of another length is not a server ID of this group")
+    {
+        std::vector<uint8_t> longer(cid);
+        longer.push_back(0);
+        CHECK(!mine.routes_here(longer));
+        CHECK(!mine.cookie_of(longer));
+        CHECK(!mine.routes_here({}));
+    }
+    SECTION("bad check bits")
+    {
+        cid[2] ^= 0x20; // flips a check bit of the cookie's low byte
+        CHECK(!mine.routes_here(cid));
+        CHECK(!mine.cookie_of(cid));
+    }
+}
+
+TEST_CASE("quic cids: 1 random cookie in 8 passes the check", "[quic][cids]")
+{
+    int valid = 0;
+    for (uint32_t v = 0; v < 0x10000; v++) {
+        std::vector<uint8_t> cid = {0, static_cast<uint8_t>(v >> 8), static_cast<uint8_t>(v)};
+        valid += client::cid_cookie(cid, 1).has_value();
+    }
+    CHECK(valid == 0x10000 / 8);
+}
+
+TEST_CASE("quic cids: make_quic_dissector fills grm_quic_config and nothing else",
+          "[quic][cids]")
+{
+    udp_grm_dissector d = client::make_quic_dissector(18, 2);
+    CHECK(d.dissector_type == DISSECTOR_QUIC);
+    CHECK(d.filter_len == 0);
+    CHECK(d.max_apps == 0);
+    grm_quic_config q;
+    std::memcpy(&q, d.filter, sizeof(q));
+    CHECK(q.cid_len == 18);
+    CHECK(q.cookie_offset == 2);
+    udp_grm_dissector def = client::make_quic_dissector();
+    std::memcpy(&q, def.filter, sizeof(q));
+    CHECK(q.cid_len == GRM_QUIC_DEFAULT_CID_LEN);
+    CHECK(q.cookie_offset == GRM_QUIC_DEFAULT_COOKIE_OFFSET);
 }

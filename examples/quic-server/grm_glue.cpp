@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: MIT
+#include "grm_glue.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <span>
+
+#include <sys/socket.h>
+
+#include "grm/client.hpp"
+#include "net.hpp"
+#include "tls.hpp"
+
+namespace grm::quic_server {
+
+Result<Group> open_group(const Options& o) {
+    net::GroupOptions g;
+    g.where = o.local;
+    g.count = o.sockets;
+    g.nonblocking = true;
+    g.rcvbuf = 4 << 20;
+    auto socks = net::open_reuseport_group(g);
+    if (!socks)
+        return unexpected(socks.error());
+    Group out;
+    out.socks = std::move(*socks);
+    out.cids.resize(out.socks.size());
+    std::vector<int> fds;
+    for (const auto& s : out.socks) {
+        int buf = 4 << 20; // best effort: a bigger send buffer only saves retransmits
+        ::setsockopt(s.get(), SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+        fds.push_back(s.get());
+    }
+    if (o.mode == Mode::plain)
+        return out;
+
+    if (auto on = client::active(fds[0]); !on || !*on)
+        return unexpected(ENOPROTOOPT, "grm is not active for this socket's cgroup (grmd "
+                                       "--install?); --no-grm runs without it");
+    auto d = o.mode == Mode::quic ? client::make_quic_dissector(o.cid_len, o.cookie_offset)
+                                  : client::make_dissector(DISSECTOR_FLOW);
+    if (auto r = client::set_dissector(fds[0], d); !r) {
+        Error e = r.error();
+        if (e.code == EPERM)
+            e.context += " (the port has another dissector)";
+        return unexpected(e);
+    }
+    auto gen = client::take_over(fds, std::chrono::seconds(10));
+    if (!gen)
+        return unexpected(gen.error());
+    out.gen = *gen;
+
+    for (size_t i = 0; i < fds.size(); i++) {
+        if (o.mode == Mode::quic) {
+            auto ids = client::QuicCids::from_socket(fds[i]);
+            if (!ids)
+                return unexpected(ids.error());
+            out.cids[i] = *ids;
+        } else { // FLOW routes by address; the IDs carry the cookie all the same
+            auto c = client::cookie(fds[i]);
+            if (!c)
+                return unexpected(c.error());
+            out.cids[i] = client::QuicCids(o.cid_len, o.cookie_offset, *c);
+        }
+    }
+    return out;
+}
+
+std::optional<uint32_t> taken_over(const Group& g) {
+    auto w = client::working_gen(g.socks[0].get());
+    if (!w || *w == g.gen || *w == GRM_NO_GROUP)
+        return std::nullopt;
+    return *w;
+}
+
+int new_connection_id(const std::optional<client::QuicCids>& ids, ngtcp2_cid* cid, size_t len) {
+    if (len > NGTCP2_MAX_CIDLEN)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    cid->datalen = len;
+    std::span<uint8_t> out(cid->data, len);
+    auto r = ids ? ids->mint(out) : random_bytes(out);
+    return r ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
+}
+
+} // namespace grm::quic_server

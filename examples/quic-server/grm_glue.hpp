@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: MIT
+// Everything grm-quic-server does for grm, in one place: read this first. The rest of the
+// server is an ordinary ngtcp2 + nghttp3 HTTP/3 server.
+//
+//   1. open N SO_REUSEPORT sockets on the service's ip:port              open_group()
+//   2. set DISSECTOR_QUIC (connection ID length, cookie offset)          open_group()
+//   3. register the sockets into a new generation, make it the working one  open_group()
+//   4. put the accepting socket's cookie in every connection ID issued   new_connection_id()
+//   5. drain when another instance takes the working generation          taken_over()
+//
+// grm then delivers every packet of a connection to the socket that accepted it, across
+// restarts and client address changes. See docs/quic.md.
+#pragma once
+
+#include <cstdint>
+#include <ngtcp2/ngtcp2.h>
+#include <optional>
+#include <vector>
+
+#include "fd.hpp"
+#include "grm/quic.hpp"
+#include "grm/result.hpp"
+#include "options.hpp"
+
+namespace grm::quic_server {
+
+/// This instance's sockets and what grm says about them.
+struct Group {
+    std::vector<Fd> socks;
+    uint32_t gen = 0; ///< the generation the sockets were registered into (0 under --no-grm)
+    /// Per socket: the connection IDs it issues; nullopt under --no-grm (random IDs).
+    std::vector<std::optional<client::QuicCids>> cids;
+};
+
+/// Steps 1-3: opens the sockets (non-blocking) and, unless --no-grm, sets the dissector and
+/// takes over the working generation. The error names the step.
+Result<Group> open_group(const Options& o);
+
+/// Step 5: the working generation when another instance has taken it over, else nullopt.
+std::optional<uint32_t> taken_over(const Group& g);
+
+/// Step 4, ngtcp2's get_new_connection_id callback (and the SCID of ngtcp2_conn_server_new)
+/// for a connection accepted on the socket whose IDs are `ids`: a fresh `len`-byte ID. 0 or
+/// NGTCP2_ERR_CALLBACK_FAILURE.
+int new_connection_id(const std::optional<client::QuicCids>& ids, ngtcp2_cid* cid, size_t len);
+
+} // namespace grm::quic_server
