@@ -4,10 +4,9 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <getopt.h>
 #include <optional>
 #include <string>
-
-#include <getopt.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -16,6 +15,7 @@
 #include <systemd/sd-event.h>
 
 #include "bpf_kernel.hpp"
+#include "cli.hpp"
 #include "loader.hpp"
 #include "log.hpp"
 #include "pins.hpp"
@@ -92,13 +92,12 @@ std::optional<Options> parse(int argc, char** argv)
                 o.pin_dir.pop_back();
             break;
         case kFlowEntries: {
-            char* end = nullptr;
-            unsigned long n = std::strtoul(optarg, &end, 10);
-            if (!*optarg || *end || n < 1 || n > (1u << 24)) {
-                std::fprintf(stderr, "grmd: --flow-entries takes 1..16777216\n");
+            auto n = cli::parse<uint32_t>(optarg, "--flow-entries", 1, 1u << 24);
+            if (!n) {
+                log::err("{}", n.error().context);
                 return std::nullopt;
             }
-            o.flow_entries = static_cast<uint32_t>(n);
+            o.flow_entries = *n;
             break;
         }
         case 'v':
@@ -325,6 +324,7 @@ int run_daemon(const Options& o)
 
 int main(int argc, char** argv)
 {
+    log::set_program(argv[0]);
     auto o = parse(argc, argv);
     if (!o)
         return 2;

@@ -28,6 +28,7 @@
 
 #include "fd.hpp"
 #include "grm/abi.h"
+#include "process.hpp"
 #include "ready.hpp"
 
 namespace grm::quic {
@@ -47,11 +48,13 @@ constexpr int kLateMoveBeforeMs = 350;
 constexpr int kIdleMarginMs = 2100; // client idle timeout = longest delay + this: only failures
                                     // ever idle out
 
-double secs(Clock::duration d) {
+double secs(Clock::duration d)
+{
     return std::chrono::duration<double>(d).count();
 }
 
-bool executable_in_path(const std::string& name, std::string& found) {
+bool executable_in_path(const std::string& name, std::string& found)
+{
     if (name.find('/') != std::string::npos) {
         found = name;
         return ::access(name.c_str(), X_OK) == 0;
@@ -69,36 +72,29 @@ bool executable_in_path(const std::string& name, std::string& found) {
     return false;
 }
 
-/// Runs argv to completion with output to `log`; its exit status.
-int run_quiet(const std::vector<std::string>& argv, const std::string& log) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd >= 0) {
-            ::dup2(fd, 1);
-            ::dup2(fd, 2);
-        }
-        std::vector<char*> args;
-        for (auto& a : argv)
-            args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        ::execv(args[0], args.data());
-        ::_exit(127);
-    }
-    int st = -1;
-    if (pid > 0)
-        ::waitpid(pid, &st, 0);
-    return st;
+/// Runs argv to completion with output to `log`; its wait status (-1 if it did not start).
+int run_quiet(const std::vector<std::string>& argv, const std::string& log)
+{
+    proc::SpawnOptions o;
+    o.argv = argv;
+    o.stdout_file = log;
+    o.stderr_to_stdout = true;
+    auto pid = proc::spawn(o);
+    if (!pid)
+        return -1;
+    return proc::wait_exit(*pid, std::chrono::hours(24)).value_or(-1);
 }
 
-std::string read_file(const std::string& path) {
+std::string read_file(const std::string& path)
+{
     std::ifstream f(path, std::ios::binary);
     std::stringstream ss;
     ss << f.rdbuf();
     return ss.str();
 }
 
-std::string tail_lines(const std::string& s, int n) {
+std::string tail_lines(const std::string& s, int n)
+{
     size_t pos = s.size();
     while (n-- > 0 && pos > 0) {
         pos = s.rfind('\n', pos - 1);
@@ -110,38 +106,21 @@ std::string tail_lines(const std::string& s, int n) {
     return s.substr(pos == 0 ? 0 : pos + 1);
 }
 
-/// fork + exec with stdout to `out_fd` (or a file) and stderr to a file; optionally moves the
-/// child into a cgroup first. Everything the child needs is prepared before fork.
+/// Starts argv with stdout to `out_fd` (or a file) and stderr to a file, in `cgroup` if one is
+/// given; -1 if it could not be started.
 pid_t spawn(const std::vector<std::string>& argv, int out_fd, const std::string& out_file,
-            const std::string& err_file, const std::string& cgroup) {
-    std::vector<char*> args;
-    for (auto& a : argv)
-        args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    std::string procs = cgroup.empty() ? "" : cgroup + "/cgroup.procs";
-    pid_t pid = ::fork();
-    if (pid != 0)
-        return pid;
-    if (!procs.empty()) {
-        int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || ::write(fd, "0", 1) != 1)
-            ::_exit(126);
-        ::close(fd);
-    }
-    int err = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (err >= 0)
-        ::dup2(err, 2);
-    if (out_fd >= 0) {
-        ::dup2(out_fd, 1);
-    } else {
-        int out = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (out >= 0)
-            ::dup2(out, 1);
-    }
+            const std::string& err_file, const std::string& cgroup)
+{
+    proc::SpawnOptions o;
+    o.argv = argv;
+    o.stdout_fd = out_fd;
+    o.stdout_file = out_fd >= 0 ? "" : out_file;
+    o.stderr_file = err_file;
+    o.cgroup = cgroup;
     // Whatever happens to the harness (a test timeout, ^C), nothing it started outlives it.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    ::execv(args[0], args.data());
-    ::_exit(127);
+    o.pdeathsig = SIGKILL;
+    auto pid = proc::spawn(o);
+    return pid ? *pid : -1;
 }
 
 struct Instance {
@@ -152,7 +131,8 @@ struct Instance {
     uint16_t port = 0;
 
     /// Reads what the instance printed; parses complete lines.
-    void pump() {
+    void pump()
+    {
         char tmp[4096];
         for (;;) {
             ssize_t n = ::read(out.get(), tmp, sizeof(tmp));
@@ -191,7 +171,8 @@ struct Client {
 /// Bad actors: datagrams that are not, or only look like, packets of real connections.
 class Junk {
 public:
-    Junk(uint16_t port, size_t cid_len) : port_(port), cid_len_(cid_len) {
+    Junk(uint16_t port, size_t cid_len) : port_(port), cid_len_(cid_len)
+    {
         uint64_t seed = 0;
         if (::getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
             seed = 42;
@@ -207,7 +188,8 @@ public:
     }
 
     /// One burst of `n` datagrams; `gens` are the live generations (for valid-looking cookies).
-    void burst(int n, const std::vector<uint32_t>& gens, int sockets) {
+    void burst(int n, const std::vector<uint32_t>& gens, int sockets)
+    {
         sockaddr_in to{};
         to.sin_family = AF_INET;
         to.sin_port = htons(port_);
@@ -229,18 +211,21 @@ public:
     uint64_t sent() const { return sent_; }
 
 private:
-    void fill(std::vector<uint8_t>& d, size_t from) {
+    void fill(std::vector<uint8_t>& d, size_t from)
+    {
         for (size_t i = from; i < d.size(); i++)
             d[i] = static_cast<uint8_t>(rng_());
     }
 
-    uint16_t cookie(const std::vector<uint32_t>& gens, int sockets) {
+    uint16_t cookie(const std::vector<uint32_t>& gens, int sockets)
+    {
         uint32_t gen = gens.empty() ? 0 : gens[rng_() % gens.size()];
         uint32_t idx = static_cast<uint32_t>(rng_() % static_cast<uint64_t>(sockets));
         return grm_cookie(grm_slot(1, 0, gen), idx);
     }
 
-    std::vector<uint8_t> make(const std::vector<uint32_t>& gens, int sockets) {
+    std::vector<uint8_t> make(const std::vector<uint32_t>& gens, int sockets)
+    {
         std::vector<uint8_t> d;
         switch (rng_() % 6) {
         case 0: // garbage of any size
@@ -297,7 +282,8 @@ private:
     uint64_t sent_ = 0;
 };
 
-Result<void> make_cert(const Env& env, const std::string& dir) {
+Result<void> make_cert(const Env& env, const std::string& dir)
+{
     std::string openssl;
     if (!executable_in_path(env.openssl, openssl))
         return unexpected(ENOENT, "openssl not found (apt-get install openssl)");
@@ -319,7 +305,8 @@ Result<void> make_cert(const Env& env, const std::string& dir) {
 
 } // namespace
 
-const char* routing_name(Routing r) {
+const char* routing_name(Routing r)
+{
     switch (r) {
     case Routing::quic:
         return "grm QUIC CID";
@@ -331,7 +318,8 @@ const char* routing_name(Routing r) {
     return "?";
 }
 
-const char* move_name(Move m) {
+const char* move_name(Move m)
+{
     switch (m) {
     case Move::none:
         return "none";
@@ -347,13 +335,15 @@ const char* move_name(Move m) {
     return "?";
 }
 
-Result<void> prepare(const Env& env) {
+Result<void> prepare(const Env& env)
+{
     if (::mkdir(env.workdir.c_str(), 0700) != 0 && errno != EEXIST)
         return unexpected(errno, "mkdir " + env.workdir);
     return make_cert(env, env.workdir);
 }
 
-uint64_t InstanceResult::stat(const std::string& name) const {
+uint64_t InstanceResult::stat(const std::string& name) const
+{
     std::string key = " " + name + " ";
     size_t pos = stats.find(key);
     if (pos == std::string::npos)
@@ -361,41 +351,48 @@ uint64_t InstanceResult::stat(const std::string& name) const {
     return std::strtoull(stats.c_str() + pos + key.size(), nullptr, 10);
 }
 
-int Report::failed() const {
+int Report::failed() const
+{
     return static_cast<int>(
         std::count_if(clients.begin(), clients.end(), [](const auto& c) { return !c.ok(); }));
 }
 
-int Report::requests() const {
+int Report::requests() const
+{
     int n = 0;
     for (const auto& c : clients)
         n += c.requests;
     return n;
 }
 
-int Report::completed() const {
+int Report::completed() const
+{
     int n = 0;
     for (const auto& c : clients)
         n += c.completed;
     return n;
 }
 
-int Report::failed_with(Move m) const {
+int Report::failed_with(Move m) const
+{
     return static_cast<int>(std::count_if(clients.begin(), clients.end(),
                                           [m](const auto& c) { return c.move == m && !c.ok(); }));
 }
 
-int Report::count_with(Move m) const {
+int Report::count_with(Move m) const
+{
     return static_cast<int>(
         std::count_if(clients.begin(), clients.end(), [m](const auto& c) { return c.move == m; }));
 }
 
-int Report::split() const {
+int Report::split() const
+{
     return static_cast<int>(std::count_if(clients.begin(), clients.end(),
                                           [](const auto& c) { return c.gens.size() > 1; }));
 }
 
-uint64_t Report::server_stat(const std::string& name) const {
+uint64_t Report::server_stat(const std::string& name) const
+{
     uint64_t n = 0;
     for (const auto& i : instances)
         n += i.stat(name);
@@ -404,7 +401,8 @@ uint64_t Report::server_stat(const std::string& name) const {
 
 Result<Report> run(const Scenario& s, const Env& env,
                    const std::function<void(const std::string&)>& log_fn,
-                   const std::function<void(uint16_t port)>& before_stop) {
+                   const std::function<void(uint16_t port)>& before_stop)
+{
     auto log = [&](const std::string& line) {
         if (log_fn)
             log_fn(line);
@@ -742,7 +740,8 @@ Result<Report> run(const Scenario& s, const Env& env,
     return rep;
 }
 
-std::string summary(const Report& r) {
+std::string summary(const Report& r)
+{
     std::string out;
     const Scenario& s = r.scenario;
     out += fmt::format("{}: {} connections x {} delayed requests, {} restarts {:.1f} s apart{}{}\n",

@@ -21,6 +21,7 @@
 #include <fmt/core.h>
 
 #include "fd.hpp"
+#include "process.hpp"
 #include "quic_harness.hpp"
 #include "ready.hpp"
 #include "sandbox.hpp"
@@ -33,7 +34,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-quic::Env make_env(const std::string& name) {
+quic::Env make_env(const std::string& name)
+{
     quic::Env env;
     env.server = binary("grm-quic-server");
     env.workdir = sandbox().root + "/" + name;
@@ -43,7 +45,8 @@ quic::Env make_env(const std::string& name) {
 /// Runs a scenario and prints what happened; `group`, if given, gets grm's counters of the
 /// port's group, read while the last instance still serves.
 quic::Report run_scenario(const quic::Scenario& s, const std::string& name,
-                          GroupStats* group = nullptr) {
+                          GroupStats* group = nullptr)
+{
     auto r = quic::run(
         s, make_env(name), [](const std::string& line) { fmt::print("  {}\n", line); },
         [&](uint16_t port) {
@@ -60,7 +63,8 @@ quic::Report run_scenario(const quic::Scenario& s, const std::string& name,
     return std::move(*r);
 }
 
-Daemon start_daemon() {
+Daemon start_daemon()
+{
     auto d = Daemon::start(sandbox());
     if (!d)
         FAIL(d.error().message());
@@ -69,7 +73,8 @@ Daemon start_daemon() {
 
 /// What every grm run must show besides its counts: three restarts, each with connections in
 /// progress, every old instance drained on its own and exited once its connections closed.
-void check_restarts(const quic::Report& r) {
+void check_restarts(const quic::Report& r)
+{
     REQUIRE(r.restarts.size() == 3);
     REQUIRE(r.instances.size() == 4);
     for (const auto& rr : r.restarts)
@@ -93,7 +98,8 @@ struct Child {
     Fd out;
     std::string text;
 
-    bool wait_for(const std::string& needle, std::chrono::milliseconds timeout) {
+    bool wait_for(const std::string& needle, std::chrono::milliseconds timeout)
+    {
         auto deadline = Clock::now() + timeout;
         while (text.find(needle) == std::string::npos && Clock::now() < deadline) {
             pollfd p{out.get(), POLLIN, 0};
@@ -109,32 +115,28 @@ struct Child {
     }
 };
 
-Child spawn(const std::vector<std::string>& argv, const std::string& err_log) {
+Child spawn(const std::vector<std::string>& argv, const std::string& err_log)
+{
     int p[2];
     REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
-    std::vector<char*> args;
-    for (auto& a : argv)
-        args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        ::dup2(p[1], 1);
-        int e = ::open(err_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (e >= 0)
-            ::dup2(e, 2);
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL); // nothing outlives the test
-        ::execvp(args[0], args.data());
-        ::_exit(127);
-    }
+    proc::SpawnOptions o;
+    o.argv = argv;
+    o.search_path = true;
+    o.stdout_fd = p[1];
+    o.stderr_file = err_log;
+    o.pdeathsig = SIGKILL; // nothing outlives the test
+    auto pid = proc::spawn(o);
     ::close(p[1]);
+    REQUIRE(pid);
     Child c;
-    c.pid = pid;
+    c.pid = *pid;
     c.out = Fd(p[0]);
     return c;
 }
 
 /// Waits for a child to exit, up to `timeout`; then kills it. True if it exited by itself.
-bool reap(pid_t pid, std::chrono::milliseconds timeout) {
+bool reap(pid_t pid, std::chrono::milliseconds timeout)
+{
     auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
         if (::waitpid(pid, nullptr, WNOHANG) == pid)
@@ -147,7 +149,8 @@ bool reap(pid_t pid, std::chrono::milliseconds timeout) {
 }
 
 /// How often `needle` occurs in the first 64 KiB of a file.
-size_t count_in_file(const std::string& path, const std::string& needle) {
+size_t count_in_file(const std::string& path, const std::string& needle)
+{
     Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     std::string text(65536, '\0');
     ssize_t n = f.valid() ? ::read(f.get(), text.data(), text.size()) : 0;
@@ -158,7 +161,8 @@ size_t count_in_file(const std::string& path, const std::string& needle) {
     return count;
 }
 
-bool whole_response(const std::string& path, size_t size) {
+bool whole_response(const std::string& path, size_t size)
+{
     Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid())
         return false;
@@ -170,7 +174,8 @@ bool whole_response(const std::string& path, size_t size) {
 } // namespace
 
 TEST_CASE("quic e2e: grm QUIC CIDs keep every connection and request across 3 restarts",
-          "[quic-e2e-cid]") {
+          "[quic-e2e-cid]")
+{
     Daemon d = start_daemon();
     quic::Scenario s;
     s.routing = quic::Routing::quic;
@@ -194,7 +199,8 @@ TEST_CASE("quic e2e: grm QUIC CIDs keep every connection and request across 3 re
 }
 
 TEST_CASE("quic e2e: grm QUIC CIDs keep every connection when clients change address",
-          "[quic-e2e-cid-rebind]") {
+          "[quic-e2e-cid-rebind]")
+{
     Daemon d = start_daemon();
     quic::Scenario s;
     s.routing = quic::Routing::quic;
@@ -209,7 +215,8 @@ TEST_CASE("quic e2e: grm QUIC CIDs keep every connection when clients change add
     CHECK(r.server_stat("path_validated") >= static_cast<uint64_t>(r.connections() / 2));
 }
 
-TEST_CASE("quic e2e: grm FLOW keeps connections whose address does not change", "[quic-e2e-flow]") {
+TEST_CASE("quic e2e: grm FLOW keeps connections whose address does not change", "[quic-e2e-flow]")
+{
     Daemon d = start_daemon();
     quic::Scenario s;
     s.routing = quic::Routing::flow;
@@ -220,7 +227,8 @@ TEST_CASE("quic e2e: grm FLOW keeps connections whose address does not change", 
 }
 
 TEST_CASE("quic e2e: grm FLOW loses the connections whose address changes across a restart",
-          "[quic-e2e-flow-rebind]") {
+          "[quic-e2e-flow-rebind]")
+{
     Daemon d = start_daemon();
     quic::Scenario s;
     s.routing = quic::Routing::flow;
@@ -244,7 +252,8 @@ TEST_CASE("quic e2e: grm FLOW loses the connections whose address changes across
 }
 
 TEST_CASE("quic e2e: plain SO_REUSEPORT without grm loses connections across restarts",
-          "[quic-e2e-plain]") {
+          "[quic-e2e-plain]")
+{
     // No grmd: no hooks anywhere, the kernel's reuseport hash alone.
     quic::Scenario s;
     s.routing = quic::Routing::plain;
@@ -258,7 +267,8 @@ TEST_CASE("quic e2e: plain SO_REUSEPORT without grm loses connections across res
 
 TEST_CASE("quic e2e: junk, truncated and spoofed-cookie packets during restarts disturb no "
           "connection",
-          "[quic-e2e-bad-actors]") {
+          "[quic-e2e-bad-actors]")
+{
     Daemon d = start_daemon();
     quic::Scenario s;
     s.routing = quic::Routing::quic;
@@ -274,7 +284,8 @@ TEST_CASE("quic e2e: junk, truncated and spoofed-cookie packets during restarts 
 
 TEST_CASE("quic e2e: on SIGTERM without a successor the server refuses new connections, "
           "finishes the open ones and cuts the rest at the drain timeout",
-          "[quic-e2e-drain]") {
+          "[quic-e2e-drain]")
+{
     Daemon d = start_daemon();
     quic::Env env = make_env("drain");
     REQUIRE(quic::prepare(env));
@@ -335,7 +346,8 @@ TEST_CASE("quic e2e: on SIGTERM without a successor the server refuses new conne
     CHECK_FALSE(whole_response(env.workdir + "/c/c", kSize));
 }
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv)
+{
     // What the cases run; without them they cannot run at all (CI installs them).
     for (const char* tool : {"gtlsclient", "openssl"}) {
         std::string cmd = fmt::format("command -v {} >/dev/null 2>&1", tool);
