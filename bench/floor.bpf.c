@@ -5,8 +5,9 @@
  * of what any BPF steering must pay (the program call and one bpf_sk_select_reuseport).
  * Only grm-bench loads it (bench/setups.cpp).
  */
-#include <linux/types.h>
 #include <linux/bpf.h>
+#include <linux/types.h>
+
 #include <bpf/bpf_helpers.h>
 
 char LICENSE[] SEC("license") = "GPL";

@@ -14,7 +14,8 @@
 
 namespace grm::bench {
 
-Result<void> raise_nofile(rlim_t need) {
+Result<void> raise_nofile(rlim_t need)
+{
     rlimit rl{};
     if (::getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return errno_error("getrlimit NOFILE");
@@ -27,7 +28,8 @@ Result<void> raise_nofile(rlim_t need) {
     return {};
 }
 
-Cpus pick_cpus() {
+Cpus pick_cpus()
+{
     cpu_set_t set;
     CPU_ZERO(&set);
     Cpus c;
@@ -42,7 +44,8 @@ Cpus pick_cpus() {
     return c;
 }
 
-void pin_self(int cpu) {
+void pin_self(int cpu)
+{
     if (cpu < 0)
         return;
     cpu_set_t set;
@@ -51,7 +54,8 @@ void pin_self(int cpu) {
     ::sched_setaffinity(0, sizeof(set), &set); // best effort: unpinned still measures
 }
 
-uint64_t udp_rcvbuf_errors() {
+uint64_t udp_rcvbuf_errors()
+{
     // Two "Udp:" lines: the counter names, then their values.
     std::ifstream f("/proc/net/snmp");
     std::string line, names;
@@ -72,7 +76,8 @@ uint64_t udp_rcvbuf_errors() {
     return 0;
 }
 
-std::string loadavg() {
+std::string loadavg()
+{
     std::ifstream f("/proc/loadavg");
     std::string a, b, c;
     f >> a >> b >> c;
@@ -83,7 +88,8 @@ namespace {
 
 constexpr const char* kStatsSysctl = "/proc/sys/kernel/bpf_stats_enabled";
 
-Result<std::string> read_stats_sysctl() {
+Result<std::string> read_stats_sysctl()
+{
     std::ifstream f(kStatsSysctl);
     std::string v;
     if (!(f >> v))
@@ -91,7 +97,8 @@ Result<std::string> read_stats_sysctl() {
     return v;
 }
 
-Result<void> write_stats_sysctl(const std::string& v) {
+Result<void> write_stats_sysctl(const std::string& v)
+{
     std::ofstream f(kStatsSysctl);
     if (!(f << v << '\n') || !f.flush())
         return unexpected(EIO, std::string("write ") + kStatsSysctl);
@@ -100,7 +107,8 @@ Result<void> write_stats_sysctl(const std::string& v) {
 
 } // namespace
 
-Result<RunTimeStats> RunTimeStats::enable() {
+Result<RunTimeStats> RunTimeStats::enable()
+{
     int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
     if (fd >= 0)
         return RunTimeStats(Fd(fd), std::nullopt);
@@ -115,21 +123,25 @@ Result<RunTimeStats> RunTimeStats::enable() {
 }
 
 RunTimeStats::RunTimeStats(RunTimeStats&& o) noexcept
-    : fd_(std::move(o.fd_)), old_(std::move(o.old_)) {
+    : fd_(std::move(o.fd_)), old_(std::move(o.old_))
+{
     o.old_.reset();
 }
 
-RunTimeStats::~RunTimeStats() {
+RunTimeStats::~RunTimeStats()
+{
     if (old_)
         (void)write_stats_sysctl(*old_);
 }
 
-bool RunTimeStats::on_by_sysctl() {
+bool RunTimeStats::on_by_sysctl()
+{
     auto v = read_stats_sysctl();
     return v && *v != "0";
 }
 
-Result<ProgStats> prog_stats(int prog_fd) {
+Result<ProgStats> prog_stats(int prog_fd)
+{
     bpf_prog_info info{};
     __u32 len = sizeof(info);
     if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0)

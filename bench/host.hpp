@@ -48,8 +48,8 @@ public:
     static bool on_by_sysctl();
 
 private:
-    RunTimeStats(Fd fd, std::optional<std::string> old)
-        : fd_(std::move(fd)), old_(std::move(old)) {}
+    RunTimeStats(Fd fd, std::optional<std::string> old) : fd_(std::move(fd)), old_(std::move(old))
+    {}
 
     Fd fd_;
     std::optional<std::string> old_; ///< the sysctl's value before us (sysctl fallback only)

@@ -35,13 +35,15 @@
 
 namespace {
 
-void on_signal(int) {
+void on_signal(int)
+{
     grm::bench::g_interrupted = true;
 }
 
 } // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv)
+{
     using namespace grm;
     using namespace grm::bench;
     auto o = parse_options(argc, argv);

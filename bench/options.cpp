@@ -36,7 +36,8 @@ namespace {
 
 /// Parses `s` into `out` as a T in [min, max].
 template <typename T>
-Result<void> whole(const char* s, const char* what, T min, T max, T& out) {
+Result<void> whole(const char* s, const char* what, T min, T max, T& out)
+{
     auto v = cli::parse<T>(s, what, min, max);
     if (!v)
         return unexpected(v.error());
@@ -45,7 +46,8 @@ Result<void> whole(const char* s, const char* what, T min, T max, T& out) {
 }
 
 /// --seconds: a duration ("0.5", "500ms"; bare numbers are seconds) from 10 ms to an hour.
-Result<double> seconds(const char* s) {
+Result<double> seconds(const char* s)
+{
     auto d = cli::parse_duration(s, "--seconds");
     if (!d)
         return unexpected(d.error());
@@ -54,7 +56,8 @@ Result<double> seconds(const char* s) {
     return std::chrono::duration<double>(*d).count();
 }
 
-std::vector<std::string> split_list(const char* s) {
+std::vector<std::string> split_list(const char* s)
+{
     std::vector<std::string> out;
     std::stringstream ss(s);
     std::string name;
@@ -66,7 +69,8 @@ std::vector<std::string> split_list(const char* s) {
 
 } // namespace
 
-Result<Options> parse_options(int argc, char** argv) {
+Result<Options> parse_options(int argc, char** argv)
+{
     Options o;
     o.grmd = GRM_GRMD_PATH;
     enum {

@@ -26,7 +26,8 @@ struct Spread {
     std::vector<double> values;
 };
 
-Spread spread(std::vector<double> v) {
+Spread spread(std::vector<double> v)
+{
     Spread s;
     s.values = v;
     std::erase_if(v, [](double x) { return std::isnan(x); });
@@ -40,7 +41,8 @@ Spread spread(std::vector<double> v) {
     return s;
 }
 
-json to_json(const Spread& s) {
+json to_json(const Spread& s)
+{
     auto num = [](double x) { return std::isnan(x) ? json(nullptr) : json(x); };
     json vals = json::array();
     for (double x : s.values)
@@ -48,7 +50,8 @@ json to_json(const Spread& s) {
     return {{"median", num(s.median)}, {"min", num(s.min)}, {"max", num(s.max)}, {"rounds", vals}};
 }
 
-json to_json(const Phase& p) {
+json to_json(const Phase& p)
+{
     json j = {{"sent", p.sent},
               {"received", p.received},
               {"stale", p.stale},
@@ -61,7 +64,8 @@ json to_json(const Phase& p) {
     return j;
 }
 
-json to_json(const grm_stats& c) {
+json to_json(const grm_stats& c)
+{
     json j;
 #define GRM_X(name) j[#name] = c.name;
     GRM_METRICS(GRM_X)
@@ -69,7 +73,8 @@ json to_json(const grm_stats& c) {
     return j;
 }
 
-grm_stats operator-(const grm_stats& a, const grm_stats& b) {
+grm_stats operator-(const grm_stats& a, const grm_stats& b)
+{
     grm_stats d{};
 #define GRM_X(name) d.name = a.name - b.name;
     GRM_METRICS(GRM_X)
@@ -79,7 +84,8 @@ grm_stats operator-(const grm_stats& a, const grm_stats& b) {
 
 /// Why a grm group's counters over the measured rounds say its program did not steer as set
 /// up (failing open to the kernel's hash would make it look cheap); empty if it did.
-std::string steering_problems(const grm_stats& d, bool routes_by_payload) {
+std::string steering_problems(const grm_stats& d, bool routes_by_payload)
+{
     std::string bad;
     auto must_be_zero = [&](const char* name, uint64_t v) {
         if (v != 0)
@@ -102,7 +108,8 @@ std::string steering_problems(const grm_stats& d, bool routes_by_payload) {
 }
 
 /// "median [min..max]" with format f for each; "-" when there is no value.
-std::string cell(const Spread& s, const char* f, bool sign = false) {
+std::string cell(const Spread& s, const char* f, bool sign = false)
+{
     if (std::isnan(s.median))
         return "-";
     auto one = [&](double x) {
@@ -112,7 +119,8 @@ std::string cell(const Spread& s, const char* f, bool sign = false) {
     return fmt::format("{} [{}..{}]", one(s.median), one(s.min), one(s.max));
 }
 
-std::string now_utc() {
+std::string now_utc()
+{
     std::time_t t = std::time(nullptr);
     char buf[64];
     std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
@@ -125,7 +133,8 @@ struct ProgramCheck {
     std::vector<std::string> problems;
 };
 
-ProgramCheck check_program(const Setup& s, const std::string& pin_dir) {
+ProgramCheck check_program(const Setup& s, const std::string& pin_dir)
+{
     ProgramCheck c;
     if (s.spec->kind == Kind::floor) {
         const uint64_t errors = s.floor_select_errors();
@@ -154,7 +163,8 @@ ProgramCheck check_program(const Setup& s, const std::string& pin_dir) {
 } // namespace
 
 Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vector<Sample>>& samples,
-                  const std::string& pin_dir) {
+                  const std::string& pin_dir)
+{
     const size_t n = setups.size();
     auto index_of = [&](const char* name) -> std::optional<size_t> {
         for (size_t i = 0; i < n; i++)
@@ -223,7 +233,8 @@ Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vecto
     return out;
 }
 
-void print_bench_table(const Summary& sum, const std::vector<Setup>& setups, int rounds) {
+void print_bench_table(const Summary& sum, const std::vector<Setup>& setups, int rounds)
+{
     fmt::print("\n{:<6} {:<22} {:<22} {:<24} {:<22} {:>11} {:>11}\n", "setup", "prog ns/pkt",
                "ns above floor", "rx Mpps", "pps vs plain", "sent", "received");
     for (const Row& r : sum.rows)
@@ -236,7 +247,8 @@ void print_bench_table(const Summary& sum, const std::vector<Setup>& setups, int
         fmt::print("  {:<6} {}\n", s.spec->name, s.spec->what);
 }
 
-RestartReport report_restart(const std::vector<RestartResult>& results) {
+RestartReport report_restart(const std::vector<RestartResult>& results)
+{
     RestartReport out;
     auto& problems = out.problems;
     fmt::print("\n{:<6} {:>10} {:>10} {:>8} {:>10} {:>10} {:>8} {:>9} {:>10}\n", "setup", "sent",
@@ -278,7 +290,8 @@ RestartReport report_restart(const std::vector<RestartResult>& results) {
 }
 
 json environment_json(int argc, char** argv, const Options& o, const Cpus& cpus,
-                      const std::string& load_start) {
+                      const std::string& load_start)
+{
     utsname u{};
     ::uname(&u);
     std::string cmd;
@@ -301,7 +314,8 @@ json environment_json(int argc, char** argv, const Options& o, const Cpus& cpus,
               {"batch", o.batch}}}};
 }
 
-bool write_json(const std::string& path, const json& j) {
+bool write_json(const std::string& path, const json& j)
+{
     std::ofstream f(path);
     f << j.dump(2) << '\n';
     f.flush();

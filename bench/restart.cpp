@@ -25,7 +25,8 @@ namespace {
 /// port (grm: registers and becomes the working generation) and generation 0 drains: it reads
 /// until quiet for 200 ms, or for at most a third of the run, then closes its sockets.
 Result<RestartResult> restart_run(bool grm, const std::vector<Fd>& flows, const Options& o,
-                                  const Cpus& cpus, uint32_t tag) {
+                                  const Cpus& cpus, uint32_t tag)
+{
     RestartResult res;
     res.name = grm ? "grm" : "plain";
     auto gen0 = receiver_group(0, o.receivers);
@@ -116,8 +117,8 @@ Result<RestartResult> restart_run(bool grm, const std::vector<Fd>& flows, const 
 
 } // namespace
 
-int run_restart(const Options& o, const test::Sandbox& sb, const Cpus& cpus, int argc,
-                char** argv) {
+int run_restart(const Options& o, const test::Sandbox& sb, const Cpus& cpus, int argc, char** argv)
+{
     auto stage = make_stage(o, sb, true);
     if (!stage) {
         fmt::print(stderr, "grm-bench: {}\n", stage.error().message());

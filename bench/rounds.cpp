@@ -20,7 +20,8 @@ namespace grm::bench {
 using namespace std::chrono_literals;
 
 Result<Phase> run_phase(Setup& s, const std::vector<Fd>& flows, const Options& o, const Cpus& cpus,
-                        uint32_t tag, double seconds, bool cost) {
+                        uint32_t tag, double seconds, bool cost)
+{
     if (auto r = connect_flows(flows, s.port); !r)
         return unexpected(r.error());
     std::optional<RunTimeStats> stats;
@@ -81,7 +82,8 @@ namespace {
 /// repeats it (for at most 10 s) while its group still counts packets that came before its
 /// program was ready: grmd loads a cBPF group's translated program asynchronously.
 Result<void> warm_up(Setup& s, const std::vector<Fd>& flows, const Options& o, const Cpus& cpus,
-                     uint32_t& tag, const std::string& pin_dir) {
+                     uint32_t& tag, const std::string& pin_dir)
+{
     const auto deadline = Clock::now() + 10s;
     for (;;) {
         auto before = test::group_stats(pin_dir, AF_INET, s.port);
@@ -105,7 +107,8 @@ Result<void> warm_up(Setup& s, const std::vector<Fd>& flows, const Options& o, c
 /// first, or right after the same neighbour. Returns samples[setup][round].
 Result<std::vector<std::vector<Sample>>> run_rounds(std::vector<Setup>& setups,
                                                     const std::vector<Fd>& flows, const Options& o,
-                                                    const Cpus& cpus, uint32_t tag) {
+                                                    const Cpus& cpus, uint32_t tag)
+{
     const size_t n = setups.size();
     std::vector<std::vector<Sample>> samples(n, std::vector<Sample>(static_cast<size_t>(o.rounds)));
     auto failed = [](const Setup& s, const Error& e) {
@@ -136,7 +139,8 @@ Result<std::vector<std::vector<Sample>>> run_rounds(std::vector<Setup>& setups,
 } // namespace
 
 int run_bench(const Options& o, const std::vector<const SetupSpec*>& specs, const test::Sandbox& sb,
-              const Cpus& cpus, int argc, char** argv) {
+              const Cpus& cpus, int argc, char** argv)
+{
     const bool need_grmd =
         std::any_of(specs.begin(), specs.end(), [](auto* s) { return s->kind == Kind::grm; });
     auto stage = make_stage(o, sb, need_grmd);

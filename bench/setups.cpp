@@ -26,7 +26,8 @@ namespace {
 /// QUIC short header (RFC 9000 section 17.3): the fixed bit, then a server connection ID
 /// minted by libgrmclient for socket flow % n, as a server would have issued it.
 Result<void> quic_short_header(std::span<uint8_t> p, uint32_t flow,
-                               std::span<const uint16_t> cookies) {
+                               std::span<const uint16_t> cookies)
+{
     if (cookies.empty())
         return unexpected(EINVAL, "QUIC payload: no socket cookies");
     p[0] = 0x40;
@@ -35,7 +36,8 @@ Result<void> quic_short_header(std::span<uint8_t> p, uint32_t flow,
 
 /// udpgrm's classic use of a cBPF dissector: the cookie read from the QUIC connection ID that
 /// quic_short_header() writes (payload bytes 2..3). `ldh [2]; ret a`
-udp_grm_dissector cbpf_cookie() {
+udp_grm_dissector cbpf_cookie()
+{
     udp_grm_dissector d = client::make_dissector(DISSECTOR_CBPF);
     d.filter_len = 2;
     d.filter[0] = {0x28, 0, 0, 1 + GRM_QUIC_DEFAULT_COOKIE_OFFSET}; // BPF_LD | BPF_H | BPF_ABS
@@ -58,7 +60,8 @@ constexpr SetupSpec kSetups[] = {
      cbpf_cookie, quic_short_header, 1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer)},
 };
 
-Result<void> make_floor(Setup& s, int n) {
+Result<void> make_floor(Setup& s, int n)
+{
     std::unique_ptr<bench_bpf, FloorSkelFree> skel(bench_bpf__open());
     if (!skel)
         return errno_error("open bench.bpf.o");
@@ -84,7 +87,8 @@ Result<void> make_floor(Setup& s, int n) {
     return {};
 }
 
-Result<void> make_grm(Setup& s, const std::string& pin_dir, uint32_t gen) {
+Result<void> make_grm(Setup& s, const std::string& pin_dir, uint32_t gen)
+{
     int fd0 = s.socks[0].get();
     if (auto r = client::set_dissector(fd0, s.spec->dissector()); !r)
         return unexpected(r.error());
@@ -106,11 +110,13 @@ Result<void> make_grm(Setup& s, const std::string& pin_dir, uint32_t gen) {
 
 } // namespace
 
-std::span<const SetupSpec> all_setups() {
+std::span<const SetupSpec> all_setups()
+{
     return kSetups;
 }
 
-Result<std::vector<const SetupSpec*>> select_setups(const Options& o) {
+Result<std::vector<const SetupSpec*>> select_setups(const Options& o)
+{
     std::vector<const SetupSpec*> specs;
     for (const auto& s : kSetups)
         if (o.setups.empty() ||
@@ -122,19 +128,23 @@ Result<std::vector<const SetupSpec*>> select_setups(const Options& o) {
     return specs;
 }
 
-void FloorSkelFree::operator()(bench_bpf* p) const noexcept {
+void FloorSkelFree::operator()(bench_bpf* p) const noexcept
+{
     bench_bpf__destroy(p);
 }
 
-std::vector<int> Setup::fds() const {
+std::vector<int> Setup::fds() const
+{
     return test::raw(socks);
 }
 
-uint64_t Setup::floor_select_errors() const {
+uint64_t Setup::floor_select_errors() const
+{
     return skel ? skel->bss->select_err : 0;
 }
 
-Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const std::string& pin_dir) {
+Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const std::string& pin_dir)
+{
     Setup s;
     s.spec = &spec;
     if (o.size < spec.min_size)
@@ -156,7 +166,8 @@ Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const std::str
     return s;
 }
 
-Result<Stage> make_stage(const Options& o, const test::Sandbox& sb, bool with_grmd) {
+Result<Stage> make_stage(const Options& o, const test::Sandbox& sb, bool with_grmd)
+{
     Stage st;
     if (with_grmd) {
         auto d = test::Daemon::start(o.grmd, sb);

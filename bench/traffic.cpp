@@ -17,12 +17,14 @@ namespace grm::bench {
 
 namespace {
 
-sys::Endpoint loopback4(uint16_t port) {
+sys::Endpoint loopback4(uint16_t port)
+{
     return sys::Endpoint{.family = AF_INET, .addr = {127, 0, 0, 1}, .port = port};
 }
 
 /// A plain (not SO_REUSEPORT) blocking UDP socket on an ephemeral loopback port.
-Result<Fd> client_socket() {
+Result<Fd> client_socket()
+{
     Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     if (!s.valid())
         return errno_error("socket");
@@ -35,7 +37,8 @@ Result<Fd> client_socket() {
 
 } // namespace
 
-Result<std::vector<Fd>> receiver_group(uint16_t port, int n) {
+Result<std::vector<Fd>> receiver_group(uint16_t port, int n)
+{
     net::GroupOptions g;
     g.where = loopback4(port);
     g.count = n;
@@ -44,7 +47,8 @@ Result<std::vector<Fd>> receiver_group(uint16_t port, int n) {
     return net::open_reuseport_group(g);
 }
 
-Result<std::vector<Fd>> client_flows(int n) {
+Result<std::vector<Fd>> client_flows(int n)
+{
     std::vector<Fd> v;
     timeval tv{0, 100000};
     for (int i = 0; i < n; i++) {
@@ -57,7 +61,8 @@ Result<std::vector<Fd>> client_flows(int n) {
     return v;
 }
 
-Result<void> connect_flows(const std::vector<Fd>& flows, uint16_t port) {
+Result<void> connect_flows(const std::vector<Fd>& flows, uint16_t port)
+{
     sockaddr_storage ss;
     socklen_t len = net::to_sockaddr(loopback4(port), ss);
     for (const auto& f : flows)
@@ -67,7 +72,8 @@ Result<void> connect_flows(const std::vector<Fd>& flows, uint16_t port) {
 }
 
 Result<std::vector<uint8_t>> make_payloads(size_t flows, size_t size, uint32_t tag, PayloadFn fill,
-                                           std::span<const uint16_t> cookies) {
+                                           std::span<const uint16_t> cookies)
+{
     std::vector<uint8_t> out(flows * size, 0);
     for (size_t f = 0; f < flows; f++) {
         std::span<uint8_t> p(out.data() + f * size, size);
@@ -82,7 +88,8 @@ Result<std::vector<uint8_t>> make_payloads(size_t flows, size_t size, uint32_t t
     return out;
 }
 
-SendResult send_load(const Load& l, const std::atomic<bool>& stop) {
+SendResult send_load(const Load& l, const std::atomic<bool>& stop)
+{
     pin_self(l.cpu);
     const auto& flows = *l.flows;
     const size_t nflows = flows.size();
@@ -127,23 +134,27 @@ SendResult send_load(const Load& l, const std::atomic<bool>& stop) {
 Receiver::Receiver(std::vector<int> fds, std::vector<Fd> owned, uint32_t tag, size_t size,
                    int batch, int cpu)
     : fds_(std::move(fds)), owned_(std::move(owned)), tag_(tag), size_(size),
-      batch_(static_cast<size_t>(batch)), cpu_(cpu) {
+      batch_(static_cast<size_t>(batch)), cpu_(cpu)
+{
     thread_ = std::thread([this] { loop(); });
 }
 
-void Receiver::close_when_quiet(std::chrono::milliseconds quiet, Clock::time_point deadline) {
+void Receiver::close_when_quiet(std::chrono::milliseconds quiet, Clock::time_point deadline)
+{
     quiet_ns_ = std::chrono::nanoseconds(quiet).count();
     deadline_ns_ = deadline.time_since_epoch().count();
     closing_ = true;
 }
 
-void Receiver::stop() {
+void Receiver::stop()
+{
     stop_ = true;
     if (thread_.joinable())
         thread_.join();
 }
 
-void Receiver::loop() {
+void Receiver::loop()
+{
     pin_self(cpu_);
     // One byte more than sent: a longer datagram arrives truncated and counts as stale.
     const size_t slot = size_ + 1;

@@ -24,7 +24,8 @@ using Clock = std::chrono::steady_clock;
 inline std::atomic<bool> g_interrupted{false};
 
 /// Seconds in a duration, as a double.
-inline double secs(Clock::duration d) {
+inline double secs(Clock::duration d)
+{
     return std::chrono::duration<double>(d).count();
 }
 

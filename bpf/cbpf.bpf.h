@@ -13,7 +13,8 @@
 /* Tail-calls the group's translated program, telling it which record it runs for. Returns
  * only when there is no program: grmd has not translated it yet. */
 static __always_inline void cbpf_enter(struct sk_reuseport_md* md, struct grm_group* g,
-                                       __u32 instance) {
+                                       __u32 instance)
+{
     __u32 zero = 0;
     __u64* inst = bpf_map_lookup_elem(&grm_cbpf_inst, &zero);
 
@@ -26,7 +27,8 @@ static __always_inline void cbpf_enter(struct sk_reuseport_md* md, struct grm_gr
 /* Back from the translated program: the record cbpf_enter named, by id, so no second hash
  * lookup; k gets its key. NULL if the record went away meanwhile. */
 static __always_inline struct grm_group* cbpf_group(struct bpf_sock* sk, __u32 gid, __u32 instance,
-                                                    struct grm_group_key* k) {
+                                                    struct grm_group_key* k)
+{
     struct grm_group* g;
 
     if (instance >= GRM_NETNS_INSTANCES)
@@ -43,7 +45,8 @@ static __always_inline struct grm_group* cbpf_group(struct bpf_sock* sk, __u32 g
  * 0x80000000 + app for a new flow of that app, anything else a new flow of app 0). Errors
  * are counted and become new flows of app 0. 1 when a socket was selected. */
 static __always_inline int cbpf_route(struct sk_reuseport_md* md, struct grm_group* g,
-                                      struct grm_stats* s, const struct grm_cbpf_out* out) {
+                                      struct grm_stats* s, const struct grm_cbpf_out* out)
+{
     __u32 r, apps;
 
     if (out->verdict == GRM_CBPF_TOO_SHORT) {

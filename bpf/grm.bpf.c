@@ -50,7 +50,8 @@ int grm_bind6(struct bpf_sock_addr* ctx)
 }
 
 SEC("cgroup/setsockopt")
-int grm_setsockopt(struct bpf_sockopt* ctx) {
+int grm_setsockopt(struct bpf_sockopt* ctx)
+{
     struct bpf_sock* sk = ctx->sk;
     int optname = ctx->optname, created = 0;
     struct grm_group_key k;
@@ -100,7 +101,8 @@ int grm_setsockopt(struct bpf_sockopt* ctx) {
 }
 
 SEC("cgroup/getsockopt")
-int grm_getsockopt(struct bpf_sockopt* ctx) {
+int grm_getsockopt(struct bpf_sockopt* ctx)
+{
     struct bpf_sock* sk = ctx->sk;
     int optname = ctx->optname, free_instance;
     struct grm_group_key k;
@@ -149,7 +151,8 @@ int grm_select_sk(struct sk_reuseport_md* md)
  * its result; when that selects nothing, the next namespace's record of the address gets
  * the packet. */
 SEC("sk_reuseport")
-int grm_cbpf_dispatch(struct sk_reuseport_md* md) {
+int grm_cbpf_dispatch(struct sk_reuseport_md* md)
+{
     struct bpf_sock* sk = md->sk;
     struct grm_group_key k;
     struct grm_cbpf_out* out;

@@ -212,7 +212,8 @@ static __always_inline void group_destroy(struct grm_group_key* k, struct grm_gr
  * (*created = 1) if there is none yet. NULL when none can be had: GRM_NETNS_INSTANCES
  * namespaces use this address, or a table is full. k->instance ends as the record's. */
 static __always_inline struct grm_group* group_find_or_create(struct grm_group_key* k, __u64 netns,
-                                                              __u32 owner_uid, int* created) {
+                                                              __u32 owner_uid, int* created)
+{
     struct grm_group* g;
     int free_instance;
 

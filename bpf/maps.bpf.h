@@ -54,7 +54,7 @@ struct {
 /* Live sockets per (group, slot), index gid * 32 + slot. Writer: daemon only. */
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, GRM_MAX_GROUPS * GRM_MAX_SLOTS);
+    __uint(max_entries, GRM_MAX_GROUPS* GRM_MAX_SLOTS);
     __type(key, __u32);
     __type(value, struct grm_slot_state);
 } grm_slots SEC(".maps");

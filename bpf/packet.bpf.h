@@ -33,8 +33,7 @@ static __always_inline int peer_of(struct sk_reuseport_md* md, __be32 addr[4], _
 /* Copies `len` bytes of the UDP payload at `off` into `dst`; 0 on success. Only constant,
  * short reads go straight to the packet: the DCID copy of QUIC long headers always uses the
  * helper. */
-static __always_inline int payload_load(struct sk_reuseport_md* md, __u32 off, void* dst,
-                                        __u32 len)
+static __always_inline int payload_load(struct sk_reuseport_md* md, __u32 off, void* dst, __u32 len)
 {
     __u8* d = dst;
 

@@ -24,12 +24,12 @@ enum grm_quic_kind {
 };
 
 struct grm_quic_hdr {
-    __u32 kind;       /* enum grm_quic_kind */
-    __u32 version;    /* long headers */
-    __u32 dcid_len;   /* long headers: 0..20 */
-    __u16 cookie;     /* big-endian at the group's cookie offset, when has_cookie */
-    __u16 has_cookie; /* SHORT and SERVER_CID always; CLIENT_CID when the DCID has the
-                         server's CID length (it may be one the server issued) */
+    __u32 kind;                  /* enum grm_quic_kind */
+    __u32 version;               /* long headers */
+    __u32 dcid_len;              /* long headers: 0..20 */
+    __u16 cookie;                /* big-endian at the group's cookie offset, when has_cookie */
+    __u16 has_cookie;            /* SHORT and SERVER_CID always; CLIENT_CID when the DCID has the
+                                    server's CID length (it may be one the server issued) */
     __u8 dcid[GRM_QUIC_MAX_CID]; /* long headers: the DCID, zero-padded */
 };
 

@@ -12,7 +12,8 @@
 #include "flow.bpf.h"
 #include "dissector_check.bpf.h"
 
-static __always_inline int is_grm_option(int level, int optname) {
+static __always_inline int is_grm_option(int level, int optname)
+{
     return level == GRM_SOL_UDP && optname >= UDP_GRM_WORKING_GEN && optname <= UDP_GRM_SOCKET_APP;
 }
 
@@ -32,7 +33,8 @@ static __always_inline int sockopt_done(struct bpf_sockopt* ctx)
 
 /* How much of the option the hook can read: optlen, but no more than the buffer the kernel
  * handed over. */
-static __always_inline __u32 sockopt_have(struct bpf_sockopt* ctx) {
+static __always_inline __u32 sockopt_have(struct bpf_sockopt* ctx)
+{
     __u8* p = ctx->optval;
     __u32 have = (__u32)((__u8*)ctx->optval_end - p);
 
@@ -42,7 +44,8 @@ static __always_inline __u32 sockopt_have(struct bpf_sockopt* ctx) {
 }
 
 /* The option's u32 argument; -1 when the buffer is shorter. */
-static __always_inline int sockopt_u32(struct bpf_sockopt* ctx, __u32* val) {
+static __always_inline int sockopt_u32(struct bpf_sockopt* ctx, __u32* val)
+{
     __u8* p = ctx->optval;
 
     if (p + 4 > (__u8*)ctx->optval_end)
@@ -176,7 +179,8 @@ static __always_inline int opt_socket_gen(struct bpf_sockopt* ctx, struct grm_gr
 /* UDP_GRM_WORKING_GEN: one aligned store, so that the next packet sees it; the daemon is
  * only told. */
 static __always_inline int opt_working_gen(struct bpf_sockopt* ctx, struct grm_group* g,
-                                           struct grm_group_key* k, struct grm_sk* st, __u32 val) {
+                                           struct grm_group_key* k, struct grm_sk* st, __u32 val)
+{
     __u32 app = st->app & (GRM_MAX_APPS - 1);
     __u32 old = g->working_gen[app];
 
@@ -187,7 +191,8 @@ static __always_inline int opt_working_gen(struct bpf_sockopt* ctx, struct grm_g
 
 /* UDP_GRM_SOCKET_APP: settable until the socket's first SOCKET_GEN. */
 static __always_inline int opt_socket_app(struct bpf_sockopt* ctx, struct grm_group* g,
-                                          struct grm_sk* st, __u32 val) {
+                                          struct grm_sk* st, __u32 val)
+{
     if (val == st->app)
         return sockopt_done(ctx);
     if (st->gen != GRM_NO_GEN || bpf_map_lookup_elem(&grm_regs, &st->so_cookie))
@@ -209,8 +214,8 @@ static __always_inline int emit(struct bpf_sockopt* ctx, const void* src, __u32 
     __u8* end = ctx->optval_end;
     __u32 n = grm_answer_len((__u32)ctx->optlen, len);
 
-#define EMIT_SIZE(N)                                                                              \
-    if (n == N && p + N <= end)                                                                   \
+#define EMIT_SIZE(N)                                                                               \
+    if (n == N && p + N <= end)                                                                    \
         return bpf_probe_read_kernel(p, N, src);
     EMIT_SIZE(632)
     EMIT_SIZE(376)
@@ -236,7 +241,8 @@ static __always_inline int getsockopt_fail(struct bpf_sockopt* ctx, int err)
 }
 
 static __always_inline int get_working_gen(struct bpf_sockopt* ctx, struct grm_group* g,
-                                           struct grm_sk* st) {
+                                           struct grm_sk* st)
+{
     __u32 v = GRM_NO_GROUP;
 
     if (g)
@@ -245,7 +251,8 @@ static __always_inline int get_working_gen(struct bpf_sockopt* ctx, struct grm_g
 }
 
 static __always_inline int get_socket_gen(struct bpf_sockopt* ctx, struct grm_group* g,
-                                          struct grm_sk* st) {
+                                          struct grm_sk* st)
+{
     struct udp_grm_socket_gen out = {};
     struct grm_reg* r;
     __u32 max_apps = g ? g->max_apps : 0;
@@ -263,13 +270,15 @@ static __always_inline int get_socket_gen(struct bpf_sockopt* ctx, struct grm_gr
     return getsockopt_answer(ctx, &out, sizeof(out));
 }
 
-static __always_inline int get_dissector(struct bpf_sockopt* ctx, struct grm_group* g) {
+static __always_inline int get_dissector(struct bpf_sockopt* ctx, struct grm_group* g)
+{
     if (!g)
         return getsockopt_fail(ctx, EBADFD);
     return getsockopt_answer(ctx, &g->dissector, sizeof(g->dissector));
 }
 
-static __always_inline int get_socket_app(struct bpf_sockopt* ctx, struct grm_sk* st) {
+static __always_inline int get_socket_app(struct bpf_sockopt* ctx, struct grm_sk* st)
+{
     __u32 v;
 
     if (!st)

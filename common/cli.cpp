@@ -11,7 +11,8 @@
 namespace grm::cli {
 namespace {
 
-Unexpected<Error> bad(std::string_view what, std::string_view s, std::string_view why, int code = EINVAL)
+Unexpected<Error> bad(std::string_view what, std::string_view s, std::string_view why,
+                      int code = EINVAL)
 {
     return unexpected(code, fmt::format("{}: '{}' {}", what, s, why));
 }

@@ -43,9 +43,9 @@ Result<uint16_t> parse_port(std::string_view s, std::string_view what, bool zero
 
 /// A duration: a number with a unit (ns, us, ms, s, m, h; "1.5s" allowed) or a bare number in
 /// `bare_unit`. Negative, empty or overflowing values are EINVAL/ERANGE.
-Result<std::chrono::nanoseconds> parse_duration(std::string_view s, std::string_view what,
-                                                std::chrono::nanoseconds bare_unit =
-                                                    std::chrono::seconds(1));
+Result<std::chrono::nanoseconds>
+parse_duration(std::string_view s, std::string_view what,
+               std::chrono::nanoseconds bare_unit = std::chrono::seconds(1));
 
 /// A parsed value, or exit 2 (a usage error) with the parser's message: for a tool's
 /// argument parsing, `o.port = cli::or_exit(cli::parse_port(optarg, "--port"));`.

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
+#include "log.hpp"
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include <sys/stat.h>
-
-#include "log.hpp"
 
 namespace grm::log {
 namespace {
@@ -32,8 +32,14 @@ void set_program(std::string_view name)
     size_t slash = name.rfind('/');
     g_program = std::string(slash == std::string_view::npos ? name : name.substr(slash + 1));
 }
-void set_level(Level l) { g_level = l; }
-bool enabled(Level l) { return static_cast<int>(l) <= static_cast<int>(g_level); }
+void set_level(Level l)
+{
+    g_level = l;
+}
+bool enabled(Level l)
+{
+    return static_cast<int>(l) <= static_cast<int>(g_level);
+}
 
 void write(Level l, std::string_view msg)
 {

@@ -23,8 +23,8 @@ Result<sys::Endpoint> local_endpoint(int fd);
 /// How to open a reuseport group. Every option is explicit: nothing depends on which program
 /// opens the sockets.
 struct GroupOptions {
-    sys::Endpoint where;      ///< port 0: the kernel picks one for the first socket, the rest join it
-    int count = 1;            ///< sockets in the group
+    sys::Endpoint where; ///< port 0: the kernel picks one for the first socket, the rest join it
+    int count = 1;       ///< sockets in the group
     bool nonblocking = false; ///< SOCK_NONBLOCK
     bool v6only = true;       ///< IPV6_V6ONLY on AF_INET6 sockets (false: IPv4 too, v4-mapped)
     bool freebind = false;    ///< IP(V6)_FREEBIND: bind an address the host does not have yet

@@ -38,7 +38,8 @@ Result<Message> receive(int fd)
             m.cred = u;
         }
     }
-    m.truncated = (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || static_cast<size_t>(n) > kMaxMessage;
+    m.truncated =
+        (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || static_cast<size_t>(n) > kMaxMessage;
     buf.resize(std::min(static_cast<size_t>(n), kMaxMessage));
     m.text = std::move(buf);
     return m;

@@ -19,8 +19,12 @@ inline std::string prog(const std::string& dir, const std::string& hook)
 {
     return dir + "/progs/" + hook;
 }
-inline std::string links_dir(const std::string& dir) { return dir + "/links"; }
-inline std::string link(const std::string& dir, unsigned long long cg_inode, const std::string& hook)
+inline std::string links_dir(const std::string& dir)
+{
+    return dir + "/links";
+}
+inline std::string link(const std::string& dir, unsigned long long cg_inode,
+                        const std::string& hook)
 {
     return links_dir(dir) + "/" + std::to_string(cg_inode) + "_" + hook;
 }

@@ -3,13 +3,13 @@
 
 #include <cerrno>
 #include <cstring>
-#include <thread>
-
 #include <fcntl.h>
 #include <signal.h>
+#include <thread>
+#include <unistd.h>
+
 #include <sys/prctl.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 namespace grm::proc {
 namespace {
@@ -25,7 +25,8 @@ std::vector<char*> c_strings(const std::vector<std::string>& v)
 }
 
 /// Writes n in decimal and a NUL at out (room for 21 bytes), async-signal-safe.
-void write_decimal(char* out, unsigned long n) {
+void write_decimal(char* out, unsigned long n)
+{
     char digits[20];
     int len = 0;
     do {

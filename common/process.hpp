@@ -19,17 +19,17 @@ namespace grm::proc {
 /// stderr, set PR_SET_PDEATHSIG, run `in_child`, exec. A step that fails ends the child with
 /// 126; an exec that fails, with 127.
 struct SpawnOptions {
-    std::vector<std::string> argv;                ///< argv[0] is the program
-    bool search_path = false;                     ///< execvp (PATH) instead of execv
-    std::optional<std::vector<std::string>> env;  ///< "K=V" entries; nullopt: inherit environ
-    int stdout_fd = -1;                           ///< dup2'd to 1 when >= 0
-    std::string stdout_file;                      ///< else, when set: truncated, 0600
-    int stderr_fd = -1;                           ///< dup2'd to 2 when >= 0
-    std::string stderr_file;                      ///< else, when set: truncated, 0600
-    bool stderr_to_stdout = false;                ///< else: 2 follows 1
-    std::string cgroup;                           ///< a cgroup2 directory to join first
-    int pdeathsig = 0;                            ///< the child's signal when its parent dies
-    std::function<void()> in_child;               ///< async-signal-safe work only
+    std::vector<std::string> argv;               ///< argv[0] is the program
+    bool search_path = false;                    ///< execvp (PATH) instead of execv
+    std::optional<std::vector<std::string>> env; ///< "K=V" entries; nullopt: inherit environ
+    int stdout_fd = -1;                          ///< dup2'd to 1 when >= 0
+    std::string stdout_file;                     ///< else, when set: truncated, 0600
+    int stderr_fd = -1;                          ///< dup2'd to 2 when >= 0
+    std::string stderr_file;                     ///< else, when set: truncated, 0600
+    bool stderr_to_stdout = false;               ///< else: 2 follows 1
+    std::string cgroup;                          ///< a cgroup2 directory to join first
+    int pdeathsig = 0;                           ///< the child's signal when its parent dies
+    std::function<void()> in_child;              ///< async-signal-safe work only
     /// LISTEN_PID=<the child's own pid> in its environment, replacing any LISTEN_PID entry:
     /// sd_listen_fds() in the child accepts the fds passed at 3.. only then.
     bool listen_pid = false;

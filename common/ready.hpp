@@ -30,8 +30,8 @@ struct ReadyLine {
 
 inline std::string format_ready(const ReadyLine& r)
 {
-    std::string s = fmt::format("ready gen {} port {} sockets {} pid {}", r.gen, r.port,
-                                r.sockets, r.pid);
+    std::string s =
+        fmt::format("ready gen {} port {} sockets {} pid {}", r.gen, r.port, r.sockets, r.pid);
     if (!r.extra.empty())
         s += " " + r.extra;
     return s;
@@ -63,8 +63,8 @@ inline std::optional<ReadyLine> parse_ready(std::string_view text)
         line.remove_prefix(static_cast<size_t>(end - line.data()));
         return true;
     };
-    if (!field("ready gen ", r.gen) || !field(" port ", r.port) ||
-        !field(" sockets ", r.sockets) || !field(" pid ", r.pid))
+    if (!field("ready gen ", r.gen) || !field(" port ", r.port) || !field(" sockets ", r.sockets) ||
+        !field(" pid ", r.pid))
         return std::nullopt;
     if (!line.empty()) {
         if (line.front() != ' ')

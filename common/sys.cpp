@@ -4,12 +4,12 @@
 #include <charconv>
 #include <cstring>
 #include <ctime>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <unistd.h>
 
 namespace grm::sys {
 

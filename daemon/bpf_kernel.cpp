@@ -22,7 +22,8 @@ namespace {
 
 /// Numeric entries of a /proc directory (pids, fd numbers), with readdir's order.
 template <typename F>
-void for_each_number(const std::string& dir, F&& f) {
+void for_each_number(const std::string& dir, F&& f)
+{
     DIR* d = ::opendir(dir.c_str());
     if (!d)
         return;
@@ -34,7 +35,8 @@ void for_each_number(const std::string& dir, F&& f) {
 
 } // namespace
 
-Result<BpfKernel> BpfKernel::borrow(const Fds& fds) {
+Result<BpfKernel> BpfKernel::borrow(const Fds& fds)
+{
     BpfKernel k;
     k.fds_ = fds;
     if (auto r = k.fill_info(); !r)
@@ -43,7 +45,8 @@ Result<BpfKernel> BpfKernel::borrow(const Fds& fds) {
 }
 
 Result<BpfKernel> BpfKernel::open_pinned(const std::string& dir, std::span<const Pin> pins,
-                                         std::string_view reader) {
+                                         std::string_view reader)
+{
     BpfKernel k;
     k.fds_.maps.fill(-1);
     k.pin_dir_ = dir;
@@ -77,7 +80,8 @@ Result<BpfKernel> BpfKernel::open_pinned(const std::string& dir, std::span<const
     return k;
 }
 
-Result<void> BpfKernel::fill_info() {
+Result<void> BpfKernel::fill_info()
+{
     for (size_t i = 0; i < kMapCount; i++) {
         if (fds_.maps[i] < 0)
             continue;
@@ -94,49 +98,58 @@ Result<void> BpfKernel::fill_info() {
     return {};
 }
 
-std::string BpfKernel::where(MapId m) const {
+std::string BpfKernel::where(MapId m) const
+{
     const char* name = shape_of(m).name;
     return pin_dir_.empty() ? std::string(name) : pins::map(pin_dir_, name);
 }
 
-Result<void> BpfKernel::lookup(MapId m, const void* key, void* value) {
+Result<void> BpfKernel::lookup(MapId m, const void* key, void* value)
+{
     if (bpf_map_lookup_elem(fd(m), key, value) != 0)
         return errno_error("lookup " + where(m));
     return {};
 }
 
-Result<void> BpfKernel::update(MapId m, const void* key, const void* value) {
+Result<void> BpfKernel::update(MapId m, const void* key, const void* value)
+{
     if (bpf_map_update_elem(fd(m), key, value, BPF_ANY) != 0)
         return errno_error("update " + where(m));
     return {};
 }
 
-Result<void> BpfKernel::erase(MapId m, const void* key) {
+Result<void> BpfKernel::erase(MapId m, const void* key)
+{
     if (bpf_map_delete_elem(fd(m), key) != 0)
         return errno_error("delete from " + where(m));
     return {};
 }
 
-Result<void> BpfKernel::next_key(MapId m, const void* key, void* next) {
+Result<void> BpfKernel::next_key(MapId m, const void* key, void* next)
+{
     if (bpf_map_get_next_key(fd(m), key, next) != 0)
         return errno_error("walk " + where(m));
     return {};
 }
 
-Result<Fd> BpfKernel::pidfd_open(pid_t pid, unsigned flags) {
+Result<Fd> BpfKernel::pidfd_open(pid_t pid, unsigned flags)
+{
     return sys::pidfd_open(pid, flags);
 }
 
-Result<Fd> BpfKernel::pidfd_getfd(int pidfd, int target) {
+Result<Fd> BpfKernel::pidfd_getfd(int pidfd, int target)
+{
     return sys::pidfd_getfd(pidfd, target);
 }
 
-Result<uint64_t> BpfKernel::socket_cookie(int fd) {
+Result<uint64_t> BpfKernel::socket_cookie(int fd)
+{
     return sys::socket_cookie(fd);
 }
 
 // From /proc/PID/fd: no guessing at fd numbers, no gap limit.
-std::vector<int> BpfKernel::socket_fds(pid_t tgid, pid_t tid) {
+std::vector<int> BpfKernel::socket_fds(pid_t tgid, pid_t tid)
+{
     std::string dir = "/proc/" + std::to_string(tgid);
     if (tid != 0)
         dir += "/task/" + std::to_string(tid);
@@ -152,7 +165,8 @@ std::vector<int> BpfKernel::socket_fds(pid_t tgid, pid_t tid) {
     return out;
 }
 
-std::vector<pid_t> BpfKernel::other_pids() {
+std::vector<pid_t> BpfKernel::other_pids()
+{
     std::vector<pid_t> pids;
     const pid_t self = ::getpid();
     for_each_number("/proc", [&](const char* name) {
@@ -164,27 +178,32 @@ std::vector<pid_t> BpfKernel::other_pids() {
 }
 
 // The initial pid namespace's inode is fixed: PROC_PID_INIT_INO.
-bool BpfKernel::in_initial_pidns() {
+bool BpfKernel::in_initial_pidns()
+{
     struct stat st {};
     return ::stat("/proc/self/ns/pid", &st) != 0 || st.st_ino == 0xEFFFFFFCu;
 }
 
-Result<void> BpfKernel::attach_select(int fd) {
+Result<void> BpfKernel::attach_select(int fd)
+{
     if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &fds_.select_prog,
                      sizeof(fds_.select_prog)) != 0)
         return errno_error("attach reuseport program");
     return {};
 }
 
-cbpf::Target BpfKernel::cbpf_target() const {
+cbpf::Target BpfKernel::cbpf_target() const
+{
     return cbpf::reuseport_target(fd(MapId::cbpf_out), fd(MapId::cbpf_progs), GRM_CBPF_DISPATCH);
 }
 
-Result<Fd> BpfKernel::load_cbpf(std::span<const bpf_insn> insns, std::string* log) {
+Result<Fd> BpfKernel::load_cbpf(std::span<const bpf_insn> insns, std::string* log)
+{
     return cbpf::load(insns, BPF_PROG_TYPE_SK_REUSEPORT, log);
 }
 
-uint64_t BpfKernel::now_ns() {
+uint64_t BpfKernel::now_ns()
+{
     return sys::monotonic_ns();
 }
 

@@ -74,7 +74,8 @@ struct MapShape {
 
 namespace detail {
 template <MapId M>
-constexpr MapShape shape(const char* name, bool per_cpu = false) {
+constexpr MapShape shape(const char* name, bool per_cpu = false)
+{
     return {name, sizeof(typename MapTypes<M>::Key), sizeof(typename MapTypes<M>::Value), per_cpu};
 }
 } // namespace detail
@@ -97,13 +98,15 @@ inline constexpr MapShape kMapShapes[kMapCount] = {
     detail::shape<MapId::cbpf_out>("grm_cbpf_out", true),
 };
 
-constexpr const MapShape& shape_of(MapId m) {
+constexpr const MapShape& shape_of(MapId m)
+{
     return kMapShapes[static_cast<size_t>(m)];
 }
 
 /// Bytes of a per-CPU map value as the bpf() syscall moves it: one value per possible CPU,
 /// each rounded up to 8 bytes.
-constexpr size_t percpu_value_size(size_t value_size, int ncpu) {
+constexpr size_t percpu_value_size(size_t value_size, int ncpu)
+{
     return static_cast<size_t>(ncpu) * ((value_size + 7) / 8 * 8);
 }
 
@@ -153,7 +156,8 @@ public:
 
 /// Typed map access: get<MapId::slots>(k, i) reads a grm_slot_state.
 template <MapId M>
-Result<typename MapTypes<M>::Value> get(Kernel& k, const typename MapTypes<M>::Key& key) {
+Result<typename MapTypes<M>::Value> get(Kernel& k, const typename MapTypes<M>::Key& key)
+{
     static_assert(!shape_of(M).per_cpu, "per-CPU values need a buffer per CPU");
     typename MapTypes<M>::Value v{};
     if (auto r = k.lookup(M, &key, &v); !r)
@@ -162,12 +166,14 @@ Result<typename MapTypes<M>::Value> get(Kernel& k, const typename MapTypes<M>::K
 }
 template <MapId M>
 Result<void> put(Kernel& k, const typename MapTypes<M>::Key& key,
-                 const typename MapTypes<M>::Value& v) {
+                 const typename MapTypes<M>::Value& v)
+{
     static_assert(!shape_of(M).per_cpu, "per-CPU values need a buffer per CPU");
     return k.update(M, &key, &v);
 }
 template <MapId M>
-Result<void> erase(Kernel& k, const typename MapTypes<M>::Key& key) {
+Result<void> erase(Kernel& k, const typename MapTypes<M>::Key& key)
+{
     return k.erase(M, &key);
 }
 
@@ -175,7 +181,8 @@ Result<void> erase(Kernel& k, const typename MapTypes<M>::Key& key) {
 /// one was deleted meanwhile, so churn could keep it going: it is bounded, and callers drop
 /// duplicates. The error names the map ("walk WHERE").
 template <MapId M, typename F>
-Result<void> for_each_key(Kernel& k, F&& f) {
+Result<void> for_each_key(Kernel& k, F&& f)
+{
     using Key = typename MapTypes<M>::Key;
     Key key{}, next{};
     bool first = true;

@@ -3,17 +3,17 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
-
 #include <dirent.h>
 #include <fcntl.h>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
 #include <linux/magic.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <unistd.h>
 
 #include <bpf/bpf.h>
 
@@ -117,7 +117,10 @@ Result<unsigned long long> inode_of(int fd, const std::string& what)
 
 } // namespace
 
-void SkelFree::operator()(grm_bpf* p) const noexcept { grm_bpf__destroy(p); }
+void SkelFree::operator()(grm_bpf* p) const noexcept
+{
+    grm_bpf__destroy(p);
+}
 
 Result<void> prepare_pin_dir(const std::string& pin_dir)
 {
@@ -152,8 +155,7 @@ Result<SkelPtr> load(const LoadOptions& o)
         return errno_error("open BPF object");
 
     bpf_map* m;
-    bpf_object__for_each_map(m, skel->obj)
-    {
+    bpf_object__for_each_map (m, skel->obj) {
         std::string path = pins::map(o.pin_dir, bpf_map__name(m));
         if (bpf_map__set_pin_path(m, path.c_str()) != 0)
             return errno_error("set pin path " + path);
@@ -193,9 +195,9 @@ Result<int> publish(grm_bpf* skel, const std::string& pin_dir)
         const char* name;
         bpf_program* prog;
     } progs[] = {
-        {"setsockopt", skel->progs.grm_setsockopt},   {"getsockopt", skel->progs.grm_getsockopt},
-        {"inet4_bind", skel->progs.grm_bind4},        {"inet6_bind", skel->progs.grm_bind6},
-        {"udp4_sendmsg", skel->progs.grm_sendmsg4},   {"udp6_sendmsg", skel->progs.grm_sendmsg6},
+        {"setsockopt", skel->progs.grm_setsockopt}, {"getsockopt", skel->progs.grm_getsockopt},
+        {"inet4_bind", skel->progs.grm_bind4},      {"inet6_bind", skel->progs.grm_bind6},
+        {"udp4_sendmsg", skel->progs.grm_sendmsg4}, {"udp6_sendmsg", skel->progs.grm_sendmsg6},
         {"select_sk", skel->progs.grm_select_sk},
     };
     for (auto& p : progs)
@@ -252,8 +254,7 @@ Result<Fd> lock_pin_dir(const std::string& pin_dir)
     if (!fd.valid())
         return errno_error("open " + pin_dir);
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0)
-        return unexpected(errno == EWOULDBLOCK ? EBUSY : errno,
-                          "another grmd serves " + pin_dir);
+        return unexpected(errno == EWOULDBLOCK ? EBUSY : errno, "another grmd serves " + pin_dir);
     return fd;
 }
 

@@ -32,8 +32,8 @@ struct Hook {
     bpf_attach_type type;
 };
 inline constexpr Hook kHooks[] = {
-    {"setsockopt", BPF_CGROUP_SETSOCKOPT},  {"getsockopt", BPF_CGROUP_GETSOCKOPT},
-    {"inet4_bind", BPF_CGROUP_INET4_BIND},  {"inet6_bind", BPF_CGROUP_INET6_BIND},
+    {"setsockopt", BPF_CGROUP_SETSOCKOPT},     {"getsockopt", BPF_CGROUP_GETSOCKOPT},
+    {"inet4_bind", BPF_CGROUP_INET4_BIND},     {"inet6_bind", BPF_CGROUP_INET6_BIND},
     {"udp4_sendmsg", BPF_CGROUP_UDP4_SENDMSG}, {"udp6_sendmsg", BPF_CGROUP_UDP6_SENDMSG},
 };
 

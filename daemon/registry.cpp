@@ -3,11 +3,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <string>
-#include <vector>
-
 #include <fcntl.h>
+#include <string>
 #include <unistd.h>
+#include <vector>
 
 #include "cbpf.hpp"
 #include "log.hpp"
@@ -21,13 +20,17 @@
 namespace grm::daemon {
 namespace {
 
-std::string key_str(const grm_group_key& k) { return sys::format_endpoint(sys::endpoint_of(k)); }
+std::string key_str(const grm_group_key& k)
+{
+    return sys::format_endpoint(sys::endpoint_of(k));
+}
 
 } // namespace
 
 /// A duplicate of the socket whose SO_COOKIE is `cookie`, among the socket fds of process
 /// tgid (tid 0) or of thread tid's fd table.
-std::optional<Fd> Registry::socket_of(pid_t tgid, pid_t tid, uint64_t cookie, Error& last) {
+std::optional<Fd> Registry::socket_of(pid_t tgid, pid_t tid, uint64_t cookie, Error& last)
+{
     auto pidfd = tid ? k_.pidfd_open(tid, PIDFD_THREAD) : k_.pidfd_open(tgid, 0);
     if (!pidfd) {
         last = pidfd.error();
@@ -309,8 +312,8 @@ void Registry::sync_cbpf()
                 critical(g.gid, true);
             }
         };
-        std::span<const grm_sock_filter> prog(g.dissector.filter,
-                                              std::min<uint32_t>(g.dissector.filter_len, MAX_INSTR));
+        std::span<const grm_sock_filter> prog(
+            g.dissector.filter, std::min<uint32_t>(g.dissector.filter_len, MAX_INSTR));
         if (auto v = cbpf::validate(prog); !v) {
             fail(v.error().message());
             continue;

@@ -48,8 +48,8 @@ private:
     void bump_dstat(uint32_t gid, __u64 grm_dstats::*field, int64_t delta);
 
     Kernel& k_;
-    std::map<uint64_t, grm_reg> regs_;            // by SO_COOKIE
-    std::set<std::pair<SlotId, uint32_t>> used_;  // (slot, idx) taken by a registered socket
+    std::map<uint64_t, grm_reg> regs_;              // by SO_COOKIE
+    std::set<std::pair<SlotId, uint32_t>> used_;    // (slot, idx) taken by a registered socket
     std::map<uint32_t, grm_group_key> cbpf_loaded_; // gid -> group whose program is in place
     std::set<std::pair<uint32_t, std::string>> cbpf_failed_; // logged once per group and cause
 };

@@ -13,7 +13,8 @@ namespace grm::daemon {
 namespace {
 
 /// Zeroes one array element of value_size bytes.
-Result<void> zero_elem(Kernel& k, MapId m, uint32_t key, size_t value_size) {
+Result<void> zero_elem(Kernel& k, MapId m, uint32_t key, size_t value_size)
+{
     std::vector<std::byte> zero(value_size);
     if (auto r = k.update(m, &key, zero.data()); !r)
         return unexpected(r.error().code, fmt::format("clear {}[{}]", k.where(m), key));
@@ -22,7 +23,8 @@ Result<void> zero_elem(Kernel& k, MapId m, uint32_t key, size_t value_size) {
 
 } // namespace
 
-std::optional<grm_group> read_group(Kernel& k, const grm_group_key& key) {
+std::optional<grm_group> read_group(Kernel& k, const grm_group_key& key)
+{
     auto gid = get<MapId::groups>(k, key);
     if (!gid)
         return std::nullopt;
@@ -35,7 +37,8 @@ std::optional<grm_group> read_group(Kernel& k, const grm_group_key& key) {
 // The record goes first (no new lookup finds it), then its registrations and socket keys,
 // slots, counters, flows and cBPF program, and only then the group id, so that no new group
 // can get the id while any of its state is left.
-Result<Teardown> delete_group(Kernel& k, const grm_group_key& key, const grm_group& g) {
+Result<Teardown> delete_group(Kernel& k, const grm_group_key& key, const grm_group& g)
+{
     Teardown d;
     const uint32_t gid = g.gid & (GRM_MAX_GROUPS - 1);
     if (auto r = erase<MapId::groups>(k, key); !r)

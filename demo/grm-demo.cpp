@@ -59,12 +59,14 @@ struct Instance {
     std::string log;
 };
 
-double since(Clock::time_point t0) {
+double since(Clock::time_point t0)
+{
     return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
 /// Reads from an instance's stdout until `needle` appears or the deadline passes.
-bool read_until(Instance& in, const char* needle, std::chrono::milliseconds timeout) {
+bool read_until(Instance& in, const char* needle, std::chrono::milliseconds timeout)
+{
     auto deadline = Clock::now() + timeout;
     while (in.log.find(needle) == std::string::npos) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -82,14 +84,15 @@ bool read_until(Instance& in, const char* needle, std::chrono::milliseconds time
     return true;
 }
 
-Instance start_echo(const Options& o, uint16_t port) {
+Instance start_echo(const Options& o, uint16_t port)
+{
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0)
         throw std::runtime_error("pipe");
     Instance in;
     proc::SpawnOptions so;
-    so.argv = {o.echo, "--port", std::to_string(port), "--sockets", "4", "--dissector",
-               o.dissector, "--quiet-ms", "300"};
+    so.argv = {o.echo,        "--port",    std::to_string(port), "--sockets", "4",
+               "--dissector", o.dissector, "--quiet-ms",         "300"};
     so.stdout_fd = p[1];
     auto pid = proc::spawn(so);
     ::close(p[1]);
@@ -124,7 +127,8 @@ struct Restart {
 
 } // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv)
+{
     Options o;
     static const option longopts[] = {
         {"dissector", required_argument, nullptr, 'd'},

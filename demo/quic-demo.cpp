@@ -36,7 +36,8 @@ struct Options {
     bool verbose = false;
 };
 
-bool parse_variants(const char* arg, std::vector<quic::Routing>& out) {
+bool parse_variants(const char* arg, std::vector<quic::Routing>& out)
+{
     out.clear();
     std::string s(arg);
     size_t pos = 0;
@@ -58,7 +59,8 @@ bool parse_variants(const char* arg, std::vector<quic::Routing>& out) {
     return !out.empty();
 }
 
-std::string col(const quic::Report& r, size_t k, int row) {
+std::string col(const quic::Report& r, size_t k, int row)
+{
     if (k < r.restarts.size()) {
         const auto& rr = r.restarts[k];
         switch (row) {
@@ -80,14 +82,16 @@ std::string col(const quic::Report& r, size_t k, int row) {
     }
 }
 
-int usage_error(const Error& e) {
+int usage_error(const Error& e)
+{
     fmt::print(stderr, "grm-quic-demo: {}\n", e.context);
     return 2;
 }
 
 } // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv)
+{
     Options o;
     static const option longopts[] = {
         {"compare", required_argument, nullptr, 'c'},

@@ -142,7 +142,8 @@ Result<std::vector<udp_grm_socket_gen>> register_sockets(std::span<const int> fd
         if (now >= deadline)
             return unexpected(ETIMEDOUT, "registration of " + std::to_string(fds.size() - done) +
                                              " socket(s) into generation " + std::to_string(gen));
-        std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(pause, deadline - now));
+        std::this_thread::sleep_for(
+            std::min<std::chrono::steady_clock::duration>(pause, deadline - now));
         pause = std::min(pause * 2, std::chrono::milliseconds(32));
     }
 }

@@ -1,16 +1,16 @@
 // SPDX-License-Identifier: MIT
 // listen_udp_sockets(): the UDP sockets systemd (or grm-activate, grm-decoy) passed to this
 // process as LISTEN_FDS.
-#include "grm/client.hpp"
-
 #include <cerrno>
 #include <cstdlib>
+#include <fcntl.h>
 #include <string>
 
-#include <fcntl.h>
 #include <netinet/in.h>
 
 #include <systemd/sd-daemon.h>
+
+#include "grm/client.hpp"
 
 namespace grm::client {
 

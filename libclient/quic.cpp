@@ -10,7 +10,8 @@
 
 namespace grm::client {
 
-udp_grm_dissector make_quic_dissector(uint8_t cid_len, uint8_t cookie_offset) {
+udp_grm_dissector make_quic_dissector(uint8_t cid_len, uint8_t cookie_offset)
+{
     udp_grm_dissector d = make_dissector(DISSECTOR_QUIC);
     grm_quic_config q{};
     q.cid_len = cid_len;
@@ -19,7 +20,8 @@ udp_grm_dissector make_quic_dissector(uint8_t cid_len, uint8_t cookie_offset) {
     return d;
 }
 
-Result<QuicCids> QuicCids::from_socket(int fd) {
+Result<QuicCids> QuicCids::from_socket(int fd)
+{
     auto d = dissector(fd);
     if (!d)
         return unexpected(d.error());
@@ -37,25 +39,29 @@ Result<QuicCids> QuicCids::from_socket(int fd) {
     return QuicCids(q.cid_len, q.cookie_offset, *c);
 }
 
-Result<void> QuicCids::mint(std::span<uint8_t> out) const {
+Result<void> QuicCids::mint(std::span<uint8_t> out) const
+{
     if (out.size() != cid_len_)
         return unexpected(EINVAL, "connection ID of " + std::to_string(out.size()) +
                                       " bytes, the group's are " + std::to_string(cid_len_));
     return mint_cid(out, cookie_, cookie_offset_);
 }
 
-bool QuicCids::routes_here(std::span<const uint8_t> cid) const {
+bool QuicCids::routes_here(std::span<const uint8_t> cid) const
+{
     auto c = cookie_of(cid);
     return c && c->cookie == cookie_;
 }
 
-std::optional<CidCookie> QuicCids::cookie_of(std::span<const uint8_t> cid) const {
+std::optional<CidCookie> QuicCids::cookie_of(std::span<const uint8_t> cid) const
+{
     if (cid.size() != cid_len_)
         return std::nullopt;
     return cid_cookie(cid, cookie_offset_);
 }
 
-Result<void> mint_cid(std::span<uint8_t> cid, uint16_t cookie, size_t offset) {
+Result<void> mint_cid(std::span<uint8_t> cid, uint16_t cookie, size_t offset)
+{
     if (cid.size() > 20 || offset + 2 > cid.size())
         return unexpected(EINVAL, "cookie does not fit the connection ID");
     size_t got = 0;
@@ -72,7 +78,8 @@ Result<void> mint_cid(std::span<uint8_t> cid, uint16_t cookie, size_t offset) {
     return {};
 }
 
-std::optional<CidCookie> cid_cookie(std::span<const uint8_t> cid, size_t offset) {
+std::optional<CidCookie> cid_cookie(std::span<const uint8_t> cid, size_t offset)
+{
     if (offset + 2 > cid.size())
         return std::nullopt;
     CidCookie c{};

@@ -5,18 +5,19 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <optional>
-#include <sstream>
-#include <thread>
-
 #include <dirent.h>
 #include <fcntl.h>
+#include <fstream>
 #include <net/if.h>
+#include <optional>
 #include <poll.h>
 #include <sched.h>
-#include <sys/ioctl.h>
+#include <sstream>
+#include <thread>
+#include <unistd.h>
+
 #include <linux/capability.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -24,7 +25,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 namespace grm::test {
 namespace {
@@ -58,8 +58,14 @@ Result<void> loopback_up()
 
 } // namespace
 
-const Sandbox& sandbox() { return *g_sandbox; }
-void set_sandbox(Sandbox sb) { g_sandbox = std::move(sb); }
+const Sandbox& sandbox()
+{
+    return *g_sandbox;
+}
+void set_sandbox(Sandbox sb)
+{
+    g_sandbox = std::move(sb);
+}
 
 Result<Sandbox> enter_sandbox()
 {

@@ -13,16 +13,16 @@
 #include <sys/types.h>
 
 #include "fd.hpp"
-#include "process.hpp"
 #include "grm/result.hpp"
+#include "process.hpp"
 
 namespace grm::test {
 
 struct Sandbox {
-    std::string root;     ///< mkdtemp dir holding the mounts
-    std::string cgroup2;  ///< private cgroup2 mount (root of our cgroup namespace)
-    std::string cg_app;   ///< child cgroup where grm is installed and tests run
-    std::string pin_dir;  ///< pin directory on the private bpffs
+    std::string root;    ///< mkdtemp dir holding the mounts
+    std::string cgroup2; ///< private cgroup2 mount (root of our cgroup namespace)
+    std::string cg_app;  ///< child cgroup where grm is installed and tests run
+    std::string pin_dir; ///< pin directory on the private bpffs
 };
 
 /// Checks root, unshares, mounts; on failure the error says why (the caller SKIPs).

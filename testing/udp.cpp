@@ -2,12 +2,12 @@
 #include "udp.hpp"
 
 #include <cstring>
+#include <poll.h>
 #include <stdexcept>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <unistd.h>
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -104,12 +104,11 @@ Fd client_socket(int family)
 bool send_packet(int fd, int family, uint16_t port, const Packet& p)
 {
     auto sa = loopback(family, port);
-    return ::sendto(fd, &p, sizeof(p), 0, reinterpret_cast<sockaddr*>(&sa),
-                    sockaddr_len(family)) == static_cast<ssize_t>(sizeof(p));
+    return ::sendto(fd, &p, sizeof(p), 0, reinterpret_cast<sockaddr*>(&sa), sockaddr_len(family)) ==
+           static_cast<ssize_t>(sizeof(p));
 }
 
-std::vector<Landing> drain(std::span<const int> fds, size_t expect,
-                           std::chrono::milliseconds quiet)
+std::vector<Landing> drain(std::span<const int> fds, size_t expect, std::chrono::milliseconds quiet)
 {
     std::vector<Landing> out;
     for (const auto& d : drain_raw(fds, expect, quiet)) {

@@ -80,7 +80,8 @@ Result<std::vector<grm_sock_filter>> parse_bpf_asm(std::string_view text)
         for (int i = 0; i < 4; i++) {
             auto comma = body.find(',');
             if ((i < 3) != (comma != std::string_view::npos))
-                return unexpected(EINVAL, fmt::format("line {}: want {{ code, jt, jf, k }}", lineno));
+                return unexpected(EINVAL,
+                                  fmt::format("line {}: want {{ code, jt, jf, k }}", lineno));
             auto n = parse_c_number(trim(body.substr(0, comma)));
             if (!n)
                 return unexpected(EINVAL, fmt::format("line {}: bad number '{}'", lineno,
@@ -90,11 +91,12 @@ Result<std::vector<grm_sock_filter>> parse_bpf_asm(std::string_view text)
         }
         if (v[0] > UINT16_MAX || v[1] > UINT8_MAX || v[2] > UINT8_MAX || v[3] > UINT32_MAX)
             return unexpected(EINVAL, fmt::format("line {}: field out of range", lineno));
-        out.push_back({static_cast<__u16>(v[0]), static_cast<__u8>(v[1]),
-                       static_cast<__u8>(v[2]), static_cast<__u32>(v[3])});
+        out.push_back({static_cast<__u16>(v[0]), static_cast<__u8>(v[1]), static_cast<__u8>(v[2]),
+                       static_cast<__u32>(v[3])});
     }
     if (out.empty())
-        return unexpected(EINVAL, "no instructions (want `bpf_asm -c` output: { code, jt, jf, k },)");
+        return unexpected(EINVAL,
+                          "no instructions (want `bpf_asm -c` output: { code, jt, jf, k },)");
     if (out.size() > MAX_INSTR)
         return unexpected(E2BIG, fmt::format("{} instructions, at most {}", out.size(), MAX_INSTR));
     return out;
@@ -232,7 +234,8 @@ ActivateCli parse_activate(const std::vector<std::string_view>& args)
             o.fdstore = false;
         } else if (n == "sni" || n == "digest") {
             fail(fmt::format("--{}: udpgrm's BESPOKE dissector does not exist in grm (QUIC: "
-                             "--quic; anything else: --bpf)", n));
+                             "--quic; anything else: --bpf)",
+                             n));
         } else if (n == "help") {
             if (cli.action == ActivateCli::Action::run)
                 cli.action = ActivateCli::Action::help;
@@ -311,9 +314,10 @@ ActivateCli parse_activate(const std::vector<std::string_view>& args)
     if (cli.action != ActivateCli::Action::run)
         return cli;
     if (positional.size() != 2) {
-        fail(positional.size() < 2 ? "want NAME and ADDRESS"
-                                   : fmt::format("unexpected argument '{}' (a command goes after --)",
-                                                 positional[2]));
+        fail(
+            positional.size() < 2
+                ? "want NAME and ADDRESS"
+                : fmt::format("unexpected argument '{}' (a command goes after --)", positional[2]));
         return cli;
     }
     o.name = std::string(positional[0]);

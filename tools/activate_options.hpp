@@ -28,18 +28,18 @@ std::optional<sys::Endpoint> parse_address(std::string_view s);
 Result<std::vector<grm_sock_filter>> parse_bpf_asm(std::string_view text);
 
 struct ActivateOptions {
-    std::string name;            ///< FDNAME of the sockets
-    sys::Endpoint address;       ///< where they bind (port 0: kernel's choice)
+    std::string name;                 ///< FDNAME of the sockets
+    sys::Endpoint address;            ///< where they bind (port 0: kernel's choice)
     std::vector<std::string> command; ///< after `--`: exec it with LISTEN_FDS
     int count = 1;
-    bool also_ipv4 = false;      ///< IPv6 sockets take IPv4 too (IPV6_V6ONLY=0)
+    bool also_ipv4 = false; ///< IPv6 sockets take IPv4 too (IPV6_V6ONLY=0)
     bool freebind = false;
-    int rcvbuf = 16 << 20;       ///< SO_RCVBUF(FORCE); 0 leaves the kernel default
-    bool verbose = false;        ///< chatty, and DISSECTOR_FLAG_VERBOSE on a dissector we set
-    bool do_register = true;     ///< pre-register into working generation + 1
-    bool advance = false;        ///< then make that generation the working one
-    bool fdstore = true;         ///< push the sockets into systemd's fd store (NOTIFY_SOCKET)
-    double timeout_sec = 10;     ///< how long to wait for grmd to register the sockets
+    int rcvbuf = 16 << 20;   ///< SO_RCVBUF(FORCE); 0 leaves the kernel default
+    bool verbose = false;    ///< chatty, and DISSECTOR_FLAG_VERBOSE on a dissector we set
+    bool do_register = true; ///< pre-register into working generation + 1
+    bool advance = false;    ///< then make that generation the working one
+    bool fdstore = true;     ///< push the sockets into systemd's fd store (NOTIFY_SOCKET)
+    double timeout_sec = 10; ///< how long to wait for grmd to register the sockets
     // Dissector: set only when one of these is given (udpgrm_activate.py's rule, except that
     // --flow-timeout alone is enough: udpgrm drops it unless --tubular is given).
     std::optional<std::string> bpf_file;

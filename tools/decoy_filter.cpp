@@ -6,7 +6,8 @@
 namespace grm::sd {
 
 ChildEnvironment child_environment(const std::vector<std::string>& env, pid_t decoy,
-                                   const std::optional<std::string>& notify) {
+                                   const std::optional<std::string>& notify)
+{
     ChildEnvironment out;
     const std::string mine = "LISTEN_PID=" + std::to_string(decoy);
     bool notify_set = false;

@@ -13,13 +13,12 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fcntl.h>
 #include <fstream>
 #include <sstream>
 #include <string>
-#include <vector>
-
-#include <fcntl.h>
 #include <unistd.h>
+#include <vector>
 
 #include <fmt/core.h>
 #include <systemd/sd-daemon.h>
@@ -34,7 +33,8 @@ namespace {
 
 using namespace grm;
 
-std::vector<Fd> open_sockets(const sd::ActivateOptions& o) {
+std::vector<Fd> open_sockets(const sd::ActivateOptions& o)
+{
     net::GroupOptions g;
     g.where = o.address;
     g.count = o.count;
@@ -76,8 +76,7 @@ void set_dissector(const sd::ActivateOptions& o, int fd)
                        sys::format_endpoint(o.address), sys::format_endpoint(o.address),
                        sys::format_endpoint(o.address));
         case EOPNOTSUPP:
-            log::fatal(1, "this grm does not support the dissector type: {}",
-                       r.error().message());
+            log::fatal(1, "this grm does not support the dissector type: {}", r.error().message());
         default:
             log::fatal(1, "{}", r.error().message());
         }

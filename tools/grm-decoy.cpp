@@ -22,17 +22,17 @@
 #include <cstring>
 #include <fstream>
 #include <optional>
+#include <poll.h>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
-#include <poll.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <fmt/core.h>
 #include <systemd/sd-daemon.h>
@@ -51,7 +51,8 @@ namespace {
 
 using namespace grm;
 
-constexpr int kForwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
+constexpr int kForwarded[] = {SIGTERM, SIGINT,  SIGHUP,   SIGQUIT,
+                              SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
 
 [[noreturn]] void usage(int code)
 {
@@ -142,7 +143,8 @@ struct State {
 };
 
 /// Reads one message from the relay and acts on it. Returns true when the child drains.
-bool on_relay(const State& st, int fd) {
+bool on_relay(const State& st, int fd)
+{
     auto msg = notify::receive(fd);
     if (!msg)
         return false;
@@ -252,7 +254,8 @@ int main(int argc, char** argv)
     log::info("started {} (pid {}){}", argv[first], pid,
               passed ? fmt::format(" with {} passed fd(s)", passed) : std::string());
 
-    pollfd pfds[3] = {{sfd.get(), POLLIN, 0}, {relay.fd.get(), POLLIN, 0}, {st.pidfd.get(), POLLIN, 0}};
+    pollfd pfds[3] = {
+        {sfd.get(), POLLIN, 0}, {relay.fd.get(), POLLIN, 0}, {st.pidfd.get(), POLLIN, 0}};
     for (;;) {
         if (::poll(pfds, 3, -1) < 0) {
             if (errno == EINTR)

@@ -69,14 +69,14 @@ Outcome interpret(std::span<const grm_sock_filter> prog, std::span<const uint8_t
 
 /// Where a translated program runs: its context layout, output map and successor.
 struct Target {
-    int out_map_fd = -1;          ///< PERCPU_ARRAY, 1 entry of struct grm_cbpf_out (required)
-    int prog_array_fd = -1;       ///< PROG_ARRAY to tail-call after the outcome; -1 = none
-    uint32_t dispatch_index = 0;  ///< index of the successor in prog_array_fd
-    uint32_t pkt_base = 0;        ///< bpf_skb_load_bytes offset of the UDP payload, <= 0xffff
-    int16_t len_off = 0;          ///< ctx offset of the u32 packet length
-    uint32_t len_adjust = 0;      ///< ctx length minus this = payload length
-    int16_t proto_off = 0;        ///< ctx offset of the ethertype (network order, in a u32)
-    uint32_t ret_value = 0;       ///< the program's return value (when the tail call fails)
+    int out_map_fd = -1;         ///< PERCPU_ARRAY, 1 entry of struct grm_cbpf_out (required)
+    int prog_array_fd = -1;      ///< PROG_ARRAY to tail-call after the outcome; -1 = none
+    uint32_t dispatch_index = 0; ///< index of the successor in prog_array_fd
+    uint32_t pkt_base = 0;       ///< bpf_skb_load_bytes offset of the UDP payload, <= 0xffff
+    int16_t len_off = 0;         ///< ctx offset of the u32 packet length
+    uint32_t len_adjust = 0;     ///< ctx length minus this = payload length
+    int16_t proto_off = 0;       ///< ctx offset of the ethertype (network order, in a u32)
+    uint32_t ret_value = 0;      ///< the program's return value (when the tail call fails)
     /// Direct packet access for absolute loads: ctx offsets of the data and data_end
     /// pointers and their load size (BPF_DW for sk_reuseport_md, BPF_W for __sk_buff); -1 =
     /// always use bpf_skb_load_bytes. The helper stays the fallback when the bytes are not in

@@ -1,7 +1,5 @@
 // SPDX-License-Identifier: MIT
 // cBPF dissector: the reference interpreter, the semantics every translation must match.
-#include "cbpf.hpp"
-
 #include <array>
 #include <cerrno>
 #include <cstddef>
@@ -9,6 +7,7 @@
 
 #include <fmt/core.h>
 
+#include "cbpf.hpp"
 #include "opcodes.hpp"
 
 namespace grm::cbpf {
@@ -56,13 +55,17 @@ Outcome interpret(std::span<const grm_sock_filter> prog, std::span<const uint8_t
             x = (b & 0xf) << 2;
             break;
         }
-        case Kind::alu_k: a = alu(f.code, a, f.k); break;
+        case Kind::alu_k:
+            a = alu(f.code, a, f.k);
+            break;
         case Kind::alu_x:
             if ((f.code == kDivX || f.code == kModX) && x == 0)
                 return {GRM_CBPF_PROG_ERROR, 0};
             a = alu(f.code, a, x);
             break;
-        case Kind::jump_always: next = pc + 1 + f.k; break;
+        case Kind::jump_always:
+            next = pc + 1 + f.k;
+            break;
         case Kind::jump_cond:
             next = pc + 1 + (condition(f.code, a, uses_x(f.code) ? x : f.k) ? f.jt : f.jf);
             break;
@@ -70,17 +73,39 @@ Outcome interpret(std::span<const grm_sock_filter> prog, std::span<const uint8_t
             return {GRM_CBPF_RETURNED, f.code == kRetK ? f.k : f.code == kRetX ? x : a};
         case Kind::other:
             switch (f.code) {
-            case kLdLen: a = uint32_t(len); break;
-            case kLdxLen: x = uint32_t(len); break;
-            case kLdImm: a = f.k; break;
-            case kLdxImm: x = f.k; break;
-            case kLdMem: a = mem[f.k & 15]; break;
-            case kLdxMem: x = mem[f.k & 15]; break;
-            case kSt: mem[f.k & 15] = a; break;
-            case kStx: mem[f.k & 15] = x; break;
-            case kTax: x = a; break;
-            case kTxa: a = x; break;
-            case kNeg: a = 0u - a; break;
+            case kLdLen:
+                a = uint32_t(len);
+                break;
+            case kLdxLen:
+                x = uint32_t(len);
+                break;
+            case kLdImm:
+                a = f.k;
+                break;
+            case kLdxImm:
+                x = f.k;
+                break;
+            case kLdMem:
+                a = mem[f.k & 15];
+                break;
+            case kLdxMem:
+                x = mem[f.k & 15];
+                break;
+            case kSt:
+                mem[f.k & 15] = a;
+                break;
+            case kStx:
+                mem[f.k & 15] = x;
+                break;
+            case kTax:
+                x = a;
+                break;
+            case kTxa:
+                a = x;
+                break;
+            case kNeg:
+                a = 0u - a;
+                break;
             }
             break;
         }

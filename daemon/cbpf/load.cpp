@@ -1,16 +1,14 @@
 // SPDX-License-Identifier: MIT
 // cBPF dissector: loading a translated program.
-#include "cbpf.hpp"
-
 #include <array>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
 
 #include <bpf/bpf.h>
-
 #include <fmt/core.h>
 
+#include "cbpf.hpp"
 #include "opcodes.hpp"
 
 namespace grm::cbpf {

@@ -83,80 +83,141 @@ struct OpInfo {
 inline OpInfo info(uint16_t code)
 {
     switch (code) {
-    case kLdWAbs: return {"ld", Kind::load_abs, 4};
-    case kLdHAbs: return {"ldh", Kind::load_abs, 2};
-    case kLdBAbs: return {"ldb", Kind::load_abs, 1};
-    case kLdWInd: return {"ld", Kind::load_ind, 4};
-    case kLdHInd: return {"ldh", Kind::load_ind, 2};
-    case kLdBInd: return {"ldb", Kind::load_ind, 1};
-    case kLdxMsh: return {"ldxb", Kind::msh, 1};
-    case kLdLen: return {"ld", Kind::other, 0};
-    case kLdxLen: return {"ldx", Kind::other, 0};
-    case kLdImm: return {"ld", Kind::other, 0};
-    case kLdxImm: return {"ldx", Kind::other, 0};
-    case kLdMem: return {"ld", Kind::other, 0};
-    case kLdxMem: return {"ldx", Kind::other, 0};
-    case kSt: return {"st", Kind::other, 0};
-    case kStx: return {"stx", Kind::other, 0};
-    case kTax: return {"tax", Kind::other, 0};
-    case kTxa: return {"txa", Kind::other, 0};
-    case kAddK: return {"add", Kind::alu_k, 0};
-    case kSubK: return {"sub", Kind::alu_k, 0};
-    case kMulK: return {"mul", Kind::alu_k, 0};
-    case kDivK: return {"div", Kind::alu_k, 0};
-    case kModK: return {"mod", Kind::alu_k, 0};
-    case kAndK: return {"and", Kind::alu_k, 0};
-    case kOrK: return {"or", Kind::alu_k, 0};
-    case kXorK: return {"xor", Kind::alu_k, 0};
-    case kLshK: return {"lsh", Kind::alu_k, 0};
-    case kRshK: return {"rsh", Kind::alu_k, 0};
-    case kAddX: return {"add", Kind::alu_x, 0};
-    case kSubX: return {"sub", Kind::alu_x, 0};
-    case kMulX: return {"mul", Kind::alu_x, 0};
-    case kDivX: return {"div", Kind::alu_x, 0};
-    case kModX: return {"mod", Kind::alu_x, 0};
-    case kAndX: return {"and", Kind::alu_x, 0};
-    case kOrX: return {"or", Kind::alu_x, 0};
-    case kXorX: return {"xor", Kind::alu_x, 0};
-    case kLshX: return {"lsh", Kind::alu_x, 0};
-    case kRshX: return {"rsh", Kind::alu_x, 0};
-    case kNeg: return {"neg", Kind::other, 0};
-    case kJa: return {"ja", Kind::jump_always, 0};
+    case kLdWAbs:
+        return {"ld", Kind::load_abs, 4};
+    case kLdHAbs:
+        return {"ldh", Kind::load_abs, 2};
+    case kLdBAbs:
+        return {"ldb", Kind::load_abs, 1};
+    case kLdWInd:
+        return {"ld", Kind::load_ind, 4};
+    case kLdHInd:
+        return {"ldh", Kind::load_ind, 2};
+    case kLdBInd:
+        return {"ldb", Kind::load_ind, 1};
+    case kLdxMsh:
+        return {"ldxb", Kind::msh, 1};
+    case kLdLen:
+        return {"ld", Kind::other, 0};
+    case kLdxLen:
+        return {"ldx", Kind::other, 0};
+    case kLdImm:
+        return {"ld", Kind::other, 0};
+    case kLdxImm:
+        return {"ldx", Kind::other, 0};
+    case kLdMem:
+        return {"ld", Kind::other, 0};
+    case kLdxMem:
+        return {"ldx", Kind::other, 0};
+    case kSt:
+        return {"st", Kind::other, 0};
+    case kStx:
+        return {"stx", Kind::other, 0};
+    case kTax:
+        return {"tax", Kind::other, 0};
+    case kTxa:
+        return {"txa", Kind::other, 0};
+    case kAddK:
+        return {"add", Kind::alu_k, 0};
+    case kSubK:
+        return {"sub", Kind::alu_k, 0};
+    case kMulK:
+        return {"mul", Kind::alu_k, 0};
+    case kDivK:
+        return {"div", Kind::alu_k, 0};
+    case kModK:
+        return {"mod", Kind::alu_k, 0};
+    case kAndK:
+        return {"and", Kind::alu_k, 0};
+    case kOrK:
+        return {"or", Kind::alu_k, 0};
+    case kXorK:
+        return {"xor", Kind::alu_k, 0};
+    case kLshK:
+        return {"lsh", Kind::alu_k, 0};
+    case kRshK:
+        return {"rsh", Kind::alu_k, 0};
+    case kAddX:
+        return {"add", Kind::alu_x, 0};
+    case kSubX:
+        return {"sub", Kind::alu_x, 0};
+    case kMulX:
+        return {"mul", Kind::alu_x, 0};
+    case kDivX:
+        return {"div", Kind::alu_x, 0};
+    case kModX:
+        return {"mod", Kind::alu_x, 0};
+    case kAndX:
+        return {"and", Kind::alu_x, 0};
+    case kOrX:
+        return {"or", Kind::alu_x, 0};
+    case kXorX:
+        return {"xor", Kind::alu_x, 0};
+    case kLshX:
+        return {"lsh", Kind::alu_x, 0};
+    case kRshX:
+        return {"rsh", Kind::alu_x, 0};
+    case kNeg:
+        return {"neg", Kind::other, 0};
+    case kJa:
+        return {"ja", Kind::jump_always, 0};
     case kJeqK:
-    case kJeqX: return {"jeq", Kind::jump_cond, 0};
+    case kJeqX:
+        return {"jeq", Kind::jump_cond, 0};
     case kJgtK:
-    case kJgtX: return {"jgt", Kind::jump_cond, 0};
+    case kJgtX:
+        return {"jgt", Kind::jump_cond, 0};
     case kJgeK:
-    case kJgeX: return {"jge", Kind::jump_cond, 0};
+    case kJgeX:
+        return {"jge", Kind::jump_cond, 0};
     case kJsetK:
-    case kJsetX: return {"jset", Kind::jump_cond, 0};
+    case kJsetX:
+        return {"jset", Kind::jump_cond, 0};
     case kRetK:
     case kRetX:
-    case kRetA: return {"ret", Kind::ret, 0};
-    default: return {nullptr, Kind::other, 0};
+    case kRetA:
+        return {"ret", Kind::ret, 0};
+    default:
+        return {nullptr, Kind::other, 0};
     }
 }
 
-inline bool uses_x(uint16_t code) { return (code & 0x08) != 0; } // BPF_X source of ALU and jumps
+inline bool uses_x(uint16_t code)
+{
+    return (code & 0x08) != 0;
+} // BPF_X source of ALU and jumps
 
 /// The ALU operation of an ALU opcode (K or X form), as the eBPF BPF_OP bits: classic and
 /// eBPF share these encodings.
-inline uint8_t alu_op(uint16_t code) { return static_cast<uint8_t>(code & 0xf0); }
+inline uint8_t alu_op(uint16_t code)
+{
+    return static_cast<uint8_t>(code & 0xf0);
+}
 
 /// a op b for the classic ALU operations; div/mod by 0 and shifts >= 32 are the caller's.
 inline uint32_t alu(uint16_t code, uint32_t a, uint32_t b)
 {
     switch (alu_op(code)) {
-    case BPF_ADD: return a + b;
-    case BPF_SUB: return a - b;
-    case BPF_MUL: return a * b;
-    case BPF_DIV: return a / b;
-    case BPF_MOD: return a % b;
-    case BPF_AND: return a & b;
-    case BPF_OR: return a | b;
-    case BPF_XOR: return a ^ b;
-    case BPF_LSH: return b >= 32 ? 0 : a << b;
-    case BPF_RSH: return b >= 32 ? 0 : a >> b;
+    case BPF_ADD:
+        return a + b;
+    case BPF_SUB:
+        return a - b;
+    case BPF_MUL:
+        return a * b;
+    case BPF_DIV:
+        return a / b;
+    case BPF_MOD:
+        return a % b;
+    case BPF_AND:
+        return a & b;
+    case BPF_OR:
+        return a | b;
+    case BPF_XOR:
+        return a ^ b;
+    case BPF_LSH:
+        return b >= 32 ? 0 : a << b;
+    case BPF_RSH:
+        return b >= 32 ? 0 : a >> b;
     }
     return 0; // not reached: validate() admits no other ALU opcode
 }
@@ -164,18 +225,22 @@ inline uint32_t alu(uint16_t code, uint32_t a, uint32_t b)
 inline bool condition(uint16_t code, uint32_t a, uint32_t b)
 {
     switch (code & 0xf0) {
-    case BPF_JEQ: return a == b;
-    case BPF_JGT: return a > b;
-    case BPF_JGE: return a >= b;
-    case BPF_JSET: return (a & b) != 0;
+    case BPF_JEQ:
+        return a == b;
+    case BPF_JGT:
+        return a > b;
+    case BPF_JGE:
+        return a >= b;
+    case BPF_JSET:
+        return (a & b) != 0;
     }
     return false;
 }
 
 inline Unexpected<Error> invalid(size_t pc, const grm_sock_filter& f, std::string_view why)
 {
-    return unexpected(EINVAL, fmt::format("cbpf insn {} (code {:#04x} jt {} jf {} k {:#x}): {}",
-                                          pc, f.code, f.jt, f.jf, f.k, why));
+    return unexpected(EINVAL, fmt::format("cbpf insn {} (code {:#04x} jt {} jf {} k {:#x}): {}", pc,
+                                          f.code, f.jt, f.jf, f.k, why));
 }
 
 } // namespace grm::cbpf::detail

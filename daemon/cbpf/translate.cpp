@@ -1,7 +1,5 @@
 // SPDX-License-Identifier: MIT
 // cBPF dissector: translation of a validated classic program into eBPF for a Target.
-#include "cbpf.hpp"
-
 #include <array>
 #include <cerrno>
 #include <cstddef>
@@ -11,6 +9,7 @@
 
 #include <fmt/core.h>
 
+#include "cbpf.hpp"
 #include "opcodes.hpp"
 
 namespace grm::cbpf {
@@ -32,7 +31,10 @@ constexpr uint8_t kFp = BPF_REG_10;
 // aligned: zeroed in pairs).
 constexpr int16_t kBufOff = -8;
 constexpr int16_t kMemOff = -8 - 4 * int16_t(kMemWords);
-constexpr int16_t mem_off(uint32_t k) { return int16_t(kMemOff + 4 * int(k)); }
+constexpr int16_t mem_off(uint32_t k)
+{
+    return int16_t(kMemOff + 4 * int(k));
+}
 
 // Labels: 0..MAX_INSTR-1 are classic instructions, then the shared tail blocks.
 enum Label : int {
@@ -96,10 +98,19 @@ bpf_insn st_imm(uint8_t size, uint8_t dst, int16_t off, int32_t v)
 {
     return insn(BPF_ST | size | BPF_MEM, dst, 0, off, v);
 }
-bpf_insn call(int32_t helper) { return insn(BPF_JMP | BPF_CALL, 0, 0, 0, helper); }
-bpf_insn exit_insn() { return insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0); }
+bpf_insn call(int32_t helper)
+{
+    return insn(BPF_JMP | BPF_CALL, 0, 0, 0, helper);
+}
+bpf_insn exit_insn()
+{
+    return insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+}
 
-uint8_t mem_size(uint32_t bytes) { return bytes == 4 ? BPF_W : bytes == 2 ? BPF_H : BPF_B; }
+uint8_t mem_size(uint32_t bytes)
+{
+    return bytes == 4 ? BPF_W : bytes == 2 ? BPF_H : BPF_B;
+}
 
 /// Straight-line code with forward jumps to labels, resolved by finish().
 class Emitter {
@@ -155,9 +166,12 @@ private:
 uint8_t negated(uint8_t op)
 {
     switch (op) {
-    case BPF_JEQ: return BPF_JNE;
-    case BPF_JGT: return BPF_JLE;
-    case BPF_JGE: return BPF_JLT;
+    case BPF_JEQ:
+        return BPF_JNE;
+    case BPF_JGT:
+        return BPF_JLE;
+    case BPF_JGE:
+        return BPF_JLT;
     }
     return 0;
 }
@@ -171,10 +185,13 @@ bool alu_k_is_nop(uint16_t code, uint32_t k)
     case BPF_OR:
     case BPF_XOR:
     case BPF_LSH:
-    case BPF_RSH: return k == 0;
+    case BPF_RSH:
+        return k == 0;
     case BPF_MUL:
-    case BPF_DIV: return k == 1;
-    case BPF_AND: return k == 0xffffffffu;
+    case BPF_DIV:
+        return k == 1;
+    case BPF_AND:
+        return k == 0xffffffffu;
     }
     return false;
 }
@@ -207,13 +224,18 @@ private:
                 continue;
             const grm_sock_filter& f = prog_[pc];
             switch (info(f.code).kind) {
-            case Kind::ret: break;
-            case Kind::jump_always: reach_[pc + 1 + f.k] = true; break;
+            case Kind::ret:
+                break;
+            case Kind::jump_always:
+                reach_[pc + 1 + f.k] = true;
+                break;
             case Kind::jump_cond:
                 reach_[pc + 1 + f.jt] = true;
                 reach_[pc + 1 + f.jf] = true;
                 break;
-            default: reach_[pc + 1] = true; break;
+            default:
+                reach_[pc + 1] = true;
+                break;
             }
             const Kind kind = info(f.code).kind;
             if ((kind == Kind::load_abs && f.k != kAdProtocol) || kind == Kind::load_ind ||
@@ -342,13 +364,17 @@ private:
                 e_.emit(insn(BPF_JMP | BPF_JLT | BPF_K, kX, 0, 1, 32));
                 e_.emit(mov32_imm(kA, 0));
                 return;
-            default: e_.emit(alu32(alu_op(f.code), kA, kX)); return;
+            default:
+                e_.emit(alu32(alu_op(f.code), kA, kX));
+                return;
             }
         case Kind::jump_always:
             if (f.k != 0)
                 e_.ja(int(pc + 1 + f.k));
             return;
-        case Kind::jump_cond: cond_jump(pc, f); return;
+        case Kind::jump_cond:
+            cond_jump(pc, f);
+            return;
         case Kind::ret:
             if (f.code == kRetK)
                 e_.emit(mov32_imm(kA, f.k));
@@ -359,7 +385,9 @@ private:
             if (pc + 1 < prog_.size() || e_.used(kLabelTooShort) || e_.used(kLabelProgError))
                 e_.ja(kLabelRet);
             return;
-        case Kind::other: other(f); return;
+        case Kind::other:
+            other(f);
+            return;
         }
     }
 
@@ -402,8 +430,12 @@ private:
                 e_.emit(alu32_imm(BPF_SUB, dst, t_.len_adjust));
             return;
         }
-        case kLdImm: e_.emit(mov32_imm(kA, f.k)); return;
-        case kLdxImm: e_.emit(mov32_imm(kX, f.k)); return;
+        case kLdImm:
+            e_.emit(mov32_imm(kA, f.k));
+            return;
+        case kLdxImm:
+            e_.emit(mov32_imm(kX, f.k));
+            return;
         case kLdMem:
         case kLdxMem: {
             const uint8_t dst = f.code == kLdMem ? kA : kX;
@@ -418,9 +450,15 @@ private:
             if (loaded_ & (1u << f.k))
                 e_.emit(stx(BPF_W, kFp, mem_off(f.k), f.code == kSt ? kA : kX));
             return;
-        case kTax: e_.emit(mov32(kX, kA)); return;
-        case kTxa: e_.emit(mov32(kA, kX)); return;
-        case kNeg: e_.emit(insn(BPF_ALU | BPF_NEG, kA, 0, 0, 0)); return;
+        case kTax:
+            e_.emit(mov32(kX, kA));
+            return;
+        case kTxa:
+            e_.emit(mov32(kA, kX));
+            return;
+        case kNeg:
+            e_.emit(insn(BPF_ALU | BPF_NEG, kA, 0, 0, 0));
+            return;
         }
     }
 

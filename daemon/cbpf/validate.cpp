@@ -1,7 +1,5 @@
 // SPDX-License-Identifier: MIT
 // cBPF dissector: validation of a classic program (the rules in cbpf.hpp).
-#include "cbpf.hpp"
-
 #include <array>
 #include <cerrno>
 #include <cstddef>
@@ -9,6 +7,7 @@
 
 #include <fmt/core.h>
 
+#include "cbpf.hpp"
 #include "opcodes.hpp"
 
 namespace grm::cbpf {
@@ -19,8 +18,8 @@ Result<void> validate(std::span<const grm_sock_filter> prog)
 {
     const size_t n = prog.size();
     if (n < 1 || n > MAX_INSTR)
-        return unexpected(EINVAL, fmt::format("cbpf program of {} insns: must be 1..{}", n,
-                                              MAX_INSTR));
+        return unexpected(EINVAL,
+                          fmt::format("cbpf program of {} insns: must be 1..{}", n, MAX_INSTR));
     for (size_t pc = 0; pc < n; pc++) {
         const grm_sock_filter& f = prog[pc];
         const OpInfo oi = info(f.code);
@@ -48,7 +47,8 @@ Result<void> validate(std::span<const grm_sock_filter> prog)
             if (pc + 1 + uint64_t{f.k} >= n)
                 return invalid(pc, f, fmt::format("jump target past the end ({} insns)", n));
             break;
-        default: break;
+        default:
+            break;
         }
         if (oi.kind == Kind::jump_cond && (pc + 1 + f.jt >= n || pc + 1 + f.jf >= n))
             return invalid(pc, f, fmt::format("jump target past the end ({} insns)", n));

@@ -18,16 +18,16 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <getopt.h>
+#include <poll.h>
 #include <set>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #include <arpa/inet.h>
-#include <getopt.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/signalfd.h>
-#include <unistd.h>
 
 #include <systemd/sd-daemon.h>
 
@@ -57,10 +57,13 @@ struct Options {
 Options parse(int argc, char** argv)
 {
     static const option longopts[] = {
-        {"addr", required_argument, nullptr, 'a'},     {"port", required_argument, nullptr, 'p'},
-        {"sockets", required_argument, nullptr, 'n'},  {"dissector", required_argument, nullptr, 'd'},
+        {"addr", required_argument, nullptr, 'a'},
+        {"port", required_argument, nullptr, 'p'},
+        {"sockets", required_argument, nullptr, 'n'},
+        {"dissector", required_argument, nullptr, 'd'},
         {"flow-timeout", required_argument, nullptr, 't'},
-        {"quiet-ms", required_argument, nullptr, 'q'}, {"help", no_argument, nullptr, 'h'},
+        {"quiet-ms", required_argument, nullptr, 'q'},
+        {"help", no_argument, nullptr, 'h'},
         {},
     };
     Options o;
@@ -92,8 +95,9 @@ Options parse(int argc, char** argv)
             o.quiet_ms = cli::or_exit(cli::parse<int>(optarg, "--quiet-ms", 1, 3600 * 1000));
             break;
         case 'h':
-            std::printf("usage: grm-echo [--addr A] [--port P] [--sockets N] [--dissector flow|noop]\n"
-                        "                [--flow-timeout S] [--quiet-ms MS]\n");
+            std::printf(
+                "usage: grm-echo [--addr A] [--port P] [--sockets N] [--dissector flow|noop]\n"
+                "                [--flow-timeout S] [--quiet-ms MS]\n");
             std::exit(0);
         default:
             std::exit(2);

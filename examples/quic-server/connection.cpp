@@ -15,7 +15,8 @@ namespace {
 
 constexpr size_t kMaxDatagram = 65536;
 
-uint64_t to_ns(std::chrono::nanoseconds d) {
+uint64_t to_ns(std::chrono::nanoseconds d)
+{
     return static_cast<uint64_t>(d.count());
 }
 
@@ -27,16 +28,19 @@ struct QuicCallbacks {
     static Conn* of(void* user_data) { return static_cast<Conn*>(user_data); }
     static nghttp3_conn* h3(Conn* c) { return c->h3_ ? c->h3_->get() : nullptr; }
 
-    static ngtcp2_conn* get_conn(ngtcp2_crypto_conn_ref* ref) {
+    static ngtcp2_conn* get_conn(ngtcp2_crypto_conn_ref* ref)
+    {
         return static_cast<Conn*>(ref->user_data)->conn_.get();
     }
 
-    static void rand(uint8_t* dest, size_t len, const ngtcp2_rand_ctx* ctx) {
+    static void rand(uint8_t* dest, size_t len, const ngtcp2_rand_ctx* ctx)
+    {
         static_cast<Server*>(ctx->native_handle)->rand(dest, len);
     }
 
     static int get_new_connection_id(ngtcp2_conn*, ngtcp2_cid* cid, uint8_t* token, size_t len,
-                                     void* ud) {
+                                     void* ud)
+    {
         Conn* c = of(ud);
         if (new_connection_id(c->srv_.cids(c->sock_), cid, len) != 0 ||
             !c->srv_.reset_secret().token(*cid, token))
@@ -45,12 +49,14 @@ struct QuicCallbacks {
         return 0;
     }
 
-    static int remove_connection_id(ngtcp2_conn*, const ngtcp2_cid* cid, void* ud) {
+    static int remove_connection_id(ngtcp2_conn*, const ngtcp2_cid* cid, void* ud)
+    {
         of(ud)->srv_.dissociate(of(ud), cid->data, cid->datalen);
         return 0;
     }
 
-    static int handshake_completed(ngtcp2_conn*, void* ud) {
+    static int handshake_completed(ngtcp2_conn*, void* ud)
+    {
         Conn* c = of(ud);
         c->srv_.stats().handshakes++;
         log::debug("gen {}: conn {} handshake done on socket {}", c->srv_.gen(), c->serial_,
@@ -59,20 +65,23 @@ struct QuicCallbacks {
     }
 
     static int path_validation(ngtcp2_conn*, uint32_t, const ngtcp2_path*,
-                               ngtcp2_path_validation_result res, void* ud) {
+                               ngtcp2_path_validation_result res, void* ud)
+    {
         if (res == NGTCP2_PATH_VALIDATION_RESULT_SUCCESS)
             of(ud)->srv_.stats().path_validated++;
         return 0;
     }
 
-    static int recv_tx_key(ngtcp2_conn*, ngtcp2_crypto_level level, void* ud) {
+    static int recv_tx_key(ngtcp2_conn*, ngtcp2_crypto_level level, void* ud)
+    {
         if (level != NGTCP2_CRYPTO_LEVEL_APPLICATION)
             return 0;
         return of(ud)->setup_http() ? 0 : NGTCP2_ERR_CALLBACK_FAILURE;
     }
 
     static int recv_stream_data(ngtcp2_conn*, uint32_t flags, int64_t stream_id, uint64_t,
-                                const uint8_t* data, size_t len, void* ud, void*) {
+                                const uint8_t* data, size_t len, void* ud, void*)
+    {
         Conn* c = of(ud);
         if (!h3(c))
             return 0;
@@ -90,7 +99,8 @@ struct QuicCallbacks {
     }
 
     static int acked_stream_data_offset(ngtcp2_conn*, int64_t stream_id, uint64_t, uint64_t len,
-                                        void* ud, void*) {
+                                        void* ud, void*)
+    {
         Conn* c = of(ud);
         if (h3(c) && nghttp3_conn_add_ack_offset(h3(c), stream_id, len) != 0)
             return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -98,7 +108,8 @@ struct QuicCallbacks {
     }
 
     static int stream_close(ngtcp2_conn*, uint32_t flags, int64_t stream_id, uint64_t code,
-                            void* ud, void*) {
+                            void* ud, void*)
+    {
         Conn* c = of(ud);
         if (!h3(c))
             return 0;
@@ -119,25 +130,29 @@ struct QuicCallbacks {
         return 0;
     }
 
-    static int stream_reset(ngtcp2_conn*, int64_t stream_id, uint64_t, uint64_t, void* ud, void*) {
+    static int stream_reset(ngtcp2_conn*, int64_t stream_id, uint64_t, uint64_t, void* ud, void*)
+    {
         Conn* c = of(ud);
         if (h3(c) && nghttp3_conn_shutdown_stream_read(h3(c), stream_id) != 0)
             return NGTCP2_ERR_CALLBACK_FAILURE;
         return 0;
     }
 
-    static int stream_stop_sending(ngtcp2_conn*, int64_t stream_id, uint64_t, void* ud, void*) {
+    static int stream_stop_sending(ngtcp2_conn*, int64_t stream_id, uint64_t, void* ud, void*)
+    {
         return stream_reset(nullptr, stream_id, 0, 0, ud, nullptr);
     }
 
-    static int extend_max_remote_streams_bidi(ngtcp2_conn*, uint64_t max_streams, void* ud) {
+    static int extend_max_remote_streams_bidi(ngtcp2_conn*, uint64_t max_streams, void* ud)
+    {
         Conn* c = of(ud);
         if (h3(c))
             nghttp3_conn_set_max_client_streams_bidi(h3(c), max_streams);
         return 0;
     }
 
-    static int extend_max_stream_data(ngtcp2_conn*, int64_t stream_id, uint64_t, void* ud, void*) {
+    static int extend_max_stream_data(ngtcp2_conn*, int64_t stream_id, uint64_t, void* ud, void*)
+    {
         Conn* c = of(ud);
         if (h3(c) && nghttp3_conn_unblock_stream(h3(c), stream_id) != 0)
             return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -145,7 +160,8 @@ struct QuicCallbacks {
     }
 };
 
-bool Conn::init(const ngtcp2_pkt_hd& hd, const sockaddr* remote, socklen_t remote_len) {
+bool Conn::init(const ngtcp2_pkt_hd& hd, const sockaddr* remote, socklen_t remote_len)
+{
     const Options& o = srv_.options();
     ngtcp2_callbacks cb{};
     cb.recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
@@ -231,7 +247,8 @@ bool Conn::init(const ngtcp2_pkt_hd& hd, const sockaddr* remote, socklen_t remot
     return true;
 }
 
-bool Conn::setup_http() {
+bool Conn::setup_http()
+{
     if (h3_)
         return true;
     Http3::Config cfg;
@@ -253,15 +270,16 @@ bool Conn::setup_http() {
     return true;
 }
 
-void Conn::send(const ngtcp2_path& path, const uint8_t* data, size_t len) {
+void Conn::send(const ngtcp2_path& path, const uint8_t* data, size_t len)
+{
     // The path's user_data is 1 + the socket the path was first seen on: replies leave from
     // the socket the client's packets arrive at (FLOW learns that pairing on send).
     size_t sock = path.user_data ? reinterpret_cast<uintptr_t>(path.user_data) - 1 : sock_;
     srv_.send_to(sock, path.remote.addr, path.remote.addrlen, data, len);
 }
 
-int Conn::read(size_t sock, const sockaddr* remote, socklen_t remote_len, uint8_t* data,
-               size_t len) {
+int Conn::read(size_t sock, const sockaddr* remote, socklen_t remote_len, uint8_t* data, size_t len)
+{
     ngtcp2_path path{};
     path.local.addr = const_cast<sockaddr*>(srv_.local_addr());
     path.local.addrlen = srv_.local_len();
@@ -273,12 +291,14 @@ int Conn::read(size_t sock, const sockaddr* remote, socklen_t remote_len, uint8_
 }
 
 bool Conn::first_read(size_t sock, const sockaddr* remote, socklen_t remote_len, uint8_t* data,
-                      size_t len) {
+                      size_t len)
+{
     return read(sock, remote, remote_len, data, len) == 0;
 }
 
 bool Conn::on_read(size_t sock, const sockaddr* remote, socklen_t remote_len, uint8_t* data,
-                   size_t len) {
+                   size_t len)
+{
     if (state_ == State::draining)
         return true;
     if (state_ == State::closing) {
@@ -306,13 +326,15 @@ bool Conn::on_read(size_t sock, const sockaddr* remote, socklen_t remote_len, ui
     }
 }
 
-bool Conn::fail(int liberr) {
+bool Conn::fail(int liberr)
+{
     if (!last_error_.error_code)
         ngtcp2_connection_close_error_set_transport_error_liberr(&last_error_, liberr, nullptr, 0);
     return start_closing();
 }
 
-bool Conn::start_closing() {
+bool Conn::start_closing()
+{
     if (state_ != State::open || ngtcp2_conn_is_in_draining_period(conn_.get())) {
         start_draining();
         return true;
@@ -334,7 +356,8 @@ bool Conn::start_closing() {
     return true;
 }
 
-void Conn::start_draining() {
+void Conn::start_draining()
+{
     if (state_ == State::draining)
         return;
     if (state_ == State::open) {
@@ -350,7 +373,8 @@ void Conn::start_draining() {
     close_deadline_ = sys::monotonic_ns() + 3 * ngtcp2_conn_get_pto(conn_.get());
 }
 
-bool Conn::on_write() {
+bool Conn::on_write()
+{
     if (state_ != State::open)
         return true;
     nghttp3_conn* h3 = h3_ ? h3_->get() : nullptr;
@@ -409,7 +433,8 @@ bool Conn::on_write() {
     return true;
 }
 
-bool Conn::on_expiry() {
+bool Conn::on_expiry()
+{
     uint64_t now = sys::monotonic_ns();
     if (state_ != State::open)
         return now < close_deadline_;
@@ -423,7 +448,8 @@ bool Conn::on_expiry() {
     return on_write();
 }
 
-uint64_t Conn::expiry() const {
+uint64_t Conn::expiry() const
+{
     return state_ == State::open ? ngtcp2_conn_get_expiry(conn_.get()) : close_deadline_;
 }
 

@@ -13,7 +13,8 @@
 
 namespace grm::quic_server {
 
-Result<Group> open_group(const Options& o) {
+Result<Group> open_group(const Options& o)
+{
     net::GroupOptions g;
     g.where = o.local;
     g.count = o.sockets;
@@ -66,14 +67,16 @@ Result<Group> open_group(const Options& o) {
     return out;
 }
 
-std::optional<uint32_t> taken_over(const Group& g) {
+std::optional<uint32_t> taken_over(const Group& g)
+{
     auto w = client::working_gen(g.socks[0].get());
     if (!w || *w == g.gen || *w == GRM_NO_GROUP)
         return std::nullopt;
     return *w;
 }
 
-int new_connection_id(const std::optional<client::QuicCids>& ids, ngtcp2_cid* cid, size_t len) {
+int new_connection_id(const std::optional<client::QuicCids>& ids, ngtcp2_cid* cid, size_t len)
+{
     if (len > NGTCP2_MAX_CIDLEN)
         return NGTCP2_ERR_CALLBACK_FAILURE;
     cid->datalen = len;

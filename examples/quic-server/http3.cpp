@@ -18,7 +18,8 @@ struct H3Callbacks {
 
     static int acked_stream_data(nghttp3_conn*, int64_t, uint64_t, void*, void*) { return 0; }
 
-    static int stream_close(nghttp3_conn*, int64_t stream_id, uint64_t, void* ud, void*) {
+    static int stream_close(nghttp3_conn*, int64_t stream_id, uint64_t, void* ud, void*)
+    {
         Http3* h = of(ud);
         h->streams_.erase(stream_id);
         if (ngtcp2_is_bidi_stream(stream_id))
@@ -27,23 +28,27 @@ struct H3Callbacks {
     }
 
     static int recv_data(nghttp3_conn*, int64_t stream_id, const uint8_t*, size_t len, void* ud,
-                         void*) {
+                         void*)
+    {
         of(ud)->consume(stream_id, len); // request bodies are read and dropped
         return 0;
     }
 
-    static int deferred_consume(nghttp3_conn*, int64_t stream_id, size_t n, void* ud, void*) {
+    static int deferred_consume(nghttp3_conn*, int64_t stream_id, size_t n, void* ud, void*)
+    {
         of(ud)->consume(stream_id, n);
         return 0;
     }
 
-    static int begin_headers(nghttp3_conn* h3, int64_t stream_id, void* ud, void*) {
+    static int begin_headers(nghttp3_conn* h3, int64_t stream_id, void* ud, void*)
+    {
         nghttp3_conn_set_stream_user_data(h3, stream_id, of(ud)->stream(stream_id));
         return 0;
     }
 
     static int recv_header(nghttp3_conn*, int64_t, int32_t token, nghttp3_rcbuf*,
-                           nghttp3_rcbuf* value, uint8_t, void*, void* sud) {
+                           nghttp3_rcbuf* value, uint8_t, void*, void* sud)
+    {
         if (token == NGHTTP3_QPACK_TOKEN__PATH && sud) {
             nghttp3_vec v = nghttp3_rcbuf_get_buf(value);
             static_cast<Http3::Stream*>(sud)->path.assign(reinterpret_cast<const char*>(v.base),
@@ -52,23 +57,27 @@ struct H3Callbacks {
         return 0;
     }
 
-    static int end_stream(nghttp3_conn*, int64_t stream_id, void* ud, void* sud) {
+    static int end_stream(nghttp3_conn*, int64_t stream_id, void* ud, void* sud)
+    {
         auto* s = sud ? static_cast<Http3::Stream*>(sud) : of(ud)->stream(stream_id);
         return of(ud)->respond(*s) == 0 ? 0 : NGHTTP3_ERR_CALLBACK_FAILURE;
     }
 
-    static int stop_sending(nghttp3_conn*, int64_t stream_id, uint64_t code, void* ud, void*) {
+    static int stop_sending(nghttp3_conn*, int64_t stream_id, uint64_t code, void* ud, void*)
+    {
         ngtcp2_conn_shutdown_stream_read(of(ud)->quic_, stream_id, code);
         return 0;
     }
 
-    static int reset_stream(nghttp3_conn*, int64_t stream_id, uint64_t code, void* ud, void*) {
+    static int reset_stream(nghttp3_conn*, int64_t stream_id, uint64_t code, void* ud, void*)
+    {
         ngtcp2_conn_shutdown_stream_write(of(ud)->quic_, stream_id, code);
         return 0;
     }
 
     static nghttp3_ssize read_body(nghttp3_conn*, int64_t, nghttp3_vec* vec, size_t,
-                                   uint32_t* flags, void*, void* sud) {
+                                   uint32_t* flags, void*, void* sud)
+    {
         auto* s = static_cast<Http3::Stream*>(sud);
         vec[0].base = reinterpret_cast<uint8_t*>(s->body.data());
         vec[0].len = s->body.size();
@@ -77,7 +86,8 @@ struct H3Callbacks {
     }
 };
 
-Result<std::unique_ptr<Http3>> Http3::create(ngtcp2_conn* quic, Config c) {
+Result<std::unique_ptr<Http3>> Http3::create(ngtcp2_conn* quic, Config c)
+{
     if (ngtcp2_conn_get_max_local_streams_uni(quic) < 3)
         return unexpected(EPROTO, "the client allows fewer than 3 unidirectional streams");
     nghttp3_callbacks cb{};
@@ -109,12 +119,14 @@ Result<std::unique_ptr<Http3>> Http3::create(ngtcp2_conn* quic, Config c) {
     return h;
 }
 
-Http3::~Http3() {
+Http3::~Http3()
+{
     if (h3_)
         nghttp3_conn_del(h3_);
 }
 
-Http3::Stream* Http3::stream(int64_t id) {
+Http3::Stream* Http3::stream(int64_t id)
+{
     auto& s = streams_[id];
     if (!s) {
         s = std::make_unique<Stream>();
@@ -123,14 +135,16 @@ Http3::Stream* Http3::stream(int64_t id) {
     return s.get();
 }
 
-void Http3::consume(int64_t stream_id, size_t n) {
+void Http3::consume(int64_t stream_id, size_t n)
+{
     ngtcp2_conn_extend_max_stream_offset(quic_, stream_id, n);
     ngtcp2_conn_extend_max_offset(quic_, n);
 }
 
 /// The response: one line naming who served what, padded to --response-size, ending in
 /// "end\n" so a client can tell a whole body from a cut one.
-int Http3::respond(Stream& s) {
+int Http3::respond(Stream& s)
+{
     std::string head = fmt::format("grm-quic gen={} pid={} conn={} path={}\n", cfg_.gen, ::getpid(),
                                    cfg_.conn, s.path.empty() ? "/" : s.path);
     constexpr std::string_view kEnd = "end\n";

@@ -4,7 +4,8 @@
 #include "options.hpp"
 #include "server.hpp"
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv)
+{
     grm::log::set_program(argv[0]);
     auto o = grm::quic_server::parse_options(argc, argv);
     if (!o)

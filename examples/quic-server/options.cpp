@@ -23,7 +23,8 @@ constexpr const char* kUsage =
     "instance on the same port; this one drains (or send SIGTERM).\n";
 
 /// A specific IPv4 or IPv6 address, no port.
-Result<sys::Endpoint> parse_addr(std::string_view s) {
+Result<sys::Endpoint> parse_addr(std::string_view s)
+{
     std::string text(s);
     auto e = sys::parse_endpoint(text + ":0", true);
     if (!e)
@@ -41,7 +42,8 @@ Result<sys::Endpoint> parse_addr(std::string_view s) {
 
 } // namespace
 
-const char* mode_name(Mode m) {
+const char* mode_name(Mode m)
+{
     switch (m) {
     case Mode::quic:
         return "quic";
@@ -53,7 +55,8 @@ const char* mode_name(Mode m) {
     return "none";
 }
 
-Result<Options> parse_options(int argc, char** argv) {
+Result<Options> parse_options(int argc, char** argv)
+{
     static const option longopts[] = {
         {"addr", required_argument, nullptr, 'a'},
         {"port", required_argument, nullptr, 'p'},

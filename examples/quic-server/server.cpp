@@ -49,11 +49,13 @@ namespace {
 constexpr size_t kMaxDatagram = 65536;
 constexpr int kMaxReadBatch = 64; // datagrams per socket per wakeup: keeps the loop fair
 
-uint64_t to_ns(std::chrono::nanoseconds d) {
+uint64_t to_ns(std::chrono::nanoseconds d)
+{
     return static_cast<uint64_t>(d.count());
 }
 
-std::string cid_key(const uint8_t* data, size_t len) {
+std::string cid_key(const uint8_t* data, size_t len)
+{
     return std::string(reinterpret_cast<const char*>(data), len);
 }
 
@@ -63,7 +65,8 @@ Server::Server(Options o) : o_(std::move(o)) {}
 
 Server::~Server() = default;
 
-void Server::start() {
+void Server::start()
+{
     auto cred = Credentials::load(o_.cert, o_.key);
     if (!cred)
         log::fatal(1, "{}", cred.error().context);
@@ -87,20 +90,22 @@ void Server::start() {
     local_len_ = net::to_sockaddr(*bound, local_);
 }
 
-void Server::associate(Conn* c, const uint8_t* cid, size_t len) {
+void Server::associate(Conn* c, const uint8_t* cid, size_t len)
+{
     std::string k = cid_key(cid, len);
     cids_[k] = c;
     c->keys().push_back(std::move(k));
 }
 
-void Server::dissociate(Conn* c, const uint8_t* cid, size_t len) {
+void Server::dissociate(Conn* c, const uint8_t* cid, size_t len)
+{
     auto it = cids_.find(cid_key(cid, len));
     if (it != cids_.end() && it->second == c)
         cids_.erase(it);
 }
 
-bool Server::send_to(size_t sock, const sockaddr* to, socklen_t len, const uint8_t* data,
-                     size_t n) {
+bool Server::send_to(size_t sock, const sockaddr* to, socklen_t len, const uint8_t* data, size_t n)
+{
     if (sock >= group_.socks.size())
         sock = 0;
     for (;;) {
@@ -115,7 +120,8 @@ bool Server::send_to(size_t sock, const sockaddr* to, socklen_t len, const uint8
 }
 
 void Server::send_stateless_reset(size_t sock, const sockaddr* to, socklen_t to_len,
-                                  const uint8_t* dcid, size_t dcid_len, size_t trigger_len) {
+                                  const uint8_t* dcid, size_t dcid_len, size_t trigger_len)
+{
     // RFC 9000 10.3: smaller than the packet that triggered it (no loops between endpoints),
     // at least 21 bytes, and rate-limited (100 per second).
     constexpr size_t kMinReset = 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + 16;
@@ -144,7 +150,8 @@ void Server::send_stateless_reset(size_t sock, const sockaddr* to, socklen_t to_
 }
 
 void Server::send_version_negotiation(size_t sock, const sockaddr* to, socklen_t to_len,
-                                      const ngtcp2_version_cid& vc) {
+                                      const ngtcp2_version_cid& vc)
+{
     std::array<uint32_t, 1> versions{NGTCP2_PROTO_VER_V1};
     std::array<uint8_t, 256> out;
     uint8_t unused = 0;
@@ -156,7 +163,8 @@ void Server::send_version_negotiation(size_t sock, const sockaddr* to, socklen_t
         send_to(sock, to, to_len, out.data(), static_cast<size_t>(n));
 }
 
-void Server::read_socket(size_t i) {
+void Server::read_socket(size_t i)
+{
     static std::array<uint8_t, kMaxDatagram> buf;
     for (int k = 0; k < kMaxReadBatch; k++) {
         sockaddr_storage from{};
@@ -170,7 +178,8 @@ void Server::read_socket(size_t i) {
 }
 
 void Server::on_datagram(size_t sock, const sockaddr* from, socklen_t from_len, uint8_t* data,
-                         size_t len) {
+                         size_t len)
+{
     ngtcp2_version_cid vc{};
     int rv = len ? ngtcp2_pkt_decode_version_cid(&vc, data, len, o_.cid_len)
                  : NGTCP2_ERR_INVALID_ARGUMENT;
@@ -204,7 +213,8 @@ void Server::on_datagram(size_t sock, const sockaddr* from, socklen_t from_len, 
 }
 
 void Server::accept(size_t sock, const sockaddr* from, socklen_t from_len, uint8_t* data,
-                    size_t len) {
+                    size_t len)
+{
     ngtcp2_pkt_hd hd{};
     if (ngtcp2_accept(&hd, data, len) != 0) {
         stats_.bad_packets++;
@@ -234,7 +244,8 @@ void Server::accept(size_t sock, const sockaddr* from, socklen_t from_len, uint8
     conns_.push_back(std::move(c));
 }
 
-void Server::remove(Conn* c) {
+void Server::remove(Conn* c)
+{
     if (c->dead())
         return;
     for (auto& k : c->keys()) {
@@ -249,16 +260,19 @@ void Server::remove(Conn* c) {
     c->kill();
 }
 
-size_t Server::open_conns() const {
+size_t Server::open_conns() const
+{
     return static_cast<size_t>(
         std::count_if(conns_.begin(), conns_.end(), [](const auto& c) { return c->open(); }));
 }
 
-void Server::sweep() {
+void Server::sweep()
+{
     std::erase_if(conns_, [](const std::unique_ptr<Conn>& c) { return c->dead(); });
 }
 
-void Server::start_drain(const std::string& why) {
+void Server::start_drain(const std::string& why)
+{
     if (draining_)
         return;
     draining_ = true;
@@ -268,14 +282,16 @@ void Server::start_drain(const std::string& why) {
     std::fflush(stdout);
 }
 
-void Server::check_takeover() {
+void Server::check_takeover()
+{
     if (auto w = taken_over(group_)) {
         superseded_ = true;
         start_drain(fmt::format("gen {} took over", *w));
     }
 }
 
-void Server::report_and_exit_loop(const char* how) {
+void Server::report_and_exit_loop(const char* how)
+{
     auto ms = [](uint64_t ns) { return static_cast<unsigned long long>(ns / 1000000); };
     size_t cut = open_conns();
     uint64_t last = last_close_ > drain_start_ ? last_close_ - drain_start_ : 0;
@@ -298,7 +314,8 @@ void Server::report_and_exit_loop(const char* how) {
     done_ = true;
 }
 
-int Server::run() {
+int Server::run()
+{
     start();
 
     sigset_t mask;

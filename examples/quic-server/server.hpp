@@ -58,7 +58,8 @@ public:
     /// The connection IDs socket `sock` issues (nullopt under --no-grm).
     const std::optional<client::QuicCids>& cids(size_t sock) const { return group_.cids[sock]; }
     /// Non-cryptographic randomness for ngtcp2's rand callback.
-    void rand(uint8_t* p, size_t n) {
+    void rand(uint8_t* p, size_t n)
+    {
         for (size_t i = 0; i < n; i++)
             p[i] = static_cast<uint8_t>(prng_());
     }

@@ -10,13 +10,15 @@
 
 namespace grm::quic_server {
 
-Result<void> random_bytes(std::span<uint8_t> out) {
+Result<void> random_bytes(std::span<uint8_t> out)
+{
     if (gnutls_rnd(GNUTLS_RND_RANDOM, out.data(), out.size()) != 0)
         return unexpected(EIO, "gnutls_rnd");
     return {};
 }
 
-Result<Credentials> Credentials::load(const std::string& cert, const std::string& key) {
+Result<Credentials> Credentials::load(const std::string& cert, const std::string& key)
+{
     gnutls_certificate_credentials_t c = nullptr;
     if (gnutls_certificate_allocate_credentials(&c) != 0)
         return unexpected(ENOMEM, "gnutls_certificate_allocate_credentials");
@@ -29,12 +31,14 @@ Result<Credentials> Credentials::load(const std::string& cert, const std::string
     return out;
 }
 
-Credentials::~Credentials() {
+Credentials::~Credentials()
+{
     if (cred_)
         gnutls_certificate_free_credentials(cred_);
 }
 
-Result<Session> Credentials::new_session(ngtcp2_crypto_conn_ref* ref) const {
+Result<Session> Credentials::new_session(ngtcp2_crypto_conn_ref* ref) const
+{
     gnutls_session_t raw = nullptr;
     if (gnutls_init(&raw, GNUTLS_SERVER | GNUTLS_NO_END_OF_EARLY_DATA) != 0)
         return unexpected(ENOMEM, "gnutls_init");
@@ -51,7 +55,8 @@ Result<Session> Credentials::new_session(ngtcp2_crypto_conn_ref* ref) const {
     return s;
 }
 
-Result<ResetSecret> ResetSecret::load(const std::string& file) {
+Result<ResetSecret> ResetSecret::load(const std::string& file)
+{
     ResetSecret s;
     if (file.empty()) {
         if (auto r = random_bytes(s.key_); !r)
@@ -64,7 +69,8 @@ Result<ResetSecret> ResetSecret::load(const std::string& file) {
     return s;
 }
 
-bool ResetSecret::token(const ngtcp2_cid& cid, uint8_t* token) const {
+bool ResetSecret::token(const ngtcp2_cid& cid, uint8_t* token) const
+{
     return ngtcp2_crypto_generate_stateless_reset_token(token, key_.data(), key_.size(), &cid) == 0;
 }
 

@@ -42,12 +42,12 @@ enum udp_grm_socket_opt {
 };
 
 enum udp_grm_dissector_type {
-    DISSECTOR_FLOW = 0,     /* flow table of remote ip:port, learned on send and FLOW_ASSURE */
-    DISSECTOR_CBPF = 1,     /* classic BPF returns a cookie or an app (TODO(#3)) */
-    DISSECTOR_BESPOKE = 3,  /* udpgrm's built-in QUIC parser; not supported by grm (EPERM) */
-    DISSECTOR_NOOP = 4,     /* stateless: every packet goes to the working generation */
-    DISSECTOR_QUIC = 16,    /* grm only: the socket cookie inside QUIC connection IDs; see
-                               struct grm_quic_config. (udpgrm uses 0..4.) */
+    DISSECTOR_FLOW = 0,    /* flow table of remote ip:port, learned on send and FLOW_ASSURE */
+    DISSECTOR_CBPF = 1,    /* classic BPF returns a cookie or an app (TODO(#3)) */
+    DISSECTOR_BESPOKE = 3, /* udpgrm's built-in QUIC parser; not supported by grm (EPERM) */
+    DISSECTOR_NOOP = 4,    /* stateless: every packet goes to the working generation */
+    DISSECTOR_QUIC = 16,   /* grm only: the socket cookie inside QUIC connection IDs; see
+                              struct grm_quic_config. (udpgrm uses 0..4.) */
 };
 
 enum udp_grm_dissector_flags {
@@ -106,9 +106,9 @@ GRM_ABI_ASSERT(sizeof(struct udp_grm_socket_gen) == 12);
 #define GRM_IDX_PENDING 0xffffffffu /* socket_idx before the daemon registered the socket */
 #define GRM_NO_GROUP 0xffffffffu    /* getsockopt(WORKING_GEN) before the group exists */
 
-#define GRM_MAX_APPS 4       /* applications per group */
-#define GRM_MAX_SLOTS 32     /* generation slots per group; 5 bits of the cookie */
-#define GRM_MAX_SOCKS 256    /* sockets per slot; 8 bits of the cookie */
+#define GRM_MAX_APPS 4    /* applications per group */
+#define GRM_MAX_SLOTS 32  /* generation slots per group; 5 bits of the cookie */
+#define GRM_MAX_SOCKS 256 /* sockets per slot; 8 bits of the cookie */
 #define GRM_FLOW_DEFAULT_TIMEOUT_SEC 125
 
 /*
@@ -156,8 +156,14 @@ static inline __u32 grm_slot(__u32 max_apps, __u32 app, __u32 gen)
  * caller gets back its full optlen, zero-filled past the answer. */
 static inline __u32 grm_answer_len(__u32 optlen, __u32 size)
 {
-    __u32 n = optlen >= 632 ? 632 : optlen >= 376 ? 376 : optlen >= 116 ? 116 : optlen >= 16 ? 16
-            : optlen >= 12 ? 12 : optlen >= 8 ? 8 : optlen >= 4 ? 4 : 0;
+    __u32 n = optlen >= 632   ? 632
+              : optlen >= 376 ? 376
+              : optlen >= 116 ? 116
+              : optlen >= 16  ? 16
+              : optlen >= 12  ? 12
+              : optlen >= 8   ? 8
+              : optlen >= 4   ? 4
+                              : 0;
     return n < size ? n : size;
 }
 
@@ -187,18 +193,18 @@ GRM_ABI_ASSERT(sizeof(struct grm_group_key) == 24);
  * are all the packet path reads. */
 struct grm_group {
     struct grm_group_key key; /* the address this record is for (checked on the fast path) */
-    __u32 gid;              /* index into grm_group_recs, grm_slots, grm_stats, grm_dstats */
-    __u32 type;             /* dissector type, flag bit cleared */
-    __u32 max_apps;         /* copy of dissector.max_apps */
-    __u32 flow_timeout_sec; /* effective FLOW timeout: 125 when the app said 0 */
+    __u32 gid;                /* index into grm_group_recs, grm_slots, grm_stats, grm_dstats */
+    __u32 type;               /* dissector type, flag bit cleared */
+    __u32 max_apps;           /* copy of dissector.max_apps */
+    __u32 flow_timeout_sec;   /* effective FLOW timeout: 125 when the app said 0 */
     __u32 working_gen[GRM_MAX_APPS]; /* per app, as the app set it (not reduced) */
-    __u32 flags;            /* GRM_GROUP_F_*; 0 = no record in this slot */
-    __u8 cid_len;           /* QUIC: connection ID length (defaults applied) */
-    __u8 cookie_offset;     /* QUIC: cookie offset in the connection ID */
-    __u16 filter_len;       /* CBPF: instructions */
-    __u64 netns_cookie;     /* network namespace of the creating socket */
-    __u64 created_ns;       /* CLOCK_MONOTONIC */
-    __u32 owner_uid;        /* uid that bound the creating socket: only its sockets steer */
+    __u32 flags;                     /* GRM_GROUP_F_*; 0 = no record in this slot */
+    __u8 cid_len;                    /* QUIC: connection ID length (defaults applied) */
+    __u8 cookie_offset;              /* QUIC: cookie offset in the connection ID */
+    __u16 filter_len;                /* CBPF: instructions */
+    __u64 netns_cookie;              /* network namespace of the creating socket */
+    __u64 created_ns;                /* CLOCK_MONOTONIC */
+    __u32 owner_uid; /* uid that bound the creating socket: only its sockets steer */
     __u32 _pad;
     struct udp_grm_dissector dissector; /* as set, type without the verbose flag */
 };
@@ -213,8 +219,8 @@ GRM_ABI_ASSERT(sizeof(struct grm_group) == 88 + 632);
  * daemon; the reuseport program reads it without locks, so a torn read can only yield a
  * dead index, which the program skips. */
 struct grm_slot_state {
-    __u32 gen;    /* app generation these sockets registered for (full u32) */
-    __u32 n_live; /* valid entries in live[]; 0 = no socket for new flows */
+    __u32 gen;                /* app generation these sockets registered for (full u32) */
+    __u32 n_live;             /* valid entries in live[]; 0 = no socket for new flows */
     __u8 live[GRM_MAX_SOCKS]; /* socket indexes (cookie idx) receiving new flows, dense */
 };
 GRM_ABI_ASSERT(sizeof(struct grm_slot_state) == 264);
@@ -235,10 +241,10 @@ GRM_ABI_ASSERT(sizeof(struct grm_reg) == 32);
 /* Per-socket state (SK_STORAGE map grm_sk), created by the bind hooks for UDP sockets bound
  * with SO_REUSEPORT in a cgroup with grm. Written by the setsockopt hook. */
 struct grm_sk {
-    __u32 gen;   /* last SOCKET_GEN value, GRM_NO_GEN before */
-    __u32 app;   /* SOCKET_APP value, 0 by default */
+    __u32 gen; /* last SOCKET_GEN value, GRM_NO_GEN before */
+    __u32 app; /* SOCKET_APP value, 0 by default */
     __u64 so_cookie;
-    __u32 uid;   /* uid of the process that bound the socket (before any privilege drop) */
+    __u32 uid; /* uid of the process that bound the socket (before any privilege drop) */
     __u32 _pad;
 };
 GRM_ABI_ASSERT(sizeof(struct grm_sk) == 24);
@@ -258,7 +264,7 @@ static inline __u64 grm_sock_idx_key(__u32 gid, __u32 slot, __u32 idx)
  * dual-stack socket learns and matches the same entry for v4 peers. */
 struct grm_flow_key {
     __u32 gid;
-    __be16 port;    /* remote port, network order */
+    __be16 port; /* remote port, network order */
     __u16 _pad;
     __be32 addr[4]; /* remote address, IPv6 or ::ffff:a.b.c.d */
 };
@@ -275,32 +281,32 @@ GRM_ABI_ASSERT(sizeof(struct grm_flow) == 16);
 /* Per-group counters (PERCPU_ARRAY grm_stats, index gid; index GRM_MAX_GROUPS counts packets
  * of reuseport groups that have the program but no group record). Names and meaning follow
  * udpgrm's metrics; the last ones are grm's own. Written only by BPF. */
-#define GRM_METRICS(X)                                                                            \
-    X(rx_processed_total)                                                                         \
-    X(rx_internal_state_error)                                                                    \
-    X(rx_cbpf_prog_error)                                                                         \
-    X(rx_packet_too_short_error)                                                                  \
-    X(rx_dissected_ok_total)                                                                      \
-    X(rx_flow_ok)                                                                                 \
-    X(rx_flow_rg_conflict)                                                                        \
-    X(rx_flow_other_error)                                                                        \
-    X(rx_flow_new_unseen)                                                                         \
-    X(rx_flow_new_had_expired)                                                                    \
-    X(rx_flow_new_bad_cookie)                                                                     \
-    X(rx_new_flow_total)                                                                          \
-    X(rx_new_flow_working_gen_dispatch_ok)                                                        \
-    X(rx_new_flow_working_gen_dispatch_error)                                                     \
-    X(tx_total)                                                                                   \
-    X(tx_flow_create_ok)                                                                          \
-    X(tx_flow_create_from_expired_ok)                                                             \
-    X(tx_flow_create_error)                                                                       \
-    X(tx_flow_update_ok)                                                                          \
-    X(tx_flow_update_conflict)                                                                    \
-    X(rx_new_flow_dead_skipped) /* grm: a dead working-gen socket was skipped */                  \
-    X(rx_flow_refreshed)        /* grm: a flow entry was refreshed by a received packet */        \
+#define GRM_METRICS(X)                                                                             \
+    X(rx_processed_total)                                                                          \
+    X(rx_internal_state_error)                                                                     \
+    X(rx_cbpf_prog_error)                                                                          \
+    X(rx_packet_too_short_error)                                                                   \
+    X(rx_dissected_ok_total)                                                                       \
+    X(rx_flow_ok)                                                                                  \
+    X(rx_flow_rg_conflict)                                                                         \
+    X(rx_flow_other_error)                                                                         \
+    X(rx_flow_new_unseen)                                                                          \
+    X(rx_flow_new_had_expired)                                                                     \
+    X(rx_flow_new_bad_cookie)                                                                      \
+    X(rx_new_flow_total)                                                                           \
+    X(rx_new_flow_working_gen_dispatch_ok)                                                         \
+    X(rx_new_flow_working_gen_dispatch_error)                                                      \
+    X(tx_total)                                                                                    \
+    X(tx_flow_create_ok)                                                                           \
+    X(tx_flow_create_from_expired_ok)                                                              \
+    X(tx_flow_create_error)                                                                        \
+    X(tx_flow_update_ok)                                                                           \
+    X(tx_flow_update_conflict)                                                                     \
+    X(rx_new_flow_dead_skipped) /* grm: a dead working-gen socket was skipped */                   \
+    X(rx_flow_refreshed)        /* grm: a flow entry was refreshed by a received packet */         \
     X(rx_quic_handshake_hit)    /* grm: an Initial/0-RTT packet followed its connection's first */ \
-    X(rx_quic_bad_header)       /* grm: truncated, DCID > 20 bytes, or not QUIC */                \
-    X(rx_quic_unknown_version)  /* grm: a long header of a version grm does not parse */          \
+    X(rx_quic_bad_header)       /* grm: truncated, DCID > 20 bytes, or not QUIC */                 \
+    X(rx_quic_unknown_version)  /* grm: a long header of a version grm does not parse */           \
     X(rx_cbpf_not_ready)        /* grm: cBPF group whose translated program is not loaded yet */
 
 struct grm_stats {
@@ -316,11 +322,11 @@ GRM_ABI_ASSERT(sizeof(struct grm_stats) == 26 * 8);
  * retransmits) reach the same socket even if the working generation flips in between. */
 struct grm_hs_key {
     __u32 gid;
-    __be16 port;      /* client port */
+    __be16 port; /* client port */
     __u8 dcid_len;
     __u8 _pad;
-    __be32 addr[4];   /* client address, IPv4-mapped for IPv4 */
-    __u8 dcid[20];    /* client-chosen DCID, zero-padded */
+    __be32 addr[4]; /* client address, IPv4-mapped for IPv4 */
+    __u8 dcid[20];  /* client-chosen DCID, zero-padded */
 };
 GRM_ABI_ASSERT(sizeof(struct grm_hs_key) == 44);
 #define GRM_HANDSHAKE_TIMEOUT_NS (10ull * 1000000000ull)
@@ -353,7 +359,7 @@ struct grm_event {
     __u32 tid;  /* calling thread, initial pid namespace */
     __u32 gen;  /* REGISTER: generation; WORKING_GEN: new value */
     __u32 app;
-    __u32 old;  /* WORKING_GEN: previous value; DISSECTOR: type */
+    __u32 old; /* WORKING_GEN: previous value; DISSECTOR: type */
     __u32 _pad;
 };
 GRM_ABI_ASSERT(sizeof(struct grm_event) == 72);
@@ -367,8 +373,8 @@ GRM_ABI_ASSERT(sizeof(struct grm_event) == 72);
 #define GRM_CBPF_PROGS (GRM_MAX_GROUPS + 1)
 
 enum grm_cbpf_verdict {
-    GRM_CBPF_RETURNED = 0,  /* the program returned `value` */
-    GRM_CBPF_TOO_SHORT = 1, /* a packet load was out of range: rx_packet_too_short_error */
+    GRM_CBPF_RETURNED = 0,   /* the program returned `value` */
+    GRM_CBPF_TOO_SHORT = 1,  /* a packet load was out of range: rx_packet_too_short_error */
     GRM_CBPF_PROG_ERROR = 2, /* division by zero at run time: rx_cbpf_prog_error */
 };
 

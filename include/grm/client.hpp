@@ -64,11 +64,11 @@ Result<uint32_t> take_over(std::span<const int> fds, std::chrono::milliseconds t
 /// One socket that systemd passed to this process (LISTEN_FDS), as listen_udp_sockets()
 /// finds it.
 struct ListenSocket {
-    int fd = -1;                  ///< yours from now on: close it when done; close-on-exec set
-    std::string name;             ///< its FDNAME (LISTEN_FDNAMES); "unknown" if none was given
-    sockaddr_storage local{};     ///< the address it is bound to
+    int fd = -1;              ///< yours from now on: close it when done; close-on-exec set
+    std::string name;         ///< its FDNAME (LISTEN_FDNAMES); "unknown" if none was given
+    sockaddr_storage local{}; ///< the address it is bound to
     socklen_t local_len = 0;
-    bool reuseport = false;       ///< SO_REUSEPORT is set: grm can steer it
+    bool reuseport = false; ///< SO_REUSEPORT is set: grm can steer it
 };
 
 /// The UDP sockets (AF_INET, AF_INET6) that systemd, grm-activate or grm-decoy passed to this
@@ -77,8 +77,7 @@ struct ListenSocket {
 /// that FDNAME are returned. Other passed fds are left open and untouched (they are
 /// close-on-exec). Empty when nothing was passed. With unset_env the LISTEN_* variables are
 /// removed, so that programs this one starts do not take them for theirs.
-Result<std::vector<ListenSocket>> listen_udp_sockets(const std::string& name = {},
-                                                     bool nonblocking = true,
-                                                     bool unset_env = true);
+Result<std::vector<ListenSocket>>
+listen_udp_sockets(const std::string& name = {}, bool nonblocking = true, bool unset_env = true);
 
 } // namespace grm::client

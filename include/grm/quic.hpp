@@ -54,7 +54,8 @@ public:
     /// Explicit values (tests, or a server that knows them). Nothing is checked here: mint()
     /// fails with EINVAL if the cookie does not fit a cid_len-byte ID.
     QuicCids(uint8_t cid_len, uint8_t cookie_offset, uint16_t cookie)
-        : cid_len_(cid_len), cookie_offset_(cookie_offset), cookie_(cookie) {}
+        : cid_len_(cid_len), cookie_offset_(cookie_offset), cookie_(cookie)
+    {}
 
     /// Length of every connection ID this socket issues (and of short-header DCIDs).
     size_t length() const { return cid_len_; }

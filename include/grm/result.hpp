@@ -30,7 +30,10 @@ struct Unexpected {
 };
 
 /// Makes the error side of a Result.
-inline Unexpected<Error> unexpected(Error e) { return {std::move(e)}; }
+inline Unexpected<Error> unexpected(Error e)
+{
+    return {std::move(e)};
+}
 inline Unexpected<Error> unexpected(int code, std::string context)
 {
     return {Error{code, std::move(context)}};
@@ -103,6 +106,9 @@ private:
 };
 
 /// The error of a failed syscall: errno captured at once.
-inline Unexpected<Error> errno_error(std::string context) { return unexpected(errno, std::move(context)); }
+inline Unexpected<Error> errno_error(std::string context)
+{
+    return unexpected(errno, std::move(context));
+}
 
 } // namespace grm

@@ -10,17 +10,17 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <getopt.h>
 #include <map>
+#include <poll.h>
 #include <set>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #include <arpa/inet.h>
-#include <getopt.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "cli.hpp"
 #include "fd.hpp"
@@ -62,29 +62,51 @@ int main(int argc, char** argv)
     int flows = 40, packets = 50, interval_ms = 10, grace_ms = 2000;
     double duration_s = 10;
     static const option longopts[] = {
-        {"target", required_argument, nullptr, 't'},   {"flows", required_argument, nullptr, 'f'},
-        {"packets", required_argument, nullptr, 'p'},  {"interval-ms", required_argument, nullptr, 'i'},
-        {"duration-s", required_argument, nullptr, 'd'}, {"grace-ms", required_argument, nullptr, 'g'},
-        {"stop-file", required_argument, nullptr, 's'}, {},
+        {"target", required_argument, nullptr, 't'},
+        {"flows", required_argument, nullptr, 'f'},
+        {"packets", required_argument, nullptr, 'p'},
+        {"interval-ms", required_argument, nullptr, 'i'},
+        {"duration-s", required_argument, nullptr, 'd'},
+        {"grace-ms", required_argument, nullptr, 'g'},
+        {"stop-file", required_argument, nullptr, 's'},
+        {},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, nullptr)) != -1) {
         switch (c) {
-        case 't': target = optarg; break;
-        case 'f': flows = or_exit(parse<int>(optarg, "--flows", 1, 100000)); break;
-        case 'p': packets = or_exit(parse<int>(optarg, "--packets", 1, 1000000)); break;
-        case 'i': interval_ms = or_exit(parse<int>(optarg, "--interval-ms", 1, 60000)); break;
-        case 'd': duration_s = std::chrono::duration<double>(or_exit(parse_duration(optarg, "--duration-s"))).count(); break;
-        case 'g': grace_ms = or_exit(parse<int>(optarg, "--grace-ms", 0, 600000)); break;
-        case 's': stop_file = optarg; break;
-        default: return 2;
+        case 't':
+            target = optarg;
+            break;
+        case 'f':
+            flows = or_exit(parse<int>(optarg, "--flows", 1, 100000));
+            break;
+        case 'p':
+            packets = or_exit(parse<int>(optarg, "--packets", 1, 1000000));
+            break;
+        case 'i':
+            interval_ms = or_exit(parse<int>(optarg, "--interval-ms", 1, 60000));
+            break;
+        case 'd':
+            duration_s =
+                std::chrono::duration<double>(or_exit(parse_duration(optarg, "--duration-s")))
+                    .count();
+            break;
+        case 'g':
+            grace_ms = or_exit(parse<int>(optarg, "--grace-ms", 0, 600000));
+            break;
+        case 's':
+            stop_file = optarg;
+            break;
+        default:
+            return 2;
         }
     }
     auto ep = grm::sys::parse_endpoint(target);
     if (!ep || flows < 1 || flows > 1000 || packets < 1 || packets > 100000 || interval_ms < 1 ||
         duration_s <= 0 || duration_s > 600) {
-        std::fprintf(stderr, "usage: grm-e2e-load --target ADDR:PORT [--flows N] [--packets N] "
-                             "[--interval-ms MS] [--duration-s S] [--grace-ms MS] [--stop-file F]\n");
+        std::fprintf(stderr,
+                     "usage: grm-e2e-load --target ADDR:PORT [--flows N] [--packets N] "
+                     "[--interval-ms MS] [--duration-s S] [--grace-ms MS] [--stop-file F]\n");
         return 2;
     }
     sockaddr_storage to{};
@@ -117,7 +139,8 @@ int main(int argc, char** argv)
     auto open_flow = [&](Flow& f, Clock::time_point when) {
         f.id = next_id++;
         f.sock = Fd(::socket(ep->family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-        if (!f.sock.valid() || ::connect(f.sock.get(), reinterpret_cast<sockaddr*>(&to), tolen) != 0) {
+        if (!f.sock.valid() ||
+            ::connect(f.sock.get(), reinterpret_cast<sockaddr*>(&to), tolen) != 0) {
             std::perror("grm-e2e-load: socket");
             std::exit(1);
         }
@@ -164,7 +187,8 @@ int main(int argc, char** argv)
     Clock::time_point grace_end{};
     for (;;) {
         auto now = Clock::now();
-        if (!stopping && (now >= end || (!stop_file.empty() && ::access(stop_file.c_str(), F_OK) == 0)))
+        if (!stopping &&
+            (now >= end || (!stop_file.empty() && ::access(stop_file.c_str(), F_OK) == 0)))
             stopping = true;
         bool sending = false;
         Clock::time_point wake = now + std::chrono::milliseconds(50);
@@ -229,7 +253,8 @@ int main(int argc, char** argv)
     }
     std::string gens;
     for (const auto& [g, n] : per_gen)
-        gens += (gens.empty() ? "" : ", ") + ("\"" + std::to_string(g) + "\": " + std::to_string(n));
+        gens +=
+            (gens.empty() ? "" : ", ") + ("\"" + std::to_string(g) + "\": " + std::to_string(n));
     double secs = std::chrono::duration<double>(Clock::now() - start).count();
     std::printf("{\"sent\": %llu, \"answered\": %llu, \"lost\": %llu, \"duplicates\": %llu, "
                 "\"bad\": %llu, \"send_errors\": %llu, \"flows\": %zu, \"flows_moved\": %llu, "

@@ -32,7 +32,8 @@ namespace {
 using grm::cbpf::Outcome;
 using grm::cbpf::Target;
 
-[[noreturn]] void fail(const char* what, long a = 0, long b = 0) {
+[[noreturn]] void fail(const char* what, long a = 0, long b = 0)
+{
     std::fprintf(stderr, "fuzz_cbpf: %s (%ld, %ld)\n", what, a, b);
     std::abort();
 }
@@ -52,16 +53,19 @@ constexpr uint16_t kAccepted[] = {
 };
 constexpr size_t kNumAccepted = sizeof(kAccepted) / sizeof(kAccepted[0]);
 
-bool is_ret(uint16_t c) {
+bool is_ret(uint16_t c)
+{
     return c == 0x06 || c == 0x0e || c == 0x16;
 }
-bool is_cond_jump(uint16_t c) {
+bool is_cond_jump(uint16_t c)
+{
     return c == 0x15 || c == 0x1d || c == 0x25 || c == 0x2d || c == 0x35 || c == 0x3d ||
            c == 0x45 || c == 0x4d;
 }
 
 // Structured form: a valid opcode, jumps in range, small k for memory, shifts and loads.
-grm_sock_filter structure(grm_sock_filter f, size_t pc, size_t n) {
+grm_sock_filter structure(grm_sock_filter f, size_t pc, size_t n)
+{
     f.code = kAccepted[f.code % kNumAccepted];
     const size_t room = n - pc - 1; // instructions after this one
     if (f.code == 0x05)
@@ -122,7 +126,8 @@ class Emulator {
 public:
     /// linear: how much of skb direct packet access sees (data .. data_end).
     Emulator(std::span<const uint8_t> skb, size_t linear, const Target& t)
-        : skb_(skb), linear_(std::min(linear, skb.size())), t_(t) {
+        : skb_(skb), linear_(std::min(linear, skb.size())), t_(t)
+    {
         std::memset(&ctx_, 0, sizeof(ctx_));
         ctx_.md.len = uint32_t(skb.size());
         if (t_.data_off >= 0) {
@@ -133,17 +138,20 @@ public:
             std::memcpy(reinterpret_cast<char*>(&ctx_) + t_.data_end_off, &end, n);
         }
     }
-    void set_protocol(uint16_t ethertype) {
+    void set_protocol(uint16_t ethertype)
+    {
         // The kernel stores skb->protocol: network order in the low 16 bits of the u32.
         uint16_t be = uint16_t(ethertype >> 8 | ethertype << 8);
         std::memcpy(reinterpret_cast<char*>(&ctx_) + t_.proto_off, &be, 2);
     }
-    void set_len(uint32_t len) {
+    void set_len(uint32_t len)
+    {
         std::memcpy(reinterpret_cast<char*>(&ctx_) + t_.len_off, &len, 4);
     }
 
     /// Runs code; returns the stored Outcome (verdict 0xff if nothing was stored).
-    Outcome run(const std::vector<bpf_insn>& code) {
+    Outcome run(const std::vector<bpf_insn>& code)
+    {
         CHECK(!code.empty() && code.size() <= BPF_MAXINSNS, "program size", long(code.size()));
         std::array<uint64_t, 11> r{};
         std::array<bool, 11> init{};
@@ -353,7 +361,8 @@ public:
     bool stored() const { return stored_; }
 
 private:
-    static size_t width(uint8_t code) {
+    static size_t width(uint8_t code)
+    {
         switch (BPF_SIZE(code)) {
         case BPF_B:
             return 1;
@@ -367,7 +376,8 @@ private:
     }
 
     // The byte range [a, a + n) of one region, or abort. Stack reads need written bytes.
-    uint8_t* access(uint64_t a, size_t n, bool write) {
+    uint8_t* access(uint64_t a, size_t n, bool write)
+    {
         auto in = [&](const void* base, size_t len) {
             const uint64_t b = reinterpret_cast<uintptr_t>(base);
             return a >= b && a - b <= len && n <= len - (a - b);
@@ -407,7 +417,8 @@ private:
         fail("memory access outside stack, context and map value", long(n));
     }
 
-    void call(int32_t helper, std::array<uint64_t, 11>& r, std::array<bool, 11>& init) {
+    void call(int32_t helper, std::array<uint64_t, 11>& r, std::array<bool, 11>& init)
+    {
         uint64_t ret = 0;
         switch (helper) {
         case BPF_FUNC_skb_load_bytes: {
@@ -469,7 +480,8 @@ private:
 };
 
 void check_translation(std::span<const grm_sock_filter> prog, std::span<const uint8_t> payload,
-                       uint16_t ethertype, size_t linear, const Outcome& want, const Target& t) {
+                       uint16_t ethertype, size_t linear, const Outcome& want, const Target& t)
+{
     auto code = grm::cbpf::translate(prog, t);
     if (!code) {
         std::fprintf(stderr, "translate: %s\n%s", code.error().message().c_str(),
@@ -493,7 +505,8 @@ void check_translation(std::span<const grm_sock_filter> prog, std::span<const ui
 
 } // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
+{
     if (size < 4)
         return 0;
     const uint8_t flags = data[0];

@@ -18,7 +18,8 @@
 
 namespace {
 
-[[noreturn]] void fail(const char* what, std::string_view in, const std::string& formatted) {
+[[noreturn]] void fail(const char* what, std::string_view in, const std::string& formatted)
+{
     std::fprintf(stderr, "fuzz_endpoint: %s: input '%.*s' (%zu bytes), formatted '%s'\n", what,
                  int(in.size()), in.data(), in.size(), formatted.c_str());
     std::abort();
@@ -26,7 +27,8 @@ namespace {
 
 } // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
+{
     // An exact-size copy, not NUL-terminated: parse_endpoint takes a string_view.
     std::string copy(reinterpret_cast<const char*>(data), size);
     const std::string_view in(copy);

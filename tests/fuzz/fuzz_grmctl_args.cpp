@@ -18,7 +18,8 @@
 
 namespace {
 
-[[noreturn]] void fail(const char* what, const grm::ctl::Cli& cli) {
+[[noreturn]] void fail(const char* what, const grm::ctl::Cli& cli)
+{
     std::fprintf(stderr, "fuzz_grmctl_args: %s (action %d, error '%s', pin_dir '%s')\n", what,
                  int(cli.action), cli.error.c_str(), cli.options.pin_dir.c_str());
     std::abort();
@@ -26,7 +27,8 @@ namespace {
 
 } // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
+{
     const std::string input(reinterpret_cast<const char*>(data), size);
     // Each argument in a string of its own, so that ASan sees a read past any of them.
     std::vector<std::string> storage;

@@ -19,7 +19,8 @@
 namespace {
 
 [[noreturn]] void fail(const char* what, const grm_quic_hdr& h, uint32_t cid_len,
-                       uint32_t cookie_off) {
+                       uint32_t cookie_off)
+{
     std::fprintf(stderr,
                  "fuzz_quic: %s (cid_len %u cookie_off %u: kind %u version %#x dcid_len %u "
                  "cookie %#x has_cookie %u)\n",
@@ -27,13 +28,15 @@ namespace {
     std::abort();
 }
 
-uint32_t be32(const uint8_t* p) {
+uint32_t be32(const uint8_t* p)
+{
     return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
 }
 
 /// What the parser must answer, written from the RFCs rather than from bpf/quic.h; only
 /// kind, the cookie and the DCID are compared.
-grm_quic_hdr reference(const uint8_t* p, size_t len, uint32_t cid_len, uint32_t cookie_off) {
+grm_quic_hdr reference(const uint8_t* p, size_t len, uint32_t cid_len, uint32_t cookie_off)
+{
     grm_quic_hdr h;
     std::memset(&h, 0, sizeof(h));
     h.kind = GRM_QUIC_TOO_SHORT;
@@ -83,7 +86,8 @@ grm_quic_hdr reference(const uint8_t* p, size_t len, uint32_t cid_len, uint32_t 
 
 } // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
+{
     if (size < 2)
         return 0;
     const uint8_t a = data[0], b = data[1];

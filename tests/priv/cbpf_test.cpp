@@ -1,18 +1,18 @@
 // SPDX-License-Identifier: MIT
 // The cBPF dissector end to end: grmd translates the group's classic BPF into its own
 // program; packets are routed by the cookie it returns, or to the app it names.
-#include <catch2/catch.hpp>
-#include <fmt/core.h>
-
 #include <array>
 #include <cstring>
 #include <map>
 #include <thread>
 
+#include <catch2/catch.hpp>
+#include <fmt/core.h>
+
 #include "grm/client.hpp"
 #include "grm/quic.hpp"
-#include "quic_packets.hpp"
 #include "helpers.hpp"
+#include "quic_packets.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -21,7 +21,6 @@ using namespace grm::test;
 using namespace std::chrono_literals;
 
 namespace {
-
 
 udp_grm_dissector cbpf(std::initializer_list<grm_sock_filter> prog, uint32_t max_apps = 0)
 {

@@ -4,9 +4,6 @@
 // leaves in the per-CPU out map must equal interpret()'s. Each program is also translated for
 // sk_reuseport (tail call included) and loaded, to prove the verifier accepts that form too:
 // sk_reuseport has no test_run. Programs: hand-written ones, then seeded random valid ones.
-#include <catch2/catch.hpp>
-#include <fmt/core.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -21,6 +18,8 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <catch2/catch.hpp>
+#include <fmt/core.h>
 
 #include "cbpf.hpp"
 #include "fd.hpp"
@@ -33,7 +32,10 @@ using Input = std::pair<Bytes, uint16_t>; // payload, ethertype
 
 namespace {
 
-grm_sock_filter stmt(uint16_t code, uint32_t k = 0) { return {code, 0, 0, k}; }
+grm_sock_filter stmt(uint16_t code, uint32_t k = 0)
+{
+    return {code, 0, 0, k};
+}
 grm_sock_filter jump(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf)
 {
     return {code, jt, jf, k};
@@ -45,8 +47,14 @@ constexpr uint16_t kIp = 0; // in test inputs: the IP ethertype of the frame lay
 
 /// Frames carry IPv4 or IPv6: test_run refuses an IP ethertype without a whole IP header.
 enum class Layout { ipv4, ipv6 };
-uint32_t head_len(Layout l) { return l == Layout::ipv4 ? 14 + 20 + 8 : 14 + 40 + 8; }
-uint16_t ip_ethertype(Layout l) { return l == Layout::ipv4 ? 0x0800 : 0x86dd; }
+uint32_t head_len(Layout l)
+{
+    return l == Layout::ipv4 ? 14 + 20 + 8 : 14 + 40 + 8;
+}
+uint16_t ip_ethertype(Layout l)
+{
+    return l == Layout::ipv4 ? 0x0800 : 0x86dd;
+}
 std::string show(const Outcome& o)
 {
     return fmt::format("{{verdict {}, value {:#x}}}", int(o.verdict), o.value);
@@ -65,12 +73,30 @@ std::string hex(const Bytes& b)
 Bytes frame(Layout l, const Bytes& payload, uint16_t ethertype)
 {
     const size_t udp_len = 8 + payload.size();
-    Bytes f = {0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, uint8_t(ethertype >> 8),
-               uint8_t(ethertype)};
+    Bytes f = {
+        0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, uint8_t(ethertype >> 8), uint8_t(ethertype)};
     if (l == Layout::ipv4) {
         const size_t ip_len = 20 + udp_len;
-        f.insert(f.end(), {0x45, 0, uint8_t(ip_len >> 8), uint8_t(ip_len), 0, 0, 0x40, 0, 64, 17,
-                           0, 0, 127, 0, 0, 1, 127, 0, 0, 1});
+        f.insert(f.end(), {0x45,
+                           0,
+                           uint8_t(ip_len >> 8),
+                           uint8_t(ip_len),
+                           0,
+                           0,
+                           0x40,
+                           0,
+                           64,
+                           17,
+                           0,
+                           0,
+                           127,
+                           0,
+                           0,
+                           1,
+                           127,
+                           0,
+                           0,
+                           1});
     } else {
         f.insert(f.end(), {0x60, 0, 0, 0, uint8_t(udp_len >> 8), uint8_t(udp_len), 17, 64});
         for (int addr = 0; addr < 2; addr++) {
@@ -317,15 +343,17 @@ public:
 
     uint32_t constant()
     {
-        static constexpr uint32_t kEdges[] = {0,          1,          2,          7,
-                                              8,          31,         32,         0x7f,
-                                              0x80,       0xff,       0x100,      0xffff,
-                                              0x10000,    0x7fffffff, 0x80000000, 0x80000001,
-                                              0xfffffffe, 0xffffffff};
+        static constexpr uint32_t kEdges[] = {
+            0,       1,          2,          7,          8,          31,
+            32,      0x7f,       0x80,       0xff,       0x100,      0xffff,
+            0x10000, 0x7fffffff, 0x80000000, 0x80000001, 0xfffffffe, 0xffffffff};
         switch (below(3)) {
-        case 0: return below(70);
-        case 1: return kEdges[below(std::size(kEdges))];
-        default: return uint32_t(rng_());
+        case 0:
+            return below(70);
+        case 1:
+            return kEdges[below(std::size(kEdges))];
+        default:
+            return uint32_t(rng_());
         }
     }
 
@@ -349,9 +377,12 @@ public:
     grm_sock_filter ret()
     {
         switch (below(3)) {
-        case 0: return stmt(BPF_RET | BPF_K, constant());
-        case 1: return stmt(BPF_RET | BPF_X);
-        default: return stmt(BPF_RET | BPF_A);
+        case 0:
+            return stmt(BPF_RET | BPF_K, constant());
+        case 1:
+            return stmt(BPF_RET | BPF_X);
+        default:
+            return stmt(BPF_RET | BPF_A);
         }
     }
 
@@ -365,23 +396,32 @@ public:
         switch (below(20)) {
         case 0:
         case 1:
-        case 2: return stmt(BPF_LD | kSize[below(3)] | BPF_ABS, offset());
-        case 3: return stmt(BPF_LD | kSize[below(3)] | BPF_IND, ind_k());
+        case 2:
+            return stmt(BPF_LD | kSize[below(3)] | BPF_ABS, offset());
+        case 3:
+            return stmt(BPF_LD | kSize[below(3)] | BPF_IND, ind_k());
         case 4:
             switch (below(4)) {
-            case 0: return stmt(BPF_LDX | BPF_B | BPF_MSH, offset());
-            case 1: return stmt(BPF_LD | BPF_H | BPF_ABS, kProto);
-            case 2: return stmt(BPF_LD | BPF_W | BPF_LEN);
-            default: return stmt(BPF_LDX | BPF_W | BPF_LEN);
+            case 0:
+                return stmt(BPF_LDX | BPF_B | BPF_MSH, offset());
+            case 1:
+                return stmt(BPF_LD | BPF_H | BPF_ABS, kProto);
+            case 2:
+                return stmt(BPF_LD | BPF_W | BPF_LEN);
+            default:
+                return stmt(BPF_LDX | BPF_W | BPF_LEN);
             }
-        case 5: return stmt(BPF_LD | BPF_IMM, constant());
-        case 6: return stmt(BPF_LDX | BPF_IMM, chance(70) ? below(40) : constant());
+        case 5:
+            return stmt(BPF_LD | BPF_IMM, constant());
+        case 6:
+            return stmt(BPF_LDX | BPF_IMM, chance(70) ? below(40) : constant());
         case 7: {
             static constexpr uint16_t kMem[] = {BPF_LD | BPF_MEM, BPF_LDX | BPF_MEM, BPF_ST,
                                                 BPF_STX};
             return stmt(kMem[below(4)], chance(80) ? below(3) : below(16));
         }
-        case 8: return stmt(BPF_MISC | (chance(50) ? BPF_TAX : BPF_TXA));
+        case 8:
+            return stmt(BPF_MISC | (chance(50) ? BPF_TAX : BPF_TXA));
         case 9:
         case 10:
         case 11: {
@@ -393,9 +433,12 @@ public:
                 k = 1 + below(9);
             return stmt(BPF_ALU | op | BPF_K, k);
         }
-        case 12: return stmt(BPF_ALU | kAlu[below(std::size(kAlu))] | BPF_X);
-        case 13: return stmt(BPF_ALU | BPF_NEG);
-        case 14: return stmt(BPF_JMP | BPF_JA, below(std::min(room, 8u)));
+        case 12:
+            return stmt(BPF_ALU | kAlu[below(std::size(kAlu))] | BPF_X);
+        case 13:
+            return stmt(BPF_ALU | BPF_NEG);
+        case 14:
+            return stmt(BPF_JMP | BPF_JA, below(std::min(room, 8u)));
         case 15:
         case 16:
         case 17:
@@ -405,7 +448,8 @@ public:
             return jump(BPF_JMP | kJmp[below(4)] | src, constant(), uint8_t(below(span)),
                         uint8_t(below(span)));
         }
-        default: return ret();
+        default:
+            return ret();
         }
     }
 
@@ -449,13 +493,20 @@ TEST_CASE("cbpf translate: translated programs agree with interpret()", "[cbpf-t
 
     // Hand-written programs on crafted and random payloads, in both frame layouts.
     const std::vector<Input> quic_inputs = {
-        {short_header(1, 0x0562, 9), kIp},     {short_header(1, 0, 2), kIp},
-        {short_header(7, 0x0562, 2), kIp},     {long_header(8, 1, 0x00a1, 9), kIp},
-        {long_header(20, 1, 0, 3), 0x88b5},    {long_header(8, 2, 0x00a1, 3), kIp},
-        {long_header(7, 1, 0x00a1, 3), kIp},   {long_header(21, 1, 0x00a1, 3), kIp},
-        {{0x40}, kIp},                         {{0x40, 0x01, 0x00}, kIp},
-        {{0xc0, 0, 0, 0, 1, 8, 1, 0}, kIp},    {{}, kIp},
-        {{0x01, 0xa0}, 0x0806},                {Bytes(64, 0xff), kIp},
+        {short_header(1, 0x0562, 9), kIp},
+        {short_header(1, 0, 2), kIp},
+        {short_header(7, 0x0562, 2), kIp},
+        {long_header(8, 1, 0x00a1, 9), kIp},
+        {long_header(20, 1, 0, 3), 0x88b5},
+        {long_header(8, 2, 0x00a1, 3), kIp},
+        {long_header(7, 1, 0x00a1, 3), kIp},
+        {long_header(21, 1, 0x00a1, 3), kIp},
+        {{0x40}, kIp},
+        {{0x40, 0x01, 0x00}, kIp},
+        {{0xc0, 0, 0, 0, 1, 8, 1, 0}, kIp},
+        {{}, kIp},
+        {{0x01, 0xa0}, 0x0806},
+        {Bytes(64, 0xff), kIp},
     };
     Generator g(0x67726d); // "grm"
     std::vector<Prog> handwritten = {kQuic, kQuicInd, kCookieAt0};

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 // The socket-option API, case by case: probing, every errno of the fact sheet's table, and
 // the optlen rules (getsockopt prefixes and zero fill; setsockopt short payloads).
-#include <catch2/catch.hpp>
-
 #include <cerrno>
 #include <cstring>
 #include <vector>
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+
+#include <catch2/catch.hpp>
 
 #include "grm/client.hpp"
 #include "helpers.hpp"
@@ -25,7 +25,6 @@ int set_opt(int fd, int opt, const void* v, socklen_t len)
     return ::setsockopt(fd, GRM_SOL_UDP, opt, v, len) == 0 ? 0 : errno;
 }
 
-
 int get_opt(int fd, int opt, void* v, socklen_t* len)
 {
     return ::getsockopt(fd, GRM_SOL_UDP, opt, v, len) == 0 ? 0 : errno;
@@ -39,8 +38,10 @@ int32_t working_gen(int fd)
     return v;
 }
 
-udp_grm_dissector dissector(uint32_t type) { return client::make_dissector(type); }
-
+udp_grm_dissector dissector(uint32_t type)
+{
+    return client::make_dissector(type);
+}
 
 } // namespace
 
@@ -185,7 +186,8 @@ TEST_CASE("errno: dissector validation and write-once", "[errno-dissector][errno
     }
 }
 
-TEST_CASE("errno: short setsockopt payloads are EINVAL and change nothing", "[errno-short-payloads][errno][optlen]")
+TEST_CASE("errno: short setsockopt payloads are EINVAL and change nothing",
+          "[errno-short-payloads][errno][optlen]")
 {
     Daemon d = start();
     Fd s = server_socket(AF_INET, 0);
@@ -284,7 +286,8 @@ TEST_CASE("errno: WORKING_GEN, SOCKET_GEN, SOCKET_APP, FLOW_ASSURE", "[errno-opt
     }
 }
 
-TEST_CASE("optlen: getsockopt answers the largest prefix, zero-filled, optlen unchanged", "[optlen-getsockopt][optlen]")
+TEST_CASE("optlen: getsockopt answers the largest prefix, zero-filled, optlen unchanged",
+          "[optlen-getsockopt][optlen]")
 {
     Daemon d = start();
     Fd s = server_socket(AF_INET, 0);

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 // grmd's life: install errors, stop and kill without losing steering, restart with state.
-#include <catch2/catch.hpp>
-#include <fmt/core.h>
-
 #include <csignal>
 #include <thread>
+#include <unistd.h>
 
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fmt/core.h>
 
 #include "grm/client.hpp"
 #include "helpers.hpp"
@@ -21,7 +21,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-
 size_t count_pins(const std::string& dir)
 {
     auto r = run({"/usr/bin/find", dir, "-mindepth", "2"});
@@ -30,13 +29,14 @@ size_t count_pins(const std::string& dir)
 
 } // namespace
 
-TEST_CASE("install: a bad cgroup path is a clear error that changes nothing", "[install-bad-cgroup][install]")
+TEST_CASE("install: a bad cgroup path is a clear error that changes nothing",
+          "[install-bad-cgroup][install]")
 {
     auto d = Daemon::start(sandbox());
     REQUIRE(d);
     size_t pins = count_pins(sandbox().pin_dir);
-    for (std::string bad : {std::string("/nonexistent/cgroup"), sandbox().root,
-                            sandbox().cg_app + "/cgroup.procs"}) {
+    for (std::string bad :
+         {std::string("/nonexistent/cgroup"), sandbox().root, sandbox().cg_app + "/cgroup.procs"}) {
         auto r = run({binary("grmd"), "--pin-dir=" + sandbox().pin_dir, "--install=" + bad});
         CHECK(WIFEXITED(r.status));
         CHECK(WEXITSTATUS(r.status) == 1);
@@ -54,7 +54,8 @@ TEST_CASE("install: a bad cgroup path is a clear error that changes nothing", "[
     CHECK(count_pins(sandbox().pin_dir) == pins);
 }
 
-TEST_CASE("install: a separate grmd --install hooks another cgroup, --uninstall unhooks it", "[install-separate][install]")
+TEST_CASE("install: a separate grmd --install hooks another cgroup, --uninstall unhooks it",
+          "[install-separate][install]")
 {
     auto d = Daemon::start(sandbox(), {}, /*install=*/false);
     REQUIRE(d);
@@ -72,7 +73,8 @@ TEST_CASE("install: a separate grmd --install hooks another cgroup, --uninstall 
     CHECK_FALSE(client::active(gone.get()).value());
 }
 
-TEST_CASE("grmd killed: groups keep steering; a new grmd completes queued registrations", "[daemon-restart][restart]")
+TEST_CASE("grmd killed: groups keep steering; a new grmd completes queued registrations",
+          "[daemon-restart][restart]")
 {
     auto d = Daemon::start(sandbox());
     REQUIRE(d);

@@ -1,17 +1,17 @@
 // SPDX-License-Identifier: MIT
 // Faults: sockets closed or replaced before grmd sees them, a full ring, many groups, limits,
 // and grmd killed in the middle of a switch under load.
-#include <catch2/catch.hpp>
-#include <fmt/core.h>
-
 #include <atomic>
 #include <csignal>
+#include <poll.h>
 #include <set>
 #include <thread>
-
-#include <poll.h>
-#include <sys/resource.h>
 #include <unistd.h>
+
+#include <sys/resource.h>
+
+#include <catch2/catch.hpp>
+#include <fmt/core.h>
 
 #include "grm/client.hpp"
 #include "helpers.hpp"
@@ -24,9 +24,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-
-
-
 void raise_nofile()
 {
     rlimit r{8192, 8192};
@@ -35,8 +32,7 @@ void raise_nofile()
 
 } // namespace
 
-TEST_CASE("faults: a socket closed and its fd number reused before grmd looks",
-          "[fault-fd-reuse]")
+TEST_CASE("faults: a socket closed and its fd number reused before grmd looks", "[fault-fd-reuse]")
 {
     Daemon d = start();
     Fd first = server_socket(AF_INET, 0);
@@ -50,15 +46,16 @@ TEST_CASE("faults: a socket closed and its fd number reused before grmd looks",
     Fd t = server_socket(AF_INET, port); // same group, most likely the same fd number
     CHECK(t.get() == number);
     REQUIRE(::kill(d.pid(), SIGCONT) == 0);
-    CHECK(poll_until([&] { return group_stats(sandbox().pin_dir, AF_INET, port).daemon.socket_critical == 1; }, 5s));
+    CHECK(poll_until(
+        [&] { return group_stats(sandbox().pin_dir, AF_INET, port).daemon.socket_critical == 1; },
+        5s));
     CHECK(client::socket_gen(t.get())->socket_idx == GRM_IDX_PENDING); // never asked
     CHECK(group_stats(sandbox().pin_dir, AF_INET, port).daemon.registered == 0);
     int fd = t.get();
     CHECK(client::register_sockets({&fd, 1}, 2, 10s)); // grmd is fine
 }
 
-TEST_CASE("faults: a full ring answers EAGAIN, changes nothing, and recovers",
-          "[fault-ring-full]")
+TEST_CASE("faults: a full ring answers EAGAIN, changes nothing, and recovers", "[fault-ring-full]")
 {
     Daemon d = start();
     Fd s = server_socket(AF_INET, 0);
@@ -95,8 +92,8 @@ TEST_CASE("faults: 300 groups register at once", "[fault-many-groups]")
         std::vector<Fd> socks;
         for (int i = 0; i < 300; i++) {
             socks.push_back(server_socket(AF_INET, 0));
-            REQUIRE(client::set_dissector(socks.back().get(),
-                                          client::make_dissector(DISSECTOR_NOOP)));
+            REQUIRE(
+                client::set_dissector(socks.back().get(), client::make_dissector(DISSECTOR_NOOP)));
             REQUIRE(client::set_socket_gen(socks.back().get(), 1));
         }
         auto r = client::register_sockets(raw(socks), 1, 30s);
@@ -133,7 +130,8 @@ TEST_CASE("faults: the 257th socket of a generation stays pending and is counted
         CHECK(st.daemon.registered == 256);
         // Once one closes, the newcomer fits.
         first[17].reset();
-        CHECK(poll_until([&] { return group_stats(sandbox().pin_dir, AF_INET, port).daemon.closed == 1; }, 5s));
+        CHECK(poll_until(
+            [&] { return group_stats(sandbox().pin_dir, AF_INET, port).daemon.closed == 1; }, 5s));
         REQUIRE(client::set_socket_gen(last, 1)); // ask again
         r = client::register_sockets({&last, 1}, 1, 10s);
         REQUIRE(r);
@@ -197,8 +195,8 @@ TEST_CASE("faults: grmd killed mid-switch under load loses nothing; the registra
                 while (::recv(p[i].fd, &pkt, sizeof(pkt), MSG_DONTWAIT) == sizeof(pkt)) {
                     received++;
                     int prev = -1;
-                    if (pkt.flow < kFlows && !where[pkt.flow].compare_exchange_strong(prev, int(i)) &&
-                        prev != int(i))
+                    if (pkt.flow < kFlows &&
+                        !where[pkt.flow].compare_exchange_strong(prev, int(i)) && prev != int(i))
                         moved++;
                 }
             }

@@ -1,19 +1,18 @@
 // SPDX-License-Identifier: MIT
 // grmctl delete: every piece of a group's state goes, other groups keep theirs, grmd carries
 // on, and the address can be used again. Checked against the pinned maps directly.
-#include <catch2/catch.hpp>
-#include <fmt/core.h>
-#include <nlohmann/json.hpp>
-
-#include <bpf/bpf.h>
-#include <bpf/libbpf.h>
-
 #include <chrono>
 #include <csignal>
 #include <thread>
 
 #include <arpa/inet.h>
 #include <sys/wait.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <catch2/catch.hpp>
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "grm/client.hpp"
 #include "pins.hpp"
@@ -28,8 +27,7 @@ namespace {
 
 struct Map {
     Fd fd;
-    explicit Map(const char* name)
-        : fd(bpf_obj_get(pins::map(sandbox().pin_dir, name).c_str()))
+    explicit Map(const char* name) : fd(bpf_obj_get(pins::map(sandbox().pin_dir, name).c_str()))
     {
         REQUIRE(fd.valid());
     }
@@ -126,7 +124,10 @@ std::vector<Fd> busy_group(uint16_t& port)
     return g1;
 }
 
-std::string grmctl() { return binary("grmctl"); }
+std::string grmctl()
+{
+    return binary("grmctl");
+}
 
 } // namespace
 
@@ -190,7 +191,8 @@ TEST_CASE("grmctl delete: removes one group and all its state, with or without g
     // address starts over as a new group.
     CHECK(::kill(d->pid(), 0) == 0);
     auto fresh = server_sockets(AF_INET, port, 1);
-    REQUIRE(client::set_dissector(fresh[0].get(), client::make_dissector(DISSECTOR_NOOP)).has_value());
+    REQUIRE(
+        client::set_dissector(fresh[0].get(), client::make_dissector(DISSECTOR_NOOP)).has_value());
     auto g = client::take_over(raw(fresh), 5s);
     REQUIRE(g.has_value());
     CHECK(*g == 1);

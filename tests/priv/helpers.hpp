@@ -3,14 +3,14 @@
 // deadline, client flows, and where their packets land.
 #pragma once
 
-#include <catch2/catch.hpp>
-
 #include <cerrno>
 #include <chrono>
 #include <thread>
 #include <vector>
 
 #include <sys/socket.h>
+
+#include <catch2/catch.hpp>
 
 #include "grm/abi.h"
 #include "sandbox.hpp"
@@ -61,8 +61,8 @@ inline std::vector<size_t> landing(const std::vector<Fd>& clients, int family, u
                                    const std::vector<int>& servers, uint32_t tag)
 {
     for (size_t i = 0; i < clients.size(); i++)
-        REQUIRE(send_packet(clients[i].get(), family, port,
-                            Packet{static_cast<uint32_t>(i), tag, i}));
+        REQUIRE(
+            send_packet(clients[i].get(), family, port, Packet{static_cast<uint32_t>(i), tag, i}));
     auto got = drain(servers, clients.size());
     REQUIRE(got.size() == clients.size());
     std::vector<size_t> where(clients.size(), SIZE_MAX);

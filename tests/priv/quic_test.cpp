@@ -2,16 +2,16 @@
 // The native QUIC connection-ID dissector on real packets: cookie routing across generation
 // switches and client migration, Initial packets that follow their connection's first one
 // through a working-generation flip, and every class of bad input counted and delivered.
-#include <catch2/catch.hpp>
-#include <fmt/core.h>
-
 #include <array>
 #include <map>
 
+#include <catch2/catch.hpp>
+#include <fmt/core.h>
+
 #include "grm/client.hpp"
 #include "grm/quic.hpp"
-#include "quic_packets.hpp"
 #include "helpers.hpp"
+#include "quic_packets.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -20,7 +20,6 @@ using namespace grm::test;
 using namespace std::chrono_literals;
 
 namespace {
-
 
 struct Generation {
     std::vector<Fd> socks;
@@ -164,7 +163,8 @@ TEST_CASE("quic: a multi-packet Initial stays on one socket across a working-gen
         uint32_t v = i % 3 ? kQuicV1 : kQuicV2;
         rest.push_back({clients[i].get(), quic_long(QuicType::initial, v, dcids[i], {}, 1000 + i)});
         rest.push_back({clients[i].get(), quic_long(QuicType::initial, v, dcids[i], {}, 2000 + i)});
-        rest.push_back({clients[i].get(), quic_long(QuicType::zero_rtt, v, dcids[i], {}, 3000 + i)});
+        rest.push_back(
+            {clients[i].get(), quic_long(QuicType::zero_rtt, v, dcids[i], {}, 3000 + i)});
     }
     auto w2 = deliver(rest, AF_INET6, port, servers);
     int same = 0;
@@ -178,7 +178,8 @@ TEST_CASE("quic: a multi-packet Initial stays on one socket across a working-gen
     for (int i = 0; i < 20; i++) {
         late.push_back(client_socket(AF_INET6));
         std::vector<uint8_t> dcid(16, static_cast<uint8_t>(i + 1));
-        fresh.push_back({late.back().get(), quic_long(QuicType::initial, kQuicV1, dcid, {}, 5000 + i)});
+        fresh.push_back(
+            {late.back().get(), quic_long(QuicType::initial, kQuicV1, dcid, {}, 5000 + i)});
     }
     int on_new = 0;
     for (auto [tag, w] : deliver(fresh, AF_INET6, port, servers))
@@ -218,18 +219,18 @@ TEST_CASE("quic: bad input is counted and delivered to the working generation, n
         sends.push_back({c.get(), std::move(p)});
         tag++;
     };
-    add(quic_short(badck, tag));                                        // bad check bits
-    add(quic_short(dead, tag));                                         // names a closed socket
-    add(quic_long(QuicType::handshake, 0x0a0a0a0a, good, good, tag));   // unknown version
-    add(quic_long(QuicType::handshake, kQuicV1, dcid21, {}, tag));      // DCID length 21
-    add({0xc0, 0x00, 0x00}, false);                                     // truncated long header
-    add({0x41, 0x00}, false);                                           // truncated short header
+    add(quic_short(badck, tag));                                      // bad check bits
+    add(quic_short(dead, tag));                                       // names a closed socket
+    add(quic_long(QuicType::handshake, 0x0a0a0a0a, good, good, tag)); // unknown version
+    add(quic_long(QuicType::handshake, kQuicV1, dcid21, {}, tag));    // DCID length 21
+    add({0xc0, 0x00, 0x00}, false);                                   // truncated long header
+    add({0x41, 0x00}, false);                                         // truncated short header
     std::vector<uint8_t> garbage(64);
     for (size_t i = 0; i < garbage.size(); i++)
         garbage[i] = static_cast<uint8_t>(i * 73 + 5);
     garbage[0] = 0x40;
     add(garbage);
-    add({}, false);                                                     // empty datagram
+    add({}, false); // empty datagram
 
     for (const auto& [fd, data] : sends)
         REQUIRE(send_raw(fd, AF_INET, port, data));

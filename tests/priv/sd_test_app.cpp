@@ -8,15 +8,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <getopt.h>
+#include <poll.h>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #include <arpa/inet.h>
-#include <getopt.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/signalfd.h>
-#include <unistd.h>
 
 #include <systemd/sd-daemon.h>
 
@@ -48,24 +48,45 @@ int main(int argc, char** argv)
     bool ready = false;
     int linger_ms = 0, exit_code = 0, exit_after_ms = -1, kill_self = 0;
     static const option longopts[] = {
-        {"report", required_argument, nullptr, 'r'},  {"name", required_argument, nullptr, 'n'},
-        {"ready", no_argument, nullptr, 'R'},         {"stop-via", required_argument, nullptr, 's'},
-        {"linger-ms", required_argument, nullptr, 'l'}, {"exit-code", required_argument, nullptr, 'x'},
+        {"report", required_argument, nullptr, 'r'},
+        {"name", required_argument, nullptr, 'n'},
+        {"ready", no_argument, nullptr, 'R'},
+        {"stop-via", required_argument, nullptr, 's'},
+        {"linger-ms", required_argument, nullptr, 'l'},
+        {"exit-code", required_argument, nullptr, 'x'},
         {"exit-after-ms", required_argument, nullptr, 'a'},
-        {"kill-self", required_argument, nullptr, 'k'}, {},
+        {"kill-self", required_argument, nullptr, 'k'},
+        {},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, nullptr)) != -1) {
         switch (c) {
-        case 'r': report_path = optarg; break;
-        case 'n': name = optarg; break;
-        case 'R': ready = true; break;
-        case 's': stop_via = optarg; break;
-        case 'l': linger_ms = or_exit(parse<int>(optarg, "--linger-ms", 0, 600000)); break;
-        case 'x': exit_code = or_exit(parse<int>(optarg, "--exit-code", 0, 255)); break;
-        case 'a': exit_after_ms = or_exit(parse<int>(optarg, "--exit-after-ms", 0, 600000)); break;
-        case 'k': kill_self = or_exit(parse<int>(optarg, "--kill-self", 0, 64)); break;
-        default: return 2;
+        case 'r':
+            report_path = optarg;
+            break;
+        case 'n':
+            name = optarg;
+            break;
+        case 'R':
+            ready = true;
+            break;
+        case 's':
+            stop_via = optarg;
+            break;
+        case 'l':
+            linger_ms = or_exit(parse<int>(optarg, "--linger-ms", 0, 600000));
+            break;
+        case 'x':
+            exit_code = or_exit(parse<int>(optarg, "--exit-code", 0, 255));
+            break;
+        case 'a':
+            exit_after_ms = or_exit(parse<int>(optarg, "--exit-after-ms", 0, 600000));
+            break;
+        case 'k':
+            kill_self = or_exit(parse<int>(optarg, "--kill-self", 0, 64));
+            break;
+        default:
+            return 2;
         }
     }
     g_report = report_path.empty() ? stdout : std::fopen(report_path.c_str(), "a");
@@ -107,7 +128,7 @@ int main(int argc, char** argv)
         if (auto g = grm::client::socket_gen(s.fd))
             gen = std::to_string(g->socket_gen) + "/" +
                   (g->socket_idx == GRM_IDX_PENDING ? std::string("pending")
-                                                     : std::to_string(g->socket_idx));
+                                                    : std::to_string(g->socket_idx));
         report("socket " + std::to_string(s.fd) + " " + s.name + " " + host + " " +
                std::to_string(port) + " reuseport=" + (s.reuseport ? "1" : "0") + " gen=" + gen);
     }

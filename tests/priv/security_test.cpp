@@ -1,19 +1,19 @@
 // SPDX-License-Identifier: MIT
 // Who may steer what: processes outside grm's cgroup, other users, other network namespaces,
 // and sockets a process no longer owns.
-#include <catch2/catch.hpp>
-#include <fmt/core.h>
-
 #include <csignal>
 #include <functional>
-#include <thread>
-
 #include <net/if.h>
 #include <sched.h>
+#include <thread>
+#include <unistd.h>
+
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fmt/core.h>
 
 #include "grm/client.hpp"
 #include "helpers.hpp"
@@ -25,7 +25,6 @@ using namespace grm::test;
 using namespace std::chrono_literals;
 
 namespace {
-
 
 /// Runs f in a forked child and returns its exit code (f's return value; 100+ = crashed).
 int in_child(const std::function<int()>& f)
@@ -44,7 +43,6 @@ int in_child(const std::function<int()>& f)
     ::waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
 }
-
 
 bool lo_up()
 {
@@ -165,8 +163,7 @@ TEST_CASE("security: identical ip:port in two network namespaces are independent
     CHECK(st.rx.rx_new_flow_working_gen_dispatch_error == 0);
 }
 
-TEST_CASE("security: grmd never registers a socket the requester no longer holds",
-          "[sec-fd-owner]")
+TEST_CASE("security: grmd never registers a socket the requester no longer holds", "[sec-fd-owner]")
 {
     Daemon d = start();
     auto socks = server_sockets(AF_INET, 0, 1);

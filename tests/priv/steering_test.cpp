@@ -1,19 +1,19 @@
 // SPDX-License-Identifier: MIT
 // Steering on the real reuseport program: graceful restart under load, FLOW stickiness,
 // dead sockets, many sockets registered from worker threads.
-#include <catch2/catch.hpp>
-#include <fmt/core.h>
-
 #include <atomic>
+#include <csignal>
 #include <map>
 #include <memory>
+#include <poll.h>
 #include <set>
 #include <thread>
+#include <unistd.h>
 
 #include <netinet/in.h>
-#include <poll.h>
-#include <csignal>
-#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fmt/core.h>
 
 #include "grm/client.hpp"
 #include "helpers.hpp"
@@ -25,7 +25,6 @@ using namespace grm::test;
 using namespace std::chrono_literals;
 
 namespace {
-
 
 /// Registers sockets into generation `gen` (waiting for grmd) and optionally makes it the
 /// working generation.
@@ -181,8 +180,8 @@ LoadResult restart_under_load(int family, int flows, double pps, double seconds)
                st.rx.rx_new_flow_working_gen_dispatch_error, st.rx.rx_new_flow_dead_skipped);
     fmt::print("restart under load ({}): sent {} received {} lost {} dup {} | on gen0 {} gen1 {} "
                "| after switch {} all on gen1: {} | {:.0f} pkt/s over {:.1f} s\n",
-               family == AF_INET ? "IPv4" : "IPv6", r.sent, r.received, r.sent - r.received,
-               r.dups, r.on_old, r.on_new, r.after_switch,
+               family == AF_INET ? "IPv4" : "IPv6", r.sent, r.received, r.sent - r.received, r.dups,
+               r.on_old, r.on_new, r.after_switch,
                r.after_switch == r.after_switch_on_new ? "yes" : "NO",
                static_cast<double>(r.sent) / r.seconds, r.seconds);
     return r;
@@ -199,8 +198,6 @@ void check_restart(int family)
     CHECK(r.after_switch > 0);
     CHECK(r.after_switch_on_new == r.after_switch);
 }
-
-
 
 void check_flow_stickiness(int family)
 {
@@ -273,27 +270,32 @@ void check_flow_stickiness(int family)
 
 } // namespace
 
-TEST_CASE("noop: graceful restart under load loses nothing (IPv4)", "[noop-restart-ipv4][load][noop]")
+TEST_CASE("noop: graceful restart under load loses nothing (IPv4)",
+          "[noop-restart-ipv4][load][noop]")
 {
     check_restart(AF_INET);
 }
 
-TEST_CASE("noop: graceful restart under load loses nothing (IPv6)", "[noop-restart-ipv6][load][noop][ipv6]")
+TEST_CASE("noop: graceful restart under load loses nothing (IPv6)",
+          "[noop-restart-ipv6][load][noop][ipv6]")
 {
     check_restart(AF_INET6);
 }
 
-TEST_CASE("flow: established flows stay, new flows go to the working generation (IPv4)", "[flow-sticky-ipv4][flow]")
+TEST_CASE("flow: established flows stay, new flows go to the working generation (IPv4)",
+          "[flow-sticky-ipv4][flow]")
 {
     check_flow_stickiness(AF_INET);
 }
 
-TEST_CASE("flow: established flows stay, new flows go to the working generation (IPv6)", "[flow-sticky-ipv6][flow][ipv6]")
+TEST_CASE("flow: established flows stay, new flows go to the working generation (IPv6)",
+          "[flow-sticky-ipv6][flow][ipv6]")
 {
     check_flow_stickiness(AF_INET6);
 }
 
-TEST_CASE("dead socket in the working generation never sends new flows to an old one", "[dead-socket][dead]")
+TEST_CASE("dead socket in the working generation never sends new flows to an old one",
+          "[dead-socket][dead]")
 {
     Daemon d = start();
     auto gen0 = server_sockets(AF_INET, 0, 2);

@@ -4,31 +4,31 @@
 // grm-decoy and libclient's listen_udp_sockets() do with them; systemd-socket-activate passes
 // sockets the way systemd does. Also: grmd.service's capability set is sufficient and minimal.
 // (A real systemd as PID 1 runs in tests/e2e/systemd-e2e.sh.)
-#include <catch2/catch.hpp>
-#include <fmt/core.h>
-
 #include <algorithm>
 #include <csignal>
 #include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
 #include <fstream>
 #include <map>
 #include <optional>
+#include <poll.h>
 #include <set>
 #include <sstream>
 #include <thread>
+#include <unistd.h>
 
 #include <arpa/inet.h>
-#include <dirent.h>
-#include <fcntl.h>
 #include <linux/capability.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <fmt/core.h>
 
 #include "grm/client.hpp"
 #include "notify.hpp"
@@ -94,12 +94,14 @@ struct NotifyListener {
     }
 
     /// A message whose text contains `needle`, skipping others (kept in `skipped`).
-    std::optional<NotifyMsg> recv_until(const std::string& needle, std::chrono::milliseconds timeout,
+    std::optional<NotifyMsg> recv_until(const std::string& needle,
+                                        std::chrono::milliseconds timeout,
                                         std::vector<NotifyMsg>* skipped = nullptr)
     {
         auto deadline = Clock::now() + timeout;
         while (Clock::now() < deadline) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+            auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
             auto m = recv(std::max(left, 1ms));
             if (!m)
                 continue;
@@ -123,7 +125,8 @@ struct Spawn {
 
 /// Our environment without `unset` and the names `set` gives, then `set`.
 std::vector<std::string> environment_with(const std::vector<std::string>& set,
-                                          const std::vector<std::string>& unset) {
+                                          const std::vector<std::string>& unset)
+{
     auto name_of = [](std::string_view e) { return e.substr(0, e.find('=')); };
     std::vector<std::string> env;
     for (char** e = environ; *e; e++) {
@@ -137,7 +140,8 @@ std::vector<std::string> environment_with(const std::vector<std::string>& set,
     return env;
 }
 
-pid_t spawn(const Spawn& s) {
+pid_t spawn(const Spawn& s)
+{
     proc::SpawnOptions o;
     o.argv = s.argv;
     o.search_path = true;
@@ -322,12 +326,15 @@ std::vector<std::string> socket_links(pid_t pid)
 
 std::string socket_link(int fd)
 {
-    struct stat st{};
+    struct stat st {};
     ::fstat(fd, &st);
     return "socket:[" + std::to_string(st.st_ino) + "]";
 }
 
-std::string dir_of(const std::string& path) { return path.substr(0, path.rfind('/')); }
+std::string dir_of(const std::string& path)
+{
+    return path.substr(0, path.rfind('/'));
+}
 
 struct Activation {
     pid_t pid;
@@ -465,8 +472,8 @@ TEST_CASE("grm-activate -- COMMAND: the program gets the sockets as LISTEN_FDS",
     std::string app = binary("grm-test-sdapp");
     // Bare command name: found in PATH.
     Spawn s;
-    s.argv = {binary("grm-activate"), "-c", "2", "--no-fdstore", "web", "[::1]:0", "--",
-              "grm-test-sdapp", "--report", report, "--exit-after-ms", "0"};
+    s.argv = {binary("grm-activate"), "-c",       "2",    "--no-fdstore",    "web", "[::1]:0", "--",
+              "grm-test-sdapp",       "--report", report, "--exit-after-ms", "0"};
     s.set_env = {"PATH=" + dir_of(app) + ":/usr/bin:/bin", "LISTEN_PIDFDID=12345"};
     s.unset_env = {"NOTIFY_SOCKET"};
     s.output = unique("exec.out");
@@ -478,7 +485,7 @@ TEST_CASE("grm-activate -- COMMAND: the program gets the sockets as LISTEN_FDS",
     CHECK(WEXITSTATUS(*st) == 0);
     auto rep = parse_report(slurp(report));
     INFO(slurp(report));
-    CHECK(one(rep, "pid") == std::to_string(pid)); // exec kept the pid...
+    CHECK(one(rep, "pid") == std::to_string(pid));        // exec kept the pid...
     CHECK(one(rep, "listen_pid") == std::to_string(pid)); // ...so LISTEN_PID names it
     CHECK(one(rep, "listen_pidfdid") == "-");
     CHECK(one(rep, "listen_fds") == "2");
@@ -511,9 +518,21 @@ TEST_CASE("listen_udp_sockets: sockets passed by systemd-socket-activate, throug
     for (std::string name : {std::string(""), std::string("b")}) {
         std::string report = unique("report");
         Spawn s;
-        s.argv = {tool, "--datagram", "-l", fmt::format("127.0.0.1:{}", p4), "-l",
-                  fmt::format("[::1]:{}", p6), "--fdname=a:b", "--", binary("grm-decoy"), "--",
-                  binary("grm-test-sdapp"), "--report", report, "--exit-after-ms", "0"};
+        s.argv = {tool,
+                  "--datagram",
+                  "-l",
+                  fmt::format("127.0.0.1:{}", p4),
+                  "-l",
+                  fmt::format("[::1]:{}", p6),
+                  "--fdname=a:b",
+                  "--",
+                  binary("grm-decoy"),
+                  "--",
+                  binary("grm-test-sdapp"),
+                  "--report",
+                  report,
+                  "--exit-after-ms",
+                  "0"};
         if (!name.empty())
             s.argv.insert(s.argv.end(), {"--name", name});
         s.output = unique("ssa.out");
@@ -604,8 +623,8 @@ TEST_CASE("grm-decoy: stands in for the app, relays sd_notify, forwards signals,
             std::memcpy(sa.sun_path + 1, addr.data() + 1, addr.size() - 1);
             socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + addr.size());
             const char msg[] = "STATUS=spoofed\nSTOPPING=1";
-            REQUIRE(::sendto(spoof.get(), msg, sizeof(msg) - 1, 0,
-                             reinterpret_cast<sockaddr*>(&sa), len) > 0);
+            REQUIRE(::sendto(spoof.get(), msg, sizeof(msg) - 1, 0, reinterpret_cast<sockaddr*>(&sa),
+                             len) > 0);
         }
         // Signals: USR1, USR2 forwarded from us; ALRM is not the app's business.
         REQUIRE(::kill(decoy, SIGALRM) == 0);
@@ -704,10 +723,14 @@ namespace {
 std::vector<std::pair<std::string, int>> unit_capabilities(const std::string& unit)
 {
     static const std::map<std::string, int> known = {
-        {"CAP_BPF", CAP_BPF},           {"CAP_PERFMON", CAP_PERFMON},
-        {"CAP_NET_ADMIN", CAP_NET_ADMIN}, {"CAP_SYS_PTRACE", CAP_SYS_PTRACE},
-        {"CAP_SYS_ADMIN", CAP_SYS_ADMIN}, {"CAP_SYS_RESOURCE", CAP_SYS_RESOURCE},
-        {"CAP_DAC_OVERRIDE", CAP_DAC_OVERRIDE}, {"CAP_DAC_READ_SEARCH", CAP_DAC_READ_SEARCH},
+        {"CAP_BPF", CAP_BPF},
+        {"CAP_PERFMON", CAP_PERFMON},
+        {"CAP_NET_ADMIN", CAP_NET_ADMIN},
+        {"CAP_SYS_PTRACE", CAP_SYS_PTRACE},
+        {"CAP_SYS_ADMIN", CAP_SYS_ADMIN},
+        {"CAP_SYS_RESOURCE", CAP_SYS_RESOURCE},
+        {"CAP_DAC_OVERRIDE", CAP_DAC_OVERRIDE},
+        {"CAP_DAC_READ_SEARCH", CAP_DAC_READ_SEARCH},
     };
     std::vector<std::pair<std::string, int>> caps;
     std::istringstream in(slurp(unit));

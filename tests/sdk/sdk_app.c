@@ -3,14 +3,14 @@
  * numbers, enums and struct layouts of udpgrm's ABI. Without grm hooks attached, every option
  * answers ENOPROTOOPT. */
 #define _DEFAULT_SOURCE /* SO_REUSEPORT under -std=c11 */
-#include <grm/udpgrm.h>
-
 #include <errno.h>
-#include <netinet/in.h>
+#include <grm/udpgrm.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #ifdef GRM_ABI_VERSION
 #error "abi.h shows its daemon<->BPF section to apps"
@@ -46,8 +46,7 @@ int main(void)
         perror("sdk_app_c: udp socket on 127.0.0.1");
         return 1;
     }
-    if (getsockopt(fd, IPPROTO_UDP, UDP_GRM_WORKING_GEN, &gen, &len) == 0 ||
-        errno != ENOPROTOOPT) {
+    if (getsockopt(fd, IPPROTO_UDP, UDP_GRM_WORKING_GEN, &gen, &len) == 0 || errno != ENOPROTOOPT) {
         fprintf(stderr, "FAIL: getsockopt UDP_GRM_WORKING_GEN without grm: want ENOPROTOOPT\n");
         failures++;
     }

@@ -2,19 +2,18 @@
 // An app built against the installed SDK only (out_of_tree.sh compiles it with nothing but
 // `pkg-config --cflags --libs grmclient`). It runs where no grm hooks are attached, so every
 // socket option must answer ENOPROTOOPT, as a value, never as an exception.
-#include <grm/client.hpp>
-#include <grm/result.hpp>
-
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <grm/client.hpp>
+#include <grm/result.hpp>
 #include <string>
+#include <unistd.h>
 
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 // Apps see abi.h's app section only: the daemon<->BPF layouts are not part of the SDK.
 #if defined(GRM_ABI_VERSION) || defined(GRM_METRICS) || defined(GRM_SOCK_IDX_BIT)
@@ -83,19 +82,20 @@ int main()
     check(!over && over.error().code == EINVAL, "take_over() of no sockets is EINVAL");
 
     udp_grm_dissector d = gc::make_dissector(DISSECTOR_FLOW, 30);
-    check(d.dissector_type == DISSECTOR_FLOW && d.flow_entry_timeout_sec == 30 &&
-              d.max_apps == 0 && d.filter_len == 0 && d.label[0] == '\0',
+    check(d.dissector_type == DISSECTOR_FLOW && d.flow_entry_timeout_sec == 30 && d.max_apps == 0 &&
+              d.filter_len == 0 && d.label[0] == '\0',
           "make_dissector() sets type and timeout, zeroes the rest");
     auto sd = gc::set_dissector(fd, d);
     check(!sd && sd.error().code == ENOPROTOOPT, "set_dissector() fails with ENOPROTOOPT");
 
     ::unsetenv("LISTEN_FDS");
     auto passed = gc::listen_udp_sockets();
-    check(passed.has_value() && passed->empty(), "listen_udp_sockets() without LISTEN_FDS is empty");
+    check(passed.has_value() && passed->empty(),
+          "listen_udp_sockets() without LISTEN_FDS is empty");
 
     grm::Result<int> err = grm::unexpected(EBADF, "ctx");
-    check(!err && err.error().code == EBADF && err.error().message() == "ctx: " +
-                                                    std::string(std::strerror(EBADF)),
+    check(!err && err.error().code == EBADF &&
+              err.error().message() == "ctx: " + std::string(std::strerror(EBADF)),
           "Result error path");
 
     ::close(fd);

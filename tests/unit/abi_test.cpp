@@ -2,9 +2,9 @@
 // Pure logic of the ABI: cookie encoding (the fact sheet's worked examples), slot mapping,
 // struct layouts, getsockopt answer sizes.
 #define CATCH_CONFIG_MAIN
-#include <catch2/catch.hpp>
-
 #include <cstddef>
+
+#include <catch2/catch.hpp>
 
 #include "grm/abi.h"
 #include "grm/udpgrm.h"

@@ -3,8 +3,6 @@
 // semantics (interpret), and the shape of the translated code (forward jumps only, no
 // unreachable instruction: what the verifier demands before it looks at values).
 // tests/priv/cbpf_translate_test.cpp runs the translations against interpret().
-#include <catch2/catch.hpp>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
@@ -13,6 +11,8 @@
 
 #include <linux/bpf.h>
 #include <linux/filter.h>
+
+#include <catch2/catch.hpp>
 
 #include "cbpf.hpp"
 
@@ -34,7 +34,10 @@ struct StringMaker<Outcome> {
 
 namespace {
 
-grm_sock_filter stmt(uint16_t code, uint32_t k = 0) { return {code, 0, 0, k}; }
+grm_sock_filter stmt(uint16_t code, uint32_t k = 0)
+{
+    return {code, 0, 0, k};
+}
 grm_sock_filter jump(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf)
 {
     return {code, jt, jf, k};
@@ -43,7 +46,10 @@ grm_sock_filter jump(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf)
 constexpr uint32_t kProto = 0xfffff000; // SKF_AD_OFF + SKF_AD_PROTOCOL
 constexpr uint32_t kApp = 0x80000000;   // "new flow for app a" = kApp + a
 
-Outcome ret(uint32_t v) { return {GRM_CBPF_RETURNED, v}; }
+Outcome ret(uint32_t v)
+{
+    return {GRM_CBPF_RETURNED, v};
+}
 const Outcome kTooShort{GRM_CBPF_TOO_SHORT, 0};
 const Outcome kProgError{GRM_CBPF_PROG_ERROR, 0};
 
@@ -99,7 +105,7 @@ const Prog kQuicInd = {
     stmt(BPF_LDX | BPF_IMM, 1),
     stmt(BPF_JMP | BPF_JA, 4), // -> 8
     stmt(BPF_LD | BPF_B | BPF_ABS, 5),
-    jump(BPF_JMP | BPF_JGE | BPF_K, 8, 0, 10),  // -> 16
+    jump(BPF_JMP | BPF_JGE | BPF_K, 8, 0, 10), // -> 16
     jump(BPF_JMP | BPF_JGT | BPF_K, 20, 9, 0), // -> 16
     stmt(BPF_LDX | BPF_IMM, 6),
     stmt(BPF_LD | BPF_B | BPF_IND, 0),
@@ -217,8 +223,7 @@ TEST_CASE("cbpf validate: memory index below 16", "[cbpf]")
     for (uint16_t code : {BPF_LD | BPF_MEM, BPF_LDX | BPF_MEM, BPF_ST, BPF_STX}) {
         INFO("code " << code);
         CHECK(validate(Prog{stmt(code, 15), stmt(BPF_RET | BPF_A)}));
-        CHECK(refusal({stmt(code, 16), stmt(BPF_RET | BPF_A)}).find("insn 0") !=
-              std::string::npos);
+        CHECK(refusal({stmt(code, 16), stmt(BPF_RET | BPF_A)}).find("insn 0") != std::string::npos);
         CHECK(refusal({stmt(code, 0xffffffff), stmt(BPF_RET | BPF_A)}) != "accepted");
     }
 }
@@ -263,8 +268,8 @@ TEST_CASE("cbpf validate: the last instruction is a ret", "[cbpf]")
 TEST_CASE("cbpf validate: no division by the constant 0", "[cbpf]")
 {
     for (uint16_t op : {BPF_DIV, BPF_MOD}) {
-        CHECK(refusal({stmt(BPF_ALU | op | BPF_K, 0), stmt(BPF_RET | BPF_A)})
-                  .find("division") != std::string::npos);
+        CHECK(refusal({stmt(BPF_ALU | op | BPF_K, 0), stmt(BPF_RET | BPF_A)}).find("division") !=
+              std::string::npos);
         CHECK(validate(Prog{stmt(BPF_ALU | op | BPF_K, 1), stmt(BPF_RET | BPF_A)}));
         CHECK(validate(Prog{stmt(BPF_ALU | op | BPF_X), stmt(BPF_RET | BPF_A)})); // run time
     }
@@ -339,9 +344,9 @@ TEST_CASE("cbpf interpret: QUIC-style dissector", "[cbpf]")
 TEST_CASE("cbpf interpret: division and modulo by X == 0 fail at run time", "[cbpf]")
 {
     for (uint16_t op : {BPF_DIV, BPF_MOD}) {
-        Prog p = {stmt(BPF_LD | BPF_IMM, 7), stmt(BPF_LD | BPF_B | BPF_ABS, 0),
-                  stmt(BPF_MISC | BPF_TAX), stmt(BPF_LD | BPF_IMM, 100), stmt(BPF_ALU | op | BPF_X),
-                  stmt(BPF_RET | BPF_A)};
+        Prog p = {stmt(BPF_LD | BPF_IMM, 7),  stmt(BPF_LD | BPF_B | BPF_ABS, 0),
+                  stmt(BPF_MISC | BPF_TAX),   stmt(BPF_LD | BPF_IMM, 100),
+                  stmt(BPF_ALU | op | BPF_X), stmt(BPF_RET | BPF_A)};
         CHECK(run(p, {0}) == kProgError);
         CHECK(run(p, {7}) == ret(op == BPF_DIV ? 14 : 2));
     }
@@ -408,16 +413,26 @@ TEST_CASE("cbpf interpret: ALU operations, K and X forms", "[cbpf]")
         uint32_t a, b, result;
     };
     const Case cases[] = {
-        {BPF_ADD, 0xfffffff0, 0x20, 0x10},         {BPF_ADD, 1, 2, 3},
-        {BPF_SUB, 1, 2, 0xffffffff},               {BPF_SUB, 10, 3, 7},
-        {BPF_MUL, 0x10000, 0x10000, 0},            {BPF_MUL, 0xffffffff, 3, 0xfffffffd},
-        {BPF_DIV, 0xffffffff, 2, 0x7fffffff},      {BPF_DIV, 7, 8, 0},
-        {BPF_DIV, 0x80000000, 0x80000000, 1},      {BPF_MOD, 0xffffffff, 10, 5},
-        {BPF_MOD, 7, 0x80000000, 7},               {BPF_AND, 0xf0f0f0f0, 0xff00ff00, 0xf000f000},
-        {BPF_OR, 0xf0f0f0f0, 0x0f, 0xf0f0f0ff},    {BPF_XOR, 0xffffffff, 0x0f0f0f0f, 0xf0f0f0f0},
-        {BPF_LSH, 0x80000001, 1, 2},               {BPF_LSH, 1, 31, 0x80000000},
-        {BPF_LSH, 0xffffffff, 0, 0xffffffff},      {BPF_RSH, 0x80000000, 31, 1},
-        {BPF_RSH, 0xffffffff, 4, 0x0fffffff},      {BPF_RSH, 5, 0, 5},
+        {BPF_ADD, 0xfffffff0, 0x20, 0x10},
+        {BPF_ADD, 1, 2, 3},
+        {BPF_SUB, 1, 2, 0xffffffff},
+        {BPF_SUB, 10, 3, 7},
+        {BPF_MUL, 0x10000, 0x10000, 0},
+        {BPF_MUL, 0xffffffff, 3, 0xfffffffd},
+        {BPF_DIV, 0xffffffff, 2, 0x7fffffff},
+        {BPF_DIV, 7, 8, 0},
+        {BPF_DIV, 0x80000000, 0x80000000, 1},
+        {BPF_MOD, 0xffffffff, 10, 5},
+        {BPF_MOD, 7, 0x80000000, 7},
+        {BPF_AND, 0xf0f0f0f0, 0xff00ff00, 0xf000f000},
+        {BPF_OR, 0xf0f0f0f0, 0x0f, 0xf0f0f0ff},
+        {BPF_XOR, 0xffffffff, 0x0f0f0f0f, 0xf0f0f0f0},
+        {BPF_LSH, 0x80000001, 1, 2},
+        {BPF_LSH, 1, 31, 0x80000000},
+        {BPF_LSH, 0xffffffff, 0, 0xffffffff},
+        {BPF_RSH, 0x80000000, 31, 1},
+        {BPF_RSH, 0xffffffff, 4, 0x0fffffff},
+        {BPF_RSH, 5, 0, 5},
     };
     for (const Case& c : cases) {
         INFO("op " << c.op << " a " << c.a << " b " << c.b);
@@ -441,10 +456,10 @@ TEST_CASE("cbpf interpret: ALU operations, K and X forms", "[cbpf]")
     const Prog neg0 = {stmt(BPF_ALU | BPF_NEG), stmt(BPF_RET | BPF_A)};
     CHECK(run(neg0, {}) == ret(0));
     // tax / txa / ret x
-    const Prog moves = {stmt(BPF_LD | BPF_IMM, 9),         stmt(BPF_MISC | BPF_TAX),
-                        stmt(BPF_LD | BPF_IMM, 1),
-                        stmt(BPF_ALU | BPF_ADD | BPF_X), stmt(BPF_MISC | BPF_TAX),
-                        stmt(BPF_LD | BPF_IMM, 0), stmt(BPF_MISC | BPF_TXA), stmt(BPF_RET | BPF_A)};
+    const Prog moves = {stmt(BPF_LD | BPF_IMM, 9), stmt(BPF_MISC | BPF_TAX),
+                        stmt(BPF_LD | BPF_IMM, 1), stmt(BPF_ALU | BPF_ADD | BPF_X),
+                        stmt(BPF_MISC | BPF_TAX),  stmt(BPF_LD | BPF_IMM, 0),
+                        stmt(BPF_MISC | BPF_TXA),  stmt(BPF_RET | BPF_A)};
     CHECK(run(moves, {}) == ret(10));
 }
 
@@ -456,11 +471,16 @@ TEST_CASE("cbpf interpret: jumps compare unsigned", "[cbpf]")
         bool taken;
     };
     const Case cases[] = {
-        {BPF_JEQ, 5, 5, true},           {BPF_JEQ, 5, 6, false},
-        {BPF_JGT, 0x80000000, 1, true},  {BPF_JGT, 1, 0x80000000, false},
-        {BPF_JGT, 7, 7, false},          {BPF_JGE, 7, 7, true},
-        {BPF_JGE, 0xffffffff, 0xfffffffe, true}, {BPF_JGE, 0, 1, false},
-        {BPF_JSET, 0x80000000, 0x80000001, true}, {BPF_JSET, 6, 1, false},
+        {BPF_JEQ, 5, 5, true},
+        {BPF_JEQ, 5, 6, false},
+        {BPF_JGT, 0x80000000, 1, true},
+        {BPF_JGT, 1, 0x80000000, false},
+        {BPF_JGT, 7, 7, false},
+        {BPF_JGE, 7, 7, true},
+        {BPF_JGE, 0xffffffff, 0xfffffffe, true},
+        {BPF_JGE, 0, 1, false},
+        {BPF_JSET, 0x80000000, 0x80000001, true},
+        {BPF_JSET, 6, 1, false},
         {BPF_JEQ, 0xffffffff, 0xffffffff, true},
     };
     for (const Case& c : cases) {
@@ -473,25 +493,28 @@ TEST_CASE("cbpf interpret: jumps compare unsigned", "[cbpf]")
         CHECK(run(k, {}) == ret(c.taken));
         CHECK(run(x, {}) == ret(c.taken));
     }
-    const Prog ja = {stmt(BPF_JMP | BPF_JA, 1), stmt(BPF_RET | BPF_K, 1),
-                     stmt(BPF_RET | BPF_K, 2)};
+    const Prog ja = {stmt(BPF_JMP | BPF_JA, 1), stmt(BPF_RET | BPF_K, 1), stmt(BPF_RET | BPF_K, 2)};
     CHECK(run(ja, {}) == ret(2));
 }
 
 TEST_CASE("cbpf interpret: M[] starts at 0, st/stx/ld/ldx", "[cbpf]")
 {
-    const Prog p = {
-        stmt(BPF_LD | BPF_MEM, 3),                      // A = M[3] = 0
-        jump(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0),
-        stmt(BPF_RET | BPF_K, 0xbad),
-        stmt(BPF_LD | BPF_IMM, 0x11), stmt(BPF_ST, 0),  // M[0] = 0x11
-        stmt(BPF_LDX | BPF_IMM, 0x22), stmt(BPF_STX, 15), // M[15] = 0x22
-        stmt(BPF_LD | BPF_IMM, 0), stmt(BPF_LDX | BPF_IMM, 0),
-        stmt(BPF_LD | BPF_MEM, 15),                     // A = 0x22
-        stmt(BPF_LDX | BPF_MEM, 0),                     // X = 0x11
-        stmt(BPF_ALU | BPF_LSH | BPF_K, 8), stmt(BPF_ALU | BPF_OR | BPF_X),
-        stmt(BPF_LDX | BPF_MEM, 7),                     // X = 0
-        stmt(BPF_ALU | BPF_ADD | BPF_X), stmt(BPF_RET | BPF_A)};
+    const Prog p = {stmt(BPF_LD | BPF_MEM, 3), // A = M[3] = 0
+                    jump(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0),
+                    stmt(BPF_RET | BPF_K, 0xbad),
+                    stmt(BPF_LD | BPF_IMM, 0x11),
+                    stmt(BPF_ST, 0), // M[0] = 0x11
+                    stmt(BPF_LDX | BPF_IMM, 0x22),
+                    stmt(BPF_STX, 15), // M[15] = 0x22
+                    stmt(BPF_LD | BPF_IMM, 0),
+                    stmt(BPF_LDX | BPF_IMM, 0),
+                    stmt(BPF_LD | BPF_MEM, 15), // A = 0x22
+                    stmt(BPF_LDX | BPF_MEM, 0), // X = 0x11
+                    stmt(BPF_ALU | BPF_LSH | BPF_K, 8),
+                    stmt(BPF_ALU | BPF_OR | BPF_X),
+                    stmt(BPF_LDX | BPF_MEM, 7), // X = 0
+                    stmt(BPF_ALU | BPF_ADD | BPF_X),
+                    stmt(BPF_RET | BPF_A)};
     CHECK(run(p, {}) == ret(0x2211));
 }
 
@@ -510,9 +533,9 @@ TEST_CASE("cbpf interpret: ldx msh", "[cbpf]")
     b[0] = 0x02; // X = 8
     b[8] = 0x77;
     CHECK(run(q, b) == ret(0x77));
-    CHECK(run({stmt(BPF_LD | BPF_IMM, 3), stmt(BPF_LDX | BPF_B | BPF_MSH, 0),
-               stmt(BPF_RET | BPF_A)},
-              b) == ret(3));
+    CHECK(
+        run({stmt(BPF_LD | BPF_IMM, 3), stmt(BPF_LDX | BPF_B | BPF_MSH, 0), stmt(BPF_RET | BPF_A)},
+            b) == ret(3));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -521,9 +544,12 @@ TEST_CASE("cbpf translate: verifier-shaped code for the hand-written programs", 
 {
     const grm::cbpf::Target t = test_target();
     const Prog ret0 = {stmt(BPF_RET | BPF_K, 0)};
-    const Prog dead = {stmt(BPF_JMP | BPF_JA, 2), stmt(BPF_LD | BPF_B | BPF_ABS, 0),
-                       stmt(BPF_RET | BPF_A), jump(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0),
-                       jump(BPF_JMP | BPF_JSET | BPF_K, 1, 0, 1), stmt(BPF_RET | BPF_K, 1),
+    const Prog dead = {stmt(BPF_JMP | BPF_JA, 2),
+                       stmt(BPF_LD | BPF_B | BPF_ABS, 0),
+                       stmt(BPF_RET | BPF_A),
+                       jump(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0),
+                       jump(BPF_JMP | BPF_JSET | BPF_K, 1, 0, 1),
+                       stmt(BPF_RET | BPF_K, 1),
                        stmt(BPF_RET | BPF_A)};
     const Prog divx = {stmt(BPF_ALU | BPF_DIV | BPF_X), stmt(BPF_ALU | BPF_LSH | BPF_X),
                        stmt(BPF_RET | BPF_A)};

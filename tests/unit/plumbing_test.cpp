@@ -3,12 +3,12 @@
 // opener, the ready line, spawn/wait.
 #include <cerrno>
 #include <chrono>
+#include <signal.h>
+#include <unistd.h>
 
 #include <netinet/in.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <catch2/catch.hpp>
 

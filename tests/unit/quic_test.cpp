@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 // The QUIC header parser the reuseport program runs (bpf/quic.h), on crafted headers, and the
 // SDK's connection IDs (grm/quic.hpp) that it routes by.
-#include <catch2/catch.hpp>
-
 #include <cstring>
 #include <vector>
+
+#include <catch2/catch.hpp>
 
 #include "grm/quic.hpp"
 #include "quic_packets.hpp"
@@ -144,8 +144,7 @@ TEST_CASE("quic cids: 1 random cookie in 8 passes the check", "[quic][cids]")
     CHECK(valid == 0x10000 / 8);
 }
 
-TEST_CASE("quic cids: make_quic_dissector fills grm_quic_config and nothing else",
-          "[quic][cids]")
+TEST_CASE("quic cids: make_quic_dissector fills grm_quic_config and nothing else", "[quic][cids]")
 {
     udp_grm_dissector d = client::make_quic_dissector(18, 2);
     CHECK(d.dissector_type == DISSECTOR_QUIC);

@@ -38,21 +38,25 @@ public:
     int fail_update_errno = 0;               ///< nonzero: every update fails with it
     std::vector<grm_slot_state> slot_writes; ///< every grm_slots update, in order
 
-    FakeKernel() {
+    FakeKernel()
+    {
         for (size_t i = 0; i < kMapCount; i++)
             present_[i] = true;
     }
 
-    static Bytes bytes(const void* p, size_t n) {
+    static Bytes bytes(const void* p, size_t n)
+    {
         auto* b = static_cast<const uint8_t*>(p);
         return Bytes(b, b + n);
     }
 
-    size_t value_size(MapId m) const {
+    size_t value_size(MapId m) const
+    {
         const MapShape& s = shape_of(m);
         return s.per_cpu ? percpu_value_size(s.value_size, possible_cpus()) : s.value_size;
     }
-    static bool is_array(MapId m) {
+    static bool is_array(MapId m)
+    {
         switch (m) {
         case MapId::group_recs:
         case MapId::ports:
@@ -72,7 +76,8 @@ public:
     void remove_map(MapId m) { present_[static_cast<size_t>(m)] = false; }
 
     /// The socket closes: the kernel drops it from the SOCKHASH under every key.
-    void close_socket(uint64_t cookie) {
+    void close_socket(uint64_t cookie)
+    {
         std::erase_if(map(MapId::socks), [&](const auto& e) {
             uint64_t c = 0;
             std::memcpy(&c, e.second.data(), sizeof(c));
@@ -80,7 +85,8 @@ public:
         });
     }
 
-    Result<void> lookup(MapId m, const void* key, void* value) override {
+    Result<void> lookup(MapId m, const void* key, void* value) override
+    {
         if (m == MapId::sk) {
             auto s = sk_state.find(cookie_of_fd(*static_cast<const int*>(key)));
             if (s == sk_state.end())
@@ -101,7 +107,8 @@ public:
         return unexpected(ENOENT, shape_of(m).name);
     }
 
-    Result<void> update(MapId m, const void* key, const void* value) override {
+    Result<void> update(MapId m, const void* key, const void* value) override
+    {
         if (fail_update_errno)
             return unexpected(fail_update_errno, "injected");
         Bytes k = bytes(key, shape_of(m).key_size);
@@ -125,7 +132,8 @@ public:
         return {};
     }
 
-    Result<void> erase(MapId m, const void* key) override {
+    Result<void> erase(MapId m, const void* key) override
+    {
         if (is_array(m))
             return unexpected(EINVAL, shape_of(m).name);
         if (map(m).erase(bytes(key, shape_of(m).key_size)) == 0)
@@ -133,7 +141,8 @@ public:
         return {};
     }
 
-    Result<void> next_key(MapId m, const void* key, void* next) override {
+    Result<void> next_key(MapId m, const void* key, void* next) override
+    {
         auto& mm = map(m);
         auto it = mm.begin();
         if (key) {
@@ -147,7 +156,8 @@ public:
     }
 
     bool has(MapId m) const override { return present_[static_cast<size_t>(m)]; }
-    uint32_t max_entries(MapId m) const override {
+    uint32_t max_entries(MapId m) const override
+    {
         switch (m) {
         case MapId::group_recs:
         case MapId::gids:
@@ -171,14 +181,16 @@ public:
     std::string where(MapId m) const override { return shape_of(m).name; }
     int possible_cpus() const override { return 2; }
 
-    Result<Fd> pidfd_open(pid_t pid, unsigned) override {
+    Result<Fd> pidfd_open(pid_t pid, unsigned) override
+    {
         if (!fd_tables.count(pid))
             return unexpected(ESRCH, "pidfd_open");
         Fd fd = open_fd();
         pidfds_[fd.get()] = pid;
         return fd;
     }
-    Result<Fd> pidfd_getfd(int pidfd, int target) override {
+    Result<Fd> pidfd_getfd(int pidfd, int target) override
+    {
         auto& table = fd_tables[pidfds_.at(pidfd)];
         auto it = table.find(target);
         if (it == table.end())
@@ -187,12 +199,14 @@ public:
         dups_[fd.get()] = it->second;
         return fd;
     }
-    Result<uint64_t> socket_cookie(int fd) override {
+    Result<uint64_t> socket_cookie(int fd) override
+    {
         if (uint64_t c = cookie_of_fd(fd))
             return c;
         return unexpected(ENOTSOCK, "SO_COOKIE");
     }
-    std::vector<int> socket_fds(pid_t tgid, pid_t) override {
+    std::vector<int> socket_fds(pid_t tgid, pid_t) override
+    {
         std::vector<int> out;
         for (const auto& [fd, cookie] : fd_tables[tgid])
             out.push_back(fd);
@@ -201,27 +215,32 @@ public:
     std::vector<pid_t> other_pids() override { return {}; }
     bool in_initial_pidns() override { return true; }
 
-    Result<void> attach_select(int fd) override {
+    Result<void> attach_select(int fd) override
+    {
         attached.insert(cookie_of_fd(fd));
         return {};
     }
-    cbpf::Target cbpf_target() const override {
+    cbpf::Target cbpf_target() const override
+    {
         return cbpf::reuseport_target(100, 101, GRM_CBPF_DISPATCH);
     }
-    Result<Fd> load_cbpf(std::span<const bpf_insn>, std::string*) override {
+    Result<Fd> load_cbpf(std::span<const bpf_insn>, std::string*) override
+    {
         cbpf_loads++;
         return open_fd();
     }
     uint64_t now_ns() override { return ++now_; }
 
 private:
-    static uint64_t index(const Bytes& k) {
+    static uint64_t index(const Bytes& k)
+    {
         uint32_t i = 0;
         std::memcpy(&i, k.data(), sizeof(i));
         return i;
     }
     static Fd open_fd() { return Fd(::open("/dev/null", O_RDONLY | O_CLOEXEC)); }
-    uint64_t cookie_of_fd(int fd) const {
+    uint64_t cookie_of_fd(int fd) const
+    {
         auto it = dups_.find(fd);
         return it == dups_.end() ? 0 : it->second;
     }
@@ -235,7 +254,8 @@ private:
 
 constexpr pid_t kPid = 100;
 
-grm_group_key key_of(uint16_t port) {
+grm_group_key key_of(uint16_t port)
+{
     grm_group_key k{};
     k.family = AF_INET;
     k.port = htons(port);
@@ -244,7 +264,8 @@ grm_group_key key_of(uint16_t port) {
 }
 
 /// A live group as the setsockopt hook creates it: key -> gid, record, gid taken.
-grm_group make_group(FakeKernel& k, uint16_t port, uint32_t gid, uint32_t type = DISSECTOR_FLOW) {
+grm_group make_group(FakeKernel& k, uint16_t port, uint32_t gid, uint32_t type = DISSECTOR_FLOW)
+{
     grm_group g{};
     g.key = key_of(port);
     g.gid = gid;
@@ -259,7 +280,8 @@ grm_group make_group(FakeKernel& k, uint16_t port, uint32_t gid, uint32_t type =
 }
 
 /// A socket of kPid at fd number fd that set SOCKET_GEN gen.
-void make_socket(FakeKernel& k, int fd, uint64_t cookie, uint32_t gen, uint32_t app = 0) {
+void make_socket(FakeKernel& k, int fd, uint64_t cookie, uint32_t gen, uint32_t app = 0)
+{
     k.fd_tables[kPid][fd] = cookie;
     grm_sk st{};
     st.gen = gen;
@@ -268,7 +290,8 @@ void make_socket(FakeKernel& k, int fd, uint64_t cookie, uint32_t gen, uint32_t 
     k.sk_state[cookie] = st;
 }
 
-grm_event register_event(const grm_group& g, uint64_t cookie, uint32_t gen) {
+grm_event register_event(const grm_group& g, uint64_t cookie, uint32_t gen)
+{
     grm_event ev{};
     ev.type = GRM_EV_REGISTER;
     ev.gid = g.gid;
@@ -280,35 +303,41 @@ grm_event register_event(const grm_group& g, uint64_t cookie, uint32_t gen) {
     return ev;
 }
 
-grm_slot_state slot_of(FakeKernel& k, uint32_t gid, uint32_t slot) {
+grm_slot_state slot_of(FakeKernel& k, uint32_t gid, uint32_t slot)
+{
     auto s = get<MapId::slots>(k, gid * GRM_MAX_SLOTS + slot);
     REQUIRE(s);
     return *s;
 }
 
-std::vector<uint32_t> live_of(const grm_slot_state& s) {
+std::vector<uint32_t> live_of(const grm_slot_state& s)
+{
     return std::vector<uint32_t>(s.live, s.live + s.n_live);
 }
 
-grm_dstats dstats_of(FakeKernel& k, uint32_t gid) {
+grm_dstats dstats_of(FakeKernel& k, uint32_t gid)
+{
     auto d = get<MapId::dstats>(k, gid);
     REQUIRE(d);
     return *d;
 }
 
-bool has_sock(FakeKernel& k, uint64_t key) {
+bool has_sock(FakeKernel& k, uint64_t key)
+{
     return get<MapId::socks>(k, key).has_value();
 }
 
 } // namespace
 
-TEST_CASE("registry: a registration goes from pending to registered", "[registry]") {
+TEST_CASE("registry: a registration goes from pending to registered", "[registry]")
+{
     FakeKernel k;
     Registry reg(k);
     const grm_group g = make_group(k, 4433, 3);
     const uint32_t slot = grm_slot(1, 0, 1);
 
-    SECTION("the socket is found by its cookie") {
+    SECTION("the socket is found by its cookie")
+    {
         make_socket(k, 7, 0xc1, 1);
         k.fd_tables[kPid][5] = 0xdead;          // another socket of the process comes first
         CHECK_FALSE(get<MapId::regs>(k, 0xc1)); // pending: getsockopt shows no index
@@ -335,7 +364,8 @@ TEST_CASE("registry: a registration goes from pending to registered", "[registry
         CHECK(reg.registered() == 1);
         CHECK(dstats_of(k, 3).registered == 1);
     }
-    SECTION("a socket whose cookie no fd has stays pending and is counted") {
+    SECTION("a socket whose cookie no fd has stays pending and is counted")
+    {
         make_socket(k, 7, 0xc1, 1);
         reg.on_event(register_event(g, 0xc2, 1));
         CHECK(reg.registered() == 0);
@@ -350,20 +380,23 @@ TEST_CASE("registry: a registration goes from pending to registered", "[registry
         CHECK(dstats_of(k, 3).socket_critical == 1);
         CHECK(dstats_of(k, 3).socket_critical_gauge == 0);
     }
-    SECTION("a process that is gone") {
+    SECTION("a process that is gone")
+    {
         grm_event ev = register_event(g, 0xc1, 1);
         ev.tgid = ev.tid = 999;
         reg.on_event(ev);
         CHECK(reg.registered() == 0);
         CHECK(dstats_of(k, 3).socket_critical == 1);
     }
-    SECTION("a record superseded by a later SOCKET_GEN is skipped") {
+    SECTION("a record superseded by a later SOCKET_GEN is skipped")
+    {
         make_socket(k, 7, 0xc1, 2);
         reg.on_event(register_event(g, 0xc1, 1));
         CHECK(reg.registered() == 0);
         CHECK(k.entries(MapId::regs) == 0);
     }
-    SECTION("a group that no longer exists") {
+    SECTION("a group that no longer exists")
+    {
         make_socket(k, 7, 0xc1, 1);
         grm_event ev = register_event(g, 0xc1, 1);
         ev.key = key_of(9);
@@ -371,7 +404,8 @@ TEST_CASE("registry: a registration goes from pending to registered", "[registry
         CHECK(reg.registered() == 0);
         CHECK(k.attached.empty());
     }
-    SECTION("a failed socket map insert leaves nothing behind") {
+    SECTION("a failed socket map insert leaves nothing behind")
+    {
         make_socket(k, 7, 0xc1, 1);
         k.fail_update_errno = ENOMEM;
         reg.on_event(register_event(g, 0xc1, 1));
@@ -382,7 +416,8 @@ TEST_CASE("registry: a registration goes from pending to registered", "[registry
     }
 }
 
-TEST_CASE("registry: slot writes follow registrations and generation moves", "[registry]") {
+TEST_CASE("registry: slot writes follow registrations and generation moves", "[registry]")
+{
     FakeKernel k;
     Registry reg(k);
     const grm_group g = make_group(k, 4433, 5);
@@ -419,7 +454,8 @@ TEST_CASE("registry: slot writes follow registrations and generation moves", "[r
     CHECK(live_of(slot_of(k, 5, slot1)) == std::vector<uint32_t>{0, 1, 2});
 }
 
-TEST_CASE("registry: sweep forgets closed sockets; reload rebuilds from the maps", "[registry]") {
+TEST_CASE("registry: sweep forgets closed sockets; reload rebuilds from the maps", "[registry]")
+{
     FakeKernel k;
     Registry reg(k);
     const grm_group g = make_group(k, 53, 2);
@@ -448,7 +484,8 @@ TEST_CASE("registry: sweep forgets closed sockets; reload rebuilds from the maps
     CHECK(dstats_of(k, 2).closed == 2);
 }
 
-TEST_CASE("teardown: delete_group removes one group's state and nothing else", "[registry]") {
+TEST_CASE("teardown: delete_group removes one group's state and nothing else", "[registry]")
+{
     FakeKernel k;
     Registry reg(k);
     const grm_group g = make_group(k, 4433, 7);
@@ -500,7 +537,8 @@ TEST_CASE("teardown: delete_group removes one group's state and nothing else", "
     CHECK(reg.sweep() == 0);
     CHECK(reg.registered() == 1);
 
-    SECTION("without the optional maps") {
+    SECTION("without the optional maps")
+    {
         k.remove_map(MapId::ports);
         k.remove_map(MapId::cbpf_progs);
         auto again = delete_group(k, other.key, other);
@@ -511,7 +549,8 @@ TEST_CASE("teardown: delete_group removes one group's state and nothing else", "
     }
 }
 
-TEST_CASE("registry: cBPF groups get their translated program once", "[registry]") {
+TEST_CASE("registry: cBPF groups get their translated program once", "[registry]")
+{
     FakeKernel k;
     Registry reg(k);
     grm_group g = make_group(k, 4433, 4, DISSECTOR_CBPF);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-#include <catch2/catch.hpp>
-
 #include <arpa/inet.h>
+
+#include <catch2/catch.hpp>
 
 #include "sys.hpp"
 
@@ -20,7 +20,7 @@ TEST_CASE("endpoint: parse and format", "[sys]")
     CHECK(v6->family == AF_INET6);
     CHECK(format_endpoint(*v6) == "[2001:db8::1]:443");
     CHECK(grm::sys::endpoint_of(grm::sys::group_key_of(*v6)) == *v6);
-    for (const char* bad : {"", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "1.2.3:4",
-                            "[::1]", "::1:53", "[::1]:x", "host:53", "127.0.0.1:53x"})
+    for (const char* bad : {"", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "1.2.3:4", "[::1]",
+                            "::1:53", "[::1]:x", "host:53", "127.0.0.1:53x"})
         CHECK_FALSE(parse_endpoint(bad));
 }

@@ -2,11 +2,11 @@
 // The pure half of grm-activate, grm-decoy and grmctl delete: command lines, dissectors,
 // bpf_asm parsing, the decoy's child environment and notify filtering, delete's report.
 #define CATCH_CONFIG_MAIN
-#include <catch2/catch.hpp>
-
 #include <cstring>
 
 #include <arpa/inet.h>
+
+#include <catch2/catch.hpp>
 
 #include "activate_options.hpp"
 #include "decoy_filter.hpp"
@@ -27,8 +27,8 @@ ActivateCli parse(std::initializer_list<std::string_view> a)
 
 TEST_CASE("activate: udpgrm_activate.py's command lines", "[activate]")
 {
-    auto c = parse({"-c", "4", "-4", "--freebind", "--rcvbuf=1024", "-v", "--no-register",
-                    "dns", "[::]:53"});
+    auto c = parse(
+        {"-c", "4", "-4", "--freebind", "--rcvbuf=1024", "-v", "--no-register", "dns", "[::]:53"});
     REQUIRE(c.action == ActivateCli::Action::run);
     CHECK(c.options.count == 4);
     CHECK(c.options.also_ipv4);
@@ -51,16 +51,16 @@ TEST_CASE("activate: udpgrm_activate.py's command lines", "[activate]")
 
     CHECK(parse({"-h"}).action == ActivateCli::Action::help);
     for (auto bad : std::vector<std::vector<std::string_view>>{
-             {"dns"},                                  // no address
-             {"dns", "127.0.0.1"},                     // no port
-             {"dns", "::1:53"},                        // v6 without brackets
-             {"a:b", "127.0.0.1:53"},                  // ':' is no FDNAME character
-             {"dns", "127.0.0.1:53", "extra"},         // a command goes after --
-             {"--count=0", "dns", "127.0.0.1:53"},     // 1..256
+             {"dns"},                              // no address
+             {"dns", "127.0.0.1"},                 // no port
+             {"dns", "::1:53"},                    // v6 without brackets
+             {"a:b", "127.0.0.1:53"},              // ':' is no FDNAME character
+             {"dns", "127.0.0.1:53", "extra"},     // a command goes after --
+             {"--count=0", "dns", "127.0.0.1:53"}, // 1..256
              {"--count=257", "dns", "127.0.0.1:53"},
-             {"--sni=x:1", "dns", "127.0.0.1:53"},     // udpgrm BESPOKE: not in grm
+             {"--sni=x:1", "dns", "127.0.0.1:53"}, // udpgrm BESPOKE: not in grm
              {"--digest", "0xdead", "dns", "127.0.0.1:53"},
-             {"--app=1", "dns", "127.0.0.1:53"},       // app needs --bpf
+             {"--app=1", "dns", "127.0.0.1:53"}, // app needs --bpf
              {"--noop", "--quic", "dns", "127.0.0.1:53"},
              {"--noop", "--flow-timeout=3", "dns", "127.0.0.1:53"},
              {"--no-register", "--advance-working-gen", "dns", "127.0.0.1:53"},
@@ -151,8 +151,11 @@ TEST_CASE("FDNAME rules and LISTEN_FDNAMES", "[activate]")
 
 TEST_CASE("decoy: the child's environment", "[decoy]")
 {
-    std::vector<std::string> env = {"PATH=/bin", "LISTEN_PID=100", "LISTEN_PIDFDID=77",
-                                    "LISTEN_FDS=2", "NOTIFY_SOCKET=/run/systemd/notify",
+    std::vector<std::string> env = {"PATH=/bin",
+                                    "LISTEN_PID=100",
+                                    "LISTEN_PIDFDID=77",
+                                    "LISTEN_FDS=2",
+                                    "NOTIFY_SOCKET=/run/systemd/notify",
                                     "LISTEN_PIDX=100"};
     auto out = child_environment(env, 100, std::string("@grm-decoy/1/2"));
     // LISTEN_PID named the decoy: the child gets its own (spawn writes it).

@@ -7,7 +7,8 @@
 
 namespace grm::ctl {
 
-std::string usage(std::string_view default_pin_dir) {
+std::string usage(std::string_view default_pin_dir)
+{
     return fmt::format(
         "usage: grmctl [OPTIONS] COMMAND [ADDR:PORT]\n"
         "commands (ADDR:PORT, e.g. 127.0.0.1:53 or [::1]:53, selects one group):\n"
@@ -27,7 +28,8 @@ std::string usage(std::string_view default_pin_dir) {
         default_pin_dir);
 }
 
-Cli parse_cli(const std::vector<std::string_view>& args, std::string_view default_pin_dir) {
+Cli parse_cli(const std::vector<std::string_view>& args, std::string_view default_pin_dir)
+{
     Cli cli;
     cli.options.pin_dir = std::string(default_pin_dir);
     bool help = false;

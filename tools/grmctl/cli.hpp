@@ -19,7 +19,8 @@ struct Options {
     std::string pin_dir;
     bool verbose = false;
     bool json = false;
-    std::optional<sys::Endpoint> filter; ///< only the group bound to this address (delete: required)
+    std::optional<sys::Endpoint>
+        filter;             ///< only the group bound to this address (delete: required)
     bool all_netns = false; ///< delete: also groups of other network namespaces
 };
 

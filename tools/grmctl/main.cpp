@@ -36,7 +36,8 @@ using namespace grm;
 using namespace grm::ctl;
 
 /// This process's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14); nullopt if unknown.
-std::optional<uint64_t> own_netns_cookie() {
+std::optional<uint64_t> own_netns_cookie()
+{
     Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     uint64_t c = 0;
     socklen_t len = sizeof(c);
@@ -55,7 +56,8 @@ struct DeleteOutcome {
 
 /// Removes the groups bound to o.filter (of this network namespace unless --all-netns); the
 /// daemon's teardown takes each apart.
-Result<DeleteOutcome> delete_groups(daemon::Kernel& k, const Options& o) {
+Result<DeleteOutcome> delete_groups(daemon::Kernel& k, const Options& o)
+{
     std::optional<uint64_t> netns = o.all_netns ? std::nullopt : own_netns_cookie();
     std::vector<grm_group_key> keys;
     auto walked = daemon::for_each_key<daemon::MapId::groups>(k, [&](const grm_group_key& key) {
@@ -91,7 +93,8 @@ Result<DeleteOutcome> delete_groups(daemon::Kernel& k, const Options& o) {
 }
 
 /// The hint after a failure to open the pins.
-const char* open_hint(int code) {
+const char* open_hint(int code)
+{
     switch (code) {
     case EPROTO:
         return "";
@@ -103,13 +106,15 @@ const char* open_hint(int code) {
     }
 }
 
-bool write_all(const std::string& s) {
+bool write_all(const std::string& s)
+{
     return std::fwrite(s.data(), 1, s.size(), stdout) == s.size() && std::fflush(stdout) == 0;
 }
 
 } // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv)
+{
     std::vector<std::string_view> args(argv + 1, argv + argc);
     Cli cli = parse_cli(args, pins::kDefaultDir);
     if (cli.action == Cli::Action::help) {
@@ -141,8 +146,9 @@ int main(int argc, char** argv) {
             return 1;
         }
         if (del->removed.empty() && del->other_netns)
-            fmt::print(stderr, "grmctl: {} group(s) {} in other network namespaces left alone "
-                               "(--all-netns)\n",
+            fmt::print(stderr,
+                       "grmctl: {} group(s) {} in other network namespaces left alone "
+                       "(--all-netns)\n",
                        del->other_netns, sys::format_endpoint(*o.filter));
         return del->removed.empty() ? 1 : 0;
     }

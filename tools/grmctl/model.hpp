@@ -66,7 +66,8 @@ static_assert(sizeof(grm_stats) == kBpfMetrics * sizeof(__u64), "grm_stats holds
 
 /// Sums PERCPU_ARRAY grm_stats lookup output: ncpu values, each padded to 8 bytes.
 /// A buffer shorter than ncpu values is summed as far as it goes.
-inline grm_stats sum_percpu_stats(std::span<const std::byte> buf, size_t ncpu) {
+inline grm_stats sum_percpu_stats(std::span<const std::byte> buf, size_t ncpu)
+{
     // Per-CPU map values are copied out with each CPU's value rounded up to 8 bytes.
     constexpr size_t stride = (sizeof(grm_stats) + 7) / 8 * 8;
     __u64 sum[kBpfMetrics] = {};

@@ -60,7 +60,8 @@ constexpr std::pair<std::string_view, std::string_view> kBpfHelp[] = {
     {"rx_flow_refreshed", "Flow entries refreshed by a received packet"},
 };
 
-std::string_view bpf_help(std::string_view name) {
+std::string_view bpf_help(std::string_view name)
+{
     for (const auto& [n, h] : kBpfHelp)
         if (n == name)
             return h;
@@ -68,7 +69,8 @@ std::string_view bpf_help(std::string_view name) {
 }
 
 /// Label of a group as stored: up to the first NUL, control bytes shown as '?'.
-std::string label_of(const grm_group& g) {
+std::string label_of(const grm_group& g)
+{
     const char* l = g.dissector.label;
     std::string out(l, strnlen(l, LABEL_SZ));
     for (char& c : out)
@@ -77,17 +79,20 @@ std::string label_of(const grm_group& g) {
     return out;
 }
 
-std::string address_of(const GroupState& g) {
+std::string address_of(const GroupState& g)
+{
     return sys::format_endpoint(sys::endpoint_of(g.key));
 }
 
-const char* family_name(int family) {
+const char* family_name(int family)
+{
     return family == AF_INET6 ? "inet6" : "inet";
 }
 
 /// Sockets that a non-verbose `list` shows: live ones, and dead ones of working slots
 /// (udpgrm's rule: a dead socket matters where new flows go).
-bool visible(const Registration& r, const Generation& gen, bool verbose) {
+bool visible(const Registration& r, const Generation& gen, bool verbose)
+{
     return verbose || r.live || !gen.working_apps.empty();
 }
 
@@ -96,7 +101,8 @@ bool visible(const Registration& r, const Generation& gen, bool verbose) {
 // ------------------------------------------------------------------------------------------
 // Derived views
 
-std::string dissector_name(uint32_t type) {
+std::string dissector_name(uint32_t type)
+{
     switch (type) {
     case DISSECTOR_FLOW:
         return "flow";
@@ -111,11 +117,13 @@ std::string dissector_name(uint32_t type) {
     }
 }
 
-uint32_t app_count(const grm_group& g) {
+uint32_t app_count(const grm_group& g)
+{
     return std::clamp<uint32_t>(g.max_apps, 1, GRM_MAX_APPS);
 }
 
-std::vector<Metric> metrics_of(const GroupState& g) {
+std::vector<Metric> metrics_of(const GroupState& g)
+{
     std::vector<Metric> out;
     out.reserve(std::size(kDaemonMetrics) + kBpfMetrics);
     const __u64 daemon_values[] = {g.dstats.socket_critical_gauge, g.dstats.socket_critical,
@@ -130,7 +138,8 @@ std::vector<Metric> metrics_of(const GroupState& g) {
     return out;
 }
 
-std::vector<Generation> generations_of(const GroupState& g) {
+std::vector<Generation> generations_of(const GroupState& g)
+{
     std::vector<Generation> out;
     const uint32_t apps = app_count(g.group);
     for (uint32_t slot = 0; slot < GRM_MAX_SLOTS; slot++) {
@@ -163,13 +172,15 @@ std::vector<Generation> generations_of(const GroupState& g) {
     return out;
 }
 
-uint32_t Generation::taking_new_flows() const {
+uint32_t Generation::taking_new_flows() const
+{
     if (working_apps.empty())
         return 0;
     return static_cast<uint32_t>(std::count(new_flows.begin(), new_flows.end(), true));
 }
 
-FlowOwner decode_owner(uint64_t owner) {
+FlowOwner decode_owner(uint64_t owner)
+{
     FlowOwner o;
     if (!(owner & GRM_SOCK_IDX_BIT)) {
         o.so_cookie = owner;
@@ -182,7 +193,8 @@ FlowOwner decode_owner(uint64_t owner) {
     return o;
 }
 
-sys::Endpoint flow_remote(const grm_flow_key& k) {
+sys::Endpoint flow_remote(const grm_flow_key& k)
+{
     sys::Endpoint e;
     e.port = ntohs(k.port);
     if (k.addr[0] == 0 && k.addr[1] == 0 && k.addr[2] == htonl(0xffff)) {
@@ -195,16 +207,19 @@ sys::Endpoint flow_remote(const grm_flow_key& k) {
     return e;
 }
 
-double flow_age_sec(uint64_t now_ns, uint64_t last_ns) {
+double flow_age_sec(uint64_t now_ns, uint64_t last_ns)
+{
     return now_ns > last_ns ? static_cast<double>(now_ns - last_ns) / 1e9 : 0.0;
 }
 
-bool flow_stale(uint64_t now_ns, uint64_t last_ns, uint32_t timeout_sec) {
+bool flow_stale(uint64_t now_ns, uint64_t last_ns, uint32_t timeout_sec)
+{
     uint64_t t = timeout_sec ? timeout_sec : GRM_FLOW_DEFAULT_TIMEOUT_SEC;
     return now_ns > last_ns && now_ns - last_ns > t * 1000000000ull;
 }
 
-std::string prom_escape(std::string_view s) {
+std::string prom_escape(std::string_view s)
+{
     std::string out;
     out.reserve(s.size());
     for (char c : s) {
@@ -223,7 +238,8 @@ std::string prom_escape(std::string_view s) {
 // ------------------------------------------------------------------------------------------
 // list
 
-std::string render_list_text(const Snapshot& s, bool verbose) {
+std::string render_list_text(const Snapshot& s, bool verbose)
+{
     std::string out;
     for (const GroupState& g : s.groups) {
         const grm_group& gr = g.group;
@@ -281,7 +297,8 @@ std::string render_list_text(const Snapshot& s, bool verbose) {
     return out;
 }
 
-Json groups_json(const Snapshot& s) {
+Json groups_json(const Snapshot& s)
+{
     Json groups = Json::array();
     for (const GroupState& g : s.groups) {
         const grm_group& gr = g.group;
@@ -351,7 +368,8 @@ Json groups_json(const Snapshot& s) {
 // ------------------------------------------------------------------------------------------
 // metrics
 
-std::string render_prometheus(const Snapshot& s, std::string_view version) {
+std::string render_prometheus(const Snapshot& s, std::string_view version)
+{
     std::string out;
     auto family = [&out](std::string_view name, std::string_view help, MetricKind kind) {
         out += fmt::format("# HELP grm_{} {}\n# TYPE grm_{} {}\n", name, help, name,
@@ -415,7 +433,8 @@ struct FlowSection {
     std::vector<const FlowEntry*> flows;
 };
 
-std::vector<FlowSection> flow_sections(const Snapshot& s) {
+std::vector<FlowSection> flow_sections(const Snapshot& s)
+{
     std::vector<FlowSection> out;
     for (const GroupState& g : s.groups)
         out.push_back({&g, g.group.gid, {}});
@@ -431,13 +450,15 @@ std::vector<FlowSection> flow_sections(const Snapshot& s) {
     return out;
 }
 
-uint32_t timeout_of(const FlowSection& sec) {
+uint32_t timeout_of(const FlowSection& sec)
+{
     return sec.group ? sec.group->group.flow_timeout_sec : 0;
 }
 
 } // namespace
 
-std::string render_flows_text(const Snapshot& s, bool verbose) {
+std::string render_flows_text(const Snapshot& s, bool verbose)
+{
     std::string out;
     for (const FlowSection& sec : flow_sections(s)) {
         out += sec.group ? address_of(*sec.group) + "\n"
@@ -458,7 +479,8 @@ std::string render_flows_text(const Snapshot& s, bool verbose) {
     return out;
 }
 
-Json flows_json(const Snapshot& s) {
+Json flows_json(const Snapshot& s)
+{
     Json groups = Json::array();
     for (const FlowSection& sec : flow_sections(s)) {
         Json flows = Json::array();
@@ -497,7 +519,8 @@ Json flows_json(const Snapshot& s) {
     return {{"version", kJsonVersion}, {"groups", std::move(groups)}};
 }
 
-std::string render_delete_text(const std::vector<Deleted>& d, const sys::Endpoint& addr) {
+std::string render_delete_text(const std::vector<Deleted>& d, const sys::Endpoint& addr)
+{
     if (d.empty())
         return fmt::format("no group {}\n", sys::format_endpoint(addr));
     std::string out;
@@ -510,11 +533,13 @@ std::string render_delete_text(const std::vector<Deleted>& d, const sys::Endpoin
     return out;
 }
 
-Json delete_json(const std::vector<Deleted>& d, const sys::Endpoint& addr) {
+Json delete_json(const std::vector<Deleted>& d, const sys::Endpoint& addr)
+{
     Json removed = Json::array();
     for (const Deleted& x : d) {
         sys::Endpoint e = sys::endpoint_of(x.key);
-        std::vector<uint32_t> working(x.group.working_gen, x.group.working_gen + app_count(x.group));
+        std::vector<uint32_t> working(x.group.working_gen,
+                                      x.group.working_gen + app_count(x.group));
         removed.push_back({{"address", sys::format_endpoint(e)},
                            {"family", family_name(e.family)},
                            {"gid", x.group.gid},
@@ -531,7 +556,8 @@ Json delete_json(const std::vector<Deleted>& d, const sys::Endpoint& addr) {
             {"removed", std::move(removed)}};
 }
 
-std::string dump_json(const Json& j) {
+std::string dump_json(const Json& j)
+{
     return j.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 

@@ -22,24 +22,28 @@ using daemon::MapId;
 
 /// Whether a grm_socks key is present. The kernel drops a closed socket from every
 /// SOCKHASH, so absence (ENOENT) means closed; any other failure counts as present.
-bool in_socks(Kernel& k, uint64_t key) {
+bool in_socks(Kernel& k, uint64_t key)
+{
     auto v = daemon::get<MapId::socks>(k, key);
     return v || v.error().code != ENOENT;
 }
 
-bool key_less(const grm_group_key& a, const grm_group_key& b) {
+bool key_less(const grm_group_key& a, const grm_group_key& b)
+{
     return std::make_tuple(a.family, std::memcmp(a.addr, b.addr, sizeof(a.addr)), ntohs(a.port)) <
            std::make_tuple(b.family, 0, ntohs(b.port));
 }
 
 struct FlowKeyLess {
-    bool operator()(const grm_flow_key& a, const grm_flow_key& b) const {
+    bool operator()(const grm_flow_key& a, const grm_flow_key& b) const
+    {
         return std::make_tuple(a.gid, std::memcmp(a.addr, b.addr, sizeof(a.addr)), ntohs(a.port)) <
                std::make_tuple(b.gid, 0, ntohs(b.port));
     }
 };
 
-Result<GroupState> read_group_state(Kernel& k, const grm_group_key& key, const grm_group& g) {
+Result<GroupState> read_group_state(Kernel& k, const grm_group_key& key, const grm_group& g)
+{
     GroupState gs;
     gs.key = key;
     gs.group = g;
@@ -66,7 +70,8 @@ Result<GroupState> read_group_state(Kernel& k, const grm_group_key& key, const g
 
 } // namespace
 
-Result<daemon::BpfKernel> open_state(const std::string& pin_dir, Command c) {
+Result<daemon::BpfKernel> open_state(const std::string& pin_dir, Command c)
+{
     using Pin = daemon::BpfKernel::Pin;
     std::vector<Pin> pins = {{MapId::groups}, {MapId::group_recs}, {MapId::meta},  {MapId::regs},
                              {MapId::slots},  {MapId::socks},      {MapId::stats}, {MapId::dstats}};
@@ -81,7 +86,8 @@ Result<daemon::BpfKernel> open_state(const std::string& pin_dir, Command c) {
     return daemon::BpfKernel::open_pinned(pin_dir, pins, "grmctl");
 }
 
-Result<Snapshot> read_snapshot(Kernel& k, const Options& o) {
+Result<Snapshot> read_snapshot(Kernel& k, const Options& o)
+{
     Snapshot s;
 
     const __u32 zero = 0;

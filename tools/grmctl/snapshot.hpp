@@ -7,8 +7,8 @@
 
 #include "bpf_kernel.hpp"
 #include "cli.hpp"
-#include "model.hpp"
 #include "grm/result.hpp"
+#include "model.hpp"
 
 namespace grm::ctl {
 
