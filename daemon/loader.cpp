@@ -93,6 +93,51 @@ Result<void> replace_pin(int fd, const std::string& path)
     return {};
 }
 
+/// Names every map of the opened (not yet loaded) skeleton whose pinned copy has another
+/// type, key or value size: libbpf would refuse to reuse it. "" when all fit.
+std::string unfit_pinned_map(const bpf_object* obj, const std::string& pin_dir)
+{
+    const bpf_map* m;
+    bpf_object__for_each_map (m, obj) {
+        Fd f(bpf_obj_get(pins::map(pin_dir, bpf_map__name(m)).c_str()));
+        if (!f.valid())
+            continue;
+        bpf_map_info info{};
+        uint32_t len = sizeof(info);
+        if (bpf_obj_get_info_by_fd(f.get(), &info, &len) != 0 ||
+            info.type != static_cast<uint32_t>(bpf_map__type(m)) ||
+            info.key_size != bpf_map__key_size(m) || info.value_size != bpf_map__value_size(m))
+            return bpf_map__name(m);
+    }
+    return "";
+}
+
+/// --force: unpins every map and program of pin_dir so that load() starts fresh. Links stay:
+/// publish() moves them to the new programs, so installed cgroups stay hooked. Groups whose
+/// reuseport program still holds the old maps keep steering with them, unmanaged.
+Result<void> discard_state(const std::string& pin_dir, const std::string& why)
+{
+    log::warning("--force: discarding the pinned state in {} ({}); starting fresh", pin_dir, why);
+    for (const char* sub : {"/maps", "/progs"}) {
+        std::string dir = pin_dir + sub;
+        DIR* d = ::opendir(dir.c_str());
+        if (!d)
+            continue;
+        while (dirent* e = ::readdir(d)) {
+            std::string n = e->d_name;
+            if (n == "." || n == "..")
+                continue;
+            if (::unlink((dir + "/" + n).c_str()) != 0 && errno != ENOENT) {
+                int err = errno;
+                ::closedir(d);
+                return unexpected(err, "unlink " + dir + "/" + n);
+            }
+        }
+        ::closedir(d);
+    }
+    return {};
+}
+
 Result<Fd> open_cgroup2(const std::string& cgroup)
 {
     int fd = ::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -141,18 +186,34 @@ Result<void> prepare_pin_dir(const std::string& pin_dir)
 Result<SkelPtr> load(const LoadOptions& o)
 {
     auto abi = pinned_abi(o.pin_dir);
-    if (!abi)
-        return unexpected(abi.error());
-    if (*abi != 0 && *abi != GRM_ABI_VERSION)
-        return unexpected(EPROTO, fmt::format("pinned state in {} has ABI version {}, this grmd "
-                                              "speaks {}; its groups keep running, but this grmd "
-                                              "cannot manage them: stop it, or use another "
-                                              "--pin-dir",
-                                              o.pin_dir, *abi, GRM_ABI_VERSION));
+    if (!abi && !o.force)
+        return unexpected(abi.error().code, abi.error().context + " (--force discards it)");
+    if (!abi) {
+        if (auto r = discard_state(o.pin_dir, abi.error().message()); !r)
+            return unexpected(r.error());
+    } else if (*abi != 0 && *abi != GRM_ABI_VERSION) {
+        if (!o.force)
+            return unexpected(EPROTO, fmt::format("pinned state in {} has ABI version {}, this "
+                                                  "grmd speaks {}; its groups keep running, but "
+                                                  "this grmd cannot manage them: stop it, use "
+                                                  "another --pin-dir, or --force to discard it",
+                                                  o.pin_dir, *abi, GRM_ABI_VERSION));
+        if (auto r = discard_state(o.pin_dir, fmt::format("ABI version {}", *abi)); !r)
+            return unexpected(r.error());
+    }
 
     SkelPtr skel(grm_bpf__open());
     if (!skel)
         return errno_error("open BPF object");
+    if (std::string unfit = unfit_pinned_map(skel->obj, o.pin_dir); !unfit.empty()) {
+        if (!o.force)
+            return unexpected(EPROTO, fmt::format("pinned map {} in {} does not fit this grmd's "
+                                                  "definition: stop the grmd that made it, use "
+                                                  "another --pin-dir, or --force to discard it",
+                                                  unfit, o.pin_dir));
+        if (auto r = discard_state(o.pin_dir, "map " + unfit + " does not fit"); !r)
+            return unexpected(r.error());
+    }
 
     bpf_map* m;
     bpf_object__for_each_map (m, skel->obj) {
@@ -258,7 +319,7 @@ Result<Fd> lock_pin_dir(const std::string& pin_dir)
     return fd;
 }
 
-Result<void> install(const std::string& pin_dir, const std::string& cgroup)
+Result<void> install(const std::string& pin_dir, const std::string& cgroup, bool sendmsg)
 {
     auto cg = open_cgroup2(cgroup);
     if (!cg)
@@ -270,6 +331,8 @@ Result<void> install(const std::string& pin_dir, const std::string& cgroup)
     // Open every program first: a missing pin fails the install before anything changes.
     Fd prog_fds[std::size(kHooks)];
     for (size_t i = 0; i < std::size(kHooks); i++) {
+        if (!sendmsg && is_sendmsg_hook(kHooks[i]))
+            continue;
         std::string path = pins::prog(pin_dir, kHooks[i].name);
         prog_fds[i] = Fd(bpf_obj_get(path.c_str()));
         if (!prog_fds[i].valid())
@@ -278,6 +341,14 @@ Result<void> install(const std::string& pin_dir, const std::string& cgroup)
     for (size_t i = 0; i < std::size(kHooks); i++) {
         std::string path = pins::link(pin_dir, *ino, kHooks[i].name);
         Fd old(bpf_obj_get(path.c_str()));
+        if (!prog_fds[i].valid()) {
+            // Left out (--without-sendmsg): the cgroup ends up as asked, whatever was there.
+            if (old.valid() && bpf_link_detach(old.get()) != 0)
+                return errno_error("detach " + path);
+            if (old.valid())
+                ::unlink(path.c_str());
+            continue;
+        }
         if (old.valid()) {
             if (bpf_link_update(old.get(), prog_fds[i].get(), nullptr) != 0)
                 return errno_error("update " + path);

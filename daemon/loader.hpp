@@ -36,15 +36,23 @@ inline constexpr Hook kHooks[] = {
     {"inet4_bind", BPF_CGROUP_INET4_BIND},     {"inet6_bind", BPF_CGROUP_INET6_BIND},
     {"udp4_sendmsg", BPF_CGROUP_UDP4_SENDMSG}, {"udp6_sendmsg", BPF_CGROUP_UDP6_SENDMSG},
 };
+/// The two hooks `--without-sendmsg` leaves out: without them FLOW learns nothing from sends.
+inline bool is_sendmsg_hook(const Hook& h)
+{
+    return h.type == BPF_CGROUP_UDP4_SENDMSG || h.type == BPF_CGROUP_UDP6_SENDMSG;
+}
 
 struct LoadOptions {
     std::string pin_dir;
     uint32_t flow_entries = 0; ///< 0 = the map's default (131072)
+    /// Pinned state this grmd cannot take over (another ABI version, unreadable, maps that
+    /// no longer fit) is discarded and replaced by fresh state, instead of refused.
+    bool force = false;
 };
 
 /// Opens and loads the object, reusing every map pinned in pin_dir (so groups, flows and
 /// registrations survive a restart) and pinning the rest. Refuses state of another ABI
-/// version before touching anything.
+/// version (EPROTO) before touching anything, unless o.force.
 Result<SkelPtr> load(const LoadOptions& o);
 
 /// Pins the programs under progs/ (replacing a previous daemon's) and points every pinned
@@ -56,12 +64,13 @@ Result<void> prepare_pin_dir(const std::string& pin_dir);
 
 /// Checks that a path is a cgroup v2 directory, without changing anything.
 Result<void> check_cgroup(const std::string& cgroup);
-/// Takes grmd's exclusive lock on pin_dir: one daemon per pin directory.
+/// Takes grmd's exclusive lock on pin_dir: one daemon per pin directory (EBUSY if taken).
 Result<Fd> lock_pin_dir(const std::string& pin_dir);
 
 /// Attaches the pinned hook programs to a cgroup v2 directory and pins the links. A path
-/// that is not a cgroup v2 directory is refused before anything changes.
-Result<void> install(const std::string& pin_dir, const std::string& cgroup);
+/// that is not a cgroup v2 directory is refused before anything changes. Without `sendmsg`
+/// the two sendmsg hooks are left out, and removed if an earlier install put them there.
+Result<void> install(const std::string& pin_dir, const std::string& cgroup, bool sendmsg = true);
 /// Detaches and unpins the links of one cgroup.
 Result<void> uninstall(const std::string& pin_dir, const std::string& cgroup);
 

@@ -29,11 +29,16 @@ using namespace grm::daemon;
 
 constexpr uint64_t kSweepUsec = 500 * 1000; // closed sockets leave their slots within this
 constexpr uint64_t kTickUsec = 100 * 1000;  // resolution of flow and handshake timeouts
+// udpgrm's exit code when its pin directory is taken; operators' scripts read it. grmd uses
+// it when the pin directory is served by another grmd or holds state it will not take over.
+constexpr int kExitPinDirTaken = 255;
 
 struct Options {
     bool daemon = false;
     bool self = false;
     bool verbose = false;
+    bool force = false;  // discard pinned state this grmd cannot take over
+    bool sendmsg = true; // --without-sendmsg: no sendmsg hooks in the cgroups we install
     std::optional<std::string> install;   // "" = the cgroup v2 root
     std::optional<std::string> uninstall; // likewise
     std::string pin_dir = pins::kDefaultDir;
@@ -51,6 +56,10 @@ void usage(FILE* to)
                  "      --uninstall[=CGROUP] detach the hooks from CGROUP\n"
                  "  -p, --pin-dir=DIR       bpffs directory (default %s)\n"
                  "      --flow-entries=N    FLOW table size for new state (default 131072)\n"
+                 "  -f, --force             with --daemon: discard pinned state of another ABI\n"
+                 "                          version (or that does not fit) instead of refusing\n"
+                 "      --without-sendmsg   install no sendmsg hooks: FLOW learns nothing from\n"
+                 "                          sends (received packets still create flows)\n"
                  "  -v, --verbose           debug output, libbpf's included\n"
                  "  -h, --help\n",
                  pins::kDefaultDir);
@@ -58,7 +67,7 @@ void usage(FILE* to)
 
 std::optional<Options> parse(int argc, char** argv)
 {
-    enum { kUninstall = 1000, kFlowEntries };
+    enum { kUninstall = 1000, kFlowEntries, kWithoutSendmsg };
     static const option longopts[] = {
         {"daemon", no_argument, nullptr, 'd'},
         {"install", optional_argument, nullptr, 'i'},
@@ -67,12 +76,14 @@ std::optional<Options> parse(int argc, char** argv)
         {"pin-dir", required_argument, nullptr, 'p'},
         {"flow-entries", required_argument, nullptr, kFlowEntries},
         {"verbose", no_argument, nullptr, 'v'},
+        {"force", no_argument, nullptr, 'f'},
+        {"without-sendmsg", no_argument, nullptr, kWithoutSendmsg},
         {"help", no_argument, nullptr, 'h'},
         {},
     };
     Options o;
     int c;
-    while ((c = getopt_long(argc, argv, "di::sp:vh", longopts, nullptr)) != -1) {
+    while ((c = getopt_long(argc, argv, "di::sp:vfh", longopts, nullptr)) != -1) {
         switch (c) {
         case 'd':
             o.daemon = true;
@@ -102,6 +113,12 @@ std::optional<Options> parse(int argc, char** argv)
         }
         case 'v':
             o.verbose = true;
+            break;
+        case 'f':
+            o.force = true;
+            break;
+        case kWithoutSendmsg:
+            o.sendmsg = false;
             break;
         case 'h':
             usage(stdout);
@@ -221,12 +238,12 @@ int run_daemon(const Options& o)
     auto lock = lock_pin_dir(o.pin_dir);
     if (!lock) {
         log::err("{}", lock.error().message());
-        return 1;
+        return lock.error().code == EBUSY ? kExitPinDirTaken : 1;
     }
-    auto skel = load({o.pin_dir, o.flow_entries});
+    auto skel = load({o.pin_dir, o.flow_entries, o.force});
     if (!skel) {
         log::err("{}", skel.error().message());
-        return 1;
+        return skel.error().code == EPROTO ? kExitPinDirTaken : 1; // state --force would discard
     }
     auto links = publish(skel->get(), o.pin_dir);
     if (!links) {
@@ -266,11 +283,11 @@ int run_daemon(const Options& o)
         return 1;
     }
     if (cgroup) {
-        if (auto r = install(o.pin_dir, *cgroup); !r) {
+        if (auto r = install(o.pin_dir, *cgroup, o.sendmsg); !r) {
             log::err("{}", r.error().message());
             return 1;
         }
-        log::info("hooks installed in {}", *cgroup);
+        log::info("hooks installed in {}{}", *cgroup, o.sendmsg ? "" : " (without sendmsg)");
     }
 
     Loop loop{&reg, nullptr};
@@ -343,7 +360,7 @@ int main(int argc, char** argv)
             log::err("{}", cg.error().message());
             return 1;
         }
-        auto r = add ? install(o->pin_dir, *cg) : uninstall(o->pin_dir, *cg);
+        auto r = add ? install(o->pin_dir, *cg, o->sendmsg) : uninstall(o->pin_dir, *cg);
         if (!r) {
             log::err("{}", r.error().message());
             return 1;
