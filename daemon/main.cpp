@@ -2,6 +2,7 @@
 // grmd: loads grm's BPF programs, keeps them pinned, installs the cgroup hooks and serves
 // socket registrations from the ring buffer.
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <getopt.h>
@@ -21,6 +22,7 @@
 #include "pins.hpp"
 #include "registry.hpp"
 #include "sys.hpp"
+#include "tubular.hpp"
 
 namespace {
 
@@ -43,6 +45,8 @@ struct Options {
     std::optional<std::string> uninstall; // likewise
     std::string pin_dir = pins::kDefaultDir;
     uint32_t flow_entries = 0;
+    std::optional<std::string> tubular; // SEQPACKET socket of the Tubular daemon
+    std::chrono::nanoseconds tubular_keep = std::chrono::seconds(10); // kept sockets' lifetime
 };
 
 void usage(FILE* to)
@@ -60,6 +64,10 @@ void usage(FILE* to)
                  "                          version (or that does not fit) instead of refusing\n"
                  "      --without-sendmsg   install no sendmsg hooks: FLOW learns nothing from\n"
                  "                          sends (received packets still create flows)\n"
+                 "  -t, --tubular=PATH      with --daemon: hand labelled groups' sockets to the\n"
+                 "                          Tubular SEQPACKET socket PATH at each WORKING_GEN\n"
+                 "      --tubular-keep=DURATION  how long registered sockets wait for their\n"
+                 "                          hand-off (default 10s)\n"
                  "  -v, --verbose           debug output, libbpf's included\n"
                  "  -h, --help\n",
                  pins::kDefaultDir);
@@ -67,7 +75,7 @@ void usage(FILE* to)
 
 std::optional<Options> parse(int argc, char** argv)
 {
-    enum { kUninstall = 1000, kFlowEntries, kWithoutSendmsg };
+    enum { kUninstall = 1000, kFlowEntries, kWithoutSendmsg, kTubularKeep };
     static const option longopts[] = {
         {"daemon", no_argument, nullptr, 'd'},
         {"install", optional_argument, nullptr, 'i'},
@@ -75,6 +83,8 @@ std::optional<Options> parse(int argc, char** argv)
         {"uninstall", optional_argument, nullptr, kUninstall},
         {"pin-dir", required_argument, nullptr, 'p'},
         {"flow-entries", required_argument, nullptr, kFlowEntries},
+        {"tubular", required_argument, nullptr, 't'},
+        {"tubular-keep", required_argument, nullptr, kTubularKeep},
         {"verbose", no_argument, nullptr, 'v'},
         {"force", no_argument, nullptr, 'f'},
         {"without-sendmsg", no_argument, nullptr, kWithoutSendmsg},
@@ -83,7 +93,7 @@ std::optional<Options> parse(int argc, char** argv)
     };
     Options o;
     int c;
-    while ((c = getopt_long(argc, argv, "di::sp:vfh", longopts, nullptr)) != -1) {
+    while ((c = getopt_long(argc, argv, "di::sp:t:vfh", longopts, nullptr)) != -1) {
         switch (c) {
         case 'd':
             o.daemon = true;
@@ -109,6 +119,18 @@ std::optional<Options> parse(int argc, char** argv)
                 return std::nullopt;
             }
             o.flow_entries = *n;
+            break;
+        }
+        case 't':
+            o.tubular = optarg;
+            break;
+        case kTubularKeep: {
+            auto d = cli::parse_duration(optarg, "--tubular-keep");
+            if (!d || d->count() == 0) {
+                log::err("{}", d ? "--tubular-keep: must be more than 0" : d.error().context);
+                return std::nullopt;
+            }
+            o.tubular_keep = *d;
             break;
         }
         case 'v':
@@ -169,6 +191,7 @@ int libbpf_log(libbpf_print_level level, const char* fmt, va_list ap)
 struct Loop {
     Registry* reg;
     ring_buffer* rb;
+    Tubular* tubular = nullptr;
     uint64_t events = 0;
     uint64_t bad_events = 0;
 };
@@ -184,6 +207,8 @@ int on_ring_record(void* ctx, void* data, size_t size)
     std::memcpy(&ev, data, sizeof(ev));
     l->events++;
     l->reg->on_event(ev);
+    if (ev.type == GRM_EV_WORKING_GEN && l->tubular)
+        l->tubular->on_working_gen(ev, *l->reg);
     return 0;
 }
 
@@ -212,6 +237,16 @@ int on_sweep(sd_event_source* s, uint64_t usec, void* ctx)
     auto* l = static_cast<Loop*>(ctx);
     l->reg->sweep();
     sd_event_source_set_time(s, usec + kSweepUsec);
+    return 0;
+}
+
+/// Closes the Tubular sockets nobody asked for in time.
+int on_tubular_check(sd_event_source* s, uint64_t usec, void* ctx)
+{
+    auto* t = static_cast<Tubular*>(ctx);
+    t->release_idle();
+    auto period = std::chrono::duration_cast<std::chrono::microseconds>(t->check_period());
+    sd_event_source_set_time(s, usec + static_cast<uint64_t>(period.count()));
     return 0;
 }
 
@@ -277,6 +312,12 @@ int run_daemon(const Options& o)
         return 1;
     }
     Registry reg(*kernel);
+    // Kept sockets are not pinned: a restarted grmd starts with none (udpgrm's restart
+    // loses them too), and a WORKING_GEN for an earlier registration fails with EBADF.
+    Tubular tubular(*kernel, o.tubular, o.tubular_keep);
+    reg.set_on_registered([&tubular](const grm_group& g, uint32_t slot, uint32_t idx, Fd sock) {
+        tubular.on_registered(g, slot, idx, std::move(sock));
+    });
     auto kept = reg.reload();
     if (!kept) {
         log::err("{}", kept.error().message());
@@ -290,7 +331,7 @@ int run_daemon(const Options& o)
         log::info("hooks installed in {}{}", *cgroup, o.sendmsg ? "" : " (without sendmsg)");
     }
 
-    Loop loop{&reg, nullptr};
+    Loop loop{&reg, nullptr, &tubular};
     std::unique_ptr<ring_buffer, CFree<&ring_buffer__free>> rb(
         ring_buffer__new(bpf_map__fd(s->maps.grm_events), on_ring_record, &loop, nullptr));
     if (!rb) {
@@ -325,6 +366,15 @@ int run_daemon(const Options& o)
     sd_event_source* tick = nullptr;
     sd_event_add_time(ev, &tick, CLOCK_MONOTONIC, now + kTickUsec, 0, on_tick, &clock_fd);
     sd_event_source_set_enabled(tick, SD_EVENT_ON);
+    auto tubular_period =
+        std::chrono::duration_cast<std::chrono::microseconds>(tubular.check_period());
+    sd_event_source* tubular_check = nullptr;
+    sd_event_add_time(ev, &tubular_check, CLOCK_MONOTONIC,
+                      now + static_cast<uint64_t>(tubular_period.count()), 0, on_tubular_check,
+                      &tubular);
+    sd_event_source_set_enabled(tubular_check, SD_EVENT_ON);
+    if (o.tubular)
+        log::info("tubular hand-off to {}", *o.tubular);
     sd_event_set_watchdog(ev, true);
 
     std::string status = fmt::format("serving {}: {} sockets kept from earlier, {} links updated",
@@ -345,6 +395,10 @@ int main(int argc, char** argv)
     auto o = parse(argc, argv);
     if (!o)
         return 2;
+    if (o->tubular && !o->daemon) {
+        log::err("You don't need --tubular without --daemon"); // udpgrm's words and exit code
+        return 255;
+    }
     log::set_level(o->verbose ? log::Level::debug : log::Level::info);
     libbpf_set_print(libbpf_log);
 

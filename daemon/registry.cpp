@@ -288,6 +288,8 @@ void Registry::on_register(const grm_event& ev)
     critical(gid, false);
     log::info("{}: socket 0x{:x} of pid {} registered: gen {} slot {} idx {} cookie 0x{:04x}",
               key_str(ev.key), ev.so_cookie, ev.tgid, ev.gen, slot, idx, grm_cookie(slot, idx));
+    if (on_registered_)
+        on_registered_(*g, slot, idx, std::move(*sock));
 }
 
 void Registry::sync_cbpf()

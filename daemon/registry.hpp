@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -36,6 +37,13 @@ public:
     /// after a DISSECTOR event, and on every sweep, so a lost event only delays it).
     void sync_cbpf();
 
+    /// Receives grmd's copy of each socket it registers, once the slot is written (the
+    /// Tubular hand-off keeps it); without one the copy closes.
+    using OnRegistered = std::function<void(const grm_group&, uint32_t slot, uint32_t idx, Fd)>;
+    void set_on_registered(OnRegistered f) { on_registered_ = std::move(f); }
+    /// Adds 1 to both critical counters of group gid.
+    void count_critical(uint32_t gid) { critical(gid, true); }
+
 private:
     using SlotId = std::pair<uint32_t, uint32_t>; // gid, slot
 
@@ -52,6 +60,7 @@ private:
     std::set<std::pair<SlotId, uint32_t>> used_;    // (slot, idx) taken by a registered socket
     std::map<uint32_t, grm_group_key> cbpf_loaded_; // gid -> group whose program is in place
     std::set<std::pair<uint32_t, std::string>> cbpf_failed_; // logged once per group and cause
+    OnRegistered on_registered_;
 };
 
 } // namespace grm::daemon
