@@ -20,6 +20,9 @@
 namespace grm::daemon {
 namespace {
 
+// Registrations kept waiting for room in full generations, at most.
+constexpr size_t kMaxWaiting = 4096;
+
 std::string key_str(const grm_group_key& k)
 {
     return sys::format_endpoint(sys::endpoint_of(k));
@@ -159,12 +162,12 @@ bool Registry::has_room(SlotId id) const
 /// socket that closed or moved meanwhile drops out quietly.
 void Registry::retry_waiting()
 {
-    std::vector<grm_event> ready;
+    std::vector<std::pair<grm_event, SlotId>> all;
     for (const auto& [cookie, w] : waiting_)
-        if (has_room(w.second))
-            ready.push_back(w.first);
-    for (const grm_event& ev : ready)
-        on_register(ev, true);
+        all.push_back(w);
+    for (const auto& [ev, id] : all)
+        if (has_room(id)) // the one before may have taken the last free index
+            on_register(ev, true);
 }
 
 void Registry::forget(uint64_t cookie)
@@ -306,7 +309,10 @@ void Registry::on_register(const grm_event& ev, bool retry)
     if (idx == GRM_MAX_SOCKS) {
         // Refused for now, not forever: the index reads pending, and the registration goes
         // through when one of the generation's sockets closes or moves (retry_waiting).
-        waiting_[ev.so_cookie] = {ev, id};
+        // Bounded: an app that keeps opening and closing sockets into a full generation
+        // must not grow grmd; past the bound the app asks again with SOCKET_GEN.
+        if (waiting_.size() < kMaxWaiting)
+            waiting_[ev.so_cookie] = {ev, id};
         if (!retry) {
             log::warning("{}: generation {} already has {} live sockets: socket 0x{:x} waits "
                          "for one to close",
