@@ -42,20 +42,22 @@ static __always_inline struct grm_group* cbpf_group(struct bpf_sock* sk, __u32 g
 }
 
 /* Routes on what the translated program left in grm_cbpf_out (udpgrm's semantics: a cookie,
- * 0x80000000 + app for a new flow of that app, anything else a new flow of app 0). Errors
- * are counted and become new flows of app 0. 1 when a socket was selected. */
+ * 0x80000000 + app for a new flow of that app, anything else a new flow of app 0). A program
+ * that failed selects nothing and counts only its error, as udpgrm does (fact sheet 3.5):
+ * scripts read rx_flow_new_unseen and rx_new_flow_total as packets the program classified.
+ * 1 when a socket was selected. */
 static __always_inline int cbpf_route(struct sk_reuseport_md* md, struct grm_group* g,
                                       struct grm_stats* s, const struct grm_cbpf_out* out)
 {
     __u32 r, apps;
 
     if (out->verdict == GRM_CBPF_TOO_SHORT) {
-        s->rx_packet_too_short_error++;
-        goto new_flow;
+        s->rx_packet_too_short_error++; /* a load past the payload's end */
+        return 0;
     }
     if (out->verdict != GRM_CBPF_RETURNED) {
-        s->rx_cbpf_prog_error++;
-        goto new_flow;
+        s->rx_cbpf_prog_error++; /* division by zero at run time, no ret */
+        return 0;
     }
     s->rx_dissected_ok_total++;
     r = out->value;
@@ -66,8 +68,7 @@ static __always_inline int cbpf_route(struct sk_reuseport_md* md, struct grm_gro
     }
     if (r <= 0xffff)
         return select_cookie(md, g, s, (__u16)r) == 0 || dispatch_new(md, g, s, 0) != 0;
-new_flow:
-    s->rx_flow_new_unseen++;
+    s->rx_flow_new_unseen++; /* app out of range, or any other value: app 0 */
     return dispatch_new(md, g, s, 0) != 0;
 }
 

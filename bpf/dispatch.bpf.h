@@ -76,10 +76,11 @@ static __always_inline int dispatch_from(struct sk_reuseport_md* md, struct grm_
         if (dispatch_group(md, g, i))
             return SK_PASS;
     }
-    if (!seen) {
+    if (!seen && !first) {
         struct grm_stats* s = stats_of(GRM_MAX_GROUPS);
         if (s)
-            s->rx_processed_total++; /* group deleted under live sockets */
+            s->rx_processed_total++; /* group deleted under live sockets (a cBPF
+                                        continuation was counted in its group) */
     }
     return SK_PASS; /* nothing selected: the kernel hash decides. Never SK_DROP (ICMP). */
 }

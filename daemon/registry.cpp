@@ -20,6 +20,9 @@
 namespace grm::daemon {
 namespace {
 
+// Registrations kept waiting for room in full generations, at most.
+constexpr size_t kMaxWaiting = 4096;
+
 std::string key_str(const grm_group_key& k)
 {
     return sys::format_endpoint(sys::endpoint_of(k));
@@ -94,34 +97,77 @@ Result<size_t> Registry::reload()
     return regs_.size();
 }
 
-size_t Registry::sweep()
+/// Registered sockets that closed (or whose group `grmctl delete` removed: ENOENT in
+/// grm_regs), in slot `only` or in every slot.
+std::vector<uint64_t> Registry::closed_sockets(std::optional<SlotId> only) const
 {
-    std::vector<uint64_t> dead, removed;
+    std::vector<uint64_t> out;
     for (const auto& [cookie, r] : regs_) {
-        // `grmctl delete` removed the group: its registrations went with it.
+        if (only && SlotId{r.gid, r.slot} != *only)
+            continue;
         if (auto still = get<MapId::regs>(k_, cookie); !still && still.error().code == ENOENT) {
-            removed.push_back(cookie);
+            out.push_back(cookie);
             continue;
         }
         // The kernel drops a closed socket from every SOCKHASH; a lookup from user space
         // answers its cookie while it lives.
         if (auto v = get<MapId::socks>(k_, cookie); !v && v.error().code == ENOENT)
-            dead.push_back(cookie);
+            out.push_back(cookie);
     }
-    for (uint64_t c : removed)
-        forget(c);
+    return out;
+}
+
+/// Forgets the sockets closed_sockets() found and compacts their slots. Returns how many
+/// closed (the rest went with their group).
+size_t Registry::drop_closed(const std::vector<uint64_t>& cookies)
+{
     std::set<SlotId> touched;
-    for (uint64_t c : dead) {
-        const grm_reg& r = regs_[c];
+    size_t closed = 0;
+    for (uint64_t c : cookies) {
+        auto it = regs_.find(c);
+        if (it == regs_.end())
+            continue;
+        const grm_reg r = it->second;
+        if (auto still = get<MapId::regs>(k_, c); !still && still.error().code == ENOENT) {
+            forget(c); // `grmctl delete` removed the group: its registrations went with it
+            continue;
+        }
         touched.insert({r.gid, r.slot});
+        closed++;
         bump_dstat(r.gid, &grm_dstats::closed, 1);
         log::debug("socket 0x{:x} closed (gen {} idx {})", c, r.gen, r.idx);
         forget(c);
     }
     for (const auto& id : touched)
         write_slot(id, std::nullopt);
+    return closed;
+}
+
+size_t Registry::sweep()
+{
+    size_t closed = drop_closed(closed_sockets(std::nullopt));
+    retry_waiting();
     sync_cbpf();
-    return dead.size();
+    return closed;
+}
+
+bool Registry::has_room(SlotId id) const
+{
+    auto first = used_.lower_bound({id, 0});
+    auto last = used_.lower_bound({{id.first, id.second + 1}, 0});
+    return std::distance(first, last) < GRM_MAX_SOCKS;
+}
+
+/// Registers again what waited for room in a full generation, where there is room now. A
+/// socket that closed or moved meanwhile drops out quietly.
+void Registry::retry_waiting()
+{
+    std::vector<std::pair<grm_event, SlotId>> all;
+    for (const auto& [cookie, w] : waiting_)
+        all.push_back(w);
+    for (const auto& [ev, id] : all)
+        if (has_room(id)) // the one before may have taken the last free index
+            on_register(ev, true);
 }
 
 void Registry::forget(uint64_t cookie)
@@ -201,8 +247,11 @@ Result<Fd> Registry::find_socket(const grm_event& ev)
     return unexpected(last);
 }
 
-void Registry::on_register(const grm_event& ev)
+/// retry: a registration that waited for room; if its socket is gone, or has asked for
+/// another generation since, it is dropped without a word.
+void Registry::on_register(const grm_event& ev, bool retry)
 {
+    waiting_.erase(ev.so_cookie); // this record supersedes any earlier one of the socket
     auto g = read_group(k_, ev.key);
     if (!g) {
         log::warning("{}: registration of socket 0x{:x} for a group that no longer exists",
@@ -210,6 +259,10 @@ void Registry::on_register(const grm_event& ev)
         return;
     }
     auto sock = find_socket(ev);
+    if (!sock && retry) {
+        log::debug("socket 0x{:x} went away while waiting for room", ev.so_cookie);
+        return;
+    }
     if (!sock) {
         log::warning("{}: cannot register socket 0x{:x} of pid {}: {}", key_str(ev.key),
                      ev.so_cookie, ev.tgid, sock.error().message());
@@ -240,13 +293,32 @@ void Registry::on_register(const grm_event& ev)
         write_slot(old, std::nullopt);
     }
 
-    uint32_t idx = 0;
-    while (idx < GRM_MAX_SOCKS && used_.count({id, idx}))
-        idx++;
+    auto free_idx = [&] {
+        uint32_t i = 0;
+        while (i < GRM_MAX_SOCKS && used_.count({id, i}))
+            i++;
+        return i;
+    };
+    uint32_t idx = free_idx();
     if (idx == GRM_MAX_SOCKS) {
-        log::warning("{}: generation {} already has {} sockets", key_str(ev.key), ev.gen,
-                     GRM_MAX_SOCKS);
-        critical(gid, true);
+        // The sweep may not have seen a socket that closed a moment ago: look now, as udpgrm
+        // does when it registers, before refusing.
+        drop_closed(closed_sockets(id));
+        idx = free_idx();
+    }
+    if (idx == GRM_MAX_SOCKS) {
+        // Refused for now, not forever: the index reads pending, and the registration goes
+        // through when one of the generation's sockets closes or moves (retry_waiting).
+        // Bounded: an app that keeps opening and closing sockets into a full generation
+        // must not grow grmd; past the bound the app asks again with SOCKET_GEN.
+        if (waiting_.size() < kMaxWaiting)
+            waiting_[ev.so_cookie] = {ev, id};
+        if (!retry) {
+            log::warning("{}: generation {} already has {} live sockets: socket 0x{:x} waits "
+                         "for one to close",
+                         key_str(ev.key), ev.gen, GRM_MAX_SOCKS, ev.so_cookie);
+            critical(gid, true);
+        }
         return;
     }
 

@@ -9,6 +9,7 @@
 #include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "fd.hpp"
 #include "grm/abi.h"
@@ -28,10 +29,13 @@ public:
     Result<size_t> reload();
     /// Handles one ring-buffer record.
     void on_event(const grm_event& ev);
-    /// Forgets sockets that closed and compacts their slots. Returns how many closed.
+    /// Forgets sockets that closed and compacts their slots, then retries registrations
+    /// that waited for room in a full generation. Returns how many closed.
     size_t sweep();
 
     size_t registered() const { return regs_.size(); }
+    /// Registrations waiting for room in a full generation.
+    size_t waiting() const { return waiting_.size(); }
 
     /// Translates and loads the cBPF program of every cBPF group that has none yet (at start,
     /// after a DISSECTOR event, and on every sweep, so a lost event only delays it).
@@ -47,7 +51,11 @@ public:
 private:
     using SlotId = std::pair<uint32_t, uint32_t>; // gid, slot
 
-    void on_register(const grm_event& ev);
+    void on_register(const grm_event& ev, bool retry = false);
+    std::vector<uint64_t> closed_sockets(std::optional<SlotId> only) const;
+    size_t drop_closed(const std::vector<uint64_t>& cookies);
+    bool has_room(SlotId id) const;
+    void retry_waiting();
     Result<Fd> find_socket(const grm_event& ev);
     std::optional<Fd> socket_of(pid_t pid, pid_t tid, uint64_t cookie, Error& last);
     void forget(uint64_t cookie);
@@ -56,8 +64,11 @@ private:
     void bump_dstat(uint32_t gid, __u64 grm_dstats::*field, int64_t delta);
 
     Kernel& k_;
-    std::map<uint64_t, grm_reg> regs_;              // by SO_COOKIE
-    std::set<std::pair<SlotId, uint32_t>> used_;    // (slot, idx) taken by a registered socket
+    std::map<uint64_t, grm_reg> regs_;           // by SO_COOKIE
+    std::set<std::pair<SlotId, uint32_t>> used_; // (slot, idx) taken by a registered socket
+    // Registrations refused because their generation had 256 live sockets, by SO_COOKIE:
+    // retried when a socket of that generation closes or leaves it.
+    std::map<uint64_t, std::pair<grm_event, SlotId>> waiting_;
     std::map<uint32_t, grm_group_key> cbpf_loaded_; // gid -> group whose program is in place
     std::set<std::pair<uint32_t, std::string>> cbpf_failed_; // logged once per group and cause
     OnRegistered on_registered_;

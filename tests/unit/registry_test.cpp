@@ -416,6 +416,66 @@ TEST_CASE("registry: a registration goes from pending to registered", "[registry
     }
 }
 
+TEST_CASE("registry: a full generation is checked for closed sockets, then waits for room",
+          "[registry]")
+{
+    FakeKernel k;
+    Registry reg(k);
+    const grm_group g = make_group(k, 4433, 3);
+    const uint32_t slot = grm_slot(1, 0, 1);
+    for (uint64_t c = 1; c <= GRM_MAX_SOCKS; c++) {
+        make_socket(k, static_cast<int>(10 + c), c, 1);
+        reg.on_event(register_event(g, c, 1));
+    }
+    REQUIRE(reg.registered() == GRM_MAX_SOCKS);
+    const uint64_t extra = 0x1000;
+    make_socket(k, 5, extra, 1);
+
+    SECTION("a socket closed since the last sweep makes room at once")
+    {
+        k.close_socket(7); // no sweep in between
+        reg.on_event(register_event(g, extra, 1));
+        auto r = get<MapId::regs>(k, extra);
+        REQUIRE(r);
+        CHECK(r->idx == 6); // the closed socket's index
+        CHECK(reg.waiting() == 0);
+        CHECK(reg.registered() == GRM_MAX_SOCKS);
+        CHECK(dstats_of(k, 3).closed == 1);
+        CHECK(dstats_of(k, 3).socket_critical == 0);
+        CHECK(slot_of(k, 3, slot).n_live == GRM_MAX_SOCKS);
+    }
+    SECTION("with every socket alive it waits, counted, and goes through when one closes")
+    {
+        reg.on_event(register_event(g, extra, 1));
+        CHECK_FALSE(get<MapId::regs>(k, extra)); // getsockopt: pending
+        CHECK(reg.waiting() == 1);
+        CHECK(dstats_of(k, 3).socket_critical == 1);
+        CHECK(dstats_of(k, 3).socket_critical_gauge == 1);
+        reg.sweep(); // nothing closed: still waiting, not counted again
+        CHECK(reg.waiting() == 1);
+        CHECK(dstats_of(k, 3).socket_critical == 1);
+
+        k.close_socket(200);
+        CHECK(reg.sweep() == 1);
+        auto r = get<MapId::regs>(k, extra);
+        REQUIRE(r);
+        CHECK(r->idx == 199);
+        CHECK(reg.waiting() == 0);
+        CHECK(dstats_of(k, 3).socket_critical_gauge == 0);
+    }
+    SECTION("a waiting socket that closes or asks for another generation drops out")
+    {
+        reg.on_event(register_event(g, extra, 1));
+        REQUIRE(reg.waiting() == 1);
+        k.sk_state[extra].gen = 2; // SOCKET_GEN 2 since; its record is still in the ring
+        k.close_socket(1);
+        reg.sweep();
+        CHECK(reg.waiting() == 0);
+        CHECK_FALSE(get<MapId::regs>(k, extra));
+        CHECK(reg.registered() == GRM_MAX_SOCKS - 1);
+    }
+}
+
 TEST_CASE("registry: slot writes follow registrations and generation moves", "[registry]")
 {
     FakeKernel k;
