@@ -332,42 +332,43 @@ TEST_CASE("grmd --force: pinned state of another ABI version is discarded instea
     auto st = group_stats(sandbox().pin_dir, AF_INET, port);
     CHECK(st.found);
     CHECK(st.rx.rx_new_flow_working_gen_dispatch_ok == 20);
+}
 
-    TEST_CASE("register: a full generation takes a socket in place of one closed a moment ago; a "
-              "257th waits for room",
-              "[register-full]")
-    {
-        Daemon d = start();
-        auto socks = server_sockets(AF_INET, 0, GRM_MAX_SOCKS);
-        uint16_t port = local_port(socks[0].get());
-        REQUIRE(client::set_dissector(socks[0].get(), client::make_dissector(DISSECTOR_FLOW)));
-        auto reg = client::register_sockets(raw(socks), 1, 60s);
-        if (!reg)
-            FAIL(reg.error().message());
-        auto idx_of = [](int fd) { return client::socket_gen(fd).value().socket_idx; };
-        auto critical = [&] { return group_stats(sandbox().pin_dir, AF_INET, port).daemon; };
+TEST_CASE("register: a full generation takes a socket in place of one closed a moment ago; a "
+          "257th waits for room",
+          "[register-full]")
+{
+    Daemon d = start();
+    auto socks = server_sockets(AF_INET, 0, GRM_MAX_SOCKS);
+    uint16_t port = local_port(socks[0].get());
+    REQUIRE(client::set_dissector(socks[0].get(), client::make_dissector(DISSECTOR_FLOW)));
+    auto reg = client::register_sockets(raw(socks), 1, 60s);
+    if (!reg)
+        FAIL(reg.error().message());
+    auto idx_of = [](int fd) { return client::socket_gen(fd).value().socket_idx; };
+    auto critical = [&] { return group_stats(sandbox().pin_dir, AF_INET, port).daemon; };
 
-        // One closes, a new one registers at once: well before grmd's 500 ms sweep saw the close.
-        const uint32_t freed = idx_of(socks[100].get());
-        socks[100].reset();
-        Fd next = server_socket(AF_INET, port);
-        REQUIRE(client::set_socket_gen(next.get(), 1));
-        CHECK(poll_until([&] { return idx_of(next.get()) != GRM_IDX_PENDING; }, 5s));
-        CHECK(idx_of(next.get()) == freed);
-        CHECK(critical().socket_critical == 0);
+    // One closes, a new one registers at once: well before grmd's 500 ms sweep saw the close.
+    const uint32_t freed = idx_of(socks[100].get());
+    socks[100].reset();
+    Fd next = server_socket(AF_INET, port);
+    REQUIRE(client::set_socket_gen(next.get(), 1));
+    CHECK(poll_until([&] { return idx_of(next.get()) != GRM_IDX_PENDING; }, 5s));
+    CHECK(idx_of(next.get()) == freed);
+    CHECK(critical().socket_critical == 0);
 
-        // All 256 alive: the 257th is refused for now (pending, counted, logged) ...
-        Fd extra = server_socket(AF_INET, port);
-        REQUIRE(client::set_socket_gen(extra.get(), 1));
-        REQUIRE(poll_until([&] { return critical().socket_critical == 1; }, 5s));
-        CHECK(critical().socket_critical_gauge == 1);
-        CHECK(idx_of(extra.get()) == GRM_IDX_PENDING);
-        CHECK(d.log().find("waits for one to close") != std::string::npos);
-        // ... and registered, without asking again, once one of the generation's sockets closes.
-        const uint32_t freed2 = idx_of(socks[7].get());
-        socks[7].reset();
-        CHECK(poll_until([&] { return idx_of(extra.get()) != GRM_IDX_PENDING; }, 5s));
-        CHECK(idx_of(extra.get()) == freed2);
-        CHECK(critical().socket_critical_gauge == 0);
-        CHECK(critical().socket_critical == 1);
-    }
+    // All 256 alive: the 257th is refused for now (pending, counted, logged) ...
+    Fd extra = server_socket(AF_INET, port);
+    REQUIRE(client::set_socket_gen(extra.get(), 1));
+    REQUIRE(poll_until([&] { return critical().socket_critical == 1; }, 5s));
+    CHECK(critical().socket_critical_gauge == 1);
+    CHECK(idx_of(extra.get()) == GRM_IDX_PENDING);
+    CHECK(d.log().find("waits for one to close") != std::string::npos);
+    // ... and registered, without asking again, once one of the generation's sockets closes.
+    const uint32_t freed2 = idx_of(socks[7].get());
+    socks[7].reset();
+    CHECK(poll_until([&] { return idx_of(extra.get()) != GRM_IDX_PENDING; }, 5s));
+    CHECK(idx_of(extra.get()) == freed2);
+    CHECK(critical().socket_critical_gauge == 0);
+    CHECK(critical().socket_critical == 1);
+}
