@@ -78,8 +78,10 @@ compile "$cc" c sdk_app.c "$src/sdk_app.c" -o "$work/sdk_app_c" $libs
 
 # sdk_app_c calls nothing of libgrmclient (the linker may drop it): only sdk_app must load it.
 export LD_LIBRARY_PATH=${lib%/*}
-ldd "$work/sdk_app" | grep -q "libgrmclient.*=> $dest/" ||
-    fail "sdk_app does not load libgrmclient from the install: $(ldd "$work/sdk_app")"
+# (ldd's output is kept first: under pipefail, grep -q closing the pipe early can fail ldd.)
+loaded=$(ldd "$work/sdk_app")
+grep -q "libgrmclient.*=> $dest/" <<<"$loaded" ||
+    fail "sdk_app does not load libgrmclient from the install: $loaded"
 for app in sdk_app sdk_app_c; do
     "$work/$app" || fail "$app exited $?"
 done
