@@ -20,17 +20,19 @@
 namespace grm::daemon {
 namespace {
 
-/// Numeric entries of a /proc directory (pids, fd numbers), with readdir's order.
+/// Calls f(name) for the numeric entries of a /proc directory, in readdir's order, while f
+/// returns true. The error names the directory that could not be opened.
 template <typename F>
-void for_each_number(const std::string& dir, F&& f)
+Result<void> for_each_number(const std::string& dir, F&& f)
 {
     DIR* d = ::opendir(dir.c_str());
     if (!d)
-        return;
+        return errno_error("list " + dir);
     while (dirent* e = ::readdir(d))
-        if (e->d_name[0] >= '0' && e->d_name[0] <= '9')
-            f(e->d_name);
+        if (e->d_name[0] >= '0' && e->d_name[0] <= '9' && !f(e->d_name))
+            break;
     ::closedir(d);
+    return {};
 }
 
 } // namespace
@@ -147,21 +149,42 @@ Result<uint64_t> BpfKernel::socket_cookie(int fd)
     return sys::socket_cookie(fd);
 }
 
-// From /proc/PID/fd: no guessing at fd numbers, no gap limit.
-std::vector<int> BpfKernel::socket_fds(pid_t tgid, pid_t tid)
+// /proc/PID/fd first: its links say which fds are sockets. It is mode 0500 for the app's
+// uid, so grmd.service (uid 0 without CAP_DAC_READ_SEARCH) cannot list it for an app of
+// another uid; /proc/PID/fdinfo (0555, since Linux 5.14; a ptrace check since 6.2, which
+// CAP_SYS_PTRACE passes) has the same numbers without the types. Ascending either way.
+Result<FdList> BpfKernel::socket_fds(pid_t tgid, pid_t tid, size_t limit)
 {
     std::string dir = "/proc/" + std::to_string(tgid);
     if (tid != 0)
         dir += "/task/" + std::to_string(tid);
-    dir += "/fd";
-    std::vector<int> out;
-    for_each_number(dir, [&](const char* name) {
+    FdList out;
+    size_t seen = 0;
+    auto listed = for_each_number(dir + "/fd", [&](const char* name) {
+        if (seen++ == limit) {
+            out.truncated = true;
+            return false;
+        }
         char target[64] = {};
-        std::string path = dir + "/" + name;
+        std::string path = dir + "/fd/" + name;
         ssize_t n = ::readlink(path.c_str(), target, sizeof(target) - 1);
         if (n > 0 && std::strncmp(target, "socket:", 7) == 0)
-            out.push_back(std::atoi(name));
+            out.fds.push_back(std::atoi(name));
+        return true;
     });
+    if (listed || listed.error().code != EACCES)
+        return listed ? Result<FdList>(std::move(out)) : unexpected(listed.error());
+    seen = 0;
+    auto info = for_each_number(dir + "/fdinfo", [&](const char* name) {
+        if (seen++ == limit) {
+            out.truncated = true;
+            return false;
+        }
+        out.fds.push_back(std::atoi(name));
+        return true;
+    });
+    if (!info)
+        return unexpected(info.error());
     return out;
 }
 
@@ -169,10 +192,11 @@ std::vector<pid_t> BpfKernel::other_pids()
 {
     std::vector<pid_t> pids;
     const pid_t self = ::getpid();
-    for_each_number("/proc", [&](const char* name) {
+    (void)for_each_number("/proc", [&](const char* name) {
         auto pid = static_cast<pid_t>(std::atoi(name));
         if (pid > 0 && pid != self)
             pids.push_back(pid);
+        return true;
     });
     return pids;
 }

@@ -47,7 +47,7 @@ public:
     Result<Fd> pidfd_open(pid_t pid, unsigned flags) override;
     Result<Fd> pidfd_getfd(int pidfd, int target) override;
     Result<uint64_t> socket_cookie(int fd) override;
-    std::vector<int> socket_fds(pid_t tgid, pid_t tid) override;
+    Result<FdList> socket_fds(pid_t tgid, pid_t tid, size_t limit) override;
     std::vector<pid_t> other_pids() override;
     bool in_initial_pidns() override;
 

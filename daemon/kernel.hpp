@@ -110,6 +110,14 @@ constexpr size_t percpu_value_size(size_t value_size, int ncpu)
     return static_cast<size_t>(ncpu) * ((value_size + 7) / 8 * 8);
 }
 
+/// Candidate fd numbers of a process. From /proc/PID/fd they are sockets; when only
+/// /proc/PID/fdinfo can be listed (the app runs as another uid: see docs/systemd.md) they are
+/// every fd number, and the caller tells sockets by SO_COOKIE.
+struct FdList {
+    std::vector<int> fds;
+    bool truncated = false; ///< the process has fds past the limit, not looked at
+};
+
 /// Everything the registry and group teardown ask of the kernel. Map calls take keys and
 /// values of the sizes in kMapShapes; errors carry the positive errno (ENOENT: no such key).
 /// Not thread-safe: one owner (grmd's event loop, or grmctl).
@@ -136,8 +144,10 @@ public:
     /// A duplicate of fd `target` of the process behind `pidfd`.
     virtual Result<Fd> pidfd_getfd(int pidfd, int target) = 0;
     virtual Result<uint64_t> socket_cookie(int fd) = 0;
-    /// Socket fd numbers of process tgid (tid 0), or of thread tid's own fd table.
-    virtual std::vector<int> socket_fds(pid_t tgid, pid_t tid) = 0;
+    /// Fd numbers of process tgid (tid 0), or of thread tid's own fd table, that may hold a
+    /// socket, ascending; at most `limit` fd numbers are looked at (FdList::truncated). The
+    /// error says what could not be listed (EACCES: not "gone").
+    virtual Result<FdList> socket_fds(pid_t tgid, pid_t tid, size_t limit) = 0;
     /// Every process this /proc shows, except ourselves.
     virtual std::vector<pid_t> other_pids() = 0;
     /// Whether we run in the initial pid namespace, whose pids the BPF hooks report.

@@ -30,28 +30,39 @@ std::string key_str(const grm_group_key& k)
 
 } // namespace
 
-/// A duplicate of the socket whose SO_COOKIE is `cookie`, among the socket fds of process
-/// tgid (tid 0) or of thread tid's fd table.
-std::optional<Fd> Registry::socket_of(pid_t tgid, pid_t tid, uint64_t cookie, Error& last)
+/// A duplicate of the socket whose SO_COOKIE is `cookie`, among the fds of process tgid (tid
+/// 0) or of thread tid's fd table; else what failed: the process, the listing, pidfd_getfd,
+/// or no fd holds the socket.
+Result<Fd> Registry::socket_of(pid_t tgid, pid_t tid, uint64_t cookie)
 {
+    const pid_t who = tid ? tid : tgid;
     auto pidfd = tid ? k_.pidfd_open(tid, PIDFD_THREAD) : k_.pidfd_open(tgid, 0);
-    if (!pidfd) {
-        last = pidfd.error();
-        return std::nullopt;
-    }
-    for (int fd : k_.socket_fds(tgid, tid)) {
+    if (!pidfd)
+        return unexpected(pidfd.error());
+    auto fds = k_.socket_fds(tgid, tid, kMaxFdsSearched);
+    if (!fds)
+        return unexpected(fds.error());
+    std::optional<Error> refused;
+    for (int fd : fds->fds) {
         auto copy = k_.pidfd_getfd(pidfd->get(), fd);
         if (!copy) {
-            last = copy.error();
+            if (copy.error().code != EBADF) // EBADF: closed since it was listed
+                refused = copy.error();
             continue;
         }
         // The cookie is what makes this safe: a recycled pid or fd number can never hand us
-        // another socket than the one that asked.
+        // another socket than the one that asked. Not a socket: ENOTSOCK, skipped.
         auto c = k_.socket_cookie(copy->get());
         if (c && *c == cookie)
             return std::move(*copy);
     }
-    return std::nullopt;
+    if (refused)
+        return unexpected(*refused);
+    if (fds->truncated)
+        return unexpected(ENOENT, fmt::format("socket 0x{:x} not among the first {} fds of {} "
+                                              "(grmd looks no further)",
+                                              cookie, kMaxFdsSearched, who));
+    return unexpected(ENOENT, fmt::format("socket 0x{:x} not among the fds of {}", cookie, who));
 }
 
 void Registry::bump_dstat(uint32_t gid, __u64 grm_dstats::*field, int64_t delta)
@@ -219,15 +230,15 @@ Result<Fd> Registry::find_socket(const grm_event& ev)
     // The fd table of the thread that called setsockopt is its process's, unless it was
     // unshared: look in the process first, then in the thread.
     const auto tgid = static_cast<pid_t>(ev.tgid), tid = static_cast<pid_t>(ev.tid);
-    Error last{ESRCH, "process " + std::to_string(ev.tgid) + " is gone"};
+    Error last;
     for (pid_t thread : {pid_t{0}, tid}) {
         if (thread != 0 && tid == tgid)
             break;
-        if (auto s = socket_of(tgid, thread, ev.so_cookie, last))
+        auto s = socket_of(tgid, thread, ev.so_cookie);
+        if (s)
             return std::move(*s);
-        if (last.code != ESRCH)
-            last = Error{ENOENT, fmt::format("socket 0x{:x} not among the fds of {}", ev.so_cookie,
-                                             thread ? thread : tgid)};
+        if (thread == 0 || s.error().code != ESRCH)
+            last = s.error(); // a thread that is gone says less than its process's error
     }
     // grmd in a container (systemd as its PID 1): the hooks name the caller by its pid in the
     // initial pid namespace, which this /proc does not show. Look for the cookie in every
@@ -235,9 +246,8 @@ Result<Fd> Registry::find_socket(const grm_event& ev)
     // the initial namespace the pid is exact, and a scan per failed registration would let
     // any app make grmd walk every process.
     if (!k_.in_initial_pidns()) {
-        Error ignored;
         for (pid_t pid : k_.other_pids()) {
-            if (auto s = socket_of(pid, 0, ev.so_cookie, ignored)) {
+            if (auto s = socket_of(pid, 0, ev.so_cookie)) {
                 log::debug("socket 0x{:x} found in pid {} (the event said {})", ev.so_cookie, pid,
                            ev.tgid);
                 return std::move(*s);

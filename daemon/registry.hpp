@@ -18,6 +18,11 @@
 
 namespace grm::daemon {
 
+/// Fd numbers looked at per process for one registration, at most: an app with 100k fds
+/// costs grmd a bounded ~16k pidfd_getfd calls (tens of ms), not a stall. A socket past the
+/// bound stays pending, and the log says so.
+inline constexpr size_t kMaxFdsSearched = 16384;
+
 /// Mirrors grm_regs and grm_slots. Everything it knows is in pinned maps, so a new daemon
 /// rebuilds it with reload() and carries on. Single-threaded: the event loop owns it. Reaches
 /// the kernel only through k, which must outlive it.
@@ -57,7 +62,7 @@ private:
     bool has_room(SlotId id) const;
     void retry_waiting();
     Result<Fd> find_socket(const grm_event& ev);
-    std::optional<Fd> socket_of(pid_t pid, pid_t tid, uint64_t cookie, Error& last);
+    Result<Fd> socket_of(pid_t pid, pid_t tid, uint64_t cookie);
     void forget(uint64_t cookie);
     void write_slot(SlotId id, std::optional<uint32_t> new_gen);
     void critical(uint32_t gid, bool failing);

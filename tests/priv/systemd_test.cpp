@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
+#include <grp.h>
 #include <map>
 #include <optional>
 #include <poll.h>
@@ -31,6 +32,7 @@
 #include <fmt/core.h>
 
 #include "grm/client.hpp"
+#include "helpers.hpp"
 #include "notify.hpp"
 #include "process.hpp"
 #include "sandbox.hpp"
@@ -756,12 +758,11 @@ struct CapRun {
 };
 
 /// grmd as grmd.service runs it: root with the bounding set reduced to `keep`, no new
-/// privileges. Ready? Then can it register a socket of this (fully privileged) process?
-CapRun run_grmd_with(const std::vector<int>& keep)
+/// privileges, output to `log`. Its pid once READY=1; -1 if it exited (reaped) or never got
+/// ready in 15 s.
+pid_t start_capped_grmd(const std::vector<int>& keep, const std::string& log)
 {
-    CapRun out;
     auto n = NotifyListener::make();
-    std::string log = unique("grmd-caps.log");
     proc::SpawnOptions o;
     o.argv = {binary("grmd"), "--daemon", "--pin-dir=" + sandbox().pin_dir,
               "--install=" + sandbox().cg_app};
@@ -779,14 +780,25 @@ CapRun run_grmd_with(const std::vector<int>& keep)
     REQUIRE(spawned);
     pid_t pid = *spawned;
     auto deadline = Clock::now() + 15s;
-    while (Clock::now() < deadline && !out.ready) {
+    while (Clock::now() < deadline) {
         if (auto m = n.recv(20ms); m && m->text.find("READY=1") != std::string::npos)
-            out.ready = true;
-        else if (::waitpid(pid, nullptr, WNOHANG) == pid) {
-            pid = -1;
-            break;
-        }
+            return pid;
+        if (::waitpid(pid, nullptr, WNOHANG) == pid)
+            return -1;
     }
+    ::kill(pid, SIGTERM);
+    ::waitpid(pid, nullptr, 0);
+    return -1;
+}
+
+/// grmd as grmd.service runs it (start_capped_grmd). Ready? Then can it register a socket of
+/// this (fully privileged) process?
+CapRun run_grmd_with(const std::vector<int>& keep)
+{
+    CapRun out;
+    std::string log = unique("grmd-caps.log");
+    pid_t pid = start_capped_grmd(keep, log);
+    out.ready = pid > 0;
     if (out.ready) {
         Fd s = reuseport_socket(AF_INET, 0);
         std::vector<int> fds{s.get()};
@@ -845,4 +857,130 @@ TEST_CASE("grmd.service: its capability set is enough, and each capability is ne
     INFO(full.log);
     CHECK(full.ready);
     CHECK(full.registered);
+}
+
+namespace {
+
+/// An app of another uid holding sockets: a child that drops to uid/gid (dumpable, as a
+/// service exec'd with User= is), asks grmd to register `fds` into `gen` and makes it the
+/// working generation. It keeps running until the object goes; the parent keeps its copies
+/// of the sockets to read what they receive.
+class AppAs {
+public:
+    AppAs(uid_t uid, const std::vector<int>& fds, uint32_t gen)
+    {
+        int result[2], hold[2];
+        REQUIRE(::pipe2(result, O_CLOEXEC) == 0);
+        REQUIRE(::pipe2(hold, O_CLOEXEC) == 0);
+        pid_ = ::fork();
+        REQUIRE(pid_ >= 0);
+        if (pid_ == 0) {
+            ::close(result[0]);
+            ::close(hold[1]);
+            char rc = step(uid, fds, gen);
+            (void)!::write(result[1], &rc, 1);
+            char byte;
+            (void)!::read(hold[0], &byte, 1); // until the parent closes its end
+            ::_exit(0);
+        }
+        ::close(result[1]);
+        ::close(hold[0]);
+        hold_ = Fd(hold[1]);
+        char rc = 'x';
+        REQUIRE(::read(result[0], &rc, 1) == 1);
+        ::close(result[0]);
+        rc_ = rc;
+    }
+    ~AppAs()
+    {
+        hold_.reset();
+        ::waitpid(pid_, nullptr, 0);
+    }
+    /// 'r': registered and working; 'p': still pending at the deadline; else a failed step.
+    char result() const { return rc_; }
+    pid_t pid() const { return pid_; }
+
+private:
+    static char step(uid_t uid, const std::vector<int>& fds, uint32_t gen)
+    {
+        if (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 ||
+            ::setresuid(uid, uid, uid) != 0)
+            return 'u';
+        // setuid cleared it; an exec'd service is dumpable, so its /proc is its own uid's.
+        if (::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0)
+            return 'd';
+        for (int fd : fds)
+            if (!client::set_socket_gen(fd, gen))
+                return 's';
+        auto deadline = Clock::now() + 10s;
+        for (int fd : fds)
+            for (;;) {
+                auto g = client::socket_gen(fd);
+                if (!g)
+                    return 'g';
+                if (g->socket_idx != GRM_IDX_PENDING)
+                    break;
+                if (Clock::now() > deadline)
+                    return 'p';
+                std::this_thread::sleep_for(5ms);
+            }
+        return client::set_working_gen(fds[0], gen) ? 'r' : 'w';
+    }
+
+    pid_t pid_ = -1;
+    Fd hold_;
+    char rc_ = 0;
+};
+
+} // namespace
+
+TEST_CASE("grmd.service: registers sockets of apps running as other uids, and steers to them",
+          "[systemd-caps-users]")
+{
+    std::string unit = dir_of(dir_of(binary("grmd"))) + "/systemd/grmd.service";
+    std::vector<int> caps;
+    for (const auto& c : unit_capabilities(unit))
+        caps.push_back(c.second);
+    REQUIRE(caps.size() == 4);
+    std::string log = unique("grmd-users.log");
+    struct Stopped {
+        pid_t pid;
+        ~Stopped()
+        {
+            ::kill(pid, SIGTERM);
+            ::waitpid(pid, nullptr, 0);
+        }
+    };
+    pid_t grmd = start_capped_grmd(caps, log);
+    REQUIRE(grmd > 0);
+    Stopped stop_grmd{grmd}; // also when a REQUIRE fails
+
+    // Generation 1: nobody's (65534) two sockets; the test (root) only sets the dissector.
+    auto gen1 = server_sockets(AF_INET, 0, 2);
+    const uint16_t port = local_port(gen1[0].get());
+    REQUIRE(client::set_dissector(gen1[0].get(), client::make_dissector(DISSECTOR_FLOW)));
+    AppAs nobody(65534, raw(gen1), 1);
+    INFO("grmd's log:\n" << slurp(log));
+    REQUIRE(nobody.result() == 'r');
+
+    auto flows = clients_of(AF_INET, 40);
+    std::vector<int> all = raw(gen1);
+    auto first = landing(flows, AF_INET, port, all, 1);
+    for (size_t w : first)
+        CHECK(w < 2);
+
+    // Generation 2: another uid's; old flows stay, new ones go to it.
+    auto gen2 = server_sockets(AF_INET, port, 2);
+    for (int fd : raw(gen2))
+        all.push_back(fd);
+    AppAs other(4242, raw(gen2), 2);
+    INFO("grmd's log:\n" << slurp(log));
+    REQUIRE(other.result() == 'r');
+    CHECK(landing(flows, AF_INET, port, all, 2) == first);
+    int on_new = 0;
+    auto fresh = clients_of(AF_INET, 40);
+    for (size_t w : landing(fresh, AF_INET, port, all, 3))
+        on_new += w >= 2;
+    CHECK(on_new == 40);
+    CHECK(slurp(log).find("is gone") == std::string::npos);
 }

@@ -35,7 +35,10 @@ public:
     std::map<uint64_t, grm_sk> sk_state;                ///< SO_COOKIE -> grm_sk
     std::set<uint64_t> attached;                        ///< sockets with grm_select_sk
     int cbpf_loads = 0;
-    int fail_update_errno = 0;               ///< nonzero: every update fails with it
+    int fail_update_errno = 0; ///< nonzero: every update fails with it
+    int list_error = 0;        ///< nonzero: socket_fds fails with it
+    int getfd_error = 0;       ///< nonzero: pidfd_getfd fails with it
+    size_t getfd_calls = 0;
     std::vector<grm_slot_state> slot_writes; ///< every grm_slots update, in order
 
     FakeKernel()
@@ -191,6 +194,9 @@ public:
     }
     Result<Fd> pidfd_getfd(int pidfd, int target) override
     {
+        getfd_calls++;
+        if (getfd_error)
+            return unexpected(getfd_error, "pidfd_getfd");
         auto& table = fd_tables[pidfds_.at(pidfd)];
         auto it = table.find(target);
         if (it == table.end())
@@ -205,11 +211,18 @@ public:
             return c;
         return unexpected(ENOTSOCK, "SO_COOKIE");
     }
-    std::vector<int> socket_fds(pid_t tgid, pid_t) override
+    Result<FdList> socket_fds(pid_t tgid, pid_t, size_t limit) override
     {
-        std::vector<int> out;
-        for (const auto& [fd, cookie] : fd_tables[tgid])
-            out.push_back(fd);
+        if (list_error)
+            return unexpected(list_error, "list /proc/" + std::to_string(tgid) + "/fdinfo");
+        FdList out;
+        for (const auto& [fd, cookie] : fd_tables[tgid]) {
+            if (out.fds.size() == limit) {
+                out.truncated = true;
+                break;
+            }
+            out.fds.push_back(fd);
+        }
         return out;
     }
     std::vector<pid_t> other_pids() override { return {}; }
@@ -413,6 +426,56 @@ TEST_CASE("registry: a registration goes from pending to registered", "[registry
         CHECK(reg.registered() == 0);
         CHECK(k.entries(MapId::socks) == 0);
         CHECK(k.entries(MapId::regs) == 0);
+    }
+}
+
+TEST_CASE("registry: the socket is found among fds of every type, within a bound; a refused "
+          "search stays pending",
+          "[registry]")
+{
+    FakeKernel k;
+    Registry reg(k);
+    const grm_group g = make_group(k, 4433, 3);
+
+    SECTION("fd numbers of every type, as /proc/PID/fdinfo lists them: non-sockets are skipped")
+    {
+        for (int fd = 0; fd < 10; fd++)
+            k.fd_tables[kPid][fd] = 0; // not a socket: SO_COOKIE fails
+        make_socket(k, 10, 0xc1, 1);
+        reg.on_event(register_event(g, 0xc1, 1));
+        CHECK(reg.registered() == 1);
+        CHECK(get<MapId::regs>(k, 0xc1));
+    }
+    SECTION("fds past the bound are not looked at: the socket stays pending, counted")
+    {
+        for (int fd = 0; fd < static_cast<int>(kMaxFdsSearched); fd++)
+            k.fd_tables[kPid][fd] = 0;
+        make_socket(k, static_cast<int>(kMaxFdsSearched), 0xc1, 1);
+        reg.on_event(register_event(g, 0xc1, 1));
+        CHECK(reg.registered() == 0);
+        CHECK(k.getfd_calls <= kMaxFdsSearched);
+        CHECK(dstats_of(k, 3).socket_critical == 1);
+
+        k.fd_tables[kPid].erase(0); // one fd fewer: now within the bound
+        reg.on_event(register_event(g, 0xc1, 1));
+        CHECK(reg.registered() == 1);
+    }
+    SECTION("a listing or pidfd_getfd that is refused: pending and counted, then retried")
+    {
+        make_socket(k, 7, 0xc1, 1);
+        k.list_error = EACCES;
+        reg.on_event(register_event(g, 0xc1, 1));
+        CHECK(reg.registered() == 0);
+        CHECK(dstats_of(k, 3).socket_critical == 1);
+        k.list_error = 0;
+        k.getfd_error = EPERM;
+        reg.on_event(register_event(g, 0xc1, 1));
+        CHECK(reg.registered() == 0);
+        CHECK(dstats_of(k, 3).socket_critical == 2);
+        k.getfd_error = 0;
+        reg.on_event(register_event(g, 0xc1, 1));
+        CHECK(reg.registered() == 1);
+        CHECK(dstats_of(k, 3).socket_critical_gauge == 0);
     }
 }
 
