@@ -156,6 +156,8 @@ struct Instance {
                 r.drained = line;
             } else if (line.rfind("stats ", 0) == 0) {
                 r.stats = line;
+            } else if (line.find(" while draining") != std::string::npos) {
+                r.late_signal = line;
             }
         }
     }
@@ -580,7 +582,8 @@ Result<Report> run(const Scenario& s, const Env& env,
     const double deadline = std::max(last_wave, restart_at.empty() ? 0 : restart_at.back()) +
                             (s.interval.count() + kExtraDelayMs.back() + idle_ms) / 1000.0 + 6;
     size_t next_wave = 0, next_restart = 0;
-    Instance* pending = nullptr; // a new instance not ready yet
+    Instance* pending = nullptr;    // a new instance not ready yet
+    std::vector<Instance*> to_stop; // old instances to SIGTERM once they drain (sigterm_draining)
     double junk_from = 0.5 * interval, junk_until = s.restarts * interval + 0.5, next_junk = 0;
 
     for (;;) {
@@ -612,6 +615,8 @@ Result<Report> run(const Scenario& s, const Env& env,
             rep.restarts.push_back(rr);
             if (signal_old)
                 ::kill(old->r.pid, SIGTERM);
+            else if (s.sigterm_draining)
+                to_stop.push_back(old);
             log(fmt::format("[{:5.2f}s] restart {}: instance {} (gen {}) took over; instance {} "
                             "(gen {}) drains{}",
                             rr.at_s, rep.restarts.size(), rr.to, pending->r.gen, rr.from,
@@ -623,6 +628,18 @@ Result<Report> run(const Scenario& s, const Env& env,
             kill_all();
             return unexpected(EIO, "grm-quic-server did not start: " + err);
         }
+        // A supervisor's stop after the reload: it comes while the old instance is draining.
+        std::erase_if(to_stop, [&](Instance* in) {
+            if (in->exited)
+                return true;
+            if (in->r.why.empty())
+                return false;
+            ::kill(in->r.pid, SIGTERM);
+            in->r.sigterm_draining = true;
+            log(fmt::format("[{:5.2f}s] gen {} (pid {}) draining: sent SIGTERM", now_s(), in->r.gen,
+                            in->r.pid));
+            return true;
+        });
         if (junk && t >= junk_from && t <= junk_until && t >= next_junk) {
             std::vector<uint32_t> gens;
             for (auto& in : inst)

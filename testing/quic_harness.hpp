@@ -48,7 +48,10 @@ struct Scenario {
                                   ///< after the restart their connection spans
     bool bad_actors = false;      ///< junk at the port from the first to the last restart
     bool signal_old = false;      ///< SIGTERM the old instance (plain: always)
-    int sockets = 4;              ///< per server instance
+    /// SIGTERM the old instance once it has started draining by itself (grm: it noticed the
+    /// takeover), as systemd does when it stops the old main process after a reload.
+    bool sigterm_draining = false;
+    int sockets = 4; ///< per server instance
     size_t response_size = 1024;
     /// Server PINGs an idle connection this often: the clients are otherwise silent until their
     /// delayed requests, and a client that moved is then heard from at once (0 = off).
@@ -86,9 +89,11 @@ struct InstanceResult {
     uint32_t gen = 0;
     int pid = 0;
     double ready_s = 0, exit_s = -1;
-    std::string drained; ///< the "drained gen ..." line
-    std::string stats;   ///< the "stats gen ..." line
-    std::string why;     ///< the "draining gen ..." line
+    std::string drained;           ///< the "drained gen ..." line
+    std::string stats;             ///< the "stats gen ..." line
+    std::string why;               ///< the "draining gen ..." line
+    std::string late_signal;       ///< the "gen N: signal S while draining ..." line, if any
+    bool sigterm_draining = false; ///< the harness sent SIGTERM while it was draining
     int exit_status = -1;
     /// A counter from the stats line ("accepted", "requests", "resets_sent", ...); 0 if absent.
     uint64_t stat(const std::string& name) const;

@@ -5,8 +5,10 @@
 // the next generation and takes over new flows. It answers every datagram with the datagram
 // itself followed by its generation (u32, little endian), so clients can see who served them.
 // On SIGTERM/SIGINT it stops being the service but not the server: it keeps answering the
-// flows grm still sends it, and exits once it has been quiet for --quiet-ms. A second signal
-// exits at once.
+// flows grm still sends it, and exits once it has been quiet for --quiet-ms, or after
+// --drain-timeout at the latest. SIGTERM during the drain changes nothing (a supervisor may send
+// it to an instance that is draining already); SIGQUIT, or a second SIGINT (^C twice), exits at
+// once.
 //
 // Under systemd (docs/systemd.md) it takes the sockets passed as LISTEN_FDS (grm-activate put
 // them in the fd store, already bound and registered) instead of opening its own, keeps the
@@ -52,6 +54,7 @@ struct Options {
     bool dissector_given = false; // --dissector on the command line
     uint32_t flow_timeout = 0;
     int quiet_ms = 300;
+    std::chrono::nanoseconds drain_timeout = std::chrono::seconds(30);
 };
 
 Options parse(int argc, char** argv)
@@ -63,6 +66,7 @@ Options parse(int argc, char** argv)
         {"dissector", required_argument, nullptr, 'd'},
         {"flow-timeout", required_argument, nullptr, 't'},
         {"quiet-ms", required_argument, nullptr, 'q'},
+        {"drain-timeout", required_argument, nullptr, 'D'},
         {"help", no_argument, nullptr, 'h'},
         {},
     };
@@ -94,10 +98,17 @@ Options parse(int argc, char** argv)
         case 'q':
             o.quiet_ms = cli::or_exit(cli::parse<int>(optarg, "--quiet-ms", 1, 3600 * 1000));
             break;
+        case 'D':
+            o.drain_timeout = cli::or_exit(cli::parse_duration(optarg, "--drain-timeout"));
+            break;
         case 'h':
             std::printf(
                 "usage: grm-echo [--addr A] [--port P] [--sockets N] [--dissector flow|noop]\n"
-                "                [--flow-timeout S] [--quiet-ms MS]\n");
+                "                [--flow-timeout S] [--quiet-ms MS] [--drain-timeout 30s]\n"
+                "Signals: SIGTERM or SIGINT start a drain: the flows grm still sends here are\n"
+                "answered until none came for --quiet-ms, at most for --drain-timeout. SIGTERM\n"
+                "during a drain changes nothing, so a supervisor may stop an instance that is\n"
+                "already draining. SIGQUIT, or a second SIGINT (^C twice), exits at once.\n");
             std::exit(0);
         default:
             std::exit(2);
@@ -133,6 +144,7 @@ int main(int argc, char** argv)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGQUIT);
     sigprocmask(SIG_BLOCK, &mask, nullptr);
     Fd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
 
@@ -184,19 +196,45 @@ int main(int argc, char** argv)
     uint64_t served = 0;
     std::set<std::string> peers;
     bool draining = false;
+    int sigints = 0;
     auto last = Clock::now(), drain_start = last;
+    auto ms = [](auto d) {
+        return static_cast<long long>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+    };
+    // How a drain ends: the line scripts and the tests read ("drained gen N: ...").
+    auto report = [&](const char* how) {
+        std::printf("drained gen %u: served %llu packets from %zu flows; last packet %lld ms "
+                    "after the signal%s%s\n",
+                    *gen, static_cast<unsigned long long>(served), peers.size(),
+                    ms(std::max(last, drain_start) - drain_start), *how ? "; " : "", how);
+        std::fflush(stdout);
+    };
     for (;;) {
         int n = ::poll(pfds.data(), pfds.size(), draining ? 20 : 1000);
         auto now = Clock::now();
         if (n > 0 && (pfds.back().revents & POLLIN)) {
             signalfd_siginfo si{};
             while (::read(sfd.get(), &si, sizeof(si)) == sizeof(si)) {
-                if (draining) {
-                    std::printf("gen %u: second signal, exiting now\n", *gen);
+                const int sig = static_cast<int>(si.ssi_signo);
+                // Only signals no supervisor sends to stop a service cut a drain short.
+                if (sig == SIGQUIT || (sig == SIGINT && ++sigints >= 2)) {
+                    report(sig == SIGQUIT ? "SIGQUIT" : "second SIGINT");
                     return 0;
+                }
+                if (draining) {
+                    // systemd, a container runtime or a script stopping an instance that is
+                    // draining already: its flows are what the drain is for.
+                    std::printf("gen %u: signal %d while draining: the drain goes on (SIGQUIT "
+                                "exits at once)\n",
+                                *gen, sig);
+                    std::fflush(stdout);
+                    continue;
                 }
                 draining = true;
                 drain_start = now;
+                std::printf("draining gen %u: signal %d\n", *gen, sig);
+                std::fflush(stdout);
                 // grm-decoy steps aside on this, and systemd may start the next instance.
                 sd_notifyf(0, "STOPPING=1\nSTATUS=gen %u draining", *gen);
             }
@@ -224,13 +262,11 @@ int main(int argc, char** argv)
         if (got)
             last = now;
         if (draining && now - last >= std::chrono::milliseconds(o.quiet_ms)) {
-            auto ms = [](auto d) {
-                return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
-            };
-            std::printf("drained gen %u: served %llu packets from %zu flows; last packet %lld ms "
-                        "after the signal\n",
-                        *gen, static_cast<unsigned long long>(served), peers.size(),
-                        static_cast<long long>(ms(std::max(last, drain_start) - drain_start)));
+            report("");
+            return 0;
+        }
+        if (draining && now - drain_start >= o.drain_timeout) {
+            report("drain timeout");
             return 0;
         }
     }

@@ -20,7 +20,11 @@ constexpr const char* kUsage =
     "         [--secret-file F] [--response-size BYTES] [--drain-timeout 30s]\n"
     "         [--idle-timeout 30s] [--keep-alive 0] [--verbose]\n"
     "HTTP/3 on ADDR:PORT (default 127.0.0.1, a free port). Reloads: start another\n"
-    "instance on the same port; this one drains (or send SIGTERM).\n";
+    "instance on the same port; this one drains by itself.\n"
+    "Signals: SIGTERM, SIGHUP or SIGINT start a drain (no new connections; the open ones\n"
+    "are served to completion, at most for --drain-timeout). SIGTERM and SIGHUP during a\n"
+    "drain change nothing, so a supervisor may stop an instance that is already draining.\n"
+    "SIGQUIT, or a second SIGINT (^C twice), exits at once and cuts what is open.\n";
 
 /// A specific IPv4 or IPv6 address, no port.
 Result<sys::Endpoint> parse_addr(std::string_view s)

@@ -12,7 +12,10 @@
 // Reload: a new instance takes the working generation. The old one notices (it polls the
 // working generation) or is told by SIGTERM/SIGINT/SIGHUP; it then accepts no new connection,
 // serves the ones it has to completion and exits when the last one closes or when
-// --drain-timeout passes, printing what it drained. A second signal exits at once.
+// --drain-timeout passes, printing what it drained. Signals during a drain (on_signal()):
+// SIGTERM and SIGHUP change nothing, since a supervisor stopping the old instance sends
+// SIGTERM after it has started draining by itself; SIGQUIT, or a second SIGINT (^C twice),
+// exits at once.
 //
 // --dissector flow routes by the client's address instead (no connection-ID support): a client
 // that changes address after a restart lands on the new instance, which knows nothing of it.
@@ -290,6 +293,37 @@ void Server::check_takeover()
     }
 }
 
+void Server::on_signal(int signo)
+{
+    // The only ways to cut a drain short are signals no supervisor sends to stop a service:
+    // SIGQUIT, and SIGINT twice (a person at a terminal).
+    if (signo == SIGQUIT) {
+        report_and_exit_loop("SIGQUIT");
+        return;
+    }
+    if (signo == SIGINT && ++sigints_ >= 2) {
+        report_and_exit_loop("second SIGINT");
+        return;
+    }
+    if (!draining_) {
+        start_drain(fmt::format("signal {}", signo));
+        return;
+    }
+    // SIGTERM after a takeover is what systemd, a container runtime or a script sends to the
+    // old instance: it must not cut the connections the drain is there to keep.
+    fmt::print("gen {}: signal {} while draining: the drain goes on (at most {} ms more; "
+               "SIGQUIT exits at once)\n",
+               gen(), signo, drain_left_ms());
+    std::fflush(stdout);
+}
+
+uint64_t Server::drain_left_ms() const
+{
+    uint64_t end = drain_start_ + to_ns(o_.drain_timeout);
+    uint64_t now = sys::monotonic_ns();
+    return end > now ? (end - now) / 1000000 : 0;
+}
+
 void Server::report_and_exit_loop(const char* how)
 {
     auto ms = [](uint64_t ns) { return static_cast<unsigned long long>(ns / 1000000); };
@@ -323,6 +357,7 @@ int Server::run()
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGQUIT);
     sigprocmask(SIG_BLOCK, &mask, nullptr);
     Fd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!sfd.valid())
@@ -360,13 +395,8 @@ int Server::run()
 
         if (n > 0 && (pfds.back().revents & POLLIN)) {
             signalfd_siginfo si{};
-            while (::read(sfd.get(), &si, sizeof(si)) == sizeof(si)) {
-                if (draining_) {
-                    report_and_exit_loop("second signal");
-                    break;
-                }
-                start_drain(fmt::format("signal {}", si.ssi_signo));
-            }
+            while (!done_ && ::read(sfd.get(), &si, sizeof(si)) == sizeof(si))
+                on_signal(static_cast<int>(si.ssi_signo));
             if (done_)
                 break;
         }

@@ -84,6 +84,9 @@ private:
     size_t open_conns() const;
     void start_drain(const std::string& why);
     void check_takeover();
+    /// SIGTERM/SIGHUP/SIGINT start a drain and never end one; SIGQUIT or a 2nd SIGINT does.
+    void on_signal(int signo);
+    uint64_t drain_left_ms() const;
     void report_and_exit_loop(const char* how);
 
     Options o_;
@@ -107,6 +110,7 @@ private:
     uint64_t next_takeover_check_ = 0;
     uint64_t reset_window_ = 0;
     int resets_in_window_ = 0;
+    int sigints_ = 0;
     bool done_ = false;
 };
 

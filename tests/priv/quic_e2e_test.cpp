@@ -198,6 +198,29 @@ TEST_CASE("quic e2e: grm QUIC CIDs keep every connection and request across 3 re
     CHECK(g.rx.rx_flow_other_error == 0);
 }
 
+TEST_CASE("quic e2e: a SIGTERM to the old instance while it drains (a supervisor's stop after "
+          "a reload) cuts no connection",
+          "[quic-e2e-sigterm-draining]")
+{
+    Daemon d = start_daemon();
+    quic::Scenario s;
+    s.routing = quic::Routing::quic;
+    s.sigterm_draining = true;
+    auto r = run_scenario(s, "sigterm-draining");
+    check_restarts(r);
+    for (size_t i = 0; i + 1 < r.instances.size(); i++) {
+        const auto& in = r.instances[i];
+        INFO("instance " << i + 1 << ": " << in.late_signal);
+        CHECK(in.sigterm_draining);
+        CHECK(in.late_signal.find("signal 15 while draining: the drain goes on") !=
+              std::string::npos);
+    }
+    CHECK(r.connections() == s.waves * s.per_wave);
+    CHECK(r.failed() == 0);
+    CHECK(r.completed() == r.requests());
+    CHECK(r.split() == 0);
+}
+
 TEST_CASE("quic e2e: grm QUIC CIDs keep every connection when clients change address",
           "[quic-e2e-cid-rebind]")
 {
@@ -344,6 +367,55 @@ TEST_CASE("quic e2e: on SIGTERM without a successor the server refuses new conne
     CHECK(whole_response(env.workdir + "/a/a", kSize));
     CHECK_FALSE(whole_response(env.workdir + "/b/b", kSize));
     CHECK_FALSE(whole_response(env.workdir + "/c/c", kSize));
+}
+
+TEST_CASE("quic e2e: a second SIGTERM keeps the drain going; SIGQUIT ends it at once",
+          "[quic-e2e-sigquit]")
+{
+    Daemon d = start_daemon();
+    quic::Env env = make_env("sigquit");
+    REQUIRE(quic::prepare(env));
+    const std::string err_log = env.workdir + "/server.log";
+    Child srv =
+        spawn({env.server, "--cert", env.workdir + "/cert.pem", "--key", env.workdir + "/key.pem",
+               "--secret-file", env.workdir + "/secret", "--drain-timeout", "20s", "--verbose"},
+              err_log);
+    REQUIRE(srv.wait_for("\n", 10s));
+    auto ready = parse_ready(srv.text);
+    REQUIRE(ready);
+    const uint32_t gen = ready->gen;
+    const uint16_t port = ready->port;
+    const std::string dir = env.workdir + "/a";
+    ::mkdir(dir.c_str(), 0700);
+    // Its request would come long after the signals: the connection stays open meanwhile.
+    Child a = spawn({"gtlsclient", "-q", "--exit-on-all-streams-close", "--download=" + dir,
+                     "--delay-stream=15s", "--timeout=30s", "127.0.0.1", std::to_string(port),
+                     fmt::format("https://127.0.0.1:{}/grm/a", port)},
+                    dir + ".log");
+    auto deadline = Clock::now() + 10s;
+    while (Clock::now() < deadline && count_in_file(err_log, "handshake done") < 1)
+        ::poll(nullptr, 0, 10);
+    REQUIRE(count_in_file(err_log, "handshake done") == 1);
+
+    REQUIRE(::kill(srv.pid, SIGTERM) == 0);
+    REQUIRE(srv.wait_for(fmt::format("draining gen {}: signal 15; 1 connections open", gen), 5s));
+    REQUIRE(::kill(srv.pid, SIGTERM) == 0);
+    CHECK(
+        srv.wait_for(fmt::format("gen {}: signal 15 while draining: the drain goes on", gen), 5s));
+    // Still running: the drain goes on.
+    CHECK_FALSE(proc::wait_exit(srv.pid, 300ms).has_value());
+    auto quit_at = Clock::now();
+    REQUIRE(::kill(srv.pid, SIGQUIT) == 0);
+    REQUIRE(srv.wait_for("stats gen", 5s));
+    auto st = proc::wait_exit(srv.pid, 5s);
+    REQUIRE(st);
+    CHECK(Clock::now() - quit_at < 3s);
+    reap(a.pid, 0ms);
+    fmt::print("{}", srv.text);
+    CHECK((WIFEXITED(*st) && WEXITSTATUS(*st) == 0));
+    CHECK(srv.text.find(fmt::format("drained gen {}: SIGQUIT; 1 connections open at drain start, "
+                                    "1 cut",
+                                    gen)) != std::string::npos);
 }
 
 int main(int argc, char** argv)
