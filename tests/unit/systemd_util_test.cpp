@@ -187,6 +187,36 @@ TEST_CASE("decoy: what is forwarded to systemd", "[decoy]")
     CHECK(filter_notify("MAINPID=1").forward.empty());
 }
 
+TEST_CASE("decoy: messages are split as systemd splits them", "[decoy-split]")
+{
+    using namespace std::string_literals;
+    // systemd 252 splits at '\r' as at '\n': no MAINPID through a carriage return.
+    auto v = filter_notify("X=1\rMAINPID=7");
+    CHECK(v.forward == "X=1\n");
+    CHECK(v.dropped == std::vector<std::string>{"MAINPID=7"});
+    v = filter_notify("READY=1\r\n\r\rSTATUS=up\r");
+    CHECK(v.ready);
+    CHECK(v.forward == "READY=1\nSTATUS=up\n");
+    // A backslash is removed and takes the next byte literally: MAIN\PID= is MAINPID=.
+    v = filter_notify("MAIN\\PID=7\n\\READY=1");
+    CHECK(v.forward == "READY=1\n");
+    CHECK(v.ready);
+    CHECK(v.dropped == std::vector<std::string>{"MAINPID=7"});
+    // An escaped separator joins: one STATUS, forwarded so that systemd reads it back the same.
+    v = filter_notify("STATUS=a\\\rMAINPID=7");
+    CHECK(v.dropped.empty());
+    CHECK(v.forward == "STATUS=a\\\rMAINPID=7\n");
+    v = filter_notify("STATUS=a\\\\\nMAINPID=7");
+    CHECK(v.forward == "STATUS=a\\\\\n");
+    CHECK(v.dropped == std::vector<std::string>{"MAINPID=7"});
+    // Messages systemd ignores as a whole go nowhere: a trailing backslash, an embedded NUL.
+    CHECK(filter_notify("READY=1\nX=\\").forward.empty());
+    CHECK_FALSE(filter_notify("READY=1\nX=\\").ready);
+    CHECK(filter_notify("READY=1\0\nMAINPID=7"s).forward.empty());
+    // One trailing NUL is allowed.
+    CHECK(filter_notify("READY=1\0"s).forward == "READY=1\n");
+}
+
 TEST_CASE("grmctl delete: command line and report", "[grmctl-delete]")
 {
     auto c = ctl::parse_cli({"delete", "--json", "127.0.0.1:53"}, "/p");
