@@ -217,6 +217,41 @@ TEST_CASE("decoy: messages are split as systemd splits them", "[decoy-split]")
     CHECK(filter_notify("READY=1\0"s).forward == "READY=1\n");
 }
 
+TEST_CASE("grmctl: new flows of an empty working generation show on the fallback",
+          "[grmctl-fallback]")
+{
+    ctl::GroupState g;
+    g.group.type = DISSECTOR_NOOP;
+    g.group.working_gen[0] = 5; // no socket registered for 5
+    g.group.fallback_gen[0] = 2;
+    g.slots[1].gen = 1; // draining
+    g.slots[1].n_live = 1;
+    g.slots[2].gen = 2;
+    g.slots[2].n_live = 1;
+    for (uint32_t slot : {1u, 2u}) {
+        ctl::Registration r;
+        r.live = true;
+        r.reg.slot = slot;
+        r.reg.gen = slot;
+        g.regs.push_back(r);
+    }
+    auto gens = ctl::generations_of(g);
+    REQUIRE(gens.size() == 3); // slots 1, 2 and the empty working one, 5
+    CHECK(gens[0].taking_new_flows() == 0);
+    CHECK(gens[1].fallback_apps == std::vector<uint32_t>{0});
+    CHECK(gens[1].taking_new_flows() == 1);
+    CHECK(gens[2].slot == 5);
+    CHECK(gens[2].working_apps == std::vector<uint32_t>{0});
+    CHECK(gens[2].taking_new_flows() == 0);
+    // Once generation 5 has a live socket, the fallback takes nothing.
+    g.slots[5].gen = 5;
+    g.slots[5].n_live = 1;
+    gens = ctl::generations_of(g);
+    REQUIRE(gens.size() == 3);
+    CHECK(gens[1].fallback_apps.empty());
+    CHECK(gens[1].taking_new_flows() == 0);
+}
+
 TEST_CASE("grmctl delete: command line and report", "[grmctl-delete]")
 {
     auto c = ctl::parse_cli({"delete", "--json", "127.0.0.1:53"}, "/p");
