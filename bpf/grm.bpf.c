@@ -120,6 +120,11 @@ int grm_getsockopt(struct bpf_sockopt* ctx)
     st = bpf_sk_storage_get(&grm_sk, sk, 0, 0);
     group_key_of(sk, &k);
     g = group_find(&k, bpf_get_netns_cookie(ctx), &free_instance);
+    /* Another user's group reads as absent, as for setsockopt: a uid that binds the address
+     * once the owner's sockets are gone learns nothing of it. The socket's bind-time uid
+     * counts, the caller's for a socket grm does not track. */
+    if (g && (st ? st->uid : (__u32)bpf_get_current_uid_gid()) != g->owner_uid)
+        g = 0;
 
     switch (optname) {
     case UDP_GRM_WORKING_GEN:

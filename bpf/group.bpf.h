@@ -183,6 +183,8 @@ static __noinline struct grm_group* group_create(struct grm_group_key* k, __u64 
     g->type = DISSECTOR_FLOW;
     g->netns_cookie = netns;
     g->owner_uid = owner_uid;
+    for (int a = 0; a < GRM_MAX_APPS; a++)
+        g->fallback_gen[a] = GRM_NO_GEN;
     g->created_ns = now_ns();
     g->flags = GRM_GROUP_F_LIVE;
     if (bpf_map_update_elem(&grm_groups, k, &gid, BPF_NOEXIST)) {

@@ -32,15 +32,14 @@ static int probe_next(__u32 i, struct probe* c)
     return 0;
 }
 
-/* Picks a live socket of the working generation of `app` for a new flow. Starts at the
- * packet's reuseport hash, so one 4-tuple keeps its socket while the generation is stable,
- * and steps over closed sockets instead of falling back to the kernel's hash over the whole
- * group (which would hand new flows to draining generations: udpgrm's flaw). Returns the
- * chosen socks key, or 0 with nothing selected. */
-static __noinline __u64 dispatch_new(struct sk_reuseport_md* md, struct grm_group* g,
-                                     struct grm_stats* s, __u32 app)
+/* Picks a live socket of generation `gen` of `app`. Starts at the packet's reuseport hash, so
+ * one 4-tuple keeps its socket while the generation is stable, and steps over closed sockets
+ * instead of falling back to the kernel's hash over the whole group (which would hand new
+ * flows to draining generations: udpgrm's flaw). Returns the chosen socks key, or 0 with
+ * nothing selected. */
+static __noinline __u64 select_in_gen(struct sk_reuseport_md* md, struct grm_group* g,
+                                      struct grm_stats* s, __u32 app, __u32 gen)
 {
-    __u32 gen = g->working_gen[app & (GRM_MAX_APPS - 1)];
     __u32 slot = grm_slot(g->max_apps, app, gen);
     __u32 i = (g->gid & (GRM_MAX_GROUPS - 1)) * GRM_MAX_SLOTS + slot;
     struct grm_slot_state* sl = bpf_map_lookup_elem(&grm_slots, &i);
@@ -48,20 +47,15 @@ static __noinline __u64 dispatch_new(struct sk_reuseport_md* md, struct grm_grou
     __u64 key;
     __u32 n, pos;
 
-    s->rx_new_flow_total++;
-    /* A slot still holding an older generation that wrapped onto it is not the working one. */
-    if (!sl || sl->gen != gen || !(n = sl->n_live) || n > GRM_MAX_SOCKS) {
-        s->rx_new_flow_working_gen_dispatch_error++;
+    /* A slot still holding an older generation that wrapped onto it is not this one. */
+    if (!sl || sl->gen != gen || !(n = sl->n_live) || n > GRM_MAX_SOCKS)
         return 0;
-    }
     pos = md->hash % n;
     OPAQUE(pos);
     pos &= GRM_MAX_SOCKS - 1;
     key = grm_sock_idx_key(g->gid, slot, sl->live[pos]);
-    if (bpf_sk_select_reuseport(md, &grm_socks, &key, 0) == 0) {
-        s->rx_new_flow_working_gen_dispatch_ok++;
+    if (bpf_sk_select_reuseport(md, &grm_socks, &key, 0) == 0)
         return key;
-    }
     /* Closed socket not yet swept by the daemon: try the others, in order. */
     c.md = md;
     c.sl = sl;
@@ -73,12 +67,31 @@ static __noinline __u64 dispatch_new(struct sk_reuseport_md* md, struct grm_grou
     c.skipped = 1;
     bpf_loop(n - 1, probe_next, &c, 0);
     s->rx_new_flow_dead_skipped += c.skipped;
-    if (c.key) {
+    return c.key;
+}
+
+/* A new flow: to a live socket of the working generation of `app`; while that generation
+ * has none (WORKING_GEN was set before its sockets registered, or all of them closed), to
+ * the previous working generation that had one (counted as a dispatch error of the working
+ * generation). Returns the chosen socks key, or 0 with nothing selected. */
+static __noinline __u64 dispatch_new(struct sk_reuseport_md* md, struct grm_group* g,
+                                     struct grm_stats* s, __u32 app)
+{
+    __u32 a = app & (GRM_MAX_APPS - 1);
+    __u32 gen = g->working_gen[a];
+    __u32 fallback = g->fallback_gen[a];
+    __u64 key;
+
+    s->rx_new_flow_total++;
+    key = select_in_gen(md, g, s, app, gen);
+    if (key) {
         s->rx_new_flow_working_gen_dispatch_ok++;
-        return c.key;
+        return key;
     }
     s->rx_new_flow_working_gen_dispatch_error++;
-    return 0;
+    if (fallback == GRM_NO_GEN || fallback == gen)
+        return 0;
+    return select_in_gen(md, g, s, app, fallback);
 }
 
 /* Selects the socket a 16-bit cookie names. 0 when selected; otherwise counted, and the

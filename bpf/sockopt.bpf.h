@@ -176,14 +176,27 @@ static __always_inline int opt_socket_gen(struct bpf_sockopt* ctx, struct grm_gr
     return sockopt_done(ctx);
 }
 
+/* Whether generation `gen` of `app` has a socket registered for new flows. */
+static __always_inline int gen_has_live(struct grm_group* g, __u32 app, __u32 gen)
+{
+    __u32 i = (g->gid & (GRM_MAX_GROUPS - 1)) * GRM_MAX_SLOTS + grm_slot(g->max_apps, app, gen);
+    struct grm_slot_state* sl = bpf_map_lookup_elem(&grm_slots, &i);
+
+    return sl && sl->gen == gen && sl->n_live > 0;
+}
+
 /* UDP_GRM_WORKING_GEN: one aligned store, so that the next packet sees it; the daemon is
- * only told. */
+ * only told. Any generation is accepted, one without sockets too (udpgrm apps switch before
+ * their sockets' registrations complete): the one switched away from becomes the fallback
+ * for new flows if it has a live socket, so new flows stay there until the new one has. */
 static __always_inline int opt_working_gen(struct bpf_sockopt* ctx, struct grm_group* g,
                                            struct grm_group_key* k, struct grm_sk* st, __u32 val)
 {
     __u32 app = st->app & (GRM_MAX_APPS - 1);
     __u32 old = g->working_gen[app];
 
+    if (old != val && gen_has_live(g, st->app, old))
+        WRITE_ONCE_U32(&g->fallback_gen[app], old);
     WRITE_ONCE_U32(&g->working_gen[app], val);
     event_info(GRM_EV_WORKING_GEN, g, k, val, app, old);
     return sockopt_done(ctx);

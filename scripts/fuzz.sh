@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:-20}
 [ $# -gt 0 ] && shift
-all=(fuzz_cbpf fuzz_quic fuzz_endpoint fuzz_grmctl_args)
+all=(fuzz_cbpf fuzz_quic fuzz_endpoint fuzz_grmctl_args fuzz_decoy_filter)
 targets=("${@:-${all[@]}}")
 
 out=build-fuzz
@@ -24,6 +24,7 @@ declare -A srcs=(
     [fuzz_quic]=""
     [fuzz_endpoint]="common/sys.cpp common/log.cpp"
     [fuzz_grmctl_args]="tools/grmctl/cli.cpp tools/grmctl/render.cpp common/sys.cpp common/log.cpp"
+    [fuzz_decoy_filter]="tools/decoy_filter.cpp"
 )
 declare -A libs=(
     [fuzz_cbpf]="$(pkg-config --libs libbpf)"

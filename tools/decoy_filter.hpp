@@ -25,12 +25,15 @@ struct ChildEnvironment {
 ChildEnvironment child_environment(const std::vector<std::string>& env, pid_t decoy,
                                    const std::optional<std::string>& notify);
 
-/// What grm-decoy does with one sd_notify message from the app.
+/// What grm-decoy does with one sd_notify message from the app. The message is read as
+/// systemd 252 reads it (split at '\n' and '\r', backslash escapes; a message systemd would
+/// ignore forwards nothing), and what is forwarded reads back as the kept assignments.
 struct NotifyVerdict {
     std::string forward;              ///< what goes on to systemd ("" = nothing)
     bool ready = false;               ///< READY=1: the app has started
     bool stopping = false;            ///< STOPPING=1: the app drains; the decoy exits
-    std::vector<std::string> dropped; ///< lines not forwarded (MAINPID=: the decoy stays main)
+    std::vector<std::string> dropped; ///< assignments not forwarded (MAINPID=: the decoy stays
+                                      ///< main), unescaped
 };
 NotifyVerdict filter_notify(std::string_view message);
 

@@ -204,11 +204,15 @@ struct grm_group {
     __u16 filter_len;                /* CBPF: instructions */
     __u64 netns_cookie;              /* network namespace of the creating socket */
     __u64 created_ns;                /* CLOCK_MONOTONIC */
-    __u32 owner_uid; /* uid that bound the creating socket: only its sockets steer */
+    __u32 owner_uid; /* uid that bound the creating socket: only its sockets steer and read */
     __u32 _pad;
+    /* Per app: the last working generation that had a live socket when WORKING_GEN moved
+     * away from it (GRM_NO_GEN: none yet). New flows go there while the working generation
+     * has no live socket, instead of to the kernel's hash over all generations. */
+    __u32 fallback_gen[GRM_MAX_APPS];
     struct udp_grm_dissector dissector; /* as set, type without the verbose flag */
 };
-GRM_ABI_ASSERT(sizeof(struct grm_group) == 88 + 632);
+GRM_ABI_ASSERT(sizeof(struct grm_group) == 104 + 632);
 
 #define GRM_GROUP_F_LIVE 8u       /* the record is in use (set at creation) */
 #define GRM_GROUP_F_VERBOSE 1u    /* DISSECTOR_FLAG_VERBOSE was set */

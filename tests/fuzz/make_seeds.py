@@ -107,3 +107,10 @@ for i, args in enumerate([["list"], ["list", "-v", "--json"], ["metrics", "127.0
                           ["--pin-dir=/sys/fs/bpf/grm/", "list"], ["--help"], ["-vh"],
                           ["--", "-list"], ["--pin-dir", "/", "delete"], ["list", "--json=1"]]):
     write("fuzz_grmctl_args", f"seed{i}", "\0".join(args).encode())
+
+# ---- fuzz_decoy_filter: the sd_notify message itself
+for i, m in enumerate([b"READY=1\nSTATUS=up\nMAINPID=42", b"X=1\rMAINPID=7", b"MAIN\\PID=7\n\\READY=1",
+                       b"STATUS=a\\\rMAINPID=7", b"STOPPING=1\r\n\r\n", b"READY=1\nX=\\",
+                       b"READY=1\0\nMAINPID=7", b"READY=1\0", b"FDSTORE=1\nFDNAME=x\\\\\n",
+                       b"\\\n\\\r\\\\MAINPID=1"]):
+    write("fuzz_decoy_filter", f"seed{i}", m)

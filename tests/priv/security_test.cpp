@@ -2,6 +2,7 @@
 // Who may steer what: processes outside grm's cgroup, other users, other network namespaces,
 // and sockets a process no longer owns.
 #include <csignal>
+#include <cstring>
 #include <functional>
 #include <net/if.h>
 #include <sched.h>
@@ -115,6 +116,69 @@ TEST_CASE("security: another user cannot steer a group whose sockets are gone", 
         return set_u32(dropped.get(), UDP_GRM_WORKING_GEN, 4) == 0 ? 0 : 2;
     });
     CHECK(rc == 0);
+}
+
+TEST_CASE("security: another user cannot read a group whose sockets are gone", "[sec-uid-get]")
+{
+    Daemon d = start();
+    uint16_t port = 0;
+    {
+        auto socks = server_sockets(AF_INET, 0, 2);
+        port = local_port(socks[0].get());
+        auto dd = client::make_dissector(DISSECTOR_FLOW, 30);
+        std::strncpy(dd.label, "secret-label", sizeof(dd.label) - 1);
+        REQUIRE(client::set_dissector(socks[0].get(), dd));
+        REQUIRE(client::register_sockets(raw(socks), 4, 10s));
+        REQUIRE(client::set_working_gen(socks[0].get(), 4));
+    } // closed: the group record stays, owned by root
+    int rc = in_child([port] {
+        if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0)
+            return 1;
+        // A socket of its own on the address reads it as a group that does not exist.
+        {
+            Fd s = server_socket(AF_INET, port); // allowed: nobody holds the port now
+            uint32_t wg = 0;
+            socklen_t len = sizeof(wg);
+            if (::getsockopt(s.get(), GRM_SOL_UDP, UDP_GRM_WORKING_GEN, &wg, &len) != 0 ||
+                wg != GRM_NO_GROUP)
+                return 2;
+            udp_grm_dissector dd{};
+            len = sizeof(dd);
+            if (::getsockopt(s.get(), GRM_SOL_UDP, UDP_GRM_DISSECTOR, &dd, &len) == 0 ||
+                errno != EBADFD || dd.label[0] != 0)
+                return 3;
+            udp_grm_socket_gen sg{};
+            len = sizeof(sg);
+            if (::getsockopt(s.get(), GRM_SOL_UDP, UDP_GRM_SOCKET_GEN, &sg, &len) != 0 ||
+                sg.socket_gen != GRM_NO_GEN || sg.socket_idx != GRM_IDX_PENDING)
+                return 4;
+            uint32_t app = 1;
+            len = sizeof(app);
+            if (::getsockopt(s.get(), GRM_SOL_UDP, UDP_GRM_SOCKET_APP, &app, &len) != 0 || app != 0)
+                return 5;
+        }
+        // So does a socket grm does not track (no SO_REUSEPORT): the caller's uid counts.
+        Fd plain = server_socket(AF_INET, port, false);
+        uint32_t wg = 0;
+        socklen_t len = sizeof(wg);
+        if (::getsockopt(plain.get(), GRM_SOL_UDP, UDP_GRM_WORKING_GEN, &wg, &len) != 0 ||
+            wg != GRM_NO_GROUP)
+            return 6;
+        udp_grm_dissector dd{};
+        len = sizeof(dd);
+        if (::getsockopt(plain.get(), GRM_SOL_UDP, UDP_GRM_DISSECTOR, &dd, &len) == 0 ||
+            errno != EBADFD)
+            return 7;
+        return 0;
+    });
+    CHECK(rc == 0);
+    // The owner still reads all of it.
+    Fd s = server_socket(AF_INET, port);
+    CHECK(client::working_gen(s.get()).value() == 4);
+    auto dd = client::dissector(s.get());
+    REQUIRE(dd);
+    CHECK(std::string(dd->label) == "secret-label");
+    CHECK(dd->flow_entry_timeout_sec == 30);
 }
 
 TEST_CASE("security: identical ip:port in two network namespaces are independent groups",

@@ -337,6 +337,46 @@ TEST_CASE("dead socket in the working generation never sends new flows to an old
     CHECK(group_stats(sandbox().pin_dir, AF_INET, port).rx.rx_new_flow_dead_skipped == skipped);
 }
 
+TEST_CASE("working generation without sockets: new flows stay on the previous working one",
+          "[working-gen-empty]")
+{
+    Daemon d = start();
+    auto gen1 = server_sockets(AF_INET, 0, 2);
+    uint16_t port = local_port(gen1[0].get());
+    REQUIRE(client::set_dissector(gen1[0].get(), client::make_dissector(DISSECTOR_NOOP)));
+    enter_generation(gen1, 1, true);
+    auto gen2 = server_sockets(AF_INET, port, 2);
+    enter_generation(gen2, 2, true);
+    std::vector<int> all = raw(gen1); // 0,1 = gen1 (draining); 2,3 = gen2 (last working)
+    for (int fd : raw(gen2))
+        all.push_back(fd);
+
+    // Switched to generations nobody registered yet (an app may switch before its sockets'
+    // registrations complete): udpgrm hashes new flows over all four sockets here.
+    REQUIRE(client::set_working_gen(gen2[0].get(), 3));
+    REQUIRE(client::set_working_gen(gen2[0].get(), 5));
+    CHECK(client::working_gen(gen2[0].get()).value() == 5); // as set
+    auto flows = clients_of(AF_INET, 100);
+    auto where = landing(flows, AF_INET, port, all, 1);
+    int on_gen2 = 0;
+    for (size_t w : where)
+        on_gen2 += w >= 2;
+    CHECK(on_gen2 == 100);
+    CHECK(group_stats(sandbox().pin_dir, AF_INET, port).rx.rx_new_flow_working_gen_dispatch_error >=
+          100);
+
+    // Once generation 5 has a socket, new flows go there.
+    auto gen5 = server_sockets(AF_INET, port, 1);
+    enter_generation(gen5, 5, false);
+    all.push_back(gen5[0].get()); // 4
+    auto later = clients_of(AF_INET, 100);
+    where = landing(later, AF_INET, port, all, 2);
+    int on_gen5 = 0;
+    for (size_t w : where)
+        on_gen5 += w == 4;
+    CHECK(on_gen5 == 100);
+}
+
 TEST_CASE("registration from worker threads, 32 sockets in one generation", "[threads]")
 {
     Daemon d = start();

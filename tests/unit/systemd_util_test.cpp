@@ -187,6 +187,71 @@ TEST_CASE("decoy: what is forwarded to systemd", "[decoy]")
     CHECK(filter_notify("MAINPID=1").forward.empty());
 }
 
+TEST_CASE("decoy: messages are split as systemd splits them", "[decoy-split]")
+{
+    using namespace std::string_literals;
+    // systemd 252 splits at '\r' as at '\n': no MAINPID through a carriage return.
+    auto v = filter_notify("X=1\rMAINPID=7");
+    CHECK(v.forward == "X=1\n");
+    CHECK(v.dropped == std::vector<std::string>{"MAINPID=7"});
+    v = filter_notify("READY=1\r\n\r\rSTATUS=up\r");
+    CHECK(v.ready);
+    CHECK(v.forward == "READY=1\nSTATUS=up\n");
+    // A backslash is removed and takes the next byte literally: MAIN\PID= is MAINPID=.
+    v = filter_notify("MAIN\\PID=7\n\\READY=1");
+    CHECK(v.forward == "READY=1\n");
+    CHECK(v.ready);
+    CHECK(v.dropped == std::vector<std::string>{"MAINPID=7"});
+    // An escaped separator joins: one STATUS, forwarded so that systemd reads it back the same.
+    v = filter_notify("STATUS=a\\\rMAINPID=7");
+    CHECK(v.dropped.empty());
+    CHECK(v.forward == "STATUS=a\\\rMAINPID=7\n");
+    v = filter_notify("STATUS=a\\\\\nMAINPID=7");
+    CHECK(v.forward == "STATUS=a\\\\\n");
+    CHECK(v.dropped == std::vector<std::string>{"MAINPID=7"});
+    // Messages systemd ignores as a whole go nowhere: a trailing backslash, an embedded NUL.
+    CHECK(filter_notify("READY=1\nX=\\").forward.empty());
+    CHECK_FALSE(filter_notify("READY=1\nX=\\").ready);
+    CHECK(filter_notify("READY=1\0\nMAINPID=7"s).forward.empty());
+    // One trailing NUL is allowed.
+    CHECK(filter_notify("READY=1\0"s).forward == "READY=1\n");
+}
+
+TEST_CASE("grmctl: new flows of an empty working generation show on the fallback",
+          "[grmctl-fallback]")
+{
+    ctl::GroupState g;
+    g.group.type = DISSECTOR_NOOP;
+    g.group.working_gen[0] = 5; // no socket registered for 5
+    g.group.fallback_gen[0] = 2;
+    g.slots[1].gen = 1; // draining
+    g.slots[1].n_live = 1;
+    g.slots[2].gen = 2;
+    g.slots[2].n_live = 1;
+    for (uint32_t slot : {1u, 2u}) {
+        ctl::Registration r;
+        r.live = true;
+        r.reg.slot = slot;
+        r.reg.gen = slot;
+        g.regs.push_back(r);
+    }
+    auto gens = ctl::generations_of(g);
+    REQUIRE(gens.size() == 3); // slots 1, 2 and the empty working one, 5
+    CHECK(gens[0].taking_new_flows() == 0);
+    CHECK(gens[1].fallback_apps == std::vector<uint32_t>{0});
+    CHECK(gens[1].taking_new_flows() == 1);
+    CHECK(gens[2].slot == 5);
+    CHECK(gens[2].working_apps == std::vector<uint32_t>{0});
+    CHECK(gens[2].taking_new_flows() == 0);
+    // Once generation 5 has a live socket, the fallback takes nothing.
+    g.slots[5].gen = 5;
+    g.slots[5].n_live = 1;
+    gens = ctl::generations_of(g);
+    REQUIRE(gens.size() == 3);
+    CHECK(gens[1].fallback_apps.empty());
+    CHECK(gens[1].taking_new_flows() == 0);
+}
+
 TEST_CASE("grmctl delete: command line and report", "[grmctl-delete]")
 {
     auto c = ctl::parse_cli({"delete", "--json", "127.0.0.1:53"}, "/p");

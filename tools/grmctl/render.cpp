@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include <arpa/inet.h>
@@ -138,10 +139,30 @@ std::vector<Metric> metrics_of(const GroupState& g)
     return out;
 }
 
+namespace {
+
+/// The slot of generation `gen` of app `a` if it has a socket for new flows.
+std::optional<uint32_t> live_slot(const GroupState& g, uint32_t a, uint32_t gen)
+{
+    const uint32_t slot = grm_slot(g.group.max_apps, a, gen);
+    const grm_slot_state& st = g.slots[slot];
+    if (gen == GRM_NO_GEN || st.gen != gen || st.n_live == 0)
+        return std::nullopt;
+    return slot;
+}
+
+} // namespace
+
 std::vector<Generation> generations_of(const GroupState& g)
 {
     std::vector<Generation> out;
     const uint32_t apps = app_count(g.group);
+    // New flows of an app whose working generation has no live socket go to its fallback
+    // generation (bpf/select.bpf.h): the slot each app's new flows fall back to, if any.
+    std::vector<std::optional<uint32_t>> fallback(apps);
+    for (uint32_t a = 0; a < apps; a++)
+        if (!live_slot(g, a, g.group.working_gen[a]))
+            fallback[a] = live_slot(g, a, g.group.fallback_gen[a]);
     for (uint32_t slot = 0; slot < GRM_MAX_SLOTS; slot++) {
         const grm_slot_state& st = g.slots[slot];
         Generation gen;
@@ -151,6 +172,9 @@ std::vector<Generation> generations_of(const GroupState& g)
         for (uint32_t a = 0; a < apps; a++)
             if (grm_slot(g.group.max_apps, a, g.group.working_gen[a]) == slot)
                 gen.working_apps.push_back(a);
+        for (uint32_t a = 0; a < apps; a++)
+            if (fallback[a] == slot)
+                gen.fallback_apps.push_back(a);
         for (const Registration& r : g.regs) {
             if (r.reg.slot != slot)
                 continue;
@@ -166,7 +190,8 @@ std::vector<Generation> generations_of(const GroupState& g)
         // generation that points at it.
         if (gen.sockets.empty() && gen.new_flow_sockets == 0 && !gen.working_apps.empty())
             gen.gen = g.group.working_gen[gen.working_apps.front()];
-        if (!gen.sockets.empty() || !gen.working_apps.empty() || gen.new_flow_sockets > 0)
+        if (!gen.sockets.empty() || !gen.working_apps.empty() || !gen.fallback_apps.empty() ||
+            gen.new_flow_sockets > 0)
             out.push_back(std::move(gen));
     }
     return out;
@@ -174,7 +199,7 @@ std::vector<Generation> generations_of(const GroupState& g)
 
 uint32_t Generation::taking_new_flows() const
 {
-    if (working_apps.empty())
+    if (working_apps.empty() && fallback_apps.empty())
         return 0;
     return static_cast<uint32_t>(std::count(new_flows.begin(), new_flows.end(), true));
 }
@@ -281,6 +306,9 @@ std::string render_list_text(const Snapshot& s, bool verbose)
                 for (uint32_t a : gen.working_apps)
                     line += fmt::format(" app {}  gen {}", a, gr.working_gen[a]);
             }
+            for (uint32_t a : gen.fallback_apps)
+                line += fmt::format(" <= app {} (fallback: gen {} has no live socket)", a,
+                                    gr.working_gen[a]);
             line += line.back() == ' ' ? " " : "  ";
             line += fmt::format("(gen {}, {} live, {} taking new flows)\n", gen.gen,
                                 gen.live_sockets, gen.taking_new_flows());
@@ -326,7 +354,8 @@ Json groups_json(const Snapshot& s)
                     {"cookie", grm_cookie(gen.slot, r.reg.idx)},
                     {"so_cookie", r.so_cookie},
                     {"live", r.live},
-                    {"taking_new_flows", gen.new_flows[i] && !gen.working_apps.empty()},
+                    {"taking_new_flows",
+                     gen.new_flows[i] && (!gen.working_apps.empty() || !gen.fallback_apps.empty())},
                     {"app", r.reg.app},
                     {"gen", r.reg.gen},
                 });
@@ -338,6 +367,7 @@ Json groups_json(const Snapshot& s)
                 {"live_sockets", gen.live_sockets},
                 {"new_flow_sockets", gen.new_flow_sockets},
                 {"taking_new_flows", gen.taking_new_flows()},
+                {"fallback_for_apps", gen.fallback_apps},
                 {"sockets", std::move(socks)},
             });
         }

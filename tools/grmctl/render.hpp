@@ -48,12 +48,16 @@ struct Generation {
     uint32_t slot = 0;
     uint32_t gen = 0; ///< grm_slots gen (its sockets' generation); if empty, the working one
     std::vector<uint32_t> working_apps; ///< apps whose working generation maps here
-    std::vector<Registration> sockets;  ///< registered here, live or dead, by idx
-    std::vector<bool> new_flows;        ///< per socket: open, and in the slot's live[] list
-    uint32_t live_sockets = 0;          ///< sockets still open
-    uint32_t new_flow_sockets = 0;      ///< grm_slots n_live: the live[] list length
+    /// Apps whose working generation has no live socket and whose new flows come here, to
+    /// their last working generation that had one (grm_group.fallback_gen)
+    std::vector<uint32_t> fallback_apps;
+    std::vector<Registration> sockets; ///< registered here, live or dead, by idx
+    std::vector<bool> new_flows;       ///< per socket: open, and in the slot's live[] list
+    uint32_t live_sockets = 0;         ///< sockets still open
+    uint32_t new_flow_sockets = 0;     ///< grm_slots n_live: the live[] list length
     /// Sockets that receive new flows now: open sockets of the live[] list if the slot is
-    /// working, else 0. Closed ones stay listed until grmd sweeps them; BPF skips them.
+    /// working or a fallback, else 0. Closed ones stay listed until grmd sweeps them; BPF skips
+    /// them.
     uint32_t taking_new_flows() const;
 };
 
