@@ -170,7 +170,9 @@ static inline __u32 grm_answer_len(__u32 optlen, __u32 size)
 /* ============================ 2. Daemon <-> BPF ============================ */
 #ifdef GRM_ABI_INTERNAL
 
-#define GRM_ABI_VERSION 1
+/* Bumped with every change to a pinned layout: 2 = grm_group's fallback_gen (issue 12), and the
+ * grm_stats / grm_group / grm_sk changes that were made under 1. */
+#define GRM_ABI_VERSION 2
 #define GRM_MAX_GROUPS 1024 /* power of two: group ids index arrays, masked */
 /* Network namespaces that may use one ip:port at once. The packet path looks at the first
  * record only, unless nothing there could take the packet: one namespace costs nothing. */
