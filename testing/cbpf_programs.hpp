@@ -107,7 +107,7 @@ inline Prog path_bomb(unsigned forks)
 }
 
 // The costliest program for the verifier that validate()'s path bound allows, of those we
-// tried (tests/priv/cbpf_test.cpp measures it): path_bomb's 7 forks and final jset (256
+// tried (tests/priv/cbpf_bound_test.cpp measures it): path_bomb's 7 forks and final jset (256
 // paths), A kept in X while 44 word loads (the translation's longest code) lengthen every
 // path. Measured on kernel 6.18: 118k instructions processed, 1.5 s on a loaded 2-core machine.
 inline Prog costliest_allowed()
