@@ -26,7 +26,56 @@ struct cbpf_check {
     const struct udp_grm_dissector* d;
     __u32 len;
     int err;
+    __u32 paths;               /* paths from 0 that reached a ret, capped */
+    __u16 reaching[MAX_INSTR]; /* paths from 0 that reach each pc, capped */
 };
+
+#define CBPF_PATHS_CAP (GRM_CBPF_MAX_PATHS + 1)
+
+static __always_inline void cbpf_add_paths(__u16* to, __u32 v)
+{
+    __u32 sum = *to + v;
+    *to = sum > CBPF_PATHS_CAP ? CBPF_PATHS_CAP : sum;
+}
+
+/* Rule 9 of daemon/cbpf.hpp: the paths reaching pc (checked to be in range) go on to its
+ * successors; a conditional jump with two targets forks them, lsh/rsh X count twice. */
+static __always_inline void cbpf_count_paths(__u32 pc, __u32 code, __u32 k, __u32 jt, __u32 jf,
+                                             struct cbpf_check* c)
+{
+    __u32 p = c->reaching[pc & (MAX_INSTR - 1)];
+    if (p == 0)
+        return;
+    switch (code) {
+    case 0x06:
+    case 0x0e:
+    case 0x16:
+        c->paths += p;
+        if (c->paths > CBPF_PATHS_CAP)
+            c->paths = CBPF_PATHS_CAP;
+        return;
+    case 0x05:
+        cbpf_add_paths(&c->reaching[(pc + 1 + k) & (MAX_INSTR - 1)], p);
+        return;
+    case 0x15:
+    case 0x1d:
+    case 0x25:
+    case 0x2d:
+    case 0x35:
+    case 0x3d:
+    case 0x45:
+    case 0x4d:
+        cbpf_add_paths(&c->reaching[(pc + 1 + jt) & (MAX_INSTR - 1)], p);
+        if (jf != jt)
+            cbpf_add_paths(&c->reaching[(pc + 1 + jf) & (MAX_INSTR - 1)], p);
+        return;
+    case 0x6c:
+    case 0x7c:
+        p *= 2;
+        break;
+    }
+    cbpf_add_paths(&c->reaching[(pc + 1) & (MAX_INSTR - 1)], p);
+}
 
 static __always_inline int cbpf_known_op(__u16 code)
 {
@@ -89,7 +138,8 @@ static __always_inline int cbpf_known_op(__u16 code)
 
 /* One instruction of the rules in daemon/cbpf.hpp (the user-space twin): known opcode,
  * memory index < 16, jumps land inside the program, no constant division by 0 or shift by
- * 32+, no negative absolute load but SKF_AD_PROTOCOL, and a ret at the end. */
+ * 32+, no negative absolute load but SKF_AD_PROTOCOL, a ret at the end; then its share of
+ * the path count (rule 9, checked once the loop is done). */
 static int cbpf_check_one(__u32 pc, struct cbpf_check* c)
 {
     const struct grm_sock_filter* f;
@@ -145,6 +195,7 @@ static int cbpf_check_one(__u32 pc, struct cbpf_check* c)
     }
     if (pc == c->len - 1 && code != 0x06 && code != 0x0e && code != 0x16)
         goto bad;
+    cbpf_count_paths(pc, code, k, f->jt, f->jf, c);
     return 0;
 bad:
     c->err = -EINVAL;
@@ -179,7 +230,10 @@ static __always_inline int dissector_check(const struct udp_grm_dissector* d)
         if (d->filter_len < 1 || d->filter_len > MAX_INSTR || d->max_apps > GRM_MAX_APPS ||
             d->bespoke_digest)
             return -EPERM;
+        c.reaching[0] = 1;
         bpf_loop(MAX_INSTR, cbpf_check_one, &c, 0);
+        if (c.err == 0 && c.paths > GRM_CBPF_MAX_PATHS)
+            return -EINVAL;
         return c.err;
     }
     default:

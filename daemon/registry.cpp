@@ -390,11 +390,16 @@ void Registry::sync_cbpf()
         auto done = cbpf_loaded_.find(g.gid);
         if (done != cbpf_loaded_.end() && std::memcmp(&done->second, &key, sizeof(key)) == 0)
             continue;
+        if (auto f = cbpf_failed_.find(g.gid); f != cbpf_failed_.end()) {
+            if (std::memcmp(&f->second.key, &key, sizeof(key)) == 0 &&
+                std::memcmp(&f->second.dissector, &g.dissector, sizeof(g.dissector)) == 0)
+                continue; // the same program failed before: it would fail again
+            cbpf_failed_.erase(f);
+        }
         auto fail = [&](const std::string& why) {
-            if (cbpf_failed_.insert({g.gid, why}).second) {
-                log::warning("{}: cBPF program not loaded: {}", key_str(key), why);
-                critical(g.gid, true);
-            }
+            log::warning("{}: cBPF program not loaded (not retried): {}", key_str(key), why);
+            cbpf_failed_[g.gid] = {key, g.dissector, why};
+            critical(g.gid, true);
         };
         std::span<const grm_sock_filter> prog(
             g.dissector.filter, std::min<uint32_t>(g.dissector.filter_len, MAX_INSTR));
@@ -416,7 +421,9 @@ void Registry::sync_cbpf()
         const uint32_t slot = g.gid;
         const auto pfd = static_cast<__u32>(fd->get());
         if (auto r = put<MapId::cbpf_progs>(k_, slot, pfd); !r) {
-            fail(std::string("prog array: ") + std::strerror(r.error().code));
+            // Not the program's fault: tried again at the next sweep.
+            log::warning("{}: cBPF program not installed: prog array: {}", key_str(key),
+                         std::strerror(r.error().code));
             continue;
         }
         cbpf_loaded_[g.gid] = key;
@@ -425,6 +432,7 @@ void Registry::sync_cbpf()
     }
     // Deleted groups: their ids may come back for other groups, which need their own program.
     std::erase_if(cbpf_loaded_, [&](const auto& e) { return !present.count(e.first); });
+    std::erase_if(cbpf_failed_, [&](const auto& e) { return !present.count(e.first); });
 }
 
 void Registry::on_event(const grm_event& ev)

@@ -43,7 +43,9 @@ public:
     size_t waiting() const { return waiting_.size(); }
 
     /// Translates and loads the cBPF program of every cBPF group that has none yet (at start,
-    /// after a DISSECTOR event, and on every sweep, so a lost event only delays it).
+    /// after a DISSECTOR event, and on every sweep, so a lost event only delays it). A
+    /// program that failed is not tried again while its group stays the same: the group
+    /// runs fail-open (rx_cbpf_not_ready), its critical counters bumped once.
     void sync_cbpf();
 
     /// Receives grmd's copy of each socket it registers, once the slot is written (the
@@ -75,7 +77,14 @@ private:
     // retried when a socket of that generation closes or leaves it.
     std::map<uint64_t, std::pair<grm_event, SlotId>> waiting_;
     std::map<uint32_t, grm_group_key> cbpf_loaded_; // gid -> group whose program is in place
-    std::set<std::pair<uint32_t, std::string>> cbpf_failed_; // logged once per group and cause
+    // gid -> the group and program whose translation or load failed: not tried again until
+    // the group's key or program changes (a verifier refusal costs seconds, every time).
+    struct CbpfFailure {
+        grm_group_key key;
+        udp_grm_dissector dissector;
+        std::string why;
+    };
+    std::map<uint32_t, CbpfFailure> cbpf_failed_;
     OnRegistered on_registered_;
 };
 

@@ -89,4 +89,42 @@ inline Bytes long_header(uint8_t dcid_len, uint8_t d0, uint16_t v, uint8_t app)
     return b;
 }
 
+// Issue 12's verifier bomb: ld len, then `forks` times {jset #(1 << i) jt 0 jf 1; st M[0]},
+// a final jset, ret #0, ret a. Each jset forks every path (2^(forks + 1) in all) and leaves
+// A's bits known differently on each; the final jset makes A's value matter, so the kernel's
+// verifier can prune none of them. With 30 forks: 64 instructions, 2^31 paths.
+inline Prog path_bomb(unsigned forks)
+{
+    Prog p = {stmt(BPF_LD | BPF_W | BPF_LEN)};
+    for (unsigned i = 0; i < forks; i++) {
+        p.push_back(jump(BPF_JMP | BPF_JSET | BPF_K, 1u << i, 0, 1));
+        p.push_back(stmt(BPF_ST, 0));
+    }
+    p.push_back(jump(BPF_JMP | BPF_JSET | BPF_K, (1u << forks) - 1, 0, 1));
+    p.push_back(stmt(BPF_RET | BPF_K, 0));
+    p.push_back(stmt(BPF_RET | BPF_A));
+    return p;
+}
+
+// The costliest program for the verifier that validate()'s path bound allows, of those we
+// tried (tests/priv/cbpf_bound_test.cpp measures it): path_bomb's 7 forks and final jset (256
+// paths), A kept in X while 44 word loads (the translation's longest code) lengthen every
+// path. Measured on kernel 6.18: 118k instructions processed, 1.5 s on a loaded 2-core machine.
+inline Prog costliest_allowed()
+{
+    Prog p = {stmt(BPF_LD | BPF_W | BPF_LEN)};
+    for (unsigned i = 0; i < 7; i++) {
+        p.push_back(jump(BPF_JMP | BPF_JSET | BPF_K, 1u << i, 0, 1));
+        p.push_back(stmt(BPF_ST, 0));
+    }
+    p.push_back(stmt(BPF_MISC | BPF_TAX));
+    while (p.size() < MAX_INSTR - 4)
+        p.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, uint32_t(p.size())));
+    p.push_back(stmt(BPF_MISC | BPF_TXA));
+    p.push_back(jump(BPF_JMP | BPF_JSET | BPF_K, 0x7f, 0, 1));
+    p.push_back(stmt(BPF_RET | BPF_K, 0));
+    p.push_back(stmt(BPF_RET | BPF_A));
+    return p;
+}
+
 } // namespace grm::test::cbpf

@@ -19,6 +19,12 @@
 //   7. lsh and rsh by a constant >= 32 (0x64/0x74 with k >= 32) are refused.
 //   8. Absolute loads (0x20/0x28/0x30/0xb1) need k < 0x80000000, except exactly
 //      ldh [0xfffff000] (0x28, k == 0xfffff000: SKF_AD_PROTOCOL).
+//   9. At most GRM_CBPF_MAX_PATHS (256) paths lead from instruction 0 to a ret, counting
+//      unreachable instructions as none: a conditional jump with jt != jf forks a path, and
+//      lsh/rsh by X (0x6c/0x7c) count twice (their translation branches on X >= 32). The
+//      kernel's verifier may walk every path of the translated program (when A's value
+//      decides a later branch, no two paths look alike), so without the bound a 64-
+//      instruction program can cost it 2^31 paths.
 // jt/jf of non-jump instructions and k of instructions that take none are ignored.
 // Unreachable instructions are checked like the others (and not translated).
 //

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // cBPF dissector: validation of a classic program (the rules in cbpf.hpp).
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstddef>
@@ -13,6 +14,46 @@
 namespace grm::cbpf {
 
 using namespace detail;
+
+namespace {
+
+/// Rule 9: paths from instruction 0 to a ret, counted forward (all jumps go forward), each
+/// count capped at GRM_CBPF_MAX_PATHS + 1. Precondition: rules 1-8 hold.
+uint32_t count_paths(std::span<const grm_sock_filter> prog)
+{
+    constexpr uint32_t kCap = GRM_CBPF_MAX_PATHS + 1;
+    std::array<uint32_t, MAX_INSTR> reaching{}; // paths from 0 that reach pc
+    reaching[0] = 1;
+    uint32_t total = 0;
+    auto add = [&](uint32_t& to, uint32_t v) { to = std::min(kCap, to + v); };
+    for (size_t pc = 0; pc < prog.size(); pc++) {
+        const grm_sock_filter& f = prog[pc];
+        const uint32_t p = reaching[pc];
+        if (p == 0)
+            continue;
+        switch (info(f.code).kind) {
+        case Kind::ret:
+            add(total, p);
+            break;
+        case Kind::jump_always:
+            add(reaching[pc + 1 + f.k], p);
+            break;
+        case Kind::jump_cond:
+            add(reaching[pc + 1 + f.jt], p);
+            if (f.jf != f.jt)
+                add(reaching[pc + 1 + f.jf], p);
+            break;
+        default:
+            add(reaching[pc + 1], p);
+            if (f.code == kLshX || f.code == kRshX) // the translation branches on X >= 32
+                add(reaching[pc + 1], p);
+            break;
+        }
+    }
+    return total;
+}
+
+} // namespace
 
 Result<void> validate(std::span<const grm_sock_filter> prog)
 {
@@ -58,6 +99,10 @@ Result<void> validate(std::span<const grm_sock_filter> prog)
     }
     if (info(prog[n - 1].code).kind != Kind::ret)
         return invalid(n - 1, prog[n - 1], "the last instruction must be a ret");
+    if (count_paths(prog) > GRM_CBPF_MAX_PATHS)
+        return unexpected(EINVAL, fmt::format("cbpf program has more than {} paths from the "
+                                              "first instruction to a ret (too costly to verify)",
+                                              GRM_CBPF_MAX_PATHS));
     return {};
 }
 

@@ -57,6 +57,10 @@ enum udp_grm_dissector_flags {
 #define DISSECTOR_FLAGS 0x8000
 #define DISSECTOR_TYPE(x) ((x) & ~DISSECTOR_FLAGS)
 #define MAX_INSTR 64
+/* CBPF: most paths from the first instruction to a ret a program may have (a conditional
+ * jump whose targets differ forks a path, and so do lsh/rsh by X). It bounds the kernel
+ * verifier's work on the translated program: it explores each path at most once. */
+#define GRM_CBPF_MAX_PATHS 256
 #define LABEL_SZ 100
 
 /* One classic BPF instruction, the layout of struct sock_filter. */

@@ -9,11 +9,13 @@
 //   part, which direct packet access sees (data_end); >= 0x80: all of it.
 //   An instruction is code (u16 LE), jt, jf, k (u32 LE), as struct sock_filter.
 //
-// Checks: validate() and translate() agree; for a valid program interpret() stays inside
+// Checks: validate() and translate() agree; validate()'s path bound (rule 9) matches a count
+// made the other way round; for a valid program interpret() stays inside
 // the payload (ASan: an exact-size heap copy) and gives a verdict in range, and the
 // translated eBPF, run by a small emulator below that enforces what the verifier would
 // (initialised registers and stack, bounds of every memory access, forward jumps, a known
 // helper with the right arguments), stores the same Outcome and returns ret_value.
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdint>
@@ -21,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <linux/bpf.h>
@@ -61,6 +64,30 @@ bool is_cond_jump(uint16_t c)
 {
     return c == 0x15 || c == 0x1d || c == 0x25 || c == 0x2d || c == 0x35 || c == 0x3d ||
            c == 0x45 || c == 0x4d;
+}
+
+/// Rule 9 counted the other way round from validate(): paths from each pc to a ret, from the
+/// last instruction back, saturating at 2^32. Precondition: every jump lands in the program.
+uint64_t paths_to_ret(std::span<const grm_sock_filter> prog)
+{
+    const size_t n = prog.size();
+    std::vector<uint64_t> from(n + 1, 0);
+    auto sat = [](uint64_t a, uint64_t b) { return std::min<uint64_t>(a + b, 1ull << 32); };
+    for (size_t i = n; i-- > 0;) {
+        const grm_sock_filter& f = prog[i];
+        if (is_ret(f.code))
+            from[i] = 1;
+        else if (f.code == 0x05)
+            from[i] = from[i + 1 + f.k];
+        else if (is_cond_jump(f.code))
+            from[i] =
+                f.jt == f.jf ? from[i + 1 + f.jt] : sat(from[i + 1 + f.jt], from[i + 1 + f.jf]);
+        else if (f.code == 0x6c || f.code == 0x7c) // lsh/rsh X
+            from[i] = sat(from[i + 1], from[i + 1]);
+        else
+            from[i] = from[i + 1];
+    }
+    return from[0];
 }
 
 // Structured form: a valid opcode, jumps in range, small k for memory, shifts and loads.
@@ -547,6 +574,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     (void)grm::cbpf::disassemble(prog); // any program, valid or not
     if (!valid) {
         CHECK(valid.error().code == EINVAL, "validate: errno", valid.error().code);
+        // Refused for its paths (rules 1-8 hold, so jumps are in range): there are too many.
+        if (valid.error().message().find(" paths ") != std::string::npos)
+            CHECK(paths_to_ret(prog) > GRM_CBPF_MAX_PATHS, "path bound: refused", long(n));
         auto tr = grm::cbpf::translate(prog, t);
         CHECK(!tr && tr.error().code == EINVAL, "translate accepted an invalid program");
         return 0;
@@ -554,6 +584,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
     // Independent spot checks of the rules the interpreter and translator rely on.
     CHECK(n >= 1 && n <= MAX_INSTR, "valid program size", long(n));
     CHECK(is_ret(prog[n - 1].code), "valid program not ending in ret");
+    CHECK(paths_to_ret(prog) <= GRM_CBPF_MAX_PATHS, "path bound: accepted",
+          long(paths_to_ret(prog)));
     for (size_t pc = 0; pc < n; pc++) {
         if (prog[pc].code == 0x05)
             CHECK(pc + 1 + uint64_t(prog[pc].k) < n, "ja out of range", long(pc));

@@ -67,6 +67,14 @@ write("fuzz_cbpf", "msh-mem-alu", cbpf([
     ins(0x9C), ins(0x07), ins(0x6C), ins(0x7C), ins(0x84), ins(0x61, 3), ins(RET_X),
 ], bytes([0x45, 0, 0, 0x1C, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21])))
 write("fuzz_cbpf", "div-by-zero", cbpf([ins(0x80), ins(0x3C), ins(RET_A)]))
+# Rule 9: issue 12's jset chain (2^31 paths, refused), and 7 forks (256 paths, accepted)
+def path_bomb(forks):
+    p = [ins(0x80)]
+    for i in range(forks):
+        p += [ins(JSET_K, 1 << i, 0, 1), ins(0x02, 0)]
+    return p + [ins(JSET_K, (1 << forks) - 1, 0, 1), ins(RET_K, 0), ins(RET_A)]
+write("fuzz_cbpf", "path-bomb", cbpf(path_bomb(30), b"\x01\x02"))
+write("fuzz_cbpf", "paths-256", cbpf(path_bomb(7), b"\x01\x02\x03"))
 # structured mode: opcodes index the accepted set (bytes chosen arbitrarily)
 write("fuzz_cbpf", "structured", bytes([0x40 | 15, 0x08, 0x00, 0xFF]) + bytes(range(7, 7 + 16 * 8)) + b"payload-bytes")
 

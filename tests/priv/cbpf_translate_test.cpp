@@ -242,11 +242,11 @@ std::vector<Prog> corner_programs()
     v.push_back({stmt(BPF_LD | BPF_B | BPF_ABS, 0), jump(BPF_JMP | BPF_JSET | BPF_K, 1, 0, 1),
                  stmt(BPF_ST, 5), stmt(BPF_LDX | BPF_MEM, 5), stmt(BPF_LD | BPF_MEM, 9),
                  stmt(BPF_ALU | BPF_ADD | BPF_X), stmt(BPF_STX, 9), stmt(BPF_RET | BPF_A)});
-    // The verifier's worst case we know: each of 12 packet bits forks the path and adds a
-    // distinct constant to M[0], and the final compare makes M[0] precise, so no state prunes:
-    // 4096 paths (about 90k instructions processed, ~150 ms), well under the 1M limit.
+    // A verifier worst case: each of 7 packet bits forks the path and adds a distinct
+    // constant to M[0], and the final compare makes M[0] precise, so no state prunes: 256
+    // paths, the most rule 9 allows.
     Prog paths;
-    for (uint32_t i = 0; i < 12; i++) {
+    for (uint32_t i = 0; i < 7; i++) {
         paths.push_back(stmt(BPF_LD | BPF_B | BPF_ABS, i));
         paths.push_back(jump(BPF_JMP | BPF_JSET | BPF_K, 1, 0, 3));
         paths.push_back(stmt(BPF_LD | BPF_MEM, 0));
@@ -463,6 +463,8 @@ TEST_CASE("cbpf translate: translated programs agree with interpret()", "[cbpf-t
     for (int i = 0; i < kPrograms && h.mismatches < 5; i++) {
         Prog p = g.program();
         auto v = cbpf::validate(p);
+        if (!v && v.error().message().find(" paths ") != std::string::npos)
+            continue; // rule 9: too many paths (the generator does not count them)
         if (!v)
             FAIL(v.error().context << "\n" << cbpf::disassemble(p));
         std::vector<Input> inputs;

@@ -231,6 +231,59 @@ TEST_CASE("cbpf validate: absolute offsets: non-negative, or ldh SKF_AD_PROTOCOL
     CHECK(validate(Prog{stmt(BPF_LD | BPF_H | BPF_IND, kProto), ret}));
 }
 
+TEST_CASE("cbpf validate: at most GRM_CBPF_MAX_PATHS paths to a ret", "[cbpf]")
+{
+    static_assert(GRM_CBPF_MAX_PATHS == 256);
+    // Issue 12: 64 instructions, 2^31 paths; the kernel's verifier gave up after 1M insns.
+    const Prog bomb = path_bomb(30);
+    REQUIRE(bomb.size() == MAX_INSTR);
+    auto r = validate(bomb);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == EINVAL);
+    CHECK_THAT(r.error().message(), Catch::Contains("more than 256 paths"));
+    CHECK(validate(path_bomb(7)));        // 256
+    CHECK_FALSE(validate(path_bomb(8)));  // 512
+    CHECK(validate(costliest_allowed())); // 256
+
+    // jt == jf is no fork; unreachable forks count for nothing; ja and ret go straight on.
+    const auto ret = stmt(BPF_RET | BPF_K, 0);
+    Prog same = {stmt(BPF_LD | BPF_W | BPF_LEN)};
+    for (int i = 0; i < 40; i++)
+        same.push_back(jump(BPF_JMP | BPF_JSET | BPF_K, 1u << (i % 32), 0, 0));
+    same.push_back(ret);
+    CHECK(validate(same));
+    Prog dead = {stmt(BPF_JMP | BPF_JA, 20)};
+    for (int i = 0; i < 20; i++)
+        dead.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 1));
+    dead.push_back(ret);
+    dead.push_back(ret);
+    CHECK(validate(dead));
+    dead[0].k = 0; // now reachable: 2^20 paths
+    CHECK_FALSE(validate(dead));
+
+    // A diamond chain: paths multiply although each instruction has at most two successors.
+    auto diamonds = [&](int n) {
+        Prog p;
+        for (int i = 0; i < n; i++) {
+            p.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 1));
+            p.push_back(stmt(BPF_ALU | BPF_ADD | BPF_K, 1));
+        }
+        p.push_back(stmt(BPF_RET | BPF_A));
+        return p;
+    };
+    CHECK(validate(diamonds(8)));
+    CHECK_FALSE(validate(diamonds(9)));
+
+    // lsh/rsh by X count twice: their translation branches on X >= 32.
+    Prog shifts = diamonds(8);
+    shifts.insert(shifts.begin(), stmt(BPF_ALU | BPF_LSH | BPF_X));
+    CHECK_FALSE(validate(shifts));
+    shifts[0] = stmt(BPF_ALU | BPF_LSH | BPF_K, 1);
+    CHECK(validate(shifts));
+    shifts[0] = stmt(BPF_ALU | BPF_RSH | BPF_X);
+    CHECK_FALSE(validate(shifts));
+}
+
 TEST_CASE("cbpf validate: the hand-written programs", "[cbpf]")
 {
     CHECK(validate(kCookieAt0));

@@ -35,9 +35,10 @@ public:
     std::map<uint64_t, grm_sk> sk_state;                ///< SO_COOKIE -> grm_sk
     std::set<uint64_t> attached;                        ///< sockets with grm_select_sk
     int cbpf_loads = 0;
-    int fail_update_errno = 0; ///< nonzero: every update fails with it
-    int list_error = 0;        ///< nonzero: socket_fds fails with it
-    int getfd_error = 0;       ///< nonzero: pidfd_getfd fails with it
+    bool cbpf_load_fails = false; ///< load_cbpf fails with E2BIG
+    int fail_update_errno = 0;    ///< nonzero: every update fails with it
+    int list_error = 0;           ///< nonzero: socket_fds fails with it
+    int getfd_error = 0;          ///< nonzero: pidfd_getfd fails with it
     size_t getfd_calls = 0;
     std::vector<grm_slot_state> slot_writes; ///< every grm_slots update, in order
 
@@ -240,6 +241,8 @@ public:
     Result<Fd> load_cbpf(std::span<const bpf_insn>, std::string*) override
     {
         cbpf_loads++;
+        if (cbpf_load_fails)
+            return unexpected(E2BIG, "the verifier gave up");
         return open_fd();
     }
     uint64_t now_ns() override { return ++now_; }
@@ -686,4 +689,33 @@ TEST_CASE("registry: cBPF groups get their translated program once", "[registry]
     CHECK(get<MapId::cbpf_progs>(k, 4));
     reg.sync_cbpf();
     CHECK(k.cbpf_loads == 1);
+}
+
+TEST_CASE("registry: a cBPF program that failed to load is not retried until it changes",
+          "[registry]")
+{
+    FakeKernel k;
+    k.cbpf_load_fails = true;
+    Registry reg(k);
+    grm_group g = make_group(k, 4433, 4, DISSECTOR_CBPF);
+    g.dissector.filter_len = 1;
+    g.dissector.filter[0] = grm_sock_filter{0x06, 0, 0, 0}; // ret #0
+    REQUIRE(put<MapId::group_recs>(k, 4, g));
+
+    reg.sync_cbpf();
+    CHECK(k.cbpf_loads == 1);
+    CHECK(get<MapId::dstats>(k, 4)->socket_critical == 1);
+    for (int i = 0; i < 3; i++) // every sweep syncs
+        reg.sweep();
+    CHECK(k.cbpf_loads == 1);
+    CHECK(get<MapId::dstats>(k, 4)->socket_critical == 1);
+    CHECK_FALSE(get<MapId::cbpf_progs>(k, 4));
+
+    // Another program in the same group id (deleted, created again): tried once more.
+    k.cbpf_load_fails = false;
+    g.dissector.filter[0].k = 1; // ret #1
+    REQUIRE(put<MapId::group_recs>(k, 4, g));
+    reg.sync_cbpf();
+    CHECK(k.cbpf_loads == 2);
+    CHECK(get<MapId::cbpf_progs>(k, 4));
 }
