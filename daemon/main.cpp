@@ -312,8 +312,8 @@ int run_daemon(const Options& o)
         return 1;
     }
     Registry reg(*kernel);
-    // Kept sockets are not pinned: a restarted grmd starts with none (udpgrm's restart
-    // loses them too), and a WORKING_GEN for an earlier registration fails with EBADF.
+    // Kept sockets are not pinned: a restarted grmd takes them again from the apps that
+    // registered them (udpgrm's restart loses them).
     Tubular tubular(*kernel, o.tubular, o.tubular_keep);
     reg.set_on_registered([&tubular](const grm_group& g, uint32_t slot, uint32_t idx, Fd sock) {
         tubular.on_registered(g, slot, idx, std::move(sock));
@@ -322,6 +322,10 @@ int run_daemon(const Options& o)
     if (!kept) {
         log::err("{}", kept.error().message());
         return 1;
+    }
+    if (o.tubular && *kept > 0) {
+        size_t n = reg.retake([](const grm_group& g) { return !label_of(g).empty(); });
+        log::info("tubular: {} registered socket(s) of labelled groups kept again", n);
     }
     if (cgroup) {
         if (auto r = install(o.pin_dir, *cgroup, o.sendmsg); !r) {

@@ -108,6 +108,30 @@ Result<size_t> Registry::reload()
     return regs_.size();
 }
 
+size_t Registry::retake(const std::function<bool(const grm_group&)>& wanted)
+{
+    size_t taken = 0;
+    for (const auto& [cookie, r] : regs_) {
+        auto g = get<MapId::group_recs>(k_, r.gid);
+        if (!g || !(g->flags & GRM_GROUP_F_LIVE) || r.tgid == 0 || !wanted(*g))
+            continue;
+        grm_event ev{};
+        ev.tgid = r.tgid;
+        ev.tid = r.tgid;
+        ev.so_cookie = cookie;
+        auto sock = find_socket(ev);
+        if (!sock) {
+            log::warning("socket 0x{:x} of pid {} not re-taken after the restart: {}", cookie,
+                         r.tgid, sock.error().message());
+            continue;
+        }
+        taken++;
+        if (on_registered_)
+            on_registered_(*g, r.slot, r.idx, std::move(*sock));
+    }
+    return taken;
+}
+
 /// Registered sockets that closed (or whose group `grmctl delete` removed: ENOENT in
 /// grm_regs), in slot `only` or in every slot.
 std::vector<uint64_t> Registry::closed_sockets(std::optional<SlotId> only) const
@@ -357,6 +381,7 @@ void Registry::on_register(const grm_event& ev, bool retry)
     r.slot = slot;
     r.idx = idx;
     r.app = st.app;
+    r.tgid = ev.tgid;
     r.registered_ns = k_.now_ns();
     regs_[ev.so_cookie] = r;
     used_.insert({id, idx});

@@ -52,6 +52,10 @@ public:
     /// Tubular hand-off keeps it); without one the copy closes.
     using OnRegistered = std::function<void(const grm_group&, uint32_t slot, uint32_t idx, Fd)>;
     void set_on_registered(OnRegistered f) { on_registered_ = std::move(f); }
+    /// After reload(): finds again, through their processes, the registered sockets of the
+    /// groups `wanted` accepts and hands each to the on_registered callback (a restarted
+    /// grmd's Tubular keeps them again). Returns how many were found.
+    size_t retake(const std::function<bool(const grm_group&)>& wanted);
     /// Adds 1 to both critical counters of group gid.
     void count_critical(uint32_t gid) { critical(gid, true); }
 

@@ -243,7 +243,7 @@ struct grm_reg {
     __u32 slot; /* internal slot, 0..31 */
     __u32 idx;  /* index, 0..255 */
     __u32 app;
-    __u32 _pad;
+    __u32 tgid;          /* process that registered it: a restarted grmd re-takes the socket */
     __u64 registered_ns; /* CLOCK_MONOTONIC */
 };
 GRM_ABI_ASSERT(sizeof(struct grm_reg) == 32);
