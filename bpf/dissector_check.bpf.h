@@ -32,6 +32,17 @@ struct cbpf_check {
 
 #define CBPF_PATHS_CAP (GRM_CBPF_MAX_PATHS + 1)
 
+/* The case labels of the conditional jumps (jeq, jgt, jge, jset; k and x forms). */
+#define CBPF_CASES_JCOND                                                                           \
+    case 0x15:                                                                                     \
+    case 0x1d:                                                                                     \
+    case 0x25:                                                                                     \
+    case 0x2d:                                                                                     \
+    case 0x35:                                                                                     \
+    case 0x3d:                                                                                     \
+    case 0x45:                                                                                     \
+    case 0x4d
+
 static __always_inline void cbpf_add_paths(__u16* to, __u32 v)
 {
     __u32 sum = *to + v;
@@ -57,14 +68,7 @@ static __always_inline void cbpf_count_paths(__u32 pc, __u32 code, __u32 k, __u3
     case 0x05:
         cbpf_add_paths(&c->reaching[(pc + 1 + k) & (MAX_INSTR - 1)], p);
         return;
-    case 0x15:
-    case 0x1d:
-    case 0x25:
-    case 0x2d:
-    case 0x35:
-    case 0x3d:
-    case 0x45:
-    case 0x4d:
+    CBPF_CASES_JCOND:
         cbpf_add_paths(&c->reaching[(pc + 1 + jt) & (MAX_INSTR - 1)], p);
         if (jf != jt)
             cbpf_add_paths(&c->reaching[(pc + 1 + jf) & (MAX_INSTR - 1)], p);
@@ -119,14 +123,7 @@ static __always_inline int cbpf_known_op(__u16 code)
     case 0x7c:
     case 0x84:
     case 0x05:
-    case 0x15:
-    case 0x1d:
-    case 0x25:
-    case 0x2d:
-    case 0x35:
-    case 0x3d:
-    case 0x45:
-    case 0x4d:
+    CBPF_CASES_JCOND:
     case 0x06:
     case 0x0e:
     case 0x16:
@@ -164,14 +161,7 @@ static int cbpf_check_one(__u32 pc, struct cbpf_check* c)
         if (k >= c->len - pc - 1)
             goto bad;
         break;
-    case 0x15:
-    case 0x1d:
-    case 0x25:
-    case 0x2d:
-    case 0x35:
-    case 0x3d:
-    case 0x45:
-    case 0x4d:
+    CBPF_CASES_JCOND:
         if (pc + 1 + f->jt >= c->len || pc + 1 + f->jf >= c->len)
             goto bad;
         break;
