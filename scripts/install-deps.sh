@@ -11,6 +11,7 @@ pkgs=(
     libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev ngtcp2-client openssl
     libclang-rt-14-dev
     systemd systemd-container debootstrap
+    scdoc man-db debhelper lintian
 )
 
 missing=()

@@ -124,7 +124,10 @@ Relay make_relay()
     int one = 1;
     ::setsockopt(r.fd.get(), SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
     uint64_t rnd = 0;
-    (void)::getrandom(&rnd, sizeof(rnd), 0);
+    // The pid alone still names the socket if getrandom fails (checked, not cast to void:
+    // _FORTIFY_SOURCE's warn_unused_result ignores the cast).
+    if (::getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+        rnd = 0;
     std::string name = fmt::format("grm-decoy/{}/{:016x}", ::getpid(), rnd);
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;

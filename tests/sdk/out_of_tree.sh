@@ -7,20 +7,26 @@
 #   - sdk_app.cpp (grm::client) and sdk_app.c (<grm/udpgrm.h>) compile, link against the
 #     installed libgrmclient, and pass when run from there.
 # Usage: out_of_tree.sh MESON BUILD_DIR SRC_DIR (SRC_DIR: this directory). Needs no root.
+#        out_of_tree.sh --root ROOT SRC_DIR: the same checks on a root already installed, e.g.
+#        the Debian packages extracted there (tests/debian/package-test.sh).
 set -euo pipefail
-meson=$1 build=$(realpath "$2") src=$(realpath "$3")
 cc=${CC:-cc} cxx=${CXX:-c++}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-dest=$work/root
 fail() {
     echo "FAIL: $*" >&2
     exit 1
 }
 
-if ! "$meson" install -C "$build" --no-rebuild --destdir "$dest" >"$work/install.log" 2>&1; then
-    cat "$work/install.log" >&2
-    fail "meson install --destdir"
+if [ "$1" = --root ]; then
+    dest=$(realpath "$2") src=$(realpath "$3")
+else
+    meson=$1 build=$(realpath "$2") src=$(realpath "$3")
+    dest=$work/root
+    if ! "$meson" install -C "$build" --no-rebuild --destdir "$dest" >"$work/install.log" 2>&1; then
+        cat "$work/install.log" >&2
+        fail "meson install --destdir"
+    fi
 fi
 pc=$(find "$dest" -name grmclient.pc -print -quit)
 [ -n "$pc" ] || fail "no grmclient.pc installed"
