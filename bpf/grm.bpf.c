@@ -67,6 +67,8 @@ int grm_setsockopt(struct bpf_sockopt* ctx)
     if (!sk)
         return 1;
 
+    if (optname == UDP_GRM_QUIC_LB)
+        return sockopt_fail(EPERM); /* read-only: grmd's configuration says it */
     have = sockopt_have(ctx);
     st = bpf_sk_storage_get(&grm_sk, sk, 0, 0);
     if (!st)
@@ -116,6 +118,8 @@ int grm_getsockopt(struct bpf_sockopt* ctx)
         return 1;
     if (ctx->optlen < 4)
         return getsockopt_fail(ctx, EFAULT);
+    if (optname == UDP_GRM_QUIC_LB) /* the host's, not a group's: any socket may ask */
+        return get_quic_lb(ctx);
 
     st = bpf_sk_storage_get(&grm_sk, sk, 0, 0);
     group_key_of(sk, &k);

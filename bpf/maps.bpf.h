@@ -165,6 +165,15 @@ struct {
     __type(value, struct grm_meta);
 } grm_meta SEC(".maps");
 
+/* This host's QUIC-LB server ID (grmd --hosts), answered by getsockopt(UDP_GRM_QUIC_LB).
+ * Writer: daemon, at start and on every reload of its configuration; all zero = none. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct grm_quic_lb);
+} grm_host SEC(".maps");
+
 /* Scratch for records too big for the 512-byte stack (an incoming dissector). */
 struct grm_scratch {
     struct udp_grm_dissector dissector;

@@ -14,7 +14,7 @@
 
 static __always_inline int is_grm_option(int level, int optname)
 {
-    return level == GRM_SOL_UDP && optname >= UDP_GRM_WORKING_GEN && optname <= UDP_GRM_SOCKET_APP;
+    return level == GRM_SOL_UDP && optname >= UDP_GRM_WORKING_GEN && optname <= UDP_GRM_QUIC_LB;
 }
 
 /* ---- setsockopt ---- */
@@ -288,6 +288,15 @@ static __always_inline int get_dissector(struct bpf_sockopt* ctx, struct grm_gro
     if (!g)
         return getsockopt_fail(ctx, EBADFD);
     return getsockopt_answer(ctx, &g->dissector, sizeof(g->dissector));
+}
+
+static __always_inline int get_quic_lb(struct bpf_sockopt* ctx)
+{
+    __u32 zero = 0;
+    struct grm_quic_lb* lb = bpf_map_lookup_elem(&grm_host, &zero);
+    struct grm_quic_lb none = {};
+
+    return getsockopt_answer(ctx, lb ? lb : &none, sizeof(none));
 }
 
 static __always_inline int get_socket_app(struct bpf_sockopt* ctx, struct grm_sk* st)

@@ -17,6 +17,7 @@
 
 #include "bpf_kernel.hpp"
 #include "cli.hpp"
+#include "hosts.hpp"
 #include "loader.hpp"
 #include "log.hpp"
 #include "pins.hpp"
@@ -45,6 +46,7 @@ struct Options {
     std::optional<std::string> uninstall; // likewise
     std::string pin_dir = pins::kDefaultDir;
     uint32_t flow_entries = 0;
+    std::optional<std::string> hosts;   // --hosts: QUIC-LB server ID and host table (JSON)
     std::optional<std::string> tubular; // SEQPACKET socket of the Tubular daemon
     std::chrono::nanoseconds tubular_keep = std::chrono::seconds(10); // kept sockets' lifetime
 };
@@ -68,6 +70,8 @@ void usage(FILE* to)
                  "                          Tubular SEQPACKET socket PATH at each WORKING_GEN\n"
                  "      --tubular-keep=DURATION  how long registered sockets wait for their\n"
                  "                          hand-off (default 10s)\n"
+                 "      --hosts=FILE        with --daemon: this host's QUIC-LB server ID and the\n"
+                 "                          host table (JSON, docs/multihost.md); SIGHUP rereads\n"
                  "  -v, --verbose           debug output, libbpf's included\n"
                  "  -h, --help\n",
                  pins::kDefaultDir);
@@ -75,7 +79,7 @@ void usage(FILE* to)
 
 std::optional<Options> parse(int argc, char** argv)
 {
-    enum { kUninstall = 1000, kFlowEntries, kWithoutSendmsg, kTubularKeep };
+    enum { kUninstall = 1000, kFlowEntries, kWithoutSendmsg, kTubularKeep, kHosts };
     static const option longopts[] = {
         {"daemon", no_argument, nullptr, 'd'},
         {"install", optional_argument, nullptr, 'i'},
@@ -85,6 +89,7 @@ std::optional<Options> parse(int argc, char** argv)
         {"flow-entries", required_argument, nullptr, kFlowEntries},
         {"tubular", required_argument, nullptr, 't'},
         {"tubular-keep", required_argument, nullptr, kTubularKeep},
+        {"hosts", required_argument, nullptr, kHosts},
         {"verbose", no_argument, nullptr, 'v'},
         {"force", no_argument, nullptr, 'f'},
         {"without-sendmsg", no_argument, nullptr, kWithoutSendmsg},
@@ -123,6 +128,9 @@ std::optional<Options> parse(int argc, char** argv)
         }
         case 't':
             o.tubular = optarg;
+            break;
+        case kHosts:
+            o.hosts = optarg;
             break;
         case kTubularKeep: {
             auto d = cli::parse_duration(optarg, "--tubular-keep");
@@ -240,6 +248,48 @@ int on_sweep(sd_event_source* s, uint64_t usec, void* ctx)
     return 0;
 }
 
+/// The host configuration in force: what getsockopt(UDP_GRM_QUIC_LB) answers.
+struct Hosts {
+    std::optional<std::string> path;
+    int map_fd;
+    HostConfig running;
+};
+
+/// Reads --hosts (no --hosts: no server ID).
+Result<HostConfig> read_hosts(const std::optional<std::string>& path)
+{
+    return path ? load_host_config(*path) : Result<HostConfig>(HostConfig{});
+}
+
+/// Puts a configuration in force (map grm_host).
+Result<void> apply_hosts(Hosts& h, HostConfig c)
+{
+    uint32_t zero = 0;
+    grm_quic_lb lb = quic_lb_of(c);
+    if (bpf_map_update_elem(h.map_fd, &zero, &lb, BPF_ANY) != 0)
+        return errno_error("update grm_host");
+    h.running = std::move(c);
+    if (h.path)
+        log::info("hosts: this host is server ID {} (config rotation {}), {} host(s) in the "
+                  "table, from {}",
+                  hex(h.running.server_id), h.running.config_rotation, h.running.hosts.size(),
+                  *h.path);
+    return {};
+}
+
+int on_sighup(sd_event_source*, const signalfd_siginfo*, void* ctx)
+{
+    auto* h = static_cast<Hosts*>(ctx);
+    auto c = read_hosts(h->path);
+    if (!c) {
+        log::err("hosts: reload refused, the running configuration stays: {}", c.error().message());
+        return 0;
+    }
+    if (auto r = apply_hosts(*h, std::move(*c)); !r)
+        log::err("hosts: reload refused, the running configuration stays: {}", r.error().message());
+    return 0;
+}
+
 /// Closes the Tubular sockets nobody asked for in time.
 int on_tubular_check(sd_event_source* s, uint64_t usec, void* ctx)
 {
@@ -265,6 +315,11 @@ int run_daemon(const Options& o)
             return 1;
         }
         cgroup = *cg;
+    }
+    auto host_config = read_hosts(o.hosts);
+    if (!host_config) {
+        log::err("hosts: {}", host_config.error().message());
+        return 1;
     }
     if (auto r = prepare_pin_dir(o.pin_dir); !r) {
         log::err("{}", r.error().message());
@@ -327,6 +382,11 @@ int run_daemon(const Options& o)
         size_t n = reg.retake([](const grm_group& g) { return !label_of(g).empty(); });
         log::info("tubular: {} registered socket(s) of labelled groups kept again", n);
     }
+    Hosts hosts{o.hosts, bpf_map__fd(s->maps.grm_host), {}};
+    if (auto r = apply_hosts(hosts, std::move(*host_config)); !r) {
+        log::err("hosts: {}", r.error().message());
+        return 1;
+    }
     if (cgroup) {
         if (auto r = install(o.pin_dir, *cgroup, o.sendmsg); !r) {
             log::err("{}", r.error().message());
@@ -349,6 +409,7 @@ int run_daemon(const Options& o)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
     sigprocmask(SIG_BLOCK, &mask, nullptr);
 
     sd_event* ev = nullptr;
@@ -359,6 +420,7 @@ int run_daemon(const Options& o)
     std::unique_ptr<sd_event, CFree<&sd_event_unref>> evp(ev);
     sd_event_add_signal(ev, nullptr, SIGTERM, nullptr, nullptr);
     sd_event_add_signal(ev, nullptr, SIGINT, nullptr, nullptr);
+    sd_event_add_signal(ev, nullptr, SIGHUP, on_sighup, &hosts);
     sd_event_add_io(ev, nullptr, ring_buffer__epoll_fd(rb.get()), EPOLLIN, on_ring_ready, &loop);
     uint64_t now = 0;
     sd_event_now(ev, CLOCK_MONOTONIC, &now);

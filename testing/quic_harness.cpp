@@ -149,6 +149,7 @@ struct Instance {
             if (auto rl = parse_ready(line)) {
                 r.gen = rl->gen;
                 port = rl->port;
+                r.ready_extra = rl->extra;
                 ready = true;
             } else if (line.rfind("draining ", 0) == 0) {
                 r.why = line;

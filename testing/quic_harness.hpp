@@ -89,6 +89,7 @@ struct InstanceResult {
     uint32_t gen = 0;
     int pid = 0;
     double ready_s = 0, exit_s = -1;
+    std::string ready_extra;       ///< what the ready line says after "pid N"
     std::string drained;           ///< the "drained gen ..." line
     std::string stats;             ///< the "stats gen ..." line
     std::string why;               ///< the "draining gen ..." line

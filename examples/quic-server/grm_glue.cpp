@@ -38,7 +38,19 @@ Result<Group> open_group(const Options& o)
     if (auto on = client::active(fds[0]); !on || !*on)
         return unexpected(ENOPROTOOPT, "grm is not active for this socket's cgroup (grmd "
                                        "--install?); --no-grm runs without it");
-    auto d = o.mode == Mode::quic ? client::make_quic_dissector(o.cid_len, o.cookie_offset)
+    // The host's QUIC-LB server ID comes from grmd's configuration, so this server, its
+    // neighbours and a balancer in front read the same one. The cookie goes after it.
+    auto lb = client::quic_lb(fds[0]);
+    if (!lb)
+        return unexpected(lb.error());
+    uint8_t cookie_offset = o.cookie_offset;
+    if (lb->server_id_len && cookie_offset < client::quic_lb_cookie_offset(*lb))
+        cookie_offset = client::quic_lb_cookie_offset(*lb);
+    if (cookie_offset + 2 > o.cid_len)
+        return unexpected(EINVAL, "--cid-len " + std::to_string(o.cid_len) +
+                                      " leaves no room for the cookie after this host's " +
+                                      std::to_string(lb->server_id_len) + "-byte server ID");
+    auto d = o.mode == Mode::quic ? client::make_quic_dissector(o.cid_len, cookie_offset)
                                   : client::make_dissector(DISSECTOR_FLOW);
     if (auto r = client::set_dissector(fds[0], d); !r) {
         Error e = r.error();
@@ -61,7 +73,7 @@ Result<Group> open_group(const Options& o)
             auto c = client::cookie(fds[i]);
             if (!c)
                 return unexpected(c.error());
-            out.cids[i] = client::QuicCids(o.cid_len, o.cookie_offset, *c);
+            out.cids[i] = client::QuicCids(o.cid_len, cookie_offset, *c, *lb);
         }
     }
     return out;

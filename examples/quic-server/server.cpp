@@ -369,6 +369,17 @@ int Server::run()
     ready.sockets = static_cast<uint32_t>(group_.socks.size());
     ready.pid = ::getpid();
     ready.extra = fmt::format("dissector {} cid_len {}", mode_name(o_.mode), o_.cid_len);
+    if (!group_.cids.empty() && group_.cids[0]) {
+        const client::QuicCids& ids = *group_.cids[0];
+        ready.extra += fmt::format(" cookie_offset {}", ids.cookie_offset());
+        const grm_quic_lb& lb = ids.quic_lb();
+        if (lb.server_id_len) {
+            std::string sid;
+            for (int i = 0; i < lb.server_id_len; i++)
+                sid += fmt::format("{:02x}", lb.server_id[i]);
+            ready.extra += fmt::format(" server_id {}", sid);
+        }
+    }
     fmt::print("{}\n", format_ready(ready));
     std::fflush(stdout);
 

@@ -39,6 +39,8 @@ enum udp_grm_socket_opt {
     UDP_GRM_DISSECTOR = 202,   /* set/get struct udp_grm_dissector; write-once per group */
     UDP_GRM_FLOW_ASSURE = 203, /* set sockaddr_in/in6: claim a FLOW entry for this socket */
     UDP_GRM_SOCKET_APP = 204,  /* set/get u32: application index, before SOCKET_GEN */
+    UDP_GRM_QUIC_LB = 205,     /* grm only, get struct grm_quic_lb: this host's QUIC-LB server
+                                  ID, from grmd's configuration (udpgrm: ENOPROTOOPT) */
 };
 
 enum udp_grm_dissector_type {
@@ -96,6 +98,20 @@ struct grm_quic_config {
 GRM_ABI_ASSERT(sizeof(struct grm_quic_config) == 8);
 #define GRM_QUIC_DEFAULT_CID_LEN 8
 #define GRM_QUIC_DEFAULT_COOKIE_OFFSET 1
+
+/* getsockopt(UDP_GRM_QUIC_LB) answer, 8 bytes: the QUIC-LB plaintext CID layout of this host
+ * (draft-ietf-quic-load-balancers): CID byte 0 = config rotation (3 high bits) and the CID
+ * length - 1 (5 low bits), then server_id_len bytes of server ID, then the nonce, which holds
+ * grm's cookie at the group's cookie_offset (>= 1 + server_id_len). server_id_len 0: grmd has
+ * no server ID configured (single host: CIDs as before). Read by any socket, group or not. */
+struct grm_quic_lb {
+    __u8 config_rotation; /* 0..6 (7 marks a CID no balancer may route) */
+    __u8 server_id_len;   /* 0, or 1..GRM_QUIC_LB_MAX_SID */
+    __u8 server_id[6];    /* opaque bytes, first server_id_len used, rest zero */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_quic_lb) == 8);
+#define GRM_QUIC_LB_MAX_SID 6
+#define GRM_QUIC_LB_UNROUTABLE 7 /* config rotation value of a CID outside any configuration */
 
 /* getsockopt(UDP_GRM_SOCKET_GEN) answer, 12 bytes. */
 struct udp_grm_socket_gen {

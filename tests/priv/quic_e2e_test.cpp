@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <fcntl.h>
+#include <fstream>
 #include <poll.h>
 #include <string>
 #include <unistd.h>
@@ -219,6 +220,33 @@ TEST_CASE("quic e2e: a SIGTERM to the old instance while it drains (a supervisor
     CHECK(r.failed() == 0);
     CHECK(r.completed() == r.requests());
     CHECK(r.split() == 0);
+}
+
+TEST_CASE("quic e2e: with grmd --hosts the server's CIDs carry the host's QUIC-LB server ID, "
+          "and every connection survives 3 restarts",
+          "[quic-e2e-cid-lb]")
+{
+    std::string hosts = sandbox().root + "/hosts.json";
+    std::ofstream(hosts) << R"({"server_id_length": 3, "server_id": "a1b2c3",
+                               "hosts": [{"server_id": "a1b2c3", "address": "127.0.0.1"}]})";
+    auto d = Daemon::start(sandbox(), {"--hosts", hosts});
+    if (!d)
+        FAIL(d.error().message());
+    quic::Scenario s;
+    s.routing = quic::Routing::quic;
+    GroupStats g;
+    auto r = run_scenario(s, "cid-lb", &g);
+    check_restarts(r);
+    // Every instance took the server ID from grmd and put its cookie after it.
+    for (const auto& in : r.instances) {
+        INFO("ready line: " << in.ready_extra);
+        CHECK(in.ready_extra.find("cookie_offset 4 server_id a1b2c3") != std::string::npos);
+    }
+    CHECK(r.failed() == 0);
+    CHECK(r.completed() == r.requests());
+    REQUIRE(g.found);
+    CHECK(g.rx.rx_flow_ok > static_cast<uint64_t>(r.requests()));
+    CHECK(g.rx.rx_flow_new_bad_cookie == 0);
 }
 
 TEST_CASE("quic e2e: grm QUIC CIDs keep every connection when clients change address",

@@ -159,3 +159,62 @@ TEST_CASE("quic cids: make_quic_dissector fills grm_quic_config and nothing else
     CHECK(q.cid_len == GRM_QUIC_DEFAULT_CID_LEN);
     CHECK(q.cookie_offset == GRM_QUIC_DEFAULT_COOKIE_OFFSET);
 }
+
+TEST_CASE("quic cids: a QUIC-LB layout puts rotation, length and server ID first, the cookie "
+          "where the reuseport program reads it",
+          "[quic][cids][quic-lb]")
+{
+    grm_quic_lb lb{};
+    lb.config_rotation = 5;
+    lb.server_id_len = 3;
+    lb.server_id[0] = 0xab;
+    lb.server_id[1] = 0x00;
+    lb.server_id[2] = 0x17;
+    const uint16_t cookie = grm_cookie(3, 9);
+    client::QuicCids ids(12, client::quic_lb_cookie_offset(lb), cookie, lb);
+    std::vector<uint8_t> cid(12);
+    for (int round = 0; round < 64; round++) {
+        REQUIRE(ids.mint(cid));
+        CHECK(cid[0] == (5 << 5 | 11)); // rotation 5, length 12 - 1
+        auto f = client::parse_quic_lb(cid, 3);
+        REQUIRE(f);
+        CHECK(f->config_rotation == 5);
+        CHECK(f->encoded_length == 12);
+        CHECK(std::vector<uint8_t>(f->server_id.begin(), f->server_id.end()) ==
+              std::vector<uint8_t>{0xab, 0x00, 0x17});
+        CHECK(ids.routes_here(cid));
+        // What the reuseport program reads: the cookie at offset 4.
+        auto h = quic_parse(quic_short(cid, 1), 12, 4);
+        CHECK(h.kind == GRM_QUIC_SHORT);
+        CHECK(h.cookie == cookie);
+    }
+}
+
+TEST_CASE("quic cids: a cookie offset inside the server ID, a bad rotation or an ID too short "
+          "are refused",
+          "[quic][cids][quic-lb]")
+{
+    grm_quic_lb lb{};
+    lb.server_id_len = 2;
+    lb.server_id[0] = 1;
+    lb.server_id[1] = 2;
+    std::vector<uint8_t> cid(8);
+    auto r = client::mint_cid(cid, grm_cookie(0, 1), 2, lb); // bytes 1..2 are the server ID
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == EINVAL);
+    CHECK(client::mint_cid(cid, grm_cookie(0, 1), 3, lb));
+    lb.config_rotation = GRM_QUIC_LB_UNROUTABLE;
+    CHECK_FALSE(client::mint_cid(cid, grm_cookie(0, 1), 3, lb));
+    lb.config_rotation = 0;
+    lb.server_id_len = GRM_QUIC_LB_MAX_SID + 1;
+    CHECK_FALSE(client::mint_cid(cid, grm_cookie(0, 1), 8, lb));
+    // Parsing: byte 0, the server ID and at least one nonce byte.
+    std::vector<uint8_t> tiny = {0x07, 1, 2};
+    CHECK_FALSE(client::parse_quic_lb(tiny, 2));
+    CHECK(client::parse_quic_lb(std::vector<uint8_t>{0x07, 1, 2, 3}, 2));
+    CHECK_FALSE(client::parse_quic_lb(cid, GRM_QUIC_LB_MAX_SID + 1));
+    // No layout: exactly the plain IDs.
+    grm_quic_lb none{};
+    CHECK(client::mint_cid(cid, grm_cookie(0, 1), 1, none));
+    CHECK(client::cid_cookie(cid, 1)->cookie == grm_cookie(0, 1));
+}

@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: MIT
+// grmd's host configuration (--hosts FILE): this host's QUIC-LB server ID, which the apps read
+// with getsockopt(UDP_GRM_QUIC_LB) and mint into their connection IDs, and the table of the
+// other hosts behind the same balancer. Pure parsing and checks, no kernel: grmd applies the
+// result, and keeps the running configuration when a reload is refused.
+//
+// The file is JSON:
+//   {
+//     "config_rotation": 0,          // QUIC-LB config rotation bits, 0..6 (default 0)
+//     "server_id_length": 2,         // bytes, 1..6
+//     "server_id": "0a01",           // this host, hex, server_id_length bytes
+//     "hosts": [                     // every host behind the balancer (this one may appear)
+//       {"server_id": "0a02", "address": "10.0.0.2"},
+//       {"server_id": "0a03", "address": "fd00::3"}
+//     ]
+//   }
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <netinet/in.h>
+
+#include "grm/abi.h"
+#include "grm/result.hpp"
+
+namespace grm::daemon {
+
+struct HostEntry {
+    std::vector<uint8_t> server_id;
+    std::string address; ///< as written; family and bytes below
+    int family = 0;      ///< AF_INET or AF_INET6
+    in6_addr addr{};     ///< IPv4 as the first 4 bytes
+};
+
+struct HostConfig {
+    uint8_t config_rotation = 0;
+    uint8_t server_id_len = 0;
+    std::vector<uint8_t> server_id; ///< this host
+    std::vector<HostEntry> hosts;
+};
+
+/// Parses and checks a configuration. EINVAL with a message naming the field and the
+/// problem: not JSON, an unknown key, a rotation or length out of range, an ID of the wrong
+/// length or not hex, an ID listed twice, an address that is not an IP literal.
+Result<HostConfig> parse_host_config(std::string_view json_text);
+
+/// Reads `path` and parses it; errors name the file.
+Result<HostConfig> load_host_config(const std::string& path);
+
+/// What getsockopt(UDP_GRM_QUIC_LB) answers for this configuration.
+grm_quic_lb quic_lb_of(const HostConfig& c);
+
+/// "0a01": an ID as the configuration writes it.
+std::string hex(const std::vector<uint8_t>& id);
+
+} // namespace grm::daemon
