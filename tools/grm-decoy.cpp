@@ -20,7 +20,9 @@
 //     `grm-activate ... -- APP`, which makes and registers new sockets), tells systemd
 //     RELOADING=1, forwards the new APP's READY=1 (the reload is done), then sends the old APP
 //     SIGTERM, as a supervisor stops the old process after a reload, and follows the new one.
-//     The old APP drains on its own; its messages are dropped, its exit reaped and logged.
+//     The old APP drains on its own; its messages are dropped, its exit reaped and logged. A
+//     STOPPING=1 of the old APP during the reload (it saw the new one take over first) is
+//     not forwarded either.
 #include <cerrno>
 #include <climits>
 #include <csignal>
@@ -159,7 +161,7 @@ struct State {
 };
 
 /// What a message from the relay means for the decoy.
-enum class Event { none, current_stopping, next_ready };
+enum class Event { none, current_stopping, current_stopping_in_reload, next_ready };
 
 void notify_upstream(const State& st, const std::string& text)
 {
@@ -195,6 +197,13 @@ Event on_relay(const State& st, int fd)
         return Event::none;
     }
     auto v = sd::filter_notify(msg->text);
+    if (from_current && v.stopping && st.next) {
+        // The old app saw the new one take over before the new one's READY=1 reached us: it
+        // drains, as it will once replaced. Not the service stopping: nothing goes to systemd.
+        log::info("pid {} drains while pid {} starts: the reload goes on", st.current.pid,
+                  st.next->pid);
+        return Event::current_stopping_in_reload;
+    }
     for (const auto& d : v.dropped)
         log::notice("not forwarding '{}': the decoy stays the main process", d);
     if (st.upstream && !v.forward.empty()) {
@@ -351,14 +360,29 @@ int main(int argc, char** argv)
     log::info("started {} (pid {}){}", app, st.current.pid,
               passed ? fmt::format(" with {} passed fd(s)", passed) : std::string());
 
+    // The current app said STOPPING=1 during a reload (it saw the new one take over), or has
+    // even exited since (its drain ended): either way the new one is awaited.
+    bool current_draining = false;
+    std::optional<siginfo_t> current_exit;
     auto reload_failed = [&](const std::string& why) {
+        if (current_exit) {
+            log::err("reload failed: {}; pid {} has exited", why, st.current.pid);
+            exit_like(*current_exit);
+        }
+        if (current_draining) {
+            // Nobody serves: the service stops as the app asked, and Restart= decides.
+            log::err("reload failed: {}; pid {} drains, the service stops", why, st.current.pid);
+            notify_upstream(st, fmt::format("READY=1\nSTOPPING=1\nSTATUS=reload failed: {}", why));
+            std::exit(0);
+        }
         log::err("reload failed: {}; pid {} goes on serving", why, st.current.pid);
         notify_upstream(st, fmt::format("READY=1\nSTATUS=reload failed: {}", why));
     };
     for (;;) {
+        // A reaped child's pidfd stays readable: -1 keeps it out of the poll.
         std::vector<pollfd> pfds = {{sfd.get(), POLLIN, 0},
                                     {relay.fd.get(), POLLIN, 0},
-                                    {st.current.pidfd.get(), POLLIN, 0}};
+                                    {current_exit ? -1 : st.current.pidfd.get(), POLLIN, 0}};
         if (st.next)
             pfds.push_back({st.next->pidfd.get(), POLLIN, 0});
         for (const auto& c : st.retired)
@@ -373,6 +397,8 @@ int main(int argc, char** argv)
         if (pfds[1].revents & POLLIN) {
             for (pollfd p{relay.fd.get(), POLLIN, 0}; ::poll(&p, 1, 0) == 1; p.revents = 0) {
                 Event ev = on_relay(st, relay.fd.get());
+                if (ev == Event::current_stopping_in_reload)
+                    current_draining = true;
                 if (ev == Event::current_stopping) {
                     log::info("{} (pid {}) is draining; leaving it to finish", app, st.current.pid);
                     if (st.next) // a stop during a reload: the new instance goes too
@@ -383,12 +409,16 @@ int main(int argc, char** argv)
                     // The new instance serves: the old one is stopped as a supervisor stops
                     // the old process after a reload. It has usually noticed the takeover and
                     // is draining already; a grm app keeps draining on this SIGTERM.
-                    log::info("reloaded: {} (pid {}) replaces pid {}, which gets SIGTERM", app,
-                              st.next->pid, st.current.pid);
-                    send_signal(st.current, SIGTERM);
-                    st.retired.push_back(std::move(st.current));
+                    log::info("reloaded: {} (pid {}) replaces pid {}, which {}", app, st.next->pid,
+                              st.current.pid, current_exit ? "has exited" : "gets SIGTERM");
+                    if (!current_exit) {
+                        send_signal(st.current, SIGTERM);
+                        st.retired.push_back(std::move(st.current));
+                    }
                     st.current = std::move(*st.next);
                     st.next.reset();
+                    current_draining = false;
+                    current_exit.reset();
                 }
             }
         }
@@ -425,15 +455,18 @@ int main(int argc, char** argv)
                         reload_failed("the new instance did not start");
                     continue;
                 }
-                send_signal(st.current, sig);
+                if (!current_exit)
+                    send_signal(st.current, sig);
                 if (st.next)
                     send_signal(*st.next, sig);
             }
         }
-        if (auto si = reaped(st.current)) {
+        if (auto si = current_exit ? std::nullopt : reaped(st.current)) {
             log::info("{} (pid {}) {}", app, st.current.pid, how_it_ended(*si));
-            if (st.next)
-                send_signal(*st.next, SIGTERM);
+            if (st.next) { // the reload decides: the new app serves, or the decoy ends so
+                current_exit = si;
+                continue;
+            }
             exit_like(*si);
         }
         if (st.next) {

@@ -803,6 +803,62 @@ TEST_CASE("grm-decoy --reload: SIGHUP starts a second app; its READY=1 ends the 
     CHECK(proc::wait_exit(second, 10s).has_value()); // orphaned to us, its subreaper
 }
 
+TEST_CASE("grm-decoy --reload: the old app drains before the new one is READY (it saw the "
+          "takeover): its STOPPING=1 does not stop the service",
+          "[systemd-decoy-reload-early]")
+{
+    REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+    auto n = NotifyListener::make();
+    std::string app = binary("grm-test-sdapp");
+    std::string report = unique("report"), out = unique("decoy.out");
+    Spawn s;
+    s.argv = {binary("grm-decoy"),
+              "--reload",
+              "--",
+              "grm-test-sdapp",
+              "--report",
+              report,
+              "--ready",
+              "--stop-via",
+              "notify",
+              "--linger-ms",
+              "300",
+              "--ready-after-ms",
+              "700"};
+    s.set_env = {"PATH=/nonexistent:" + dir_of(app) + ":/usr/bin:/bin", "NOTIFY_SOCKET=" + n.path};
+    s.output = out;
+    pid_t decoy = spawn(s);
+    INFO(slurp(out));
+    REQUIRE(n.recv_until("READY=1", 10s));
+    pid_t first = std::stoi(one(parse_report(slurp(report)), "pid"));
+
+    REQUIRE(::kill(decoy, SIGHUP) == 0);
+    REQUIRE(n.recv_until("RELOADING=1", 10s));
+    // The new app is starting (READY=1 in 700 ms); the old one drains now, as a grm app does
+    // when it sees the new one take over, and says STOPPING=1.
+    REQUIRE(::kill(first, SIGTERM) == 0);
+    INFO(slurp(report));
+    REQUIRE(wait_for(report, "notify_stopping").find("notify_stopping") != std::string::npos);
+    std::vector<NotifyMsg> before;
+    auto ready = n.recv_until("READY=1", 10s, &before);
+    REQUIRE(ready);
+    CHECK(ready->pid == decoy);
+    for (const auto& m : before)
+        CHECK(m.text.find("STOPPING=1") == std::string::npos);
+    CHECK(::waitpid(decoy, nullptr, WNOHANG) == 0); // still the service's main process
+    std::string drains = fmt::format("pid {} drains while pid", first);
+    CHECK(wait_for(out, drains).find(drains) != std::string::npos);
+
+    REQUIRE(::kill(decoy, SIGTERM) == 0); // the stop reaches the new app
+    REQUIRE(n.recv_until("STOPPING=1", 10s));
+    auto st = proc::wait_exit(decoy, 10s);
+    REQUIRE(st);
+    CHECK(WEXITSTATUS(*st) == 0);
+    for (const auto& [k, v] : parse_report(slurp(report)))
+        if (k == "pid" && std::stoi(v) != first) // the new app, orphaned to us
+            CHECK(proc::wait_exit(std::stoi(v), 10s).has_value());
+}
+
 namespace {
 
 /// Capabilities named in the unit's CapabilityBoundingSet= line.
