@@ -166,7 +166,7 @@ echo_scenario() {
             fail "$name: restart $i: gen $new_gen has $(taking_new_flows "$addr" "$new_gen") sockets taking new flows, want 4"
         new_app=$(app_pid_of "$new_decoy")
         [ -n "$new_app" ] && kill -0 "$new_app" || fail "$name: restart $i: no new grm-echo serving"
-        say "$name: restart $i: gen $gen -> $new_gen in $t_restart ms; old app $app (uid $app_uid) alive at switch: $alive, exited $drained_ms ms later; new app $new_app (uid $(uid_of "$new_app"))"
+        say "$name: restart $i: gen $gen -> $new_gen at $t0..$((t0 + t_restart)) ms (realtime) in $t_restart ms; old app $app (uid $app_uid) alive at switch: $alive, exited $drained_ms ms later; new app $new_app (uid $(uid_of "$new_app"))"
     done
 
     touch /run/grm-e2e-stop
