@@ -115,6 +115,10 @@ echo_scenario() {
     group_json "$addr" | grep -q '"label": "echo"' || fail "$name: the drop-in's --tubular=echo is not the group's label"
     group_json "$addr" | grep -q '"flow_timeout_sec": 30' || fail "$name: the drop-in's --flow-timeout=30 is not set"
 
+    # The kernel's UDP drop counters of the container's network namespace, around the load.
+    udp_counters() { awk '/^Udp:/ { if (!h) { split($0, k); h = 1 } else { split($0, v); for (i = 2; i <= NF; i++) if (k[i] ~ /Errors|NoPorts/) printf "%s %s ", k[i], v[i] } }' /proc/net/snmp; }
+    local udp_before
+    udp_before=$(udp_counters)
     rm -f /run/grm-e2e-stop
     grm-e2e-load --target "$addr" --flows 40 --packets 50 --interval-ms 10 --duration-s 90 \
         --grace-ms 3000 --stop-file /run/grm-e2e-stop >"$out/$name-load.json" 2>"$out/$name-load.err" &
@@ -177,6 +181,7 @@ echo_scenario() {
     field() { echo "$load_json" | sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p"; }
     say "$name: packets sent $(field sent), answered $(field answered), lost $(field lost); flows moved $(field flows_moved), never answered $(field flows_unanswered)"
     say "$name: load: $load_json"
+    say "$name: UDP counters before: $udp_before; after: $(udp_counters)"
     [ -n "$(field sent)" ] || fail "$name: no load result"
     [ "$(field sent)" -ge 5000 ] 2>/dev/null || fail "$name: too little load: $(field sent) packets"
     [ "$(field lost)" = 0 ] || fail "$name: $(field lost) packets lost"

@@ -7,7 +7,8 @@
 #
 # The root filesystem comes from debootstrap and is cached in /var/cache/grm-test/, keyed by
 # its package list (built once per machine; the container runs on a throw-away overlay of it,
-# --volatile=overlay). The host side runs in a private mount namespace (a tmpfs over /run
+# --volatile=overlay). Trees of other package lists (other branches) are left alone until
+# unused for 2 days. The host side runs in a private mount namespace (a tmpfs over /run
 # takes what nspawn writes there) and a cgroup of its own; the trap stops the container
 # (SIGTERM to our nspawn: an orderly poweroff; SIGKILL by PID after a deadline) and removes
 # the cgroup and the work directory. No machined, no machinectl: the host needs no systemd.
@@ -56,10 +57,16 @@ mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
 if [ ! -d "$rootfs" ]; then
-    # Half-built trees of runs that died, and trees of other package lists (about 200 MB
-    # each): we hold the lock, nobody uses them.
+    # Half-built trees of runs that died (their builder's pid is the suffix). Trees of other
+    # package lists (about 200 MB each) may be in use by a run of another branch right now
+    # (the lock covers building only): removed only when none used them for 2 days.
+    for old in "$cache"/rootfs-*.tmp.*; do
+        [ -e "$old" ] && ! kill -0 "${old##*.}" 2>/dev/null && rm -rf "$old"
+    done
     for old in "$cache"/rootfs-*; do
-        [ -e "$old" ] && [ "$old" != "$rootfs" ] && rm -rf "$old"
+        case "$old" in *.tmp.* | *.used | "$rootfs") continue ;; esac
+        [ -d "$old" ] && [ -n "$(find "$old.used" -mmin +2880 2>/dev/null)" ] &&
+            rm -rf "$old" "$old.used"
     done
     tmp=$rootfs.tmp.$$
     log "building $rootfs with debootstrap ($packages) from $mirror"
@@ -78,6 +85,7 @@ if [ ! -d "$rootfs" ]; then
 else
     log "cached root filesystem $rootfs"
 fi
+touch "$rootfs.used" # see the cleanup above
 flock -u 9
 
 # ---- work directory: grm as installed, the units, the container script ---------------------
