@@ -5,7 +5,8 @@
 // --interval-ms apart; a finished flow is replaced by a new one until --duration-s passes or
 // --stop-file exists. Then it waits up to --grace-ms for the last answers and prints one JSON
 // object: packets sent/answered/lost, flows, flows answered by more than one generation,
-// packets per generation, and when (realtime ms) the first 20 lost packets were sent. Exit 0
+// packets per generation, and when (realtime ms) the first 20 lost packets were sent, with
+// their sequence numbers ("ms:seq"). Exit 0
 // whatever the counts (the caller judges), 2 on bad usage.
 #include <algorithm>
 #include <chrono>
@@ -53,7 +54,8 @@ struct Flow {
     uint32_t id = 0;
     Fd sock;
     uint32_t sent = 0;
-    Clock::time_point next;
+    Clock::time_point next;      ///< when the next packet is due (the schedule)
+    Clock::time_point last_sent; ///< when the last one really went out
 };
 
 struct FlowResult {
@@ -220,6 +222,7 @@ int main(int argc, char** argv)
                     }
                     f.sent++;
                     f.next += interval;
+                    f.last_sent = now;
                 }
                 wake = std::min(wake, f.next);
             }
@@ -236,12 +239,14 @@ int main(int argc, char** argv)
                     receive(active[i]);
         now = Clock::now();
         // A flow that sent everything and got every answer (or waited 2 s for them) makes
-        // room for a new one, until the load stops.
+        // room for a new one, until the load stops. The 2 s count from the last packet's real
+        // send time: after a stall of this process the schedule (f.next) lags behind, and
+        // closing the socket at once would turn the answers on their way into losses.
         for (auto& f : active) {
             if (!f.sock.valid() || f.sent < static_cast<uint32_t>(packets))
                 continue;
             const auto& r = results[f.id];
-            bool done = r.answered == r.sent || now >= f.next + std::chrono::seconds(2);
+            bool done = r.answered == r.sent || now >= f.last_sent + std::chrono::seconds(2);
             if (!done)
                 continue;
             if (stopping)
@@ -267,7 +272,8 @@ int main(int argc, char** argv)
             partial++;
         for (size_t q = 0; q < r.sent && listed < 20; q++)
             if (!r.seen[q] && ++listed)
-                lost_at += (lost_at.empty() ? "" : ", ") + std::to_string(r.sent_ms[q]);
+                lost_at += (lost_at.empty() ? "" : ", ") + std::to_string(r.sent_ms[q]) + ":" +
+                           std::to_string(q);
     }
     std::string gens;
     for (const auto& [g, n] : per_gen)
@@ -277,7 +283,7 @@ int main(int argc, char** argv)
     std::printf("{\"sent\": %llu, \"answered\": %llu, \"lost\": %llu, \"duplicates\": %llu, "
                 "\"bad\": %llu, \"send_errors\": %llu, \"flows\": %zu, \"flows_moved\": %llu, "
                 "\"flows_unanswered\": %llu, \"flows_partial\": %llu, \"seconds\": %.2f, "
-                "\"per_gen\": {%s}, \"lost_sent_at_ms\": [%s]}\n",
+                "\"per_gen\": {%s}, \"lost_sent_at_ms_seq\": \"%s\"}\n",
                 (unsigned long long)sent, (unsigned long long)answered,
                 (unsigned long long)(sent - answered), (unsigned long long)duplicates,
                 (unsigned long long)bad, (unsigned long long)send_errors, results.size(),
