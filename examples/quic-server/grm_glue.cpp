@@ -13,18 +13,47 @@
 
 namespace grm::quic_server {
 
+namespace {
+
+/// Step 1 under systemd: the sockets passed as LISTEN_FDS (grm-activate made them, bound and
+/// registered); an empty list when none were passed.
+Result<std::vector<Fd>> passed_sockets()
+{
+    auto passed = client::listen_udp_sockets();
+    if (!passed)
+        return unexpected(passed.error());
+    std::vector<Fd> out;
+    for (const auto& p : *passed)
+        out.emplace_back(p.fd);
+    for (const auto& p : *passed)
+        if (!p.reuseport)
+            return unexpected(EINVAL, "passed socket " + p.name + " (fd " + std::to_string(p.fd) +
+                                          ") has no SO_REUSEPORT: grm cannot steer it");
+    return out;
+}
+
+} // namespace
+
 Result<Group> open_group(const Options& o)
 {
-    net::GroupOptions g;
-    g.where = o.local;
-    g.count = o.sockets;
-    g.nonblocking = true;
-    g.rcvbuf = 4 << 20;
-    auto socks = net::open_reuseport_group(g);
-    if (!socks)
-        return unexpected(socks.error());
     Group out;
-    out.socks = std::move(*socks);
+    auto passed = passed_sockets();
+    if (!passed)
+        return unexpected(passed.error());
+    out.inherited = !passed->empty();
+    if (out.inherited) {
+        out.socks = std::move(*passed);
+    } else {
+        net::GroupOptions g;
+        g.where = o.local;
+        g.count = o.sockets;
+        g.nonblocking = true;
+        g.rcvbuf = 4 << 20;
+        auto socks = net::open_reuseport_group(g);
+        if (!socks)
+            return unexpected(socks.error());
+        out.socks = std::move(*socks);
+    }
     out.cids.resize(out.socks.size());
     std::vector<int> fds;
     for (const auto& s : out.socks) {

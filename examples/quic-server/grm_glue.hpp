@@ -2,7 +2,8 @@
 // Everything grm-quic-server does for grm, in one place: read this first. The rest of the
 // server is an ordinary ngtcp2 + nghttp3 HTTP/3 server.
 //
-//   1. open N SO_REUSEPORT sockets on the service's ip:port              open_group()
+//   1. open N SO_REUSEPORT sockets on the service's ip:port, or take the   open_group()
+//      ones grm-activate made and passed (LISTEN_FDS, under systemd)
 //   2. set DISSECTOR_QUIC (connection ID length, cookie offset)          open_group()
 //   3. register the sockets into a new generation, make it the working one  open_group()
 //   4. put the accepting socket's cookie in every connection ID issued   new_connection_id()
@@ -30,9 +31,11 @@ struct Group {
     uint32_t gen = 0; ///< the generation the sockets were registered into (0 under --no-grm)
     /// Per socket: the connection IDs it issues; nullopt under --no-grm (random IDs).
     std::vector<std::optional<client::QuicCids>> cids;
+    bool inherited = false; ///< the sockets came as LISTEN_FDS (grm-activate, systemd)
 };
 
-/// Steps 1-3: opens the sockets (non-blocking) and, unless --no-grm, sets the dissector and
+/// Steps 1-3: opens the sockets (non-blocking), or takes those passed as LISTEN_FDS (then
+/// --addr, --port and --sockets do not matter), and, unless --no-grm, sets the dissector and
 /// takes over the working generation. The error names the step.
 Result<Group> open_group(const Options& o);
 

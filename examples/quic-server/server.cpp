@@ -17,6 +17,10 @@
 // SIGTERM after it has started draining by itself; SIGQUIT, or a second SIGINT (^C twice),
 // exits at once.
 //
+// Under systemd (systemd/grm-quic.service.in, docs/systemd.md) it takes the sockets passed as
+// LISTEN_FDS (grm-activate made and registered them) and speaks sd_notify: READY=1 once it
+// serves, STOPPING=1 when it starts draining (grm-decoy steps aside on it).
+//
 // --dissector flow routes by the client's address instead (no connection-ID support): a client
 // that changes address after a restart lands on the new instance, which knows nothing of it.
 // --no-grm is plain SO_REUSEPORT, the baseline: the kernel hashes the 4-tuple over every socket
@@ -39,6 +43,7 @@
 #include <sys/signalfd.h>
 
 #include <fmt/core.h>
+#include <systemd/sd-daemon.h>
 
 #include "connection.hpp"
 #include "log.hpp"
@@ -283,6 +288,8 @@ void Server::start_drain(const std::string& why)
     open_at_drain_ = open_conns();
     fmt::print("draining gen {}: {}; {} connections open\n", gen(), why, open_at_drain_);
     std::fflush(stdout);
+    // Under grm-decoy: the decoy steps aside, and systemd may start the next instance.
+    sd_notifyf(0, "STOPPING=1\nSTATUS=gen %u draining", gen());
 }
 
 void Server::check_takeover()
@@ -368,7 +375,8 @@ int Server::run()
     ready.port = net::from_sockaddr(local_).port;
     ready.sockets = static_cast<uint32_t>(group_.socks.size());
     ready.pid = ::getpid();
-    ready.extra = fmt::format("dissector {} cid_len {}", mode_name(o_.mode), o_.cid_len);
+    ready.extra = fmt::format("dissector {} cid_len {}{}", mode_name(o_.mode), o_.cid_len,
+                              group_.inherited ? " inherited yes" : "");
     if (!group_.cids.empty() && group_.cids[0]) {
         const client::QuicCids& ids = *group_.cids[0];
         ready.extra += fmt::format(" cookie_offset {}", ids.cookie_offset());
@@ -382,6 +390,7 @@ int Server::run()
     }
     fmt::print("{}\n", format_ready(ready));
     std::fflush(stdout);
+    sd_notifyf(0, "READY=1\nSTATUS=gen %u serving on port %u", gen(), ready.port);
 
     std::vector<pollfd> pfds;
     for (auto& s : group_.socks)

@@ -4,12 +4,15 @@
 // Keeps --flows flows going, each its own socket (own source port) sending --packets packets
 // --interval-ms apart; a finished flow is replaced by a new one until --duration-s passes or
 // --stop-file exists. Then it waits up to --grace-ms for the last answers and prints one JSON
-// object: packets sent/answered/lost, flows, flows answered by more than one generation, and
-// packets per generation. Exit 0 whatever the counts (the caller judges), 2 on bad usage.
+// object: packets sent/answered/lost, flows, flows answered by more than one generation,
+// packets per generation, and when (realtime ms) the first 20 lost packets were sent, with
+// their sequence numbers ("ms:seq"). Exit 0
+// whatever the counts (the caller judges), 2 on bad usage.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <getopt.h>
 #include <map>
 #include <poll.h>
@@ -31,6 +34,14 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using grm::Fd;
 
+/// The realtime clock in ms: the test script's clock (date +%s%N), to match events.
+int64_t realtime_ms()
+{
+    timespec ts{};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
 constexpr uint64_t kMagic = 0x67726d2d65326521ull; // "grm-e2e!"
 
 struct Payload {
@@ -43,13 +54,15 @@ struct Flow {
     uint32_t id = 0;
     Fd sock;
     uint32_t sent = 0;
-    Clock::time_point next;
+    Clock::time_point next;      ///< when the next packet is due (the schedule)
+    Clock::time_point last_sent; ///< when the last one really went out
 };
 
 struct FlowResult {
     uint32_t sent = 0, answered = 0;
     std::set<uint32_t> gens;
     std::vector<bool> seen;
+    std::vector<int64_t> sent_ms; ///< per packet: when it was sent (ms of the realtime clock)
 };
 
 } // namespace
@@ -147,6 +160,7 @@ int main(int argc, char** argv)
         f.sent = 0;
         f.next = when;
         results[f.id].seen.assign(static_cast<size_t>(packets), false);
+        results[f.id].sent_ms.assign(static_cast<size_t>(packets), 0);
     };
     // Flows start spread over one interval, so sends do not come in bursts.
     for (int i = 0; i < flows; i++)
@@ -201,12 +215,14 @@ int main(int argc, char** argv)
                     Payload p{f.id, f.sent, kMagic};
                     if (::send(f.sock.get(), &p, sizeof(p), 0) == sizeof(p)) {
                         results[f.id].sent++;
+                        results[f.id].sent_ms[f.sent] = realtime_ms();
                         sent++;
                     } else {
                         send_errors++;
                     }
                     f.sent++;
                     f.next += interval;
+                    f.last_sent = now;
                 }
                 wake = std::min(wake, f.next);
             }
@@ -223,12 +239,14 @@ int main(int argc, char** argv)
                     receive(active[i]);
         now = Clock::now();
         // A flow that sent everything and got every answer (or waited 2 s for them) makes
-        // room for a new one, until the load stops.
+        // room for a new one, until the load stops. The 2 s count from the last packet's real
+        // send time: after a stall of this process the schedule (f.next) lags behind, and
+        // closing the socket at once would turn the answers on their way into losses.
         for (auto& f : active) {
             if (!f.sock.valid() || f.sent < static_cast<uint32_t>(packets))
                 continue;
             const auto& r = results[f.id];
-            bool done = r.answered == r.sent || now >= f.next + std::chrono::seconds(2);
+            bool done = r.answered == r.sent || now >= f.last_sent + std::chrono::seconds(2);
             if (!done)
                 continue;
             if (stopping)
@@ -243,6 +261,8 @@ int main(int argc, char** argv)
     }
 
     uint64_t moved = 0, unanswered = 0, partial = 0;
+    std::string lost_at; // when the first 20 lost packets were sent, to match with restarts
+    int listed = 0;
     for (const auto& [id, r] : results) {
         if (r.gens.size() > 1)
             moved++;
@@ -250,6 +270,10 @@ int main(int argc, char** argv)
             unanswered++;
         else if (r.answered < r.sent)
             partial++;
+        for (size_t q = 0; q < r.sent && listed < 20; q++)
+            if (!r.seen[q] && ++listed)
+                lost_at += (lost_at.empty() ? "" : ", ") + std::to_string(r.sent_ms[q]) + ":" +
+                           std::to_string(q);
     }
     std::string gens;
     for (const auto& [g, n] : per_gen)
@@ -259,11 +283,11 @@ int main(int argc, char** argv)
     std::printf("{\"sent\": %llu, \"answered\": %llu, \"lost\": %llu, \"duplicates\": %llu, "
                 "\"bad\": %llu, \"send_errors\": %llu, \"flows\": %zu, \"flows_moved\": %llu, "
                 "\"flows_unanswered\": %llu, \"flows_partial\": %llu, \"seconds\": %.2f, "
-                "\"per_gen\": {%s}}\n",
+                "\"per_gen\": {%s}, \"lost_sent_at_ms_seq\": \"%s\"}\n",
                 (unsigned long long)sent, (unsigned long long)answered,
                 (unsigned long long)(sent - answered), (unsigned long long)duplicates,
                 (unsigned long long)bad, (unsigned long long)send_errors, results.size(),
                 (unsigned long long)moved, (unsigned long long)unanswered,
-                (unsigned long long)partial, secs, gens.c_str());
+                (unsigned long long)partial, secs, gens.c_str(), lost_at.c_str());
     return 0;
 }

@@ -2,27 +2,30 @@
 # End-to-end test under a real systemd: boots Debian 12 with systemd as PID 1 in a
 # systemd-nspawn container (own network namespace, cgroup v2), installs grm's build outputs and
 # units into it, and runs tests/e2e/inside.sh there: grmd.service, the example grm-echo.service
-# restarted under UDP load, nothing lost.
+# (as root, User=, DynamicUser=yes) restarted under UDP load, nothing lost; the example
+# grm-quic.service (HTTP/3) restarted and reloaded under real QUIC connections, none failed.
 #
 # The root filesystem comes from debootstrap and is cached in /var/cache/grm-test/, keyed by
 # its package list (built once per machine; the container runs on a throw-away overlay of it,
-# --volatile=overlay). The host side runs in a private mount namespace (a tmpfs over /run
+# --volatile=overlay). Trees of other package lists (other branches) are left alone until
+# unused for 2 days. The host side runs in a private mount namespace (a tmpfs over /run
 # takes what nspawn writes there) and a cgroup of its own; the trap stops the container
 # (SIGTERM to our nspawn: an orderly poweroff; SIGKILL by PID after a deadline) and removes
 # the cgroup and the work directory. No machined, no machinectl: the host needs no systemd.
 #
 # Environment (meson sets it, see tests/meson.build): GRM_E2E_{GRMD,GRMCTL,ACTIVATE,DECOY,ECHO,
-# LOAD,LIBCLIENT} build outputs; GRM_E2E_{BINDIR,SBINDIR,LIBDIR} where they install;
+# LOAD,LIBCLIENT,QUIC_SERVER,QUIC_DRIVER} build outputs; GRM_E2E_{BINDIR,SBINDIR,LIBDIR} where they install;
 # GRM_E2E_UNITS (build dir with the configured units); GRM_E2E_SRC (source root).
 # Optional: GRM_E2E_MIRROR (Debian mirror), GRM_E2E_CACHE (default /var/cache/grm-test),
-# GRM_E2E_RESTARTS (default 4).
+# GRM_E2E_RESTARTS (default 4), GRM_E2E_KEEP_RESULTS (a directory: the container's results and
+# journals are copied there when the test fails).
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "SKIP: not running as root"
     exit 77
 fi
-for tool in systemd-nspawn debootstrap nsenter unshare flock; do
+for tool in systemd-nspawn debootstrap nsenter unshare flock openssl; do
     if ! command -v "$tool" >/dev/null; then
         echo "SKIP: $tool is missing (scripts/install-deps.sh installs it)"
         exit 77
@@ -42,9 +45,11 @@ t_start=$(now_ms)
 suite=bookworm
 mirror=${GRM_E2E_MIRROR:-http://deb.debian.org/debian}
 # The runtime libraries grmd, grmctl and the tools link (same Debian packages as the host),
-# systemd as init, procps for pgrep.
-packages=systemd,systemd-sysv,libbpf1,libfmt9,libsystemd0,procps
-layout=1 # bump when the post-debootstrap setup below changes
+# systemd as init, procps for pgrep, passwd for useradd (the User= service); for the HTTP/3
+# service: grm-quic-server's libraries (ngtcp2 0.12 with gnutls, nghttp3 0.8) and gtlsclient.
+packages=systemd,systemd-sysv,libbpf1,libfmt9,libsystemd0,procps,passwd
+packages=$packages,libngtcp2-9,libngtcp2-crypto-gnutls2,libnghttp3-3,libgnutls30,ngtcp2-client
+layout=2 # bump when the post-debootstrap setup below changes
 cache=${GRM_E2E_CACHE:-/var/cache/grm-test}
 key=$(printf '%s\n' "$suite" "$packages" "$layout" | sha256sum | cut -c1-12)
 rootfs=$cache/rootfs-$suite-$key
@@ -52,10 +57,16 @@ mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
 if [ ! -d "$rootfs" ]; then
-    # Half-built trees of runs that died, and trees of other package lists (about 200 MB
-    # each): we hold the lock, nobody uses them.
+    # Half-built trees of runs that died (their builder's pid is the suffix). Trees of other
+    # package lists (about 200 MB each) may be in use by a run of another branch right now
+    # (the lock covers building only): removed only when none used them for 2 days.
+    for old in "$cache"/rootfs-*.tmp.*; do
+        [ -e "$old" ] && ! kill -0 "${old##*.}" 2>/dev/null && rm -rf "$old"
+    done
     for old in "$cache"/rootfs-*; do
-        [ -e "$old" ] && [ "$old" != "$rootfs" ] && rm -rf "$old"
+        case "$old" in *.tmp.* | *.used | "$rootfs") continue ;; esac
+        [ -d "$old" ] && [ -n "$(find "$old.used" -mmin +2880 2>/dev/null)" ] &&
+            rm -rf "$old" "$old.used"
     done
     tmp=$rootfs.tmp.$$
     log "building $rootfs with debootstrap ($packages) from $mirror"
@@ -74,6 +85,7 @@ if [ ! -d "$rootfs" ]; then
 else
     log "cached root filesystem $rootfs"
 fi
+touch "$rootfs.used" # see the cleanup above
 flock -u 9
 
 # ---- work directory: grm as installed, the units, the container script ---------------------
@@ -114,6 +126,10 @@ cleanup() {
         [ -d "$cg" ] && log "WARNING: could not remove $cg"
     fi
     umount -l "$work/bpffs" 2>/dev/null
+    if [ "$rc" -ne 0 ] && [ -n "${GRM_E2E_KEEP_RESULTS:-}" ] && [ -d "$work/results" ]; then
+        mkdir -p "$GRM_E2E_KEEP_RESULTS" && cp -a "$work/results/." "$GRM_E2E_KEEP_RESULTS/" &&
+            log "results kept in $GRM_E2E_KEEP_RESULTS"
+    fi
     rm -rf "$work"
     exit $rc
 }
@@ -121,10 +137,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 stage=$work/stage
-mkdir -p "$stage/units/grm-echo.service.d" "$work/results" \
+if [ -z "${GRM_E2E_QUIC_SERVER:-}" ]; then
+    echo "systemd-e2e: FAIL: grm-quic-server was not built (ngtcp2/nghttp3 missing: bash scripts/install-deps.sh)"
+    exit 1
+fi
+mkdir -p "$stage/units/grm-echo.service.d" "$stage/quic" "$work/results" \
     "$stage$GRM_E2E_BINDIR" "$stage$GRM_E2E_SBINDIR" "$stage$GRM_E2E_LIBDIR"
 install -m 0755 "$GRM_E2E_GRMD" "$stage$GRM_E2E_SBINDIR/grmd"
-for b in "$GRM_E2E_GRMCTL" "$GRM_E2E_ACTIVATE" "$GRM_E2E_DECOY" "$GRM_E2E_ECHO" "$GRM_E2E_LOAD"; do
+for b in "$GRM_E2E_GRMCTL" "$GRM_E2E_ACTIVATE" "$GRM_E2E_DECOY" "$GRM_E2E_ECHO" "$GRM_E2E_LOAD" \
+    "$GRM_E2E_QUIC_SERVER" "$GRM_E2E_QUIC_DRIVER"; do
     install -m 0755 "$b" "$stage$GRM_E2E_BINDIR/"
 done
 install -m 0644 "$GRM_E2E_LIBCLIENT" "$stage$GRM_E2E_LIBDIR/"
@@ -136,8 +157,14 @@ case "$GRM_E2E_BINDIR $GRM_E2E_SBINDIR $GRM_E2E_LIBDIR" in
     exit 1
     ;;
 esac
-install -m 0644 "$GRM_E2E_UNITS/grmd.service" "$GRM_E2E_UNITS/grm-echo.service" "$stage/units/"
-install -m 0644 "$GRM_E2E_SRC/systemd/grm-echo.service.d/local.conf" "$stage/units/grm-echo.service.d/"
+install -m 0644 "$GRM_E2E_UNITS/grmd.service" "$GRM_E2E_UNITS/grm-echo.service" \
+    "$GRM_E2E_UNITS/grm-quic.service" "$stage/units/"
+install -m 0644 "$GRM_E2E_SRC/systemd/grm-echo.service.d/"*.conf "$stage/units/grm-echo.service.d/"
+# The HTTP/3 service's throwaway certificate (ECDSA P-256, 1 day) and reset secret.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=localhost -keyout "$stage/quic/key.pem" -out "$stage/quic/cert.pem" >/dev/null 2>&1 ||
+    { echo "systemd-e2e: FAIL: openssl could not make a certificate"; exit 1; }
+head -c 32 /dev/urandom >"$stage/quic/reset.secret"
 install -m 0755 "$GRM_E2E_SRC/tests/e2e/inside.sh" "$stage/inside.sh"
 
 # ---- boot ------------------------------------------------------------------------------------
@@ -223,9 +250,9 @@ wait $!
 rc=$?
 set -e
 if [ "$rc" -ne 0 ]; then
-    echo "---- journal of grmd.service and grm-echo.service"
-    cat "$work/results/journal.txt" 2>/dev/null | tail -60
-    inside journalctl --no-pager -o short-monotonic -u grmd.service -u grm-echo.service 2>/dev/null | tail -60
+    echo "---- journal of grmd.service, grm-echo.service and grm-quic.service"
+    inside journalctl --no-pager -o short-monotonic -u grmd.service -u grm-echo.service \
+        -u grm-quic.service 2>/dev/null | tail -80
 fi
 log "total $(($(now_ms) - t_start)) ms"
 if [ "$rc" -eq 0 ]; then

@@ -2,7 +2,8 @@
 // grm-test-sdapp: a stand-in service for the systemd tests. It reports, one "key value" line
 // at a time to --report FILE, what it was given (LISTEN_* environment, the sockets that
 // grm::client::listen_udp_sockets finds, NOTIFY_SOCKET) and every signal it gets, and acts as
-// told: READY=1 (with a MAINPID= line that grm-decoy must drop), on SIGTERM tell the decoy it
+// told: READY=1 (with a MAINPID= line that grm-decoy must drop; --ready-after-ms later than
+// its start), on SIGTERM tell the decoy it
 // drains (STOPPING=1 or SIGURG to the parent), linger, exit with a code, or kill itself.
 #include <csignal>
 #include <cstdio>
@@ -46,7 +47,7 @@ int main(int argc, char** argv)
     using namespace grm::cli;
     std::string report_path, name, stop_via = "notify";
     bool ready = false;
-    int linger_ms = 0, exit_code = 0, exit_after_ms = -1, kill_self = 0;
+    int linger_ms = 0, exit_code = 0, exit_after_ms = -1, kill_self = 0, ready_after_ms = 0;
     static const option longopts[] = {
         {"report", required_argument, nullptr, 'r'},
         {"name", required_argument, nullptr, 'n'},
@@ -56,6 +57,7 @@ int main(int argc, char** argv)
         {"exit-code", required_argument, nullptr, 'x'},
         {"exit-after-ms", required_argument, nullptr, 'a'},
         {"kill-self", required_argument, nullptr, 'k'},
+        {"ready-after-ms", required_argument, nullptr, 'y'},
         {},
     };
     int c;
@@ -84,6 +86,9 @@ int main(int argc, char** argv)
             break;
         case 'k':
             kill_self = or_exit(parse<int>(optarg, "--kill-self", 0, 64));
+            break;
+        case 'y':
+            ready_after_ms = or_exit(parse<int>(optarg, "--ready-after-ms", 0, 600000));
             break;
         default:
             return 2;
@@ -135,6 +140,7 @@ int main(int argc, char** argv)
     report("sockets " + std::to_string(socks->size()));
     report("listen_fds_after " + env_or("LISTEN_FDS", "-"));
     if (ready) {
+        ::poll(nullptr, 0, ready_after_ms); // signals wait in the mask meanwhile
         std::string msg = "READY=1\nSTATUS=sdapp up\nMAINPID=" + std::to_string(getpid());
         report("notify_ready " + std::to_string(sd_notify(0, msg.c_str())));
     }

@@ -719,6 +719,146 @@ TEST_CASE("grm-decoy: stands in for the app, relays sd_notify, forwards signals,
     }
 }
 
+TEST_CASE("grm-decoy --reload: SIGHUP starts a second app; its READY=1 ends the reload, the "
+          "first one gets SIGTERM and its STOPPING=1 stops nothing",
+          "[systemd-decoy-reload]")
+{
+    REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0); // the last app outlives the decoy
+    auto n = NotifyListener::make();
+    std::string app = binary("grm-test-sdapp");
+    Fd s1 = reuseport_socket(AF_INET, 0);
+    std::string report = unique("report"), out = unique("decoy.out");
+    Spawn s;
+    s.argv = {binary("grm-decoy"), "--reload",   "--",     "grm-test-sdapp", "--report", report,
+              "--ready",           "--stop-via", "notify", "--linger-ms",    "300"};
+    s.set_env = {"PATH=/nonexistent:" + dir_of(app) + ":/usr/bin:/bin", "NOTIFY_SOCKET=" + n.path,
+                 "LISTEN_FDS=1", "LISTEN_FDNAMES=v4"};
+    s.pass_fds = {s1.get()};
+    s.listen_pid_self = true;
+    s.output = out;
+    pid_t decoy = spawn(s);
+    INFO(slurp(out));
+    REQUIRE(n.recv_until("READY=1", 10s));
+    // Both apps append to one report: "pid N" opens each one's lines.
+    auto pids = [&] {
+        std::vector<pid_t> v;
+        for (const auto& [k, val] : parse_report(slurp(report)))
+            if (k == "pid")
+                v.push_back(std::stoi(val));
+        std::sort(v.begin(), v.end());
+        return v;
+    };
+    REQUIRE(pids().size() == 1);
+    pid_t first = pids()[0];
+
+    REQUIRE(::kill(decoy, SIGHUP) == 0);
+    std::vector<NotifyMsg> before;
+    auto ready = n.recv_until("READY=1", 10s, &before);
+    INFO(slurp(report));
+    REQUIRE(ready);
+    CHECK(ready->pid == decoy);
+    // RELOADING=1 first, from the decoy: systemd holds the reload until READY=1.
+    REQUIRE(before.size() >= 1);
+    CHECK(before[0].text.find("RELOADING=1") != std::string::npos);
+    CHECK(before[0].pid == decoy);
+    REQUIRE(pids().size() == 2);
+    pid_t second = pids()[0] == first ? pids()[1] : pids()[0];
+    std::string r = slurp(report);
+    // The second app got no passed fds (the first has them) and the decoy as parent.
+    CHECK(r.find("listen_fds -") != std::string::npos);
+    CHECK(r.find("sockets 0") != std::string::npos);
+    // The SIGHUP was not forwarded; the first app got SIGTERM from the decoy and said
+    // STOPPING=1, which must not reach systemd: the service goes on.
+    std::string term = fmt::format("signal 15 from {}", decoy);
+    std::string after_reload = wait_for(report, term);
+    CHECK(after_reload.find(term) != std::string::npos);
+    CHECK(after_reload.find("signal 1 from") == std::string::npos);
+    CHECK(wait_for(report, "notify_stopping").find("notify_stopping") != std::string::npos);
+    auto gone = [&](pid_t p) {
+        for (auto deadline = Clock::now() + 10s; Clock::now() < deadline;
+             std::this_thread::sleep_for(5ms))
+            if (::kill(p, 0) != 0)
+                return true;
+        return false;
+    };
+    CHECK(gone(first)); // lingered 300 ms, exited, reaped by the decoy
+    std::vector<NotifyMsg> after;
+    CHECK_FALSE(n.recv_until("STOPPING=1", 300ms, &after));
+    CHECK(::waitpid(decoy, nullptr, WNOHANG) == 0);
+    std::string replaced = fmt::format("replaced grm-test-sdapp (pid {}) exited with 0", first);
+    CHECK(wait_for(out, replaced).find(replaced) != std::string::npos);
+
+    // Signals now go to the second app; a stop ends the decoy as before.
+    REQUIRE(::kill(decoy, SIGUSR1) == 0);
+    CHECK(wait_for(report, fmt::format("signal 10 from {}", decoy)).find("signal 10") !=
+          std::string::npos);
+    REQUIRE(::kill(decoy, SIGTERM) == 0);
+    auto stopping = n.recv_until("STOPPING=1", 10s);
+    REQUIRE(stopping);
+    CHECK(stopping->pid == decoy);
+    auto st = proc::wait_exit(decoy, 10s);
+    REQUIRE(st);
+    CHECK(WIFEXITED(*st));
+    CHECK(WEXITSTATUS(*st) == 0);
+    CHECK(proc::wait_exit(second, 10s).has_value()); // orphaned to us, its subreaper
+}
+
+TEST_CASE("grm-decoy --reload: the old app drains before the new one is READY (it saw the "
+          "takeover): its STOPPING=1 does not stop the service",
+          "[systemd-decoy-reload-early]")
+{
+    REQUIRE(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+    auto n = NotifyListener::make();
+    std::string app = binary("grm-test-sdapp");
+    std::string report = unique("report"), out = unique("decoy.out");
+    Spawn s;
+    s.argv = {binary("grm-decoy"),
+              "--reload",
+              "--",
+              "grm-test-sdapp",
+              "--report",
+              report,
+              "--ready",
+              "--stop-via",
+              "notify",
+              "--linger-ms",
+              "300",
+              "--ready-after-ms",
+              "700"};
+    s.set_env = {"PATH=/nonexistent:" + dir_of(app) + ":/usr/bin:/bin", "NOTIFY_SOCKET=" + n.path};
+    s.output = out;
+    pid_t decoy = spawn(s);
+    INFO(slurp(out));
+    REQUIRE(n.recv_until("READY=1", 10s));
+    pid_t first = std::stoi(one(parse_report(slurp(report)), "pid"));
+
+    REQUIRE(::kill(decoy, SIGHUP) == 0);
+    REQUIRE(n.recv_until("RELOADING=1", 10s));
+    // The new app is starting (READY=1 in 700 ms); the old one drains now, as a grm app does
+    // when it sees the new one take over, and says STOPPING=1.
+    REQUIRE(::kill(first, SIGTERM) == 0);
+    INFO(slurp(report));
+    REQUIRE(wait_for(report, "notify_stopping").find("notify_stopping") != std::string::npos);
+    std::vector<NotifyMsg> before;
+    auto ready = n.recv_until("READY=1", 10s, &before);
+    REQUIRE(ready);
+    CHECK(ready->pid == decoy);
+    for (const auto& m : before)
+        CHECK(m.text.find("STOPPING=1") == std::string::npos);
+    CHECK(::waitpid(decoy, nullptr, WNOHANG) == 0); // still the service's main process
+    std::string drains = fmt::format("pid {} drains while pid", first);
+    CHECK(wait_for(out, drains).find(drains) != std::string::npos);
+
+    REQUIRE(::kill(decoy, SIGTERM) == 0); // the stop reaches the new app
+    REQUIRE(n.recv_until("STOPPING=1", 10s));
+    auto st = proc::wait_exit(decoy, 10s);
+    REQUIRE(st);
+    CHECK(WEXITSTATUS(*st) == 0);
+    for (const auto& [k, v] : parse_report(slurp(report)))
+        if (k == "pid" && std::stoi(v) != first) // the new app, orphaned to us
+            CHECK(proc::wait_exit(std::stoi(v), 10s).has_value());
+}
+
 namespace {
 
 /// Capabilities named in the unit's CapabilityBoundingSet= line.
