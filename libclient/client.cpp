@@ -190,7 +190,7 @@ Result<TakeOver> take_over_or_fall_back(std::span<const int> fds, std::chrono::m
     if (reg) {
         if (auto r = set_working_gen(fds[0], next); !r)
             return unexpected(r.error());
-        return TakeOver{Steering::registered, next, {}};
+        return TakeOver{Steering::registered, next, {}, {}};
     }
     const int code = reg.error().code;
     if (code == ENOPROTOOPT)
