@@ -307,9 +307,10 @@ void Registry::on_register(const grm_event& ev, bool retry)
         log::debug("socket 0x{:x} went away while waiting for room", ev.so_cookie);
         return;
     }
-    if (!sock && sock.error().code == ESRCH) {
+    if (!sock && sock.error().code == ESRCH && k_.in_initial_pidns()) {
         // The app asked and exited before grmd read its record (grmd was stopped, or slow):
-        // nothing is left to register and nothing is wrong, so no socket_critical.
+        // nothing is left to register and nothing is wrong, so no socket_critical. Only in the
+        // initial pid namespace: elsewhere ESRCH may only mean the pid is not ours to see.
         log::debug("{}: socket 0x{:x} of pid {}: the process has exited; its registration is "
                    "dropped",
                    key_str(ev.key), ev.so_cookie, ev.tgid);
