@@ -151,6 +151,17 @@ struct {
     __type(value, struct grm_dstats);
 } grm_dstats SEC(".maps");
 
+/* Per group: registrations grmd dropped because the process that asked had exited before
+ * grmd read its record (an app started and gone while grmd was stopped). A map of its own,
+ * not a grm_dstats field, so that the pinned grm_dstats layout stays as released. Writer:
+ * daemon only. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, GRM_MAX_GROUPS);
+    __type(key, __u32);
+    __type(value, __u64);
+} grm_dropped SEC(".maps");
+
 /* Control records to the daemon. 256 KiB holds about 3600 registrations. */
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -37,8 +37,9 @@ enum class MapId : uint8_t {
     meta,       ///< grm_meta: ABI version and creator
     cbpf_progs, ///< grm_cbpf_progs: gid -> translated cBPF program (PROG_ARRAY)
     cbpf_out,   ///< grm_cbpf_out: the translated programs' outcome (per CPU)
+    dropped,    ///< grm_dropped: gid -> registrations dropped, their process gone
 };
-inline constexpr size_t kMapCount = static_cast<size_t>(MapId::cbpf_out) + 1;
+inline constexpr size_t kMapCount = static_cast<size_t>(MapId::dropped) + 1;
 
 /// Key and value types of each map, for the typed helpers below.
 template <MapId M>
@@ -63,6 +64,7 @@ GRM_MAP_TYPES(dstats, __u32, grm_dstats);
 GRM_MAP_TYPES(meta, __u32, grm_meta);
 GRM_MAP_TYPES(cbpf_progs, __u32, __u32);
 GRM_MAP_TYPES(cbpf_out, __u32, grm_cbpf_out); // per CPU
+GRM_MAP_TYPES(dropped, __u32, __u64);
 #undef GRM_MAP_TYPES
 
 /// A map's pin name and the key/value sizes abi.h gives it (per-CPU maps: one CPU's value).
@@ -96,6 +98,7 @@ inline constexpr MapShape kMapShapes[kMapCount] = {
     detail::shape<MapId::meta>("grm_meta"),
     detail::shape<MapId::cbpf_progs>("grm_cbpf_progs"),
     detail::shape<MapId::cbpf_out>("grm_cbpf_out", true),
+    detail::shape<MapId::dropped>("grm_dropped"),
 };
 
 constexpr const MapShape& shape_of(MapId m)

@@ -360,6 +360,7 @@ int run_daemon(const Options& o)
     set_map(MapId::meta, s->maps.grm_meta);
     set_map(MapId::cbpf_progs, s->maps.grm_cbpf_progs);
     set_map(MapId::cbpf_out, s->maps.grm_cbpf_out);
+    set_map(MapId::dropped, s->maps.grm_dropped);
     fds.select_prog = bpf_program__fd(s->progs.grm_select_sk);
     auto kernel = BpfKernel::borrow(fds); // the skeleton outlives it
     if (!kernel) {

@@ -92,6 +92,16 @@ void Registry::critical(uint32_t gid, bool failing)
     (void)put<MapId::dstats>(k_, i, *d);
 }
 
+void Registry::count_dropped(uint32_t gid)
+{
+    if (!k_.has(MapId::dropped))
+        return;
+    uint32_t i = gid % GRM_MAX_GROUPS;
+    auto n = get<MapId::dropped>(k_, i);
+    if (n)
+        (void)put<MapId::dropped>(k_, i, *n + 1);
+}
+
 Result<size_t> Registry::reload()
 {
     regs_.clear();
@@ -295,6 +305,16 @@ void Registry::on_register(const grm_event& ev, bool retry)
     auto sock = find_socket(ev);
     if (!sock && retry) {
         log::debug("socket 0x{:x} went away while waiting for room", ev.so_cookie);
+        return;
+    }
+    if (!sock && sock.error().code == ESRCH && k_.in_initial_pidns()) {
+        // The app asked and exited before grmd read its record (grmd was stopped, or slow):
+        // nothing is left to register and nothing is wrong, so no socket_critical. Only in the
+        // initial pid namespace: elsewhere ESRCH may only mean the pid is not ours to see.
+        log::debug("{}: socket 0x{:x} of pid {}: the process has exited; its registration is "
+                   "dropped",
+                   key_str(ev.key), ev.so_cookie, ev.tgid);
+        count_dropped(g->gid);
         return;
     }
     if (!sock) {

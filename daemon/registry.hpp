@@ -72,6 +72,7 @@ private:
     void forget(uint64_t cookie);
     void write_slot(SlotId id, std::optional<uint32_t> new_gen);
     void critical(uint32_t gid, bool failing);
+    void count_dropped(uint32_t gid);
     void bump_dstat(uint32_t gid, __u64 grm_dstats::*field, int64_t delta);
 
     Kernel& k_;

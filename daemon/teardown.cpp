@@ -100,6 +100,9 @@ Result<Teardown> delete_group(Kernel& k, const grm_group_key& key, const grm_gro
         return unexpected(r.error());
     if (auto r = zero_elem(k, MapId::dstats, gid, sizeof(grm_dstats)); !r)
         return unexpected(r.error());
+    if (k.has(MapId::dropped))
+        if (auto r = zero_elem(k, MapId::dropped, gid, sizeof(__u64)); !r)
+            return unexpected(r.error());
 
     // Flows of the gid would steer a later group that gets the id to sockets of this one.
     std::vector<grm_flow_key> flows;

@@ -163,4 +163,82 @@ Result<uint32_t> take_over(std::span<const int> fds, std::chrono::milliseconds t
     return next;
 }
 
+namespace {
+
+TakeOver no_grm_fallback()
+{
+    TakeOver t;
+    t.reason = "grm is not active for this socket's cgroup (no hooks: grmd --install?)";
+    t.warning = t.reason + ": serving with plain SO_REUSEPORT; a restart may move flows "
+                           "between instances";
+    return t;
+}
+
+} // namespace
+
+Result<TakeOver> take_over_or_fall_back(std::span<const int> fds, std::chrono::milliseconds wait)
+{
+    if (fds.empty())
+        return unexpected(EINVAL, "no sockets");
+    auto w = working_gen(fds[0]);
+    if (!w && w.error().code == ENOPROTOOPT)
+        return no_grm_fallback();
+    if (!w)
+        return unexpected(w.error());
+    const uint32_t next = *w + 1; // no group yet: 0xffffffff + 1 = 0
+    auto reg = register_sockets(fds, next, wait);
+    if (reg) {
+        if (auto r = set_working_gen(fds[0], next); !r)
+            return unexpected(r.error());
+        return TakeOver{Steering::registered, next, {}, {}};
+    }
+    const int code = reg.error().code;
+    if (code == ENOPROTOOPT)
+        return no_grm_fallback();
+    // ETIMEDOUT: grmd did not answer; EAGAIN: its ring is full, nobody reads it. Either way
+    // the hooks steer without grmd and finish_take_over() completes the step later.
+    if (code != ETIMEDOUT && code != EAGAIN)
+        return unexpected(reg.error());
+    TakeOver t;
+    t.steering = Steering::pending;
+    t.gen = next;
+    t.reason = "grmd did not register the sockets into generation " + std::to_string(next) +
+               " within " + std::to_string(wait.count()) + " ms (is grmd running?)";
+    t.warning = t.reason + ": serving with plain SO_REUSEPORT meanwhile; the previous "
+                           "generation keeps the working generation and its flows until grmd "
+                           "registers these sockets, which completes by itself when grmd "
+                           "returns";
+    return t;
+}
+
+Result<Steering> finish_take_over(std::span<const int> fds, const TakeOver& t)
+{
+    if (t.steering != Steering::pending)
+        return t.steering;
+    size_t done = 0;
+    for (int fd : fds) {
+        auto g = socket_gen(fd);
+        if (!g && g.error().code == ENOPROTOOPT)
+            return Steering::no_grm;
+        if (!g)
+            return unexpected(g.error());
+        if (g->socket_gen != t.gen) {
+            // Its SOCKET_GEN never reached the ring (EAGAIN): ask again, quietly if the ring
+            // is still full.
+            if (auto r = set(fd, UDP_GRM_SOCKET_GEN, &t.gen, sizeof(t.gen),
+                             "setsockopt UDP_GRM_SOCKET_GEN");
+                !r && r.error().code != EAGAIN)
+                return unexpected(r.error());
+            continue;
+        }
+        if (g->socket_idx != GRM_IDX_PENDING)
+            done++;
+    }
+    if (done < fds.size())
+        return Steering::pending;
+    if (auto r = set_working_gen(fds[0], t.gen); !r)
+        return unexpected(r.error());
+    return Steering::registered;
+}
+
 } // namespace grm::client

@@ -192,6 +192,10 @@ GroupStats group_stats(const std::string& pin_dir, int family, uint16_t port)
             sum[i] += v[i];
     }
     bpf_map_lookup_elem(dstats.get(), &g.gid, &gs.daemon);
+    Fd dropped(bpf_obj_get(pins::map(pin_dir, "grm_dropped").c_str()));
+    __u64 n = 0;
+    if (dropped.valid() && bpf_map_lookup_elem(dropped.get(), &g.gid, &n) == 0)
+        gs.dropped = static_cast<int64_t>(n);
     gs.found = true;
     return gs;
 }

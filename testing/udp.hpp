@@ -63,6 +63,8 @@ std::vector<int> raw(const std::vector<Fd>& v);
 struct GroupStats {
     grm_stats rx{};
     grm_dstats daemon{};
+    /// grm_dropped: registrations dropped because their process had exited (-1: no such map)
+    int64_t dropped = -1;
     bool found = false;
 };
 GroupStats group_stats(const std::string& pin_dir, int family, uint16_t port);

@@ -15,6 +15,14 @@
 // dissector grm-activate set unless --dissector is given, and speaks sd_notify: READY=1 once it
 // serves, STOPPING=1 when it starts draining (which tells grm-decoy to step aside). Without
 // LISTEN_FDS and NOTIFY_SOCKET nothing of this happens.
+//
+// Without grm it still serves, as plain SO_REUSEPORT, after one warning: when the cgroup has
+// no grm hooks, or when grmd has not registered the sockets within --grm-wait (grmd stopped).
+// In the second case grmd's hooks keep the previous instance's generation working; the ready
+// line comes after --grm-wait all the same, so a supervisor stops the previous instance at
+// most that much later than with grmd (its drain keeps its flows, as ever), and the
+// registration completes by itself once grmd is back: this instance then takes the working
+// generation ("gen N registered: ..."). --require-grm refuses to start instead (exit 1).
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -55,6 +63,8 @@ struct Options {
     uint32_t flow_timeout = 0;
     int quiet_ms = 300;
     std::chrono::nanoseconds drain_timeout = std::chrono::seconds(30);
+    std::chrono::nanoseconds grm_wait = std::chrono::seconds(3); // for grmd's registration
+    bool require_grm = false; // refuse to start on plain SO_REUSEPORT
 };
 
 Options parse(int argc, char** argv)
@@ -67,6 +77,8 @@ Options parse(int argc, char** argv)
         {"flow-timeout", required_argument, nullptr, 't'},
         {"quiet-ms", required_argument, nullptr, 'q'},
         {"drain-timeout", required_argument, nullptr, 'D'},
+        {"grm-wait", required_argument, nullptr, 'W'},
+        {"require-grm", no_argument, nullptr, 'R'},
         {"help", no_argument, nullptr, 'h'},
         {},
     };
@@ -101,10 +113,20 @@ Options parse(int argc, char** argv)
         case 'D':
             o.drain_timeout = cli::or_exit(cli::parse_duration(optarg, "--drain-timeout"));
             break;
+        case 'W':
+            o.grm_wait = cli::or_exit(cli::parse_duration(optarg, "--grm-wait"));
+            break;
+        case 'R':
+            o.require_grm = true;
+            break;
         case 'h':
             std::printf(
                 "usage: grm-echo [--addr A] [--port P] [--sockets N] [--dissector flow|noop]\n"
                 "                [--flow-timeout S] [--quiet-ms MS] [--drain-timeout 30s]\n"
+                "                [--grm-wait 3s] [--require-grm]\n"
+                "Without grm hooks, or when grmd has not registered the sockets within\n"
+                "--grm-wait, it serves as plain SO_REUSEPORT after one warning (and takes the\n"
+                "working generation once grmd registers them); --require-grm exits 1 instead.\n"
                 "Signals: SIGTERM or SIGINT start a drain: the flows grm still sends here are\n"
                 "answered until none came for --quiet-ms, at most for --drain-timeout. SIGTERM\n"
                 "during a drain changes nothing, so a supervisor may stop an instance that is\n"
@@ -166,28 +188,40 @@ int main(int argc, char** argv)
     std::vector<int> fds;
     for (auto& s : socks)
         fds.push_back(s.get());
-    if (auto on = client::active(fds[0]); !on || !*on)
-        log::fatal(1, "grm is not active for this socket's cgroup (grmd --install?)");
+    auto on = client::active(fds[0]);
+    if (!on)
+        log::fatal(1, "{}", on.error().message());
     // Inherited sockets come with their group set up by grm-activate: keep its dissector.
     auto existing = client::working_gen(fds[0]);
-    if (!inherited || o.dissector_given || !existing || *existing == GRM_NO_GROUP) {
+    if (*on && (!inherited || o.dissector_given || !existing || *existing == GRM_NO_GROUP)) {
         auto d = client::make_dissector(o.dissector, o.flow_timeout);
         if (auto r = client::set_dissector(fds[0], d); !r)
             log::fatal(1, "{}{}", r.error().message(),
                        r.error().code == EPERM ? " (another dissector is set)" : "");
     }
-    auto gen = client::take_over(fds, std::chrono::seconds(10));
-    if (!gen)
-        log::fatal(1, "{}", gen.error().message());
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(o.grm_wait);
+    auto took = client::take_over_or_fall_back(fds, wait);
+    if (!took)
+        log::fatal(1, "{}", took.error().message());
+    client::TakeOver t = *took;
+    if (t.steering != client::Steering::registered) {
+        if (o.require_grm)
+            log::fatal(1, "--require-grm: refusing to start: {}", t.reason);
+        log::warning("{}; {} (--require-grm refuses to start instead)", t.warning,
+                     t.steering == client::Steering::pending
+                         ? "ready after --grm-wait, so the previous instance may be told to "
+                           "drain: it keeps its flows while it drains"
+                         : "ready now");
+    }
     auto bound = net::local_endpoint(fds[0]);
     if (!bound)
         log::fatal(1, "{}", bound.error().message());
     uint16_t port = bound->port;
-    std::puts(format_ready({*gen, port, static_cast<uint32_t>(fds.size()), ::getpid(),
+    std::puts(format_ready({t.gen, port, static_cast<uint32_t>(fds.size()), ::getpid(),
                             inherited ? "inherited yes" : ""})
                   .c_str());
     std::fflush(stdout);
-    sd_notifyf(0, "READY=1\nSTATUS=gen %u serving on port %u", *gen, port);
+    sd_notifyf(0, "READY=1\nSTATUS=gen %u serving on port %u", t.gen, port);
 
     std::vector<pollfd> pfds;
     for (int fd : fds)
@@ -197,7 +231,7 @@ int main(int argc, char** argv)
     std::set<std::string> peers;
     bool draining = false;
     int sigints = 0;
-    auto last = Clock::now(), drain_start = last;
+    auto last = Clock::now(), drain_start = last, next_check = last;
     auto ms = [](auto d) {
         return static_cast<long long>(
             std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
@@ -206,13 +240,33 @@ int main(int argc, char** argv)
     auto report = [&](const char* how) {
         std::printf("drained gen %u: served %llu packets from %zu flows; last packet %lld ms "
                     "after the signal%s%s\n",
-                    *gen, static_cast<unsigned long long>(served), peers.size(),
+                    t.gen, static_cast<unsigned long long>(served), peers.size(),
                     ms(std::max(last, drain_start) - drain_start), *how ? "; " : "", how);
         std::fflush(stdout);
     };
     for (;;) {
-        int n = ::poll(pfds.data(), pfds.size(), draining ? 20 : 1000);
+        const bool pending = t.steering == client::Steering::pending && !draining;
+        int n = ::poll(pfds.data(), pfds.size(), draining ? 20 : pending ? 100 : 1000);
         auto now = Clock::now();
+        // grmd is back: take the working generation now (never once draining: another
+        // instance is the service then).
+        if (pending && now >= next_check) {
+            next_check = now + std::chrono::milliseconds(100);
+            auto s = client::finish_take_over(fds, t);
+            if (!s) {
+                log::warning("gen {}: registration with grmd given up: {}", t.gen,
+                             s.error().message());
+                t.steering = client::Steering::no_grm;
+            } else if (*s != t.steering) {
+                t.steering = *s;
+                if (*s == client::Steering::registered) {
+                    std::printf("gen %u registered: grmd answered, gen %u takes new flows\n", t.gen,
+                                t.gen);
+                    std::fflush(stdout);
+                    sd_notifyf(0, "STATUS=gen %u serving on port %u", t.gen, port);
+                }
+            }
+        }
         if (n > 0 && (pfds.back().revents & POLLIN)) {
             signalfd_siginfo si{};
             while (::read(sfd.get(), &si, sizeof(si)) == sizeof(si)) {
@@ -227,16 +281,16 @@ int main(int argc, char** argv)
                     // draining already: its flows are what the drain is for.
                     std::printf("gen %u: signal %d while draining: the drain goes on (SIGQUIT "
                                 "exits at once)\n",
-                                *gen, sig);
+                                t.gen, sig);
                     std::fflush(stdout);
                     continue;
                 }
                 draining = true;
                 drain_start = now;
-                std::printf("draining gen %u: signal %d\n", *gen, sig);
+                std::printf("draining gen %u: signal %d\n", t.gen, sig);
                 std::fflush(stdout);
                 // grm-decoy steps aside on this, and systemd may start the next instance.
-                sd_notifyf(0, "STOPPING=1\nSTATUS=gen %u draining", *gen);
+                sd_notifyf(0, "STOPPING=1\nSTATUS=gen %u draining", t.gen);
             }
         }
         bool got = false;
@@ -251,7 +305,7 @@ int main(int argc, char** argv)
                                        reinterpret_cast<sockaddr*>(&from), &fl);
                 if (r < 0)
                     break;
-                std::memcpy(buf + r, &*gen, 4);
+                std::memcpy(buf + r, &t.gen, 4);
                 ::sendto(pfds[i].fd, buf, static_cast<size_t>(r) + 4, 0,
                          reinterpret_cast<sockaddr*>(&from), fl);
                 served++;

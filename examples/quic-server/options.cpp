@@ -18,9 +18,13 @@ constexpr const char* kUsage =
     "usage: grm-quic-server --cert PEM --key PEM [--addr A] [--port P] [--sockets N]\n"
     "         [--dissector quic|flow | --no-grm] [--cid-len 18] [--cookie-offset 1]\n"
     "         [--secret-file F] [--response-size BYTES] [--drain-timeout 30s]\n"
-    "         [--idle-timeout 30s] [--keep-alive 0] [--verbose]\n"
+    "         [--idle-timeout 30s] [--keep-alive 0] [--grm-wait 3s] [--require-grm]\n"
+    "         [--verbose]\n"
     "HTTP/3 on ADDR:PORT (default 127.0.0.1, a free port). Reloads: start another\n"
     "instance on the same port; this one drains by itself.\n"
+    "Without grm hooks, or when grmd has not registered the sockets within --grm-wait, it\n"
+    "serves as plain SO_REUSEPORT after one warning; a previous instance drains only once\n"
+    "grmd has registered this one's sockets. --require-grm exits 1 instead.\n"
     "Signals: SIGTERM, SIGHUP or SIGINT start a drain (no new connections; the open ones\n"
     "are served to completion, at most for --drain-timeout). SIGTERM and SIGHUP during a\n"
     "drain change nothing, so a supervisor may stop an instance that is already draining.\n"
@@ -76,6 +80,8 @@ Result<Options> parse_options(int argc, char** argv)
         {"drain-timeout", required_argument, nullptr, 'D'},
         {"idle-timeout", required_argument, nullptr, 'I'},
         {"keep-alive", required_argument, nullptr, 'K'},
+        {"grm-wait", required_argument, nullptr, 'W'},
+        {"require-grm", no_argument, nullptr, 'R'},
         {"verbose", no_argument, nullptr, 'v'},
         {"help", no_argument, nullptr, 'h'},
         {},
@@ -140,6 +146,12 @@ Result<Options> parse_options(int argc, char** argv)
             break;
         case 'K':
             take(o.keep_alive, cli::parse_duration(optarg, "--keep-alive"));
+            break;
+        case 'W':
+            take(o.grm_wait, cli::parse_duration(optarg, "--grm-wait"));
+            break;
+        case 'R':
+            o.require_grm = true;
             break;
         case 'v':
             o.verbose = true;

@@ -34,6 +34,9 @@ struct Options {
     std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);
     std::chrono::nanoseconds takeover_poll = std::chrono::milliseconds(100);
     std::chrono::nanoseconds keep_alive{0}; ///< 0: no PINGs
+    /// How long grmd may take to register the sockets before the server runs without it.
+    std::chrono::nanoseconds grm_wait = std::chrono::seconds(3);
+    bool require_grm = false; ///< refuse to start without grm instead of plain SO_REUSEPORT
     bool verbose = false;
 };
 

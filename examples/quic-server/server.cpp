@@ -92,6 +92,15 @@ void Server::start()
     if (!group)
         log::fatal(1, "{}", group.error().message());
     group_ = std::move(*group);
+    if (o_.mode != Mode::plain && group_.grm.steering != client::Steering::registered) {
+        if (o_.require_grm)
+            log::fatal(1, "--require-grm: refusing to start: {}", group_.grm.reason);
+        log::warning("{}; {} (--require-grm refuses to start instead)", group_.grm.warning,
+                     group_.grm.steering == client::Steering::pending
+                         ? "the previous instance drains only once grmd has registered these "
+                           "sockets"
+                         : "a previous instance is not told to drain: stop it with SIGTERM");
+    }
     auto bound = net::local_endpoint(group_.socks[0].get());
     if (!bound)
         log::fatal(1, "{}", bound.error().message());
@@ -300,6 +309,18 @@ void Server::check_takeover()
     }
 }
 
+void Server::finish_registration()
+{
+    auto r = quic_server::finish_registration(group_, o_);
+    if (!r) {
+        log::warning("gen {}: registration with grmd given up: {}", gen(), r.error().message());
+        group_.grm.steering = client::Steering::no_grm;
+    } else if (*r) {
+        fmt::print("gen {} registered: grmd answered, gen {} takes new flows\n", gen(), gen());
+        std::fflush(stdout);
+    }
+}
+
 void Server::on_signal(int signo)
 {
     // The only ways to cut a drain short are signals no supervisor sends to stop a service:
@@ -439,7 +460,10 @@ int Server::run()
 
         if (o_.mode != Mode::plain && !superseded_ && now >= next_takeover_check_) {
             next_takeover_check_ = now + to_ns(o_.takeover_poll);
-            check_takeover();
+            if (group_.grm.steering == client::Steering::pending && !draining_)
+                finish_registration();
+            else
+                check_takeover();
         }
         // Connections in their closing or draining period are over: no need to wait for them.
         if (draining_ && open_conns() == 0)

@@ -84,6 +84,8 @@ private:
     size_t open_conns() const;
     void start_drain(const std::string& why);
     void check_takeover();
+    /// grm pending: takes the working generation once grmd has registered the sockets.
+    void finish_registration();
     /// SIGTERM/SIGHUP/SIGINT start a drain and never end one; SIGQUIT or a 2nd SIGINT does.
     void on_signal(int signo);
     uint64_t drain_left_ms() const;

@@ -59,6 +59,40 @@ Result<std::vector<udp_grm_socket_gen>> register_sockets(std::span<const int> fd
 /// registers the sockets into W+1, waits, and makes W+1 the working generation. Returns W+1.
 Result<uint32_t> take_over(std::span<const int> fds, std::chrono::milliseconds timeout);
 
+/// How an instance's sockets came out of take_over_or_fall_back().
+enum class Steering {
+    registered, ///< registered into `gen`, now the working generation: grm steers
+    /// grm's hooks answer but grmd did not register the sockets in time (grmd stopped or
+    /// gone). They serve as plain SO_REUSEPORT members meanwhile and the working generation
+    /// stays the previous instance's. The requests stay queued for grmd (or are sent again
+    /// by finish_take_over()); once grmd has registered them, finish_take_over() makes `gen`
+    /// the working generation.
+    pending,
+    no_grm, ///< no grm hooks in the socket's cgroup (ENOPROTOOPT): plain SO_REUSEPORT
+};
+
+/// What take_over_or_fall_back() did.
+struct TakeOver {
+    Steering steering = Steering::no_grm;
+    uint32_t gen = 0;    ///< the generation asked for (0 with no_grm)
+    std::string reason;  ///< why grm does not steer (to refuse with); empty when registered
+    std::string warning; ///< the one line to log when not registered: reason and consequence
+};
+
+/// take_over() that degrades instead of failing, as udpgrm's apps do: with no grm hooks
+/// (no_grm), or when grmd has not registered the sockets within `wait` (pending), the
+/// sockets serve as plain SO_REUSEPORT members and the result says why in `warning`. Errors
+/// only for what plain SO_REUSEPORT cannot cover either (a socket grm refuses: EPERM, EBADF).
+/// Set the dissector first (when active()).
+Result<TakeOver> take_over_or_fall_back(std::span<const int> fds, std::chrono::milliseconds wait);
+
+/// For a pending TakeOver: looks once, without waiting, whether grmd has registered every
+/// socket into t.gen; sends SOCKET_GEN again for a socket whose request was lost (ring full).
+/// When all are registered it makes t.gen the working generation and returns registered,
+/// else pending (no_grm if the hooks went away). Call it now and then (say every 100 ms)
+/// until it says registered, and never once this instance has started to drain.
+Result<Steering> finish_take_over(std::span<const int> fds, const TakeOver& t);
+
 // QUIC connection IDs (make_quic_dissector, QuicCids): grm/quic.hpp.
 
 /// One socket that systemd passed to this process (LISTEN_FDS), as listen_udp_sockets()

@@ -17,6 +17,7 @@
 #include <catch2/catch.hpp>
 #include <fmt/core.h>
 
+#include "echo_process.hpp"
 #include "fd.hpp"
 #include "helpers.hpp"
 #include "process.hpp"
@@ -28,135 +29,6 @@ using namespace grm;
 using namespace grm::test;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-namespace {
-
-/// One grm-echo instance, its stdout kept; killed if the test ends while it runs.
-class Echo {
-public:
-    Echo(uint16_t port, const std::string& drain_timeout, const std::string& quiet_ms = "400")
-    {
-        int p[2];
-        REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
-        proc::SpawnOptions o;
-        o.argv = {
-            binary("grm-echo"), "--port", std::to_string(port), "--sockets", "2",
-            "--dissector",      "flow",   "--quiet-ms",         quiet_ms,    "--drain-timeout",
-            drain_timeout};
-        o.stdout_fd = p[1];
-        o.pdeathsig = SIGKILL;
-        auto pid = proc::spawn(o);
-        ::close(p[1]);
-        out_ = Fd(p[0]);
-        REQUIRE(pid);
-        pid_ = *pid;
-        REQUIRE(wait_for("ready", 10s));
-        auto r = parse_ready(text_);
-        REQUIRE(r);
-        gen_ = r->gen;
-        port_ = r->port;
-    }
-    Echo(const Echo&) = delete;
-    Echo& operator=(const Echo&) = delete;
-    ~Echo()
-    {
-        if (!status_) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-        }
-    }
-
-    uint32_t gen() const { return gen_; }
-    uint16_t port() const { return port_; }
-    const std::string& text() const { return text_; }
-    void signal(int sig) { REQUIRE(::kill(pid_, sig) == 0); }
-
-    /// Reads stdout until `needle` shows up; false at the timeout or at EOF without it.
-    bool wait_for(const std::string& needle, std::chrono::milliseconds timeout)
-    {
-        auto deadline = Clock::now() + timeout;
-        while (text_.find(needle) == std::string::npos && Clock::now() < deadline && read_some())
-            ;
-        return text_.find(needle) != std::string::npos;
-    }
-
-    /// Waits for the exit; the wait status, or nullopt if it still runs at the timeout.
-    std::optional<int> exited(std::chrono::milliseconds timeout)
-    {
-        if (!status_)
-            status_ = proc::wait_exit(pid_, timeout);
-        auto deadline = Clock::now() + 1s;
-        while (status_ && Clock::now() < deadline && read_some()) // the rest, up to EOF
-            ;
-        return status_;
-    }
-
-private:
-    /// Waits up to 20 ms for output and keeps it; false at EOF.
-    bool read_some()
-    {
-        pollfd p{out_.get(), POLLIN, 0};
-        if (::poll(&p, 1, 20) <= 0)
-            return true;
-        char buf[1024];
-        ssize_t n = ::read(out_.get(), buf, sizeof(buf));
-        if (n <= 0)
-            return false;
-        text_.append(buf, static_cast<size_t>(n));
-        return true;
-    }
-
-    pid_t pid_ = -1;
-    Fd out_;
-    std::string text_;
-    uint32_t gen_ = 0;
-    uint16_t port_ = 0;
-    std::optional<int> status_;
-};
-
-/// Sends one packet on a client flow and returns the generation that echoed it (0: no
-/// answer within 1 s).
-uint32_t echo_gen(int fd, uint16_t port, uint32_t seq)
-{
-    if (!send_packet(fd, AF_INET, port, Packet{0, 0, seq}))
-        return 0;
-    auto deadline = Clock::now() + 1s;
-    while (Clock::now() < deadline) {
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, 20) <= 0)
-            continue;
-        uint8_t buf[64];
-        ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-        Packet back{};
-        if (n != static_cast<ssize_t>(sizeof(Packet) + 4))
-            continue;
-        std::memcpy(&back, buf, sizeof(back));
-        if (back.seq != seq)
-            continue; // a late answer to an earlier packet
-        uint32_t gen = 0;
-        std::memcpy(&gen, buf + sizeof(Packet), sizeof(gen));
-        return gen;
-    }
-    return 0;
-}
-
-/// Every flow sends a packet every 20 ms for `how_long`; how many answers did not come from
-/// `gen`.
-int answers_not_from(std::vector<Fd>& flows, uint16_t port, uint32_t gen,
-                     std::chrono::milliseconds how_long, uint32_t& seq)
-{
-    int wrong = 0;
-    auto until = Clock::now() + how_long;
-    while (Clock::now() < until) {
-        for (auto& f : flows)
-            if (echo_gen(f.get(), port, ++seq) != gen)
-                wrong++;
-        ::poll(nullptr, 0, 20);
-    }
-    return wrong;
-}
-
-} // namespace
 
 TEST_CASE("grm-echo: SIGTERM during a drain goes on draining; the drain ends when quiet, at the "
           "drain timeout, or at once on SIGQUIT",

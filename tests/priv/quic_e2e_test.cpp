@@ -4,6 +4,7 @@
 // restarts. Counted from the clients' downloads: connections that failed, requests that did not
 // complete. Each case runs in its own sandbox with its own grmd (the plain baseline without).
 #define CATCH_CONFIG_RUNNER
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -474,4 +475,147 @@ int main(int argc, char** argv)
     int rc = Catch::Session().run(argc, argv);
     leave_sandbox(*sb);
     return rc;
+}
+
+namespace {
+
+/// grm-quic-server without grm (issue 11): it serves a real client, says why once on stderr,
+/// and --require-grm refuses (exit 1).
+void check_quic_serves_without_grm(const std::string& name, const std::string& why)
+{
+    quic::Env env = make_env(name);
+    REQUIRE(quic::prepare(env));
+    const std::vector<std::string> base = {env.server,
+                                           "--cert",
+                                           env.workdir + "/cert.pem",
+                                           "--key",
+                                           env.workdir + "/key.pem",
+                                           "--secret-file",
+                                           env.workdir + "/secret",
+                                           "--grm-wait",
+                                           "500ms"};
+    const std::string err_log = env.workdir + "/server.log";
+    Child srv = spawn(base, err_log);
+    REQUIRE(srv.wait_for("\n", 10s));
+    auto ready = parse_ready(srv.text);
+    REQUIRE(ready);
+    const std::string dir = env.workdir + "/a";
+    ::mkdir(dir.c_str(), 0700);
+    Child a = spawn({"gtlsclient", "-q", "--exit-on-all-streams-close", "--download=" + dir,
+                     "--timeout=10s", "127.0.0.1", std::to_string(ready->port),
+                     fmt::format("https://127.0.0.1:{}/grm/a", ready->port)},
+                    dir + ".log");
+    CHECK(reap(a.pid, 15s));
+    CHECK(whole_response(dir + "/a", 1024));
+    ::kill(srv.pid, SIGQUIT);
+    CHECK(reap(srv.pid, 5s));
+    CHECK(count_in_file(err_log, "grm-quic-server: W: ") == 1);
+    CHECK(count_in_file(err_log, why) == 1);
+    CHECK(count_in_file(err_log, "plain SO_REUSEPORT") == 1);
+
+    auto strict_argv = base;
+    strict_argv.push_back("--require-grm");
+    const std::string strict_log = env.workdir + "/strict.log";
+    Child strict = spawn(strict_argv, strict_log);
+    auto st = proc::wait_exit(strict.pid, 10s);
+    if (!st)
+        reap(strict.pid, 0ms);
+    REQUIRE(st);
+    CHECK((WIFEXITED(*st) && WEXITSTATUS(*st) == 1));
+    CHECK(count_in_file(strict_log, "--require-grm: refusing to start: ") == 1);
+    CHECK(count_in_file(strict_log, why) == 1);
+}
+
+} // namespace
+
+TEST_CASE("quic fallback: without grm hooks the server serves as plain SO_REUSEPORT after one "
+          "warning; --require-grm exits 1",
+          "[quic-fallback-nohooks]")
+{
+    check_quic_serves_without_grm("nohooks", "grm is not active for this socket's cgroup");
+}
+
+TEST_CASE("quic fallback: with grm's hooks but grmd stopped the server serves after one warning; "
+          "--require-grm exits 1",
+          "[quic-fallback-stopped]")
+{
+    {
+        Daemon d = start_daemon();
+        REQUIRE(WEXITSTATUS(d.stop(SIGTERM)) == 0);
+    }
+    check_quic_serves_without_grm("stopped", "grmd did not register the sockets");
+}
+
+TEST_CASE("quic fallback: an instance started while grmd is stopped does not make the old one "
+          "drain; when grmd returns it is registered and the old one drains",
+          "[quic-fallback-resume]")
+{
+    auto d = Daemon::start(sandbox());
+    REQUIRE(d);
+    quic::Env env = make_env("resume");
+    REQUIRE(quic::prepare(env));
+    auto server = [&](uint16_t port, const std::string& log) {
+        return spawn({env.server, "--cert", env.workdir + "/cert.pem", "--key",
+                      env.workdir + "/key.pem", "--secret-file", env.workdir + "/secret", "--port",
+                      std::to_string(port), "--grm-wait", "500ms", "--drain-timeout", "10s",
+                      "--verbose"},
+                     env.workdir + "/" + log);
+    };
+    Child a = server(0, "a.log");
+    REQUIRE(a.wait_for("\n", 10s));
+    auto ra = parse_ready(a.text);
+    REQUIRE(ra);
+    const uint16_t port = ra->port;
+    auto client = [&](const std::string& name, const std::string& delay) {
+        const std::string dir = env.workdir + "/" + name;
+        ::mkdir(dir.c_str(), 0700);
+        return spawn({"gtlsclient", "-q", "--exit-on-all-streams-close", "--download=" + dir,
+                      "--delay-stream=" + delay, "--timeout=20s", "127.0.0.1", std::to_string(port),
+                      fmt::format("https://127.0.0.1:{}/grm/{}", port, name)},
+                     dir + ".log");
+    };
+    // A connection of A's whose request comes after all that follows: A keeps it.
+    Child k = client("k", "6000ms");
+    auto deadline = Clock::now() + 10s;
+    while (Clock::now() < deadline && count_in_file(env.workdir + "/a.log", "handshake done") < 1)
+        ::poll(nullptr, 0, 10);
+    REQUIRE(count_in_file(env.workdir + "/a.log", "handshake done") == 1);
+    REQUIRE(WEXITSTATUS(d->stop(SIGTERM)) == 0);
+
+    Child b = server(port, "b.log");
+    REQUIRE(b.wait_for("\n", 10s));
+    auto rb = parse_ready(b.text);
+    REQUIRE(rb);
+    CHECK(rb->gen == ra->gen + 1);
+    CHECK(count_in_file(env.workdir + "/b.log", "grm-quic-server: W: ") == 1);
+    CHECK(count_in_file(env.workdir + "/b.log", "grmd did not register the sockets") == 1);
+    // B is not registered: A must not take that for a takeover (it polls every 100 ms).
+    CHECK_FALSE(a.wait_for("draining", 1s));
+
+    auto again = Daemon::start(sandbox());
+    REQUIRE(again);
+    CHECK(b.wait_for(fmt::format("gen {} registered: grmd answered", rb->gen), 5s));
+    CHECK(a.wait_for(fmt::format("draining gen {}: gen {} took over", ra->gen, rb->gen), 5s));
+    // New connections go to B, with cookies in its connection IDs.
+    Child n = client("n", "0ms");
+    CHECK(reap(n.pid, 15s));
+    CHECK(whole_response(env.workdir + "/n/n", 1024));
+    CHECK(reap(k.pid, 15s));
+    CHECK(whole_response(env.workdir + "/k/k", 1024));
+    CHECK(a.wait_for("stats gen", 15s));
+    CHECK(a.text.find(fmt::format("drained gen {}: all connections closed", ra->gen)) !=
+          std::string::npos);
+    CHECK(reap(a.pid, 5s));
+    ::kill(b.pid, SIGQUIT);
+    CHECK(b.wait_for("stats gen", 5s));
+    CHECK(reap(b.pid, 5s));
+    fmt::print("{}{}", a.text, b.text);
+    quic::InstanceResult ib;
+    ib.stats = b.text.substr(std::min(b.text.find("stats gen"), b.text.size()));
+    CHECK(ib.stat("accepted") == 1); // n
+    quic::InstanceResult ia;
+    ia.stats = a.text.substr(std::min(a.text.find("stats gen"), a.text.size()));
+    CHECK(ia.stat("accepted") == 1); // k, kept by A across all that
+    CHECK(ia.stat("requests") == 1);
+    CHECK(ia.stat("cut") == 0);
 }

@@ -68,6 +68,7 @@ public:
         case MapId::slots:
         case MapId::stats:
         case MapId::dstats:
+        case MapId::dropped:
         case MapId::meta:
         case MapId::cbpf_out:
             return true;
@@ -166,6 +167,7 @@ public:
         case MapId::group_recs:
         case MapId::gids:
         case MapId::dstats:
+        case MapId::dropped:
             return GRM_MAX_GROUPS;
         case MapId::stats:
             return GRM_MAX_GROUPS + 1;
@@ -396,13 +398,15 @@ TEST_CASE("registry: a registration goes from pending to registered", "[registry
         CHECK(dstats_of(k, 3).socket_critical == 1);
         CHECK(dstats_of(k, 3).socket_critical_gauge == 0);
     }
-    SECTION("a process that is gone")
+    SECTION("a process that is gone: dropped and counted, not critical")
     {
         grm_event ev = register_event(g, 0xc1, 1);
         ev.tgid = ev.tid = 999;
         reg.on_event(ev);
         CHECK(reg.registered() == 0);
-        CHECK(dstats_of(k, 3).socket_critical == 1);
+        CHECK(dstats_of(k, 3).socket_critical == 0);
+        CHECK(dstats_of(k, 3).socket_critical_gauge == 0);
+        CHECK(get<MapId::dropped>(k, 3).value_or(0) == 1);
     }
     SECTION("a record superseded by a later SOCKET_GEN is skipped")
     {

@@ -82,6 +82,7 @@ Result<daemon::BpfKernel> open_state(const std::string& pin_dir, Command c)
         // State of a grm without cBPF or without the port index lacks these maps.
         pins.push_back({MapId::cbpf_progs, true});
         pins.push_back({MapId::ports, true});
+        pins.push_back({MapId::dropped, true}); // its count is zeroed with the group
     }
     return daemon::BpfKernel::open_pinned(pin_dir, pins, "grmctl");
 }
