@@ -48,33 +48,41 @@ udp_grm_dissector cbpf_cookie()
 constexpr SetupSpec kSetups[] = {
     {"plain", "SO_REUSEPORT group, no program (the kernel's hash)", Kind::plain, nullptr, nullptr,
      0},
-    {"floor", "bench.bpf.c: one SOCKHASH select by hash % n", Kind::floor, nullptr, nullptr, 0},
+    {"floor", "floor.bpf.c: one REUSEPORT_SOCKARRAY select by hash % n", Kind::floor, nullptr,
+     nullptr, 0},
+    {"floor-sockhash", "floor.bpf.c: one SOCKHASH select by hash % n (reference)",
+     Kind::floor_sockhash, nullptr, nullptr, 0},
     {"noop", "grm, NOOP dissector: every packet to the working generation", Kind::grm,
-     [] { return client::make_dissector(DISSECTOR_NOOP); }, nullptr, 0},
+     [] { return client::make_dissector(DISSECTOR_NOOP); }, nullptr, 0, 0.43, 62},
     {"flow", "grm, FLOW dissector: established flows, flow-table hit", Kind::grm,
-     [] { return client::make_dissector(DISSECTOR_FLOW); }, nullptr, 0},
+     [] { return client::make_dissector(DISSECTOR_FLOW); }, nullptr, 0, 1.19, 171},
     {"cid", "grm, QUIC dissector: short headers, the cookie in the connection ID", Kind::grm,
      [] { return client::make_quic_dissector(); }, quic_short_header,
-     1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer)},
+     1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer), 0.5, 70},
     {"cbpf", "grm, cBPF dissector: ldh [2]; ret a (the same connection IDs)", Kind::grm,
-     cbpf_cookie, quic_short_header, 1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer)},
+     cbpf_cookie, quic_short_header, 1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer), 0.79, 114},
 };
 
-Result<void> make_floor(Setup& s, int n)
+/// Loads floor.bpf.o, fills the map of the floor `kind` names with the group's sockets and
+/// attaches that program.
+Result<void> make_floor(Setup& s, int n, Kind kind)
 {
+    const bool array = kind == Kind::floor;
     std::unique_ptr<bench_bpf, FloorSkelFree> skel(bench_bpf__open());
     if (!skel)
         return errno_error("open bench.bpf.o");
     skel->rodata->n_socks = static_cast<__u32>(n);
     if (int e = bench_bpf__load(skel.get()); e != 0)
         return unexpected(-e, "load bench.bpf.o");
-    int prog = bpf_program__fd(skel->progs.bench_floor);
-    int map = bpf_map__fd(skel->maps.bench_socks);
+    int prog = bpf_program__fd(array ? skel->progs.bench_floor : skel->progs.bench_floor_sockhash);
+    int map = bpf_map__fd(array ? skel->maps.bench_array : skel->maps.bench_socks);
     for (int i = 0; i < n; i++) {
-        __u64 key = static_cast<__u64>(i);
+        __u32 index = static_cast<__u32>(i);
+        __u64 key = index;
         __u64 fd = static_cast<__u64>(s.socks[static_cast<size_t>(i)].get());
-        if (bpf_map_update_elem(map, &key, &fd, BPF_ANY) != 0)
-            return errno_error("insert socket into bench_socks");
+        if (bpf_map_update_elem(map, array ? static_cast<void*>(&index) : &key, &fd, BPF_ANY) != 0)
+            return errno_error(array ? "insert socket into bench_array"
+                                     : "insert socket into bench_socks");
     }
     // Any member attaches the program to the whole group.
     if (::setsockopt(s.socks[0].get(), SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog, sizeof(prog)) !=
@@ -156,8 +164,8 @@ Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const std::str
     s.socks = std::move(*socks);
     s.port = test::local_port(s.socks[0].get());
     Result<void> r;
-    if (spec.kind == Kind::floor)
-        r = make_floor(s, o.receivers);
+    if (spec.kind == Kind::floor || spec.kind == Kind::floor_sockhash)
+        r = make_floor(s, o.receivers, spec.kind);
     else if (spec.kind == Kind::grm)
         r = make_grm(s, pin_dir, 0);
     if (!r)
