@@ -27,7 +27,7 @@ const char* const kUsage =
     "  --receivers N    sockets in the receiving group, 1..256 (default 4)\n"
     "  --batch N        messages per sendmmsg / recvmmsg call (default 32)\n"
     "  --setups LIST    comma-separated subset of: plain,floor,floor-sockhash,\n"
-    "                   noop,flow,cid,cbpf\n"
+    "                   floor-sockmap,floor-sets,noop,flow,cid,cbpf\n"
     "                   (default all)\n"
     "  --json FILE      also write the results as JSON\n"
     "  --grmd PATH      grmd to start (default this build's, " GRM_GRMD_PATH ")\n"

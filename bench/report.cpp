@@ -136,7 +136,7 @@ struct ProgramCheck {
 ProgramCheck check_program(const Setup& s, const std::string& pin_dir)
 {
     ProgramCheck c;
-    if (s.spec->kind == Kind::floor || s.spec->kind == Kind::floor_sockhash) {
+    if (s.spec->kind != Kind::plain && s.spec->kind != Kind::grm) { // the floors
         const uint64_t errors = s.floor_select_errors();
         c.fields["select_errors"] = errors;
         if (errors != 0)

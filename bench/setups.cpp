@@ -52,6 +52,10 @@ constexpr SetupSpec kSetups[] = {
      nullptr, 0},
     {"floor-sockhash", "floor.bpf.c: one SOCKHASH select by hash % n (reference)",
      Kind::floor_sockhash, nullptr, nullptr, 0},
+    {"floor-sockmap", "floor.bpf.c: one SOCKMAP select by hash % n (reference)",
+     Kind::floor_sockmap, nullptr, nullptr, 0},
+    {"floor-sets", "floor.bpf.c: ARRAY_OF_MAPS lookup + SOCKMAP select: grm's select (reference)",
+     Kind::floor_sets, nullptr, nullptr, 0},
     {"noop", "grm, NOOP dissector: every packet to the working generation", Kind::grm,
      [] { return client::make_dissector(DISSECTOR_NOOP); }, nullptr, 0, 0.43, 62},
     {"flow", "grm, FLOW dissector: established flows, flow-table hit", Kind::grm,
@@ -67,22 +71,34 @@ constexpr SetupSpec kSetups[] = {
 /// attaches that program.
 Result<void> make_floor(Setup& s, int n, Kind kind)
 {
-    const bool array = kind == Kind::floor;
     std::unique_ptr<bench_bpf, FloorSkelFree> skel(bench_bpf__open());
     if (!skel)
-        return errno_error("open bench.bpf.o");
+        return errno_error("open floor.bpf.o");
     skel->rodata->n_socks = static_cast<__u32>(n);
     if (int e = bench_bpf__load(skel.get()); e != 0)
-        return unexpected(-e, "load bench.bpf.o");
-    int prog = bpf_program__fd(array ? skel->progs.bench_floor : skel->progs.bench_floor_sockhash);
-    int map = bpf_map__fd(array ? skel->maps.bench_array : skel->maps.bench_socks);
+        return unexpected(-e, "load floor.bpf.o");
+    const bpf_program* p = skel->progs.bench_floor;
+    const bpf_map* m = skel->maps.bench_array;
+    if (kind == Kind::floor_sockhash) {
+        p = skel->progs.bench_floor_sockhash;
+        m = skel->maps.bench_socks;
+    } else if (kind == Kind::floor_sockmap) {
+        p = skel->progs.bench_floor_sockmap;
+        m = skel->maps.bench_sockmap;
+    } else if (kind == Kind::floor_sets) {
+        p = skel->progs.bench_floor_sets;
+        m = skel->maps.bench_set;
+    }
+    const bool u64_keys = kind == Kind::floor_sockhash;
+    int prog = bpf_program__fd(p);
+    int map = bpf_map__fd(m);
     for (int i = 0; i < n; i++) {
         __u32 index = static_cast<__u32>(i);
         __u64 key = index;
         __u64 fd = static_cast<__u64>(s.socks[static_cast<size_t>(i)].get());
-        if (bpf_map_update_elem(map, array ? static_cast<void*>(&index) : &key, &fd, BPF_ANY) != 0)
-            return errno_error(array ? "insert socket into bench_array"
-                                     : "insert socket into bench_socks");
+        if (bpf_map_update_elem(map, u64_keys ? static_cast<void*>(&key) : &index, &fd, BPF_ANY) !=
+            0)
+            return errno_error(std::string("insert socket into ") + bpf_map__name(m));
     }
     // Any member attaches the program to the whole group.
     if (::setsockopt(s.socks[0].get(), SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog, sizeof(prog)) !=
@@ -164,7 +180,7 @@ Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const std::str
     s.socks = std::move(*socks);
     s.port = test::local_port(s.socks[0].get());
     Result<void> r;
-    if (spec.kind == Kind::floor || spec.kind == Kind::floor_sockhash)
+    if (spec.kind != Kind::plain && spec.kind != Kind::grm)
         r = make_floor(s, o.receivers, spec.kind);
     else if (spec.kind == Kind::grm)
         r = make_grm(s, pin_dir, 0);

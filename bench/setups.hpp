@@ -23,7 +23,7 @@ struct bench_bpf; // floor.skel.h
 
 namespace grm::bench {
 
-enum class Kind { plain, floor, floor_sockhash, grm };
+enum class Kind { plain, floor, floor_sockhash, floor_sockmap, floor_sets, grm };
 
 /// One row of the comparison. Adding a grm dissector is one more row: its dissector config
 /// and, if it routes by packet contents, a payload function.
