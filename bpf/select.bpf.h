@@ -119,6 +119,33 @@ static __noinline __u64 dispatch_new(struct sk_reuseport_md* md, struct grm_grou
     return select_in_gen(md, g, s, app, fallback);
 }
 
+/* dispatch_new for app 0 without a call: its common case, the working generation's socket at
+ * the packet's hash alive, inline (a call and its return cost ~10 ns each here: retpolines and
+ * the SRSO return thunk). Anything else goes to dispatch_new, which starts over, so the
+ * counters are the same either way. */
+static __always_inline __u64 dispatch_new_fast(struct sk_reuseport_md* md, struct grm_group* g,
+                                               struct grm_stats* s)
+{
+    __u32 gen = g->working_gen[0];
+    __u32 slot = grm_slot(g->max_apps, 0, gen);
+    __u32 i = (g->gid & (GRM_MAX_GROUPS - 1)) * GRM_MAX_SLOTS + slot;
+    struct grm_slot_state* sl = bpf_map_lookup_elem(&grm_slots, &i);
+    __u32 n, pos, idx;
+
+    if (sl && sl->gen == gen && (n = sl->n_live) && n <= GRM_MAX_SOCKS) {
+        pos = md->hash % n;
+        OPAQUE(pos);
+        pos &= GRM_MAX_SOCKS - 1;
+        idx = sl->live[pos];
+        if (select_idx(md, g->gid, slot, idx) == 0) {
+            s->rx_new_flow_total++;
+            s->rx_new_flow_working_gen_dispatch_ok++;
+            return grm_sock_idx_key(g->gid, slot, idx);
+        }
+    }
+    return dispatch_new(md, g, s, 0);
+}
+
 /* Selects the socket a 16-bit cookie names. 0 when selected; otherwise counted, and the
  * packet continues as a new flow. */
 static __always_inline int select_cookie(struct sk_reuseport_md* md, struct grm_group* g,
