@@ -65,7 +65,7 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
 /* QUIC: the cookie in the DCID names the socket, whatever its generation; Initial and 0-RTT
  * packets go through the handshake table first; anything unparseable is counted and handled
  * as a new flow (the working generation can answer it), never dropped. */
-static __noinline int dispatch_quic(struct sk_reuseport_md* md, struct grm_group* g,
+static __always_inline int dispatch_quic(struct sk_reuseport_md* md, struct grm_group* g,
                                     struct grm_stats* s)
 {
     struct grm_quic_hdr h;
