@@ -118,7 +118,7 @@ static __always_inline int flow_on_sendmsg(struct bpf_sock_addr* ctx, int v6)
 /* FLOW: existing flow -> its owner; otherwise a new flow, pinned to the socket it reached so
  * that it stays there from its first packet, before the server ever answers. */
 static __always_inline int dispatch_flow(struct sk_reuseport_md* md, struct grm_group* g,
-                                    struct grm_stats* s)
+                                         struct grm_stats* s)
 {
     struct grm_flow_key fk;
     struct grm_flow* f;

@@ -66,7 +66,7 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
  * packets go through the handshake table first; anything unparseable is counted and handled
  * as a new flow (the working generation can answer it), never dropped. */
 static __always_inline int dispatch_quic(struct sk_reuseport_md* md, struct grm_group* g,
-                                    struct grm_stats* s)
+                                         struct grm_stats* s)
 {
     struct grm_quic_hdr h;
 
