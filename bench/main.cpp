@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // grm-bench: what grm's reuseport program costs per packet and what it does to throughput,
 // against a plain SO_REUSEPORT group (no program) and against the "floor" (floor.bpf.c: one
-// socket-map select, the least any BPF steering pays). --restart instead counts the packets
-// lost across a restart under load, grm against plain SO_REUSEPORT.
+// REUSEPORT_SOCKARRAY select, the least any BPF steering pays), with issue 13's targets.
+// --restart instead counts the packets lost across a restart under load, grm against plain
+// SO_REUSEPORT.
 //
 // It runs in a sandbox of its own (testing/sandbox.hpp: mount, network and cgroup namespaces,
 // private bpffs and cgroup2, its own grmd) over loopback, so it needs root and leaves no state

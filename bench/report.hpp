@@ -20,7 +20,7 @@ using json = nlohmann::json;
 
 /// A line of the comparison table: median [min..max] cells, already formatted.
 struct Row {
-    std::string name, ns, above, pps, ratio;
+    std::string name, ns, above, vs_floor, target, pps, ratio;
     uint64_t sent = 0, received = 0;
 };
 

@@ -48,33 +48,57 @@ udp_grm_dissector cbpf_cookie()
 constexpr SetupSpec kSetups[] = {
     {"plain", "SO_REUSEPORT group, no program (the kernel's hash)", Kind::plain, nullptr, nullptr,
      0},
-    {"floor", "bench.bpf.c: one SOCKHASH select by hash % n", Kind::floor, nullptr, nullptr, 0},
+    {"floor", "floor.bpf.c: one REUSEPORT_SOCKARRAY select by hash % n", Kind::floor, nullptr,
+     nullptr, 0},
+    {"floor-sockhash", "floor.bpf.c: one SOCKHASH select by hash % n (reference)",
+     Kind::floor_sockhash, nullptr, nullptr, 0},
+    {"floor-sockmap", "floor.bpf.c: one SOCKMAP select by hash % n (reference)",
+     Kind::floor_sockmap, nullptr, nullptr, 0},
+    {"floor-sets", "floor.bpf.c: ARRAY_OF_MAPS lookup + SOCKMAP select: grm's select (reference)",
+     Kind::floor_sets, nullptr, nullptr, 0},
     {"noop", "grm, NOOP dissector: every packet to the working generation", Kind::grm,
-     [] { return client::make_dissector(DISSECTOR_NOOP); }, nullptr, 0},
+     [] { return client::make_dissector(DISSECTOR_NOOP); }, nullptr, 0, 0.43, 62},
     {"flow", "grm, FLOW dissector: established flows, flow-table hit", Kind::grm,
-     [] { return client::make_dissector(DISSECTOR_FLOW); }, nullptr, 0},
+     [] { return client::make_dissector(DISSECTOR_FLOW); }, nullptr, 0, 1.19, 171},
     {"cid", "grm, QUIC dissector: short headers, the cookie in the connection ID", Kind::grm,
      [] { return client::make_quic_dissector(); }, quic_short_header,
-     1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer)},
+     1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer), 0.5, 70},
     {"cbpf", "grm, cBPF dissector: ldh [2]; ret a (the same connection IDs)", Kind::grm,
-     cbpf_cookie, quic_short_header, 1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer)},
+     cbpf_cookie, quic_short_header, 1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer), 0.79, 114},
 };
 
-Result<void> make_floor(Setup& s, int n)
+/// Loads floor.bpf.o, fills the map of the floor `kind` names with the group's sockets and
+/// attaches that program.
+Result<void> make_floor(Setup& s, int n, Kind kind)
 {
     std::unique_ptr<bench_bpf, FloorSkelFree> skel(bench_bpf__open());
     if (!skel)
-        return errno_error("open bench.bpf.o");
+        return errno_error("open floor.bpf.o");
     skel->rodata->n_socks = static_cast<__u32>(n);
     if (int e = bench_bpf__load(skel.get()); e != 0)
-        return unexpected(-e, "load bench.bpf.o");
-    int prog = bpf_program__fd(skel->progs.bench_floor);
-    int map = bpf_map__fd(skel->maps.bench_socks);
+        return unexpected(-e, "load floor.bpf.o");
+    const bpf_program* p = skel->progs.bench_floor;
+    const bpf_map* m = skel->maps.bench_array;
+    if (kind == Kind::floor_sockhash) {
+        p = skel->progs.bench_floor_sockhash;
+        m = skel->maps.bench_socks;
+    } else if (kind == Kind::floor_sockmap) {
+        p = skel->progs.bench_floor_sockmap;
+        m = skel->maps.bench_sockmap;
+    } else if (kind == Kind::floor_sets) {
+        p = skel->progs.bench_floor_sets;
+        m = skel->maps.bench_set;
+    }
+    const bool u64_keys = kind == Kind::floor_sockhash;
+    int prog = bpf_program__fd(p);
+    int map = bpf_map__fd(m);
     for (int i = 0; i < n; i++) {
-        __u64 key = static_cast<__u64>(i);
+        __u32 index = static_cast<__u32>(i);
+        __u64 key = index;
         __u64 fd = static_cast<__u64>(s.socks[static_cast<size_t>(i)].get());
-        if (bpf_map_update_elem(map, &key, &fd, BPF_ANY) != 0)
-            return errno_error("insert socket into bench_socks");
+        if (bpf_map_update_elem(map, u64_keys ? static_cast<void*>(&key) : &index, &fd, BPF_ANY) !=
+            0)
+            return errno_error(std::string("insert socket into ") + bpf_map__name(m));
     }
     // Any member attaches the program to the whole group.
     if (::setsockopt(s.socks[0].get(), SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog, sizeof(prog)) !=
@@ -156,8 +180,8 @@ Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const std::str
     s.socks = std::move(*socks);
     s.port = test::local_port(s.socks[0].get());
     Result<void> r;
-    if (spec.kind == Kind::floor)
-        r = make_floor(s, o.receivers);
+    if (spec.kind != Kind::plain && spec.kind != Kind::grm)
+        r = make_floor(s, o.receivers, spec.kind);
     else if (spec.kind == Kind::grm)
         r = make_grm(s, pin_dir, 0);
     if (!r)

@@ -23,7 +23,7 @@ struct bench_bpf; // floor.skel.h
 
 namespace grm::bench {
 
-enum class Kind { plain, floor, grm };
+enum class Kind { plain, floor, floor_sockhash, floor_sockmap, floor_sets, grm };
 
 /// One row of the comparison. Adding a grm dissector is one more row: its dissector config
 /// and, if it routes by packet contents, a payload function.
@@ -34,6 +34,11 @@ struct SetupSpec {
     udp_grm_dissector (*dissector)(); ///< grm only
     PayloadFn payload;                ///< nullptr: zeros
     size_t min_size;                  ///< smallest --size the payload function can fill
+    /// Issue 13's target for this row: ns above floor at most target_ratio x floor's ns/pkt
+    /// (0: none). target_ns is the same target in ns on the machine the issue measured (floor
+    /// 140 ns), shown next to it.
+    double target_ratio = 0;
+    int target_ns = 0;
 };
 
 /// Every setup, in table order.
@@ -52,12 +57,12 @@ struct Setup {
     std::vector<Fd> socks;
     uint16_t port = 0;
     Fd prog; ///< the group's reuseport program; invalid for plain
-    std::unique_ptr<bench_bpf, FloorSkelFree> skel; ///< floor: the loaded floor.bpf.o
+    std::unique_ptr<bench_bpf, FloorSkelFree> skel; ///< floors: the loaded floor.bpf.o
     std::vector<uint16_t> cookies;                  ///< grm: cookies of the sockets, in order
     grm_stats base{};                               ///< grm: the group's counters after the warm-up
 
     std::vector<int> fds() const;
-    /// floor: selects that failed (and fell back to the kernel's hash) so far.
+    /// floor, floor-sockhash: selects that failed (and fell back to the kernel's hash) so far.
     uint64_t floor_select_errors() const;
 };
 

@@ -26,7 +26,7 @@ static __always_inline int dispatch_group(struct sk_reuseport_md* md, struct grm
     case DISSECTOR_NOOP:
         s->rx_dissected_ok_total++;
         s->rx_flow_new_unseen++;
-        return dispatch_new(md, g, s, 0) != 0;
+        return dispatch_new_fast(md, g, s) != 0;
     case DISSECTOR_FLOW:
         return dispatch_flow(md, g, s);
     case DISSECTOR_QUIC:

@@ -22,17 +22,19 @@ static __always_inline __u64 flow_timeout_ns(const struct grm_group* g)
 }
 
 /* udpgrm's TX update: create, refresh own entry, take over an expired one; a live entry of
- * another socket is kept (-EEXIST). "Own" is either of the socket's two socks keys. */
+ * another socket is kept (-EEXIST). "Own" is either of the socket's two socks keys; an entry
+ * it creates names the index key when the socket is registered (the packet path selects that
+ * from the group's SOCKMAP, a SO_COOKIE through the SOCKHASH). */
 static __noinline int flow_tx(struct grm_stats* s, struct grm_flow_key* fk, __u64 so_cookie,
                               __u64 idx_key, __u64 timeout_ns)
 {
-    __u64 now = clock_ns();
+    __u64 now = clock_ns(), me = idx_key ? idx_key : so_cookie;
     struct grm_flow* f;
 
     s->tx_total++;
     f = bpf_map_lookup_elem(&grm_flows, fk);
     if (!f) {
-        struct grm_flow nf = {.last_ns = now, .owner = so_cookie};
+        struct grm_flow nf = {.last_ns = now, .owner = me};
         if (bpf_map_update_elem(&grm_flows, fk, &nf, BPF_NOEXIST)) {
             s->tx_flow_create_error++;
             return -EEXIST;
@@ -50,7 +52,7 @@ static __noinline int flow_tx(struct grm_stats* s, struct grm_flow_key* fk, __u6
         return -EEXIST;
     }
     f->last_ns = now;
-    f->owner = so_cookie;
+    f->owner = me;
     s->tx_flow_create_ok++;
     s->tx_flow_create_from_expired_ok++;
     return 0;
@@ -115,8 +117,8 @@ static __always_inline int flow_on_sendmsg(struct bpf_sock_addr* ctx, int v6)
 
 /* FLOW: existing flow -> its owner; otherwise a new flow, pinned to the socket it reached so
  * that it stays there from its first packet, before the server ever answers. */
-static __noinline int dispatch_flow(struct sk_reuseport_md* md, struct grm_group* g,
-                                    struct grm_stats* s)
+static __always_inline int dispatch_flow(struct sk_reuseport_md* md, struct grm_group* g,
+                                         struct grm_stats* s)
 {
     struct grm_flow_key fk;
     struct grm_flow* f;
@@ -136,8 +138,7 @@ static __noinline int dispatch_flow(struct sk_reuseport_md* md, struct grm_group
     if (f) {
         __u64 age = age_ns(now, f->last_ns);
         if (age <= flow_timeout_ns(g)) {
-            __u64 owner = f->owner;
-            err = bpf_sk_select_reuseport(md, &grm_socks, &owner, 0);
+            err = select_owner(md, f->owner);
             if (!err) {
                 s->rx_flow_ok++;
                 if (age > RX_REFRESH_NS) {

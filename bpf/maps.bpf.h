@@ -78,6 +78,22 @@ struct {
     __type(value, __u64);
 } grm_socks SEC(".maps");
 
+/* The per-packet select's index: gid -> that group's SOCKMAP of registered sockets at
+ * grm_sock_set_index(slot, idx) (see abi.h). Writer: daemon; an absent inner map (state of an
+ * older grmd) sends the select to grm_socks. */
+struct grm_sock_set {
+    __uint(type, BPF_MAP_TYPE_SOCKMAP);
+    __uint(max_entries, GRM_SOCK_SET_ENTRIES);
+    __type(key, __u32);
+    __type(value, __u64);
+};
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+    __uint(max_entries, GRM_MAX_GROUPS);
+    __type(key, __u32);
+    __array(values, struct grm_sock_set);
+} grm_sock_sets SEC(".maps");
+
 /* Per-socket state, created at bind. Writer: bind and setsockopt hooks. */
 struct {
     __uint(type, BPF_MAP_TYPE_SK_STORAGE);

@@ -35,8 +35,7 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
     }
     f = bpf_map_lookup_elem(&grm_handshakes, &hk);
     if (f && age_ns(now, f->last_ns) <= GRM_HANDSHAKE_TIMEOUT_NS) {
-        __u64 owner = f->owner;
-        if (!bpf_sk_select_reuseport(md, &grm_socks, &owner, 0)) {
+        if (!select_owner(md, f->owner)) {
             s->rx_quic_handshake_hit++;
             s->rx_flow_ok++;
             return 1;
@@ -48,8 +47,7 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
     if (h->has_cookie) {
         __u32 slot = 0, idx = 0;
         if (grm_cookie_decode(h->cookie, &slot, &idx)) {
-            key = grm_sock_idx_key(g->gid, slot, idx);
-            if (!bpf_sk_select_reuseport(md, &grm_socks, &key, 0)) {
+            if (!select_idx(md, g->gid, slot, idx)) {
                 s->rx_flow_ok++;
                 return 1;
             }
@@ -67,8 +65,8 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
 /* QUIC: the cookie in the DCID names the socket, whatever its generation; Initial and 0-RTT
  * packets go through the handshake table first; anything unparseable is counted and handled
  * as a new flow (the working generation can answer it), never dropped. */
-static __noinline int dispatch_quic(struct sk_reuseport_md* md, struct grm_group* g,
-                                    struct grm_stats* s)
+static __always_inline int dispatch_quic(struct sk_reuseport_md* md, struct grm_group* g,
+                                         struct grm_stats* s)
 {
     struct grm_quic_hdr h;
 

@@ -8,6 +8,35 @@
 #include "defs.bpf.h"
 #include "maps.bpf.h"
 
+/* Selects socket (slot, idx) of group gid: from the group's SOCKMAP (grm_sock_sets: an array,
+ * the cheap select); where that has no socket there, from grm_socks by its index key, so
+ * that sockets registered before the group's set existed (an older grmd's state) still
+ * steer. 0, or the helper's error. */
+static __always_inline int select_idx(struct sk_reuseport_md* md, __u32 gid, __u32 slot, __u32 idx)
+{
+    __u32 g = gid & (GRM_MAX_GROUPS - 1), i = grm_sock_set_index(slot, idx);
+    void* set = bpf_map_lookup_elem(&grm_sock_sets, &g);
+    __u64 key;
+    int err;
+
+    if (set) {
+        err = bpf_sk_select_reuseport(md, set, &i, 0);
+        if (err != -ENOENT)
+            return err;
+    }
+    key = grm_sock_idx_key(gid, slot, idx);
+    return bpf_sk_select_reuseport(md, &grm_socks, &key, 0);
+}
+
+/* Selects the socket a flow or handshake entry names: an index key through select_idx, a
+ * SO_COOKIE through grm_socks. */
+static __always_inline int select_owner(struct sk_reuseport_md* md, __u64 owner)
+{
+    if (owner & GRM_SOCK_IDX_BIT)
+        return select_idx(md, (__u32)(owner >> 16), (__u32)(owner >> 8), (__u32)owner);
+    return bpf_sk_select_reuseport(md, &grm_socks, &owner, 0);
+}
+
 struct probe {
     struct sk_reuseport_md* md;
     struct grm_slot_state* sl;
@@ -18,14 +47,12 @@ struct probe {
 static int probe_next(__u32 i, struct probe* c)
 {
     __u32 p = c->pos + i;
-    __u64 key;
     if (p >= c->n)
         p -= c->n;
     OPAQUE(p);
     p &= GRM_MAX_SOCKS - 1;
-    key = grm_sock_idx_key(c->gid, c->slot, c->sl->live[p]);
-    if (bpf_sk_select_reuseport(c->md, &grm_socks, &key, 0) == 0) {
-        c->key = key;
+    if (select_idx(c->md, c->gid, c->slot, c->sl->live[p]) == 0) {
+        c->key = grm_sock_idx_key(c->gid, c->slot, c->sl->live[p]);
         return 1;
     }
     c->skipped++;
@@ -44,7 +71,6 @@ static __noinline __u64 select_in_gen(struct sk_reuseport_md* md, struct grm_gro
     __u32 i = (g->gid & (GRM_MAX_GROUPS - 1)) * GRM_MAX_SLOTS + slot;
     struct grm_slot_state* sl = bpf_map_lookup_elem(&grm_slots, &i);
     struct probe c;
-    __u64 key;
     __u32 n, pos;
 
     /* A slot still holding an older generation that wrapped onto it is not this one. */
@@ -53,9 +79,8 @@ static __noinline __u64 select_in_gen(struct sk_reuseport_md* md, struct grm_gro
     pos = md->hash % n;
     OPAQUE(pos);
     pos &= GRM_MAX_SOCKS - 1;
-    key = grm_sock_idx_key(g->gid, slot, sl->live[pos]);
-    if (bpf_sk_select_reuseport(md, &grm_socks, &key, 0) == 0)
-        return key;
+    if (select_idx(md, g->gid, slot, sl->live[pos]) == 0)
+        return grm_sock_idx_key(g->gid, slot, sl->live[pos]);
     /* Closed socket not yet swept by the daemon: try the others, in order. */
     c.md = md;
     c.sl = sl;
@@ -94,13 +119,39 @@ static __noinline __u64 dispatch_new(struct sk_reuseport_md* md, struct grm_grou
     return select_in_gen(md, g, s, app, fallback);
 }
 
+/* dispatch_new for app 0 without a call: its common case, the working generation's socket at
+ * the packet's hash alive, inline (a call and its return cost ~10 ns each here: retpolines and
+ * the SRSO return thunk). Anything else goes to dispatch_new, which starts over, so the
+ * counters are the same either way. */
+static __always_inline __u64 dispatch_new_fast(struct sk_reuseport_md* md, struct grm_group* g,
+                                               struct grm_stats* s)
+{
+    __u32 gen = g->working_gen[0];
+    __u32 slot = grm_slot(g->max_apps, 0, gen);
+    __u32 i = (g->gid & (GRM_MAX_GROUPS - 1)) * GRM_MAX_SLOTS + slot;
+    struct grm_slot_state* sl = bpf_map_lookup_elem(&grm_slots, &i);
+    __u32 n, pos, idx;
+
+    if (sl && sl->gen == gen && (n = sl->n_live) && n <= GRM_MAX_SOCKS) {
+        pos = md->hash % n;
+        OPAQUE(pos);
+        pos &= GRM_MAX_SOCKS - 1;
+        idx = sl->live[pos];
+        if (select_idx(md, g->gid, slot, idx) == 0) {
+            s->rx_new_flow_total++;
+            s->rx_new_flow_working_gen_dispatch_ok++;
+            return grm_sock_idx_key(g->gid, slot, idx);
+        }
+    }
+    return dispatch_new(md, g, s, 0);
+}
+
 /* Selects the socket a 16-bit cookie names. 0 when selected; otherwise counted, and the
  * packet continues as a new flow. */
 static __always_inline int select_cookie(struct sk_reuseport_md* md, struct grm_group* g,
                                          struct grm_stats* s, __u16 cookie)
 {
     __u32 slot = 0, idx = 0;
-    __u64 key;
     int err;
 
     if (!grm_cookie_decode(cookie, &slot, &idx)) {
@@ -108,8 +159,7 @@ static __always_inline int select_cookie(struct sk_reuseport_md* md, struct grm_
         s->rx_flow_new_unseen++;
         return -1;
     }
-    key = grm_sock_idx_key(g->gid, slot, idx);
-    err = bpf_sk_select_reuseport(md, &grm_socks, &key, 0);
+    err = select_idx(md, g->gid, slot, idx);
     if (!err) {
         s->rx_flow_ok++;
         return 0;

@@ -37,10 +37,11 @@ Result<void> for_each_number(const std::string& dir, F&& f)
 
 } // namespace
 
-Result<BpfKernel> BpfKernel::borrow(const Fds& fds)
+Result<BpfKernel> BpfKernel::borrow(const Fds& fds, const std::string& pin_dir)
 {
     BpfKernel k;
     k.fds_ = fds;
+    k.sets_dir_ = pin_dir;
     if (auto r = k.fill_info(); !r)
         return unexpected(r.error());
     return k;
@@ -52,6 +53,7 @@ Result<BpfKernel> BpfKernel::open_pinned(const std::string& dir, std::span<const
     BpfKernel k;
     k.fds_.maps.fill(-1);
     k.pin_dir_ = dir;
+    k.sets_dir_ = dir;
     for (const Pin& p : pins) {
         const MapShape& s = shape_of(p.map);
         std::string path = pins::map(dir, s.name);
@@ -206,6 +208,103 @@ bool BpfKernel::in_initial_pidns()
 {
     struct stat st {};
     return ::stat("/proc/self/ns/pid", &st) != 0 || st.st_ino == 0xEFFFFFFCu;
+}
+
+namespace {
+
+/// Pin name of group gid's SOCKMAP. Pinned, because reopening a map by id needs
+/// CAP_SYS_ADMIN, which grmd.service does not have.
+std::string sock_set_name(uint32_t gid)
+{
+    return fmt::format("grm_sock_set_{}", gid);
+}
+
+Result<uint32_t> map_id(int fd)
+{
+    bpf_map_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0)
+        return errno_error("inspect map");
+    return info.id;
+}
+
+} // namespace
+
+// The outer map holds the id of the group's map; the pin is how we reach it. Both are checked
+// against each other: a group deleted by grmctl (outer entry gone, pin removed) and its id
+// reused gets a new map, never the old one.
+Result<Fd> BpfKernel::socket_set(uint32_t gid, bool create)
+{
+    const int outer = fd(MapId::sock_sets);
+    if (outer < 0)
+        return unexpected(ENOENT, "no grm_sock_sets");
+    const std::string path = pins::map(sets_dir_, sock_set_name(gid));
+    __u32 id = 0;
+    if (bpf_map_lookup_elem(outer, &gid, &id) != 0 && errno != ENOENT)
+        return errno_error("lookup " + where(MapId::sock_sets));
+    if (id != 0) {
+        Fd pinned(bpf_obj_get(path.c_str()));
+        if (pinned.valid()) {
+            if (auto pid = map_id(pinned.get()); pid && *pid == id)
+                return pinned;
+        }
+        if (!create)
+            return unexpected(ENOENT, path + " is not the map of group " + std::to_string(gid));
+        // Entered but not (or otherwise) pinned: replace it; the sockets are entered again.
+    } else if (!create) {
+        return unexpected(ENOENT, "group " + std::to_string(gid) + " has no socket map");
+    }
+    const std::string name = sock_set_name(gid);
+    Fd set(bpf_map_create(BPF_MAP_TYPE_SOCKMAP, name.substr(0, BPF_OBJ_NAME_LEN - 1).c_str(),
+                          sizeof(__u32), sizeof(__u64), GRM_SOCK_SET_ENTRIES, nullptr));
+    if (!set.valid())
+        return errno_error("create " + name);
+    ::unlink(path.c_str());
+    if (bpf_obj_pin(set.get(), path.c_str()) != 0)
+        return errno_error("pin " + path);
+    __u32 value = static_cast<__u32>(set.get());
+    if (bpf_map_update_elem(outer, &gid, &value, BPF_ANY) != 0) {
+        const int e = errno;
+        ::unlink(path.c_str());
+        return unexpected(e, "update " + where(MapId::sock_sets));
+    }
+    return set;
+}
+
+Result<void> BpfKernel::set_socket(uint32_t gid, uint32_t index, int sock)
+{
+    auto set = socket_set(gid, true);
+    if (!set)
+        return unexpected(set.error());
+    __u64 value = static_cast<__u64>(sock);
+    if (bpf_map_update_elem(set->get(), &index, &value, BPF_ANY) != 0)
+        return errno_error(fmt::format("update {}[{}]", sock_set_name(gid), index));
+    return {};
+}
+
+Result<void> BpfKernel::clear_socket(uint32_t gid, uint32_t index)
+{
+    auto set = socket_set(gid, false);
+    if (!set)
+        return unexpected(set.error());
+    if (bpf_map_delete_elem(set->get(), &index) != 0)
+        return errno_error(fmt::format("delete from {}[{}]", sock_set_name(gid), index));
+    return {};
+}
+
+Result<void> BpfKernel::drop_socket_set(uint32_t gid)
+{
+    const int outer = fd(MapId::sock_sets);
+    if (outer < 0)
+        return unexpected(ENOENT, "no grm_sock_sets");
+    const bool entered = bpf_map_delete_elem(outer, &gid) == 0;
+    const int saved = errno;
+    const bool pinned = ::unlink(pins::map(sets_dir_, sock_set_name(gid)).c_str()) == 0;
+    if (!entered && saved != ENOENT)
+        return unexpected(saved, "delete from " + where(MapId::sock_sets));
+    if (!entered && !pinned)
+        return unexpected(ENOENT, "group " + std::to_string(gid) + " has no socket map");
+    return {};
 }
 
 Result<void> BpfKernel::attach_select(int fd)

@@ -22,7 +22,8 @@ public:
         int select_prog = -1;
     };
     /// Borrows fds that the caller keeps open for the BpfKernel's lifetime (the skeleton's).
-    static Result<BpfKernel> borrow(const Fds& fds);
+    /// pin_dir: where the groups' socket maps are pinned (set_socket).
+    static Result<BpfKernel> borrow(const Fds& fds, const std::string& pin_dir);
 
     /// A map to open from a pin directory, and whether its absence (ENOENT) is fine.
     struct Pin {
@@ -51,6 +52,10 @@ public:
     std::vector<pid_t> other_pids() override;
     bool in_initial_pidns() override;
 
+    Result<void> set_socket(uint32_t gid, uint32_t index, int fd) override;
+    Result<void> clear_socket(uint32_t gid, uint32_t index) override;
+    Result<void> drop_socket_set(uint32_t gid) override;
+
     Result<void> attach_select(int fd) override;
     cbpf::Target cbpf_target() const override;
     Result<Fd> load_cbpf(std::span<const bpf_insn> insns, std::string* log) override;
@@ -62,11 +67,14 @@ private:
     static size_t idx(MapId m) { return static_cast<size_t>(m); }
     int fd(MapId m) const { return fds_.maps[idx(m)]; }
     Result<void> fill_info(); // max_entries_ and the CPU count
+    /// Group gid's SOCKMAP, from its pin (create: made, pinned and entered if there is none).
+    Result<Fd> socket_set(uint32_t gid, bool create);
 
     Fds fds_{};
     std::array<Fd, kMapCount> owned_{}; ///< open_pinned's fds
     std::array<uint32_t, kMapCount> max_entries_{};
-    std::string pin_dir_; ///< empty when borrowed: messages name the map instead
+    std::string pin_dir_;  ///< empty when borrowed: messages name the map instead
+    std::string sets_dir_; ///< the pin directory, for the groups' socket maps
     int ncpu_ = 1;
 };
 

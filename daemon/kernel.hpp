@@ -38,8 +38,9 @@ enum class MapId : uint8_t {
     cbpf_progs, ///< grm_cbpf_progs: gid -> translated cBPF program (PROG_ARRAY)
     cbpf_out,   ///< grm_cbpf_out: the translated programs' outcome (per CPU)
     dropped,    ///< grm_dropped: gid -> registrations dropped, their process gone
+    sock_sets,  ///< grm_sock_sets: gid -> id of the group's SOCKMAP (ARRAY_OF_MAPS)
 };
-inline constexpr size_t kMapCount = static_cast<size_t>(MapId::dropped) + 1;
+inline constexpr size_t kMapCount = static_cast<size_t>(MapId::sock_sets) + 1;
 
 /// Key and value types of each map, for the typed helpers below.
 template <MapId M>
@@ -65,6 +66,7 @@ GRM_MAP_TYPES(meta, __u32, grm_meta);
 GRM_MAP_TYPES(cbpf_progs, __u32, __u32);
 GRM_MAP_TYPES(cbpf_out, __u32, grm_cbpf_out); // per CPU
 GRM_MAP_TYPES(dropped, __u32, __u64);
+GRM_MAP_TYPES(sock_sets, __u32, __u32);       // map fd in, map id out
 #undef GRM_MAP_TYPES
 
 /// A map's pin name and the key/value sizes abi.h gives it (per-CPU maps: one CPU's value).
@@ -99,6 +101,7 @@ inline constexpr MapShape kMapShapes[kMapCount] = {
     detail::shape<MapId::cbpf_progs>("grm_cbpf_progs"),
     detail::shape<MapId::cbpf_out>("grm_cbpf_out", true),
     detail::shape<MapId::dropped>("grm_dropped"),
+    detail::shape<MapId::sock_sets>("grm_sock_sets"),
 };
 
 constexpr const MapShape& shape_of(MapId m)
@@ -155,6 +158,14 @@ public:
     virtual std::vector<pid_t> other_pids() = 0;
     /// Whether we run in the initial pid namespace, whose pids the BPF hooks report.
     virtual bool in_initial_pidns() = 0;
+
+    /// The packet path's socket index (grm_sock_sets, abi.h): puts socket `fd` at `index` of
+    /// group gid's SOCKMAP, creating the group's map at its first socket.
+    virtual Result<void> set_socket(uint32_t gid, uint32_t index, int fd) = 0;
+    /// Takes out what set_socket put in (ENOENT: not there, or the group has no map).
+    virtual Result<void> clear_socket(uint32_t gid, uint32_t index) = 0;
+    /// Drops group gid's SOCKMAP, at the group's deletion (ENOENT: it had none).
+    virtual Result<void> drop_socket_set(uint32_t gid) = 0;
 
     /// Attaches grm_select_sk to the reuseport group of socket fd (SO_ATTACH_REUSEPORT_EBPF).
     virtual Result<void> attach_select(int fd) = 0;

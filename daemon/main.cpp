@@ -361,8 +361,9 @@ int run_daemon(const Options& o)
     set_map(MapId::cbpf_progs, s->maps.grm_cbpf_progs);
     set_map(MapId::cbpf_out, s->maps.grm_cbpf_out);
     set_map(MapId::dropped, s->maps.grm_dropped);
+    set_map(MapId::sock_sets, s->maps.grm_sock_sets);
     fds.select_prog = bpf_program__fd(s->progs.grm_select_sk);
-    auto kernel = BpfKernel::borrow(fds); // the skeleton outlives it
+    auto kernel = BpfKernel::borrow(fds, o.pin_dir); // the skeleton outlives it
     if (!kernel) {
         log::err("{}", kernel.error().message());
         return 1;

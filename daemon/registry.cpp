@@ -223,6 +223,7 @@ void Registry::forget(uint64_t cookie)
     const grm_reg& r = it->second;
     uint64_t idx_key = grm_sock_idx_key(r.gid, r.slot, r.idx);
     (void)erase<MapId::socks>(k_, idx_key); // gone already if the socket closed
+    (void)k_.clear_socket(r.gid, grm_sock_set_index(r.slot, r.idx));
     (void)erase<MapId::regs>(k_, cookie);
     used_.erase({{r.gid, r.slot}, r.idx});
     regs_.erase(it);
@@ -394,6 +395,11 @@ void Registry::on_register(const grm_event& ev, bool retry)
         critical(gid, true);
         return;
     }
+    // The packet path's index. Without it the socket still steers, through grm_socks (slower):
+    // not a reason to refuse the registration.
+    if (auto set = k_.set_socket(gid, grm_sock_set_index(slot, idx), fd); !set)
+        log::warning("insert socket 0x{:x} into the group's socket map: {}", ev.so_cookie,
+                     set.error().message());
 
     grm_reg r{};
     r.gid = gid;

@@ -90,6 +90,14 @@ Result<Teardown> delete_group(Kernel& k, const grm_group_key& key, const grm_gro
                                                           k.where(MapId::socks)));
     }
 
+    // The packet path's index of the same sockets. Absent in state of an older grmd.
+    if (k.has(MapId::sock_sets)) {
+        if (auto r = k.drop_socket_set(gid))
+            d.socket_set = true;
+        else if (r.error().code != ENOENT)
+            return unexpected(r.error());
+    }
+
     for (uint32_t slot = 0; slot < GRM_MAX_SLOTS; slot++)
         if (auto r = zero_elem(k, MapId::slots, gid * GRM_MAX_SLOTS + slot, sizeof(grm_slot_state));
             !r)

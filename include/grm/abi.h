@@ -417,6 +417,19 @@ GRM_ABI_ASSERT(sizeof(struct grm_cbpf_out) == 8);
  * `grmctl delete` clears its entry. */
 #define GRM_PORT_SHARED 0xffffffffu
 
+/* The packet path's socket index (ARRAY_OF_MAPS grm_sock_sets, index gid): per group, a
+ * SOCKMAP of GRM_SOCK_SET_ENTRIES holding each registered socket at
+ * grm_sock_set_index(slot, idx), next to its two grm_socks keys. Selecting by index from an
+ * array costs what the floor's REUSEPORT_SOCKARRAY costs; from the SOCKHASH about 70 ns more
+ * (docs/bench.md). (A REUSEPORT_SOCKARRAY cannot hold a socket that is also in a SOCKHASH:
+ * both keep their link in sk_user_data, the second insert gets EBUSY.) Writer: daemon, which
+ * creates a group's inner map at its first registration; the kernel removes closed sockets. */
+#define GRM_SOCK_SET_ENTRIES (GRM_MAX_SLOTS * GRM_MAX_SOCKS)
+static inline __u32 grm_sock_set_index(__u32 slot, __u32 idx)
+{
+    return (slot & (GRM_MAX_SLOTS - 1)) * GRM_MAX_SOCKS + (idx & (GRM_MAX_SOCKS - 1));
+}
+
 /* Global state (ARRAY grm_meta, one entry). Written by the daemon at start. */
 struct grm_meta {
     __u32 abi_version; /* GRM_ABI_VERSION of the daemon that created the pinned maps */

@@ -37,6 +37,8 @@ struct Map {
 /// Everything delete must clear for gid, read from the maps.
 struct GidState {
     size_t regs = 0, idx_keys = 0, flows = 0, live_slots = 0;
+    size_t set_sockets = 0;   ///< sockets in the group's SOCKMAP (grm_sock_sets, through its pin)
+    bool set_entered = false; ///< grm_sock_sets[gid] names a map
     uint64_t rx = 0;
     grm_dstats dstats{};
     uint32_t gid_used = 0;
@@ -66,6 +68,15 @@ GidState state_of(uint32_t gid)
         REQUIRE(bpf_map_lookup_elem(slots.get(), &i, &st) == 0);
         if (st.n_live || st.gen)
             s.live_slots++;
+    }
+    Map sets("grm_sock_sets");
+    __u32 set_id = 0;
+    s.set_entered = bpf_map_lookup_elem(sets.get(), &gid, &set_id) == 0 && set_id != 0;
+    Fd set(bpf_obj_get(pins::map(sandbox().pin_dir, fmt::format("grm_sock_set_{}", gid)).c_str()));
+    for (__u32 i = 0; set.valid() && i < GRM_SOCK_SET_ENTRIES; i++) {
+        __u64 cookie = 0;
+        if (bpf_map_lookup_elem(set.get(), &i, &cookie) == 0)
+            s.set_sockets++;
     }
     int ncpu = libbpf_num_possible_cpus();
     std::vector<grm_stats> per(static_cast<size_t>(ncpu));
@@ -145,6 +156,8 @@ TEST_CASE("grmctl delete: removes one group and all its state, with or without g
     auto before = state_of(gid);
     CHECK(before.regs == 4);
     CHECK(before.idx_keys == 4);
+    CHECK(before.set_entered);
+    CHECK(before.set_sockets == 4); // the packet path selects them from here
     CHECK(before.flows == 4);
     CHECK(before.live_slots == 2);
     CHECK(before.rx == 4);
@@ -175,6 +188,8 @@ TEST_CASE("grmctl delete: removes one group and all its state, with or without g
     CHECK(gid_of(port) == UINT32_MAX);
     CHECK(after.regs == 0);
     CHECK(after.idx_keys == 0);
+    CHECK_FALSE(after.set_entered);
+    CHECK(after.set_sockets == 0); // map unpinned: no longer reachable
     CHECK(after.flows == 0);
     CHECK(after.live_slots == 0);
     CHECK(after.rx == 0);

@@ -41,6 +41,8 @@ public:
     int getfd_error = 0;          ///< nonzero: pidfd_getfd fails with it
     size_t getfd_calls = 0;
     std::vector<grm_slot_state> slot_writes; ///< every grm_slots update, in order
+    /// grm_sock_sets: gid -> index -> SO_COOKIE of the socket set_socket put there
+    std::map<uint32_t, std::map<uint32_t, uint64_t>> sock_sets;
 
     FakeKernel()
     {
@@ -80,9 +82,12 @@ public:
     size_t entries(MapId m) { return map(m).size(); }
     void remove_map(MapId m) { present_[static_cast<size_t>(m)] = false; }
 
-    /// The socket closes: the kernel drops it from the SOCKHASH under every key.
+    /// The socket closes: the kernel drops it from the SOCKHASH under every key, and from
+    /// every SOCKMAP.
     void close_socket(uint64_t cookie)
     {
+        for (auto& [gid, set] : sock_sets)
+            std::erase_if(set, [&](const auto& e) { return e.second == cookie; });
         std::erase_if(map(MapId::socks), [&](const auto& e) {
             uint64_t c = 0;
             std::memcpy(&c, e.second.data(), sizeof(c));
@@ -143,6 +148,30 @@ public:
             return unexpected(EINVAL, shape_of(m).name);
         if (map(m).erase(bytes(key, shape_of(m).key_size)) == 0)
             return unexpected(ENOENT, shape_of(m).name);
+        return {};
+    }
+
+    Result<void> set_socket(uint32_t gid, uint32_t index, int fd) override
+    {
+        if (fail_update_errno)
+            return unexpected(fail_update_errno, "injected");
+        uint64_t cookie = cookie_of_fd(fd);
+        if (!cookie || index >= GRM_SOCK_SET_ENTRIES)
+            return unexpected(cookie ? E2BIG : EBADF, "sock set");
+        sock_sets[gid][index] = cookie;
+        return {};
+    }
+    Result<void> clear_socket(uint32_t gid, uint32_t index) override
+    {
+        auto it = sock_sets.find(gid);
+        if (it == sock_sets.end() || it->second.erase(index) == 0)
+            return unexpected(ENOENT, "sock set");
+        return {};
+    }
+    Result<void> drop_socket_set(uint32_t gid) override
+    {
+        if (sock_sets.erase(gid) == 0)
+            return unexpected(ENOENT, "sock sets");
         return {};
     }
 
@@ -372,6 +401,8 @@ TEST_CASE("registry: a registration goes from pending to registered", "[registry
         CHECK(k.attached == std::set<uint64_t>{0xc1});
         CHECK(has_sock(k, 0xc1));
         CHECK(has_sock(k, grm_sock_idx_key(3, slot, 0)));
+        // and in the group's socket map, at its (slot, index): the packet path's select
+        CHECK(k.sock_sets[3] == std::map<uint32_t, uint64_t>{{grm_sock_set_index(slot, 0), 0xc1}});
         grm_slot_state s = slot_of(k, 3, slot);
         CHECK(s.gen == 1);
         CHECK(live_of(s) == std::vector<uint32_t>{0});
@@ -602,6 +633,7 @@ TEST_CASE("registry: sweep forgets closed sockets; reload rebuilds from the maps
     CHECK_FALSE(get<MapId::regs>(k, 1));
     CHECK(live_of(slot_of(k, 2, slot)) == std::vector<uint32_t>{1, 2});
     CHECK(dstats_of(k, 2).closed == 1);
+    CHECK(k.sock_sets[2].size() == 2);
     CHECK(reg.sweep() == 0);
 
     // A new daemon: same maps, empty memory. Another socket closed while none ran.
@@ -644,6 +676,9 @@ TEST_CASE("teardown: delete_group removes one group's state and nothing else", "
     CHECK(t->socket_index_keys == 2);
     CHECK(t->flows == 2);
     CHECK(t->cbpf_program);
+    CHECK(t->socket_set);
+    CHECK_FALSE(k.sock_sets.count(7));
+    CHECK(k.sock_sets[8].size() == 1); // the other group's
 
     CHECK_FALSE(read_group(k, g.key));
     CHECK_FALSE(get<MapId::groups>(k, g.key));
@@ -671,8 +706,10 @@ TEST_CASE("teardown: delete_group removes one group's state and nothing else", "
     {
         k.remove_map(MapId::ports);
         k.remove_map(MapId::cbpf_progs);
+        k.remove_map(MapId::sock_sets);
         auto again = delete_group(k, other.key, other);
         REQUIRE(again);
+        CHECK_FALSE(again->socket_set);
         CHECK(again->registrations == 1);
         CHECK_FALSE(again->cbpf_program);
         CHECK(*get<MapId::gids>(k, 8) == 0);

@@ -79,10 +79,11 @@ Result<daemon::BpfKernel> open_state(const std::string& pin_dir, Command c)
         pins.push_back({MapId::flows});
     if (c == Command::del) {
         pins.push_back({MapId::gids});
-        // State of a grm without cBPF or without the port index lacks these maps.
+        // State of a grm without cBPF, the port index or the socket maps lacks these maps.
         pins.push_back({MapId::cbpf_progs, true});
         pins.push_back({MapId::ports, true});
         pins.push_back({MapId::dropped, true}); // its count is zeroed with the group
+        pins.push_back({MapId::sock_sets, true});
     }
     return daemon::BpfKernel::open_pinned(pin_dir, pins, "grmctl");
 }
