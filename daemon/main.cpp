@@ -323,6 +323,12 @@ int run_daemon(const Options& o)
         log::err("{}", kept.error().message());
         return 1;
     }
+    // The cgroup links moved to this grmd's programs in publish(); the reuseport groups
+    // move here, through one of their sockets each (a new binary's program on every group,
+    // not only on groups whose sockets register again).
+    auto [switched, groups] = reg.reattach_groups();
+    if (groups > 0)
+        log::info("reuseport program replaced in {} of {} groups", switched, groups);
     if (o.tubular && *kept > 0) {
         size_t n = reg.retake([](const grm_group& g) { return !label_of(g).empty(); });
         log::info("tubular: {} registered socket(s) of labelled groups kept again", n);
@@ -381,8 +387,10 @@ int run_daemon(const Options& o)
         log::info("tubular hand-off to {}", *o.tubular);
     sd_event_set_watchdog(ev, true);
 
-    std::string status = fmt::format("serving {}: {} sockets kept from earlier, {} links updated",
-                                     o.pin_dir, *kept, *links);
+    std::string status =
+        fmt::format("serving {}: {} sockets kept from earlier, {} links updated, {} of {} groups "
+                    "switched to this program",
+                    o.pin_dir, *kept, *links, switched, groups);
     log::notice("{}", status);
     sd_notifyf(0, "READY=1\nSTATUS=%s", status.c_str());
     int r = sd_event_loop(ev);

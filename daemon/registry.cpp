@@ -132,6 +132,39 @@ size_t Registry::retake(const std::function<bool(const grm_group&)>& wanted)
     return taken;
 }
 
+std::pair<size_t, size_t> Registry::reattach_groups()
+{
+    std::map<uint32_t, std::vector<std::pair<uint64_t, uint32_t>>> by_gid; // cookie, tgid
+    for (const auto& [cookie, r] : regs_)
+        if (r.tgid != 0)
+            by_gid[r.gid].push_back({cookie, r.tgid});
+    size_t switched = 0;
+    for (const auto& [gid, socks] : by_gid) {
+        std::string why = "no registered socket";
+        for (const auto& [cookie, tgid] : socks) {
+            grm_event ev{};
+            ev.tgid = tgid;
+            ev.tid = tgid;
+            ev.so_cookie = cookie;
+            auto sock = find_socket(ev);
+            if (!sock) {
+                why = sock.error().message();
+                continue;
+            }
+            if (auto a = k_.attach_select(sock->get()); !a) {
+                why = a.error().message();
+                continue;
+            }
+            switched++;
+            why.clear();
+            break;
+        }
+        if (!why.empty())
+            log::warning("group {} keeps the previous reuseport program: {}", gid, why);
+    }
+    return {switched, by_gid.size()};
+}
+
 /// Registered sockets that closed (or whose group `grmctl delete` removed: ENOENT in
 /// grm_regs), in slot `only` or in every slot.
 std::vector<uint64_t> Registry::closed_sockets(std::optional<SlotId> only) const

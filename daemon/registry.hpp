@@ -56,6 +56,11 @@ public:
     /// groups `wanted` accepts and hands each to the on_registered callback (a restarted
     /// grmd's Tubular keeps them again). Returns how many were found.
     size_t retake(const std::function<bool(const grm_group&)>& wanted);
+    /// After reload(): puts this grmd's reuseport program on every group with a registered
+    /// socket it can find again through its process: SO_ATTACH_REUSEPORT_EBPF on one socket
+    /// replaces the program of its whole reuseport group. Returns {groups switched, groups
+    /// with registered sockets}; the others keep the program they had.
+    std::pair<size_t, size_t> reattach_groups();
     /// Adds 1 to both critical counters of group gid.
     void count_critical(uint32_t gid) { critical(gid, true); }
 
