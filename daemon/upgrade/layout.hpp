@@ -64,4 +64,28 @@ uint64_t fingerprint(std::string_view text);
 /// Structs whose bytes sit inside a field of another pinned struct (field -> struct).
 const std::map<std::string, std::string>& nested_structs();
 
+/// Fields a struct gained since an older version whose start value is not zero (struct.field
+/// -> the byte every byte of it is set to).
+const std::map<std::string, uint8_t>& new_field_fill();
+
+/// Converts the bytes of a struct (or scalar) from one layout to another, by field name:
+/// kept fields are copied, nested structs converted, new fields start at zero or at their
+/// new_field_fill() value, dropped fields are left behind. Both layouts must outlive it.
+class Converter {
+public:
+    Converter(const Layout& from, const Layout& to) : from_(from), to_(to) {}
+
+    /// Whether `name` converts: a field that changed size is refused (it needs a
+    /// conversion of its own in daemon/upgrade/), unless it holds nested structs.
+    Result<void> check(const std::string& name) const;
+    /// Converts one value; out_size bytes are written.
+    void convert(const std::string& name, const uint8_t* in, uint32_t in_size, uint8_t* out,
+                 uint32_t out_size) const;
+
+private:
+    static const Field* find(const StructLayout& s, const std::string& name);
+    const Layout& from_;
+    const Layout& to_;
+};
+
 } // namespace grm::daemon::upgrade

@@ -76,16 +76,6 @@ bool copyable(const MapLayout& m)
            m.type == "PERCPU_ARRAY";
 }
 
-/// Fields a struct gained since an older version whose start value is not zero: every byte
-/// of them is set to this.
-const std::map<std::string, uint8_t>& new_field_fill()
-{
-    static const std::map<std::string, uint8_t> m = {
-        {"grm_group.fallback_gen", 0xff}, // GRM_NO_GEN: no fallback yet
-    };
-    return m;
-}
-
 std::optional<bpf_map_info> pinned_info(const std::string& path)
 {
     Fd f(bpf_obj_get(path.c_str()));
@@ -97,90 +87,6 @@ std::optional<bpf_map_info> pinned_info(const std::string& path)
         return std::nullopt;
     return info;
 }
-
-/// Converts struct (or scalar) `name` from one layout to the other, by field name: kept
-/// fields are copied, nested structs converted, new fields start zero or at their default.
-/// Refuses a field whose size changed unless it nests a struct (then it converts per element).
-class Converter {
-public:
-    Converter(const Layout& from, const Layout& to) : from_(from), to_(to) {}
-
-    Result<void> check(const std::string& name) const
-    {
-        auto a = from_.structs.find(name);
-        auto b = to_.structs.find(name);
-        if (b == to_.structs.end())
-            return a == from_.structs.end()
-                       ? Result<void>{}
-                       : unexpected(EPROTO, name + " is no longer a struct of the layout");
-        if (a == from_.structs.end())
-            return unexpected(EPROTO, name + " was not a struct of the old layout");
-        for (const auto& f : b->second.fields) {
-            auto old = find(a->second, f.name);
-            if (!old)
-                continue;
-            auto nested = nested_structs().find(name + "." + f.name);
-            if (nested != nested_structs().end()) {
-                if (auto r = check(nested->second); !r)
-                    return r;
-                uint32_t on = from_.structs.at(nested->second).size;
-                uint32_t nn = to_.structs.at(nested->second).size;
-                if (old->size / on != f.size / nn)
-                    return unexpected(EPROTO, fmt::format("{}.{} changed its length: needs a "
-                                                          "conversion in daemon/upgrade/",
-                                                          name, f.name));
-                continue;
-            }
-            if (old->size != f.size)
-                return unexpected(EPROTO, fmt::format("{}.{} changed size ({} -> {}): needs a "
-                                                      "conversion in daemon/upgrade/",
-                                                      name, f.name, old->size, f.size));
-        }
-        return {};
-    }
-
-    void convert(const std::string& name, const uint8_t* in, uint32_t in_size, uint8_t* out,
-                 uint32_t out_size) const
-    {
-        auto a = from_.structs.find(name);
-        auto b = to_.structs.find(name);
-        if (b == to_.structs.end() || a == from_.structs.end()) { // a scalar
-            std::memset(out, 0, out_size);
-            std::memcpy(out, in, std::min(in_size, out_size));
-            return;
-        }
-        std::memset(out, 0, out_size);
-        for (const auto& f : b->second.fields) {
-            if (auto fill = new_field_fill().find(name + "." + f.name);
-                fill != new_field_fill().end())
-                std::memset(out + f.offset, fill->second, f.size);
-            auto old = find(a->second, f.name);
-            if (!old)
-                continue;
-            auto nested = nested_structs().find(name + "." + f.name);
-            if (nested != nested_structs().end() && !from_.same_struct(to_, nested->second)) {
-                uint32_t on = from_.structs.at(nested->second).size;
-                uint32_t nn = to_.structs.at(nested->second).size;
-                for (uint32_t i = 0; i < f.size / nn; i++)
-                    convert(nested->second, in + old->offset + i * on, on, out + f.offset + i * nn,
-                            nn);
-                continue;
-            }
-            std::memcpy(out + f.offset, in + old->offset, std::min(old->size, f.size));
-        }
-    }
-
-private:
-    static const Field* find(const StructLayout& s, const std::string& name)
-    {
-        for (const auto& f : s.fields)
-            if (f.name == name)
-                return &f;
-        return nullptr;
-    }
-    const Layout& from_;
-    const Layout& to_;
-};
 
 bool all_zero(const std::vector<uint8_t>& v)
 {
