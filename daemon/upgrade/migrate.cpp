@@ -204,12 +204,12 @@ Result<Plan> prepare(bpf_object* obj, const std::string& pin_dir, uint32_t pinne
     } else {
         return unexpected(
             EPROTO,
-            fmt::format("pinned state in {} has ABI version {}, {} this grmd (ABI {}) takes over "
-                        "versions {} only; its groups keep running, but this grmd cannot "
-                        "manage them: run the grmd that made it, use another --pin-dir, or "
-                        "--force to discard it (docs/upgrading.md)",
-                        pin_dir, pinned_abi, pinned_abi > GRM_ABI_VERSION ? "newer:" : "and",
-                        GRM_ABI_VERSION, supported_versions()));
+            fmt::format("pinned state in {} has ABI version {}, {} than this grmd can read (it "
+                        "takes over versions {}); its groups keep running, but this grmd "
+                        "cannot manage them: run the grmd that made it, use another "
+                        "--pin-dir, or --force to discard it (docs/upgrading.md)",
+                        pin_dir, pinned_abi, pinned_abi > GRM_ABI_VERSION ? "newer" : "older",
+                        supported_versions()));
     }
 
     // A crashed attempt's leftovers: never live state (the swap is one rename).
