@@ -6,8 +6,10 @@
  *   1. App ABI: socket options at level SOL_UDP (17), numbers 200..204, wire-compatible with
  *      Cloudflare's udpgrm (option numbers, struct layouts, cookie encoding). Apps may include
  *      this section through <grm/udpgrm.h>.
- *   2. Daemon <-> BPF: map keys and values, ring-buffer records. Private; changing any layout
- *      here bumps GRM_ABI_VERSION, and grmd refuses to reuse pinned state of another version.
+ *   2. Daemon <-> BPF: map keys and values, ring-buffer records. Private; changing any pinned
+ *      layout here bumps GRM_ABI_VERSION (the fingerprint table at the end says which), and
+ *      grmd takes over pinned state of another version only through a reader for it
+ *      (daemon/upgrade/), else refuses it.
  *      Compiled only under #ifdef GRM_ABI_INTERNAL, which grm's own build defines (meson's
  *      project arguments, bpf_cflags, scripts/fuzz.sh): apps see the app ABI alone, and a
  *      layout of section 2 never becomes part of the installed SDK's contract.
