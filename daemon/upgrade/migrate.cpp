@@ -303,10 +303,30 @@ Result<Plan> prepare(bpf_object* obj, const std::string& pin_dir, uint32_t pinne
     return plan;
 }
 
+/// Marks the pinned state as of this grmd's version.
+static Result<void> write_meta(bpf_object* obj)
+{
+    int fd = bpf_object__find_map_fd_by_name(obj, "grm_meta");
+    uint32_t zero = 0;
+    grm_meta meta{};
+    if (fd < 0 || bpf_map_lookup_elem(fd, &zero, &meta) != 0)
+        return errno_error("read grm_meta");
+    meta.abi_version = GRM_ABI_VERSION;
+    std::snprintf(meta.version, sizeof(meta.version), "%s", GRM_VERSION);
+    if (bpf_map_update_elem(fd, &zero, &meta, BPF_ANY) != 0)
+        return errno_error("write grm_meta");
+    return {};
+}
+
 Result<void> finish(const Plan& plan, bpf_object* obj, const std::string& pin_dir)
 {
-    if (!plan.staged)
+    if (!plan.staged) {
+        // An older version whose maps all kept their layout (the new version only added
+        // maps): nothing was copied, the state is this version's now.
+        if (plan.from_abi != 0 && plan.from_abi != GRM_ABI_VERSION)
+            return write_meta(obj);
         return {};
+    }
     const Layout cur = current_layout();
     Converter conv(plan.from, cur);
     bpf_map* m;
@@ -337,15 +357,8 @@ Result<void> finish(const Plan& plan, bpf_object* obj, const std::string& pin_di
     }
     if (plan.maps.count("grm_meta") && plan.maps.at("grm_meta") == MapAction::convert) {
         // The copied mark names the old version: this state is of ours now.
-        int fd = bpf_object__find_map_fd_by_name(obj, "grm_meta");
-        uint32_t zero = 0;
-        grm_meta meta{};
-        if (fd < 0 || bpf_map_lookup_elem(fd, &zero, &meta) != 0)
-            return errno_error("read the new grm_meta");
-        meta.abi_version = GRM_ABI_VERSION;
-        std::snprintf(meta.version, sizeof(meta.version), "%s", GRM_VERSION);
-        if (bpf_map_update_elem(fd, &zero, &meta, BPF_ANY) != 0)
-            return errno_error("write the new grm_meta");
+        if (auto r = write_meta(obj); !r)
+            return r;
     }
     // The switch: one atomic exchange of the two directories. Before it, a crash leaves the
     // old state whole (maps_next/ is cleared at the next start); after it, the new one.
