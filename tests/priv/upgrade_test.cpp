@@ -290,7 +290,7 @@ TEST_CASE("upgrade: pinned state of an unknown ABI version is refused with the r
 }
 
 TEST_CASE("upgrade: a resized flow table is copied into a new map and swapped in; flows, "
-          "sockets and groups stay",
+          "sockets and groups stay; a crashed copy's leftovers are cleared",
           "[upgrade-flow-resize][upgrade]")
 {
     auto d = Daemon::start(sandbox());
@@ -304,6 +304,16 @@ TEST_CASE("upgrade: a resized flow table is copied into a new map and swapped in
     auto socks = pinned_map("grm_socks");
     auto table = pinned_map("grm_flows");
     REQUIRE(table.second == 131072);
+
+    // What a grmd that died in the middle of a copy leaves: a half-built maps_next/, here with
+    // a map under grm_flows' name that fits nothing. Cleared, never taken for state.
+    const std::string next = sandbox().pin_dir + "/maps_next";
+    REQUIRE(::mkdir(next.c_str(), 0700) == 0);
+    {
+        Fd junk(bpf_map_create(BPF_MAP_TYPE_ARRAY, "junk", 4, 4, 1, nullptr));
+        REQUIRE(junk.valid());
+        REQUIRE(bpf_obj_pin(junk.get(), (next + "/grm_flows").c_str()) == 0);
+    }
 
     Traffic traffic(flows, flow.port, raw(flow.socks),
                     [&home](size_t f, size_t s) { return f < home.size() && s == home[f]; });
@@ -323,7 +333,7 @@ TEST_CASE("upgrade: a resized flow table is copied into a new map and swapped in
     CHECK(now.second == 4096);
     CHECK(pinned_map("grm_socks") == socks); // the sockets' map itself is kept
     struct stat st {};
-    CHECK(::stat((sandbox().pin_dir + "/maps_next").c_str(), &st) != 0);
+    CHECK(::stat(next.c_str(), &st) != 0);
     CHECK(landing(flows, AF_INET, flow.port, raw(flow.socks), 2) == home);
     // New flows are learned in the new table.
     auto fresh = clients_of(AF_INET, 20);
