@@ -221,10 +221,10 @@ Result<Plan> prepare(bpf_object* obj, const std::string& pin_dir, uint32_t pinne
     bpf_map* m;
     bpf_object__for_each_map (m, obj) {
         const std::string name = bpf_map__name(m);
+        if (bpf_map__is_internal(m))
+            continue; // .rodata, .bss of const volatile options: made at each load, unpinned
         auto to = cur.maps.find(name);
         if (to == cur.maps.end()) {
-            if (name.starts_with(".")) // libbpf's .rodata/.bss: not pinned state
-                continue;
             return unexpected(EPROTO, "map " + name +
                                           " is missing from abi.h's "
                                           "GRM_ABI_PINNED_MAPS (a build bug)");
