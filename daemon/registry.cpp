@@ -104,8 +104,38 @@ Result<size_t> Registry::reload()
     });
     if (!walked)
         return unexpected(walked.error());
+    refill_sockets();
     sweep();
     return regs_.size();
+}
+
+size_t Registry::refill_sockets()
+{
+    size_t n = 0;
+    for (const auto& [cookie, r] : regs_) {
+        if (auto v = get<MapId::socks>(k_, cookie); v || v.error().code != ENOENT || r.tgid == 0)
+            continue;
+        grm_event ev{};
+        ev.tgid = r.tgid;
+        ev.tid = r.tgid;
+        ev.so_cookie = cookie;
+        auto sock = find_socket(ev);
+        if (!sock)
+            continue; // closed (the usual case): the sweep forgets it
+        uint64_t value = static_cast<uint64_t>(sock->get());
+        auto ins = put<MapId::socks>(k_, cookie, value);
+        if (ins)
+            ins = put<MapId::socks>(k_, grm_sock_idx_key(r.gid, r.slot, r.idx), value);
+        if (!ins) {
+            log::warning("put socket 0x{:x} back into grm_socks: {}", cookie,
+                         ins.error().message());
+            continue;
+        }
+        n++;
+    }
+    if (n > 0)
+        log::info("{} registered socket(s) put back into grm_socks", n);
+    return n;
 }
 
 size_t Registry::retake(const std::function<bool(const grm_group&)>& wanted)

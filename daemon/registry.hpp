@@ -30,8 +30,14 @@ class Registry {
 public:
     explicit Registry(Kernel& k) : k_(k) {}
 
-    /// Reads the registrations a previous daemon left, then sweeps closed sockets.
+    /// Reads the registrations a previous daemon left, puts back into grm_socks those whose
+    /// process still holds them (refill_sockets), then sweeps closed sockets.
     Result<size_t> reload();
+    /// Registered sockets missing from grm_socks while their process still holds them (a new
+    /// socket map: an upgrade that could not keep the old one, or a lost pin) are found
+    /// through the process, as at registration, and put back under both keys. A socket map
+    /// cannot be read from user space: this is the only way to carry sockets over.
+    size_t refill_sockets();
     /// Handles one ring-buffer record.
     void on_event(const grm_event& ev);
     /// Forgets sockets that closed and compacts their slots, then retries registrations

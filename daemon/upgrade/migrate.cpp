@@ -255,7 +255,10 @@ Result<Plan> prepare(bpf_object* obj, const std::string& pin_dir, uint32_t pinne
                 bpf_map__set_max_entries(m, want_max);
             continue;
         }
-        if (is_scratch(name) || to->second.type == "PROG_ARRAY" || to->second.type == "RINGBUF") {
+        if (is_scratch(name) || to->second.type == "PROG_ARRAY" || to->second.type == "RINGBUF" ||
+            to->second.type == "SOCKHASH") {
+            // SOCKHASH: grmd puts the registered sockets back, taken again from their
+            // processes (Registry::refill_sockets).
             plan.maps[name] = MapAction::fresh; // see finish(): nothing to carry over
             plan.staged = true;
             continue;
@@ -281,7 +284,7 @@ Result<Plan> prepare(bpf_object* obj, const std::string& pin_dir, uint32_t pinne
         for (auto& [name, a] : plan.maps)
             if (a == MapAction::fresh && pinned_info(pins::map(pin_dir, name)) &&
                 cur.maps.at(name).type != "RINGBUF" && !is_scratch(name) &&
-                cur.maps.at(name).type != "PROG_ARRAY")
+                cur.maps.at(name).type != "PROG_ARRAY" && cur.maps.at(name).type != "SOCKHASH")
                 a = MapAction::convert;
         // The version mark is written last, into the new state only.
         if (plan.maps.count("grm_meta") && plan.maps["grm_meta"] == MapAction::reuse)

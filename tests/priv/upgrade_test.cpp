@@ -340,3 +340,52 @@ TEST_CASE("upgrade: a resized flow table is copied into a new map and swapped in
     auto first = landing(fresh, AF_INET, flow.port, raw(flow.socks), 3);
     CHECK(landing(fresh, AF_INET, flow.port, raw(flow.socks), 4) == first);
 }
+
+TEST_CASE("upgrade: a new socket map is refilled with the registered sockets, taken again from "
+          "their processes; flows stay, registrations go on",
+          "[upgrade-socks-refill][upgrade]")
+{
+    auto d = Daemon::start(sandbox());
+    REQUIRE(d);
+    auto flows = clients_of(AF_INET, 40);
+    std::vector<size_t> home;
+    auto flow = two_gens(DISSECTOR_FLOW, [&](const std::vector<int>& g1, uint16_t port) {
+        home = landing(flows, AF_INET, port, g1, 1);
+    });
+    REQUIRE(WEXITSTATUS(d->stop(SIGTERM)) == 0);
+    // What an upgrade whose grm_socks cannot be kept looks like to grmd: no socket map pinned
+    // (the old one lives on in the old program, which still steers).
+    auto socks = pinned_map("grm_socks");
+    REQUIRE(::unlink(pins::map(sandbox().pin_dir, "grm_socks").c_str()) == 0);
+    CHECK(landing(flows, AF_INET, flow.port, raw(flow.socks), 2) == home);
+
+    Traffic traffic(flows, flow.port, raw(flow.socks),
+                    [&home](size_t f, size_t s) { return f < home.size() && s == home[f]; });
+    auto d2 = Daemon::start(sandbox());
+    if (!d2)
+        FAIL(d2.error().message());
+    INFO(d2->log());
+    std::this_thread::sleep_for(200ms);
+    traffic.finish();
+    fmt::print("socket map refilled under traffic: {} sent, {} received, {} off their socket\n",
+               traffic.sent(), traffic.received(), traffic.misplaced());
+    CHECK(traffic.received() == traffic.sent());
+    CHECK(traffic.misplaced() == 0);
+    CHECK(d2->log().find("4 registered socket(s) put back") != std::string::npos);
+    CHECK(d2->log().find("4 sockets kept") != std::string::npos);
+    auto now = pinned_map("grm_socks");
+    CHECK(now.first != 0);
+    CHECK(now.first != socks.first);
+    CHECK(landing(flows, AF_INET, flow.port, raw(flow.socks), 3) == home);
+    // Generation 3 registers into the new map and takes the new flows.
+    auto g3 = server_sockets(AF_INET, flow.port, 1);
+    auto w3 = client::take_over(raw(g3), 10s);
+    if (!w3)
+        FAIL(w3.error().message());
+    std::vector<int> all = raw(flow.socks);
+    all.push_back(g3[0].get());
+    auto fresh = clients_of(AF_INET, 20);
+    for (size_t w : landing(fresh, AF_INET, flow.port, all, 4))
+        CHECK(w == 4);
+    CHECK(landing(flows, AF_INET, flow.port, all, 5) == home);
+}
