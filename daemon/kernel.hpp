@@ -66,7 +66,7 @@ GRM_MAP_TYPES(meta, __u32, grm_meta);
 GRM_MAP_TYPES(cbpf_progs, __u32, __u32);
 GRM_MAP_TYPES(cbpf_out, __u32, grm_cbpf_out); // per CPU
 GRM_MAP_TYPES(dropped, __u32, __u64);
-GRM_MAP_TYPES(sock_sets, __u32, __u32);       // map fd in, map id out
+GRM_MAP_TYPES(sock_sets, __u32, __u32); // map fd in, map id out
 #undef GRM_MAP_TYPES
 
 /// A map's pin name and the key/value sizes abi.h gives it (per-CPU maps: one CPU's value).

@@ -19,6 +19,7 @@
 
 #include "fd.hpp"
 #include "log.hpp"
+#include "migrate.hpp"
 #include "pins.hpp"
 #include "sys.hpp"
 
@@ -70,20 +71,6 @@ Result<uint32_t> pinned_abi(const std::string& pin_dir)
     return meta.abi_version ? meta.abi_version : 0xffffffffu;
 }
 
-/// max_entries of a pinned map, 0 if it is not pinned.
-uint32_t pinned_max_entries(const std::string& path)
-{
-    int fd = bpf_obj_get(path.c_str());
-    if (fd < 0)
-        return 0;
-    Fd f(fd);
-    bpf_map_info info{};
-    uint32_t len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(f.get(), &info, &len) != 0)
-        return 0;
-    return info.max_entries;
-}
-
 Result<void> replace_pin(int fd, const std::string& path)
 {
     if (::unlink(path.c_str()) != 0 && errno != ENOENT)
@@ -93,32 +80,13 @@ Result<void> replace_pin(int fd, const std::string& path)
     return {};
 }
 
-/// Names every map of the opened (not yet loaded) skeleton whose pinned copy has another
-/// type, key or value size: libbpf would refuse to reuse it. "" when all fit.
-std::string unfit_pinned_map(const bpf_object* obj, const std::string& pin_dir)
-{
-    const bpf_map* m;
-    bpf_object__for_each_map (m, obj) {
-        Fd f(bpf_obj_get(pins::map(pin_dir, bpf_map__name(m)).c_str()));
-        if (!f.valid())
-            continue;
-        bpf_map_info info{};
-        uint32_t len = sizeof(info);
-        if (bpf_obj_get_info_by_fd(f.get(), &info, &len) != 0 ||
-            info.type != static_cast<uint32_t>(bpf_map__type(m)) ||
-            info.key_size != bpf_map__key_size(m) || info.value_size != bpf_map__value_size(m))
-            return bpf_map__name(m);
-    }
-    return "";
-}
-
 /// --force: unpins every map and program of pin_dir so that load() starts fresh. Links stay:
 /// publish() moves them to the new programs, so installed cgroups stay hooked. Groups whose
 /// reuseport program still holds the old maps keep steering with them, unmanaged.
 Result<void> discard_state(const std::string& pin_dir, const std::string& why)
 {
     log::warning("--force: discarding the pinned state in {} ({}); starting fresh", pin_dir, why);
-    for (const char* sub : {"/maps", "/progs"}) {
+    for (const char* sub : {"/maps", "/maps_next", "/progs"}) {
         std::string dir = pin_dir + sub;
         DIR* d = ::opendir(dir.c_str());
         if (!d)
@@ -191,49 +159,31 @@ Result<SkelPtr> load(const LoadOptions& o)
     if (!abi) {
         if (auto r = discard_state(o.pin_dir, abi.error().message()); !r)
             return unexpected(r.error());
-    } else if (*abi != 0 && *abi != GRM_ABI_VERSION) {
-        if (!o.force)
-            return unexpected(EPROTO, fmt::format("pinned state in {} has ABI version {}, this "
-                                                  "grmd speaks {}; its groups keep running, but "
-                                                  "this grmd cannot manage them: stop it, use "
-                                                  "another --pin-dir, or --force to discard it",
-                                                  o.pin_dir, *abi, GRM_ABI_VERSION));
-        if (auto r = discard_state(o.pin_dir, fmt::format("ABI version {}", *abi)); !r)
-            return unexpected(r.error());
     }
 
     SkelPtr skel(grm_bpf__open());
     if (!skel)
         return errno_error("open BPF object");
-    if (std::string unfit = unfit_pinned_map(skel->obj, o.pin_dir); !unfit.empty()) {
-        if (!o.force)
-            return unexpected(EPROTO, fmt::format("pinned map {} in {} does not fit this grmd's "
-                                                  "definition: stop the grmd that made it, use "
-                                                  "another --pin-dir, or --force to discard it",
-                                                  unfit, o.pin_dir));
-        if (auto r = discard_state(o.pin_dir, "map " + unfit + " does not fit"); !r)
+    // Which pinned maps are kept, copied (an older release's layout, a resized table) or
+    // refused: daemon/upgrade/. Nothing changes in pin_dir before load.
+    auto plan = upgrade::prepare(skel->obj, o.pin_dir, abi ? *abi : 0, o.flow_entries);
+    if (!plan && plan.error().code == EPROTO && o.force) {
+        if (auto r = discard_state(o.pin_dir, plan.error().message()); !r)
             return unexpected(r.error());
+        plan = upgrade::prepare(skel->obj, o.pin_dir, 0, o.flow_entries);
     }
-
-    bpf_map* m;
-    bpf_object__for_each_map (m, skel->obj) {
-        std::string path = pins::map(o.pin_dir, bpf_map__name(m));
-        if (bpf_map__set_pin_path(m, path.c_str()) != 0)
-            return errno_error("set pin path " + path);
-    }
-    std::string flows = pins::map(o.pin_dir, "grm_flows");
-    if (uint32_t pinned = pinned_max_entries(flows)) {
-        if (o.flow_entries && o.flow_entries != pinned)
-            log::warning("flow table is pinned with {} entries; --flow-entries {} applies after "
-                         "the pinned state is removed",
-                         pinned, o.flow_entries);
-        bpf_map__set_max_entries(skel->maps.grm_flows, pinned);
-    } else if (o.flow_entries) {
+    if (!plan)
+        return unexpected(plan.error());
+    if (!plan->maps.empty() && plan->from_abi != 0)
+        log::info("{}", upgrade::summary(*plan));
+    if (o.flow_entries && plan->maps["grm_flows"] == upgrade::MapAction::fresh)
         bpf_map__set_max_entries(skel->maps.grm_flows, o.flow_entries);
-    }
 
     if (int err = grm_bpf__load(skel.get()); err != 0)
         return unexpected(-err, "load BPF programs (run with -v for the verifier log)");
+    if (auto r = upgrade::finish(*plan, skel->obj, o.pin_dir); !r)
+        return unexpected(r.error().code,
+                          "upgrade: " + r.error().context + " (the pinned state is unchanged)");
 
     grm_meta meta{};
     uint32_t zero = 0;

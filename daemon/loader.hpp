@@ -44,15 +44,17 @@ inline bool is_sendmsg_hook(const Hook& h)
 
 struct LoadOptions {
     std::string pin_dir;
-    uint32_t flow_entries = 0; ///< 0 = the map's default (131072)
-    /// Pinned state this grmd cannot take over (another ABI version, unreadable, maps that
-    /// no longer fit) is discarded and replaced by fresh state, instead of refused.
+    uint32_t flow_entries = 0; ///< 0 = the pinned table's size, else the default (131072)
+    /// Pinned state this grmd cannot take over (a version without a reader, unreadable,
+    /// maps that fit no known layout) is discarded and replaced by fresh state, instead of
+    /// refused.
     bool force = false;
 };
 
 /// Opens and loads the object, reusing every map pinned in pin_dir (so groups, flows and
-/// registrations survive a restart) and pinning the rest. Refuses state of another ABI
-/// version (EPROTO) before touching anything, unless o.force.
+/// registrations survive a restart) and pinning the rest; state of an older release, or a
+/// flow table of another size, is copied into new maps and swapped in (daemon/upgrade/).
+/// Refuses state it cannot take over (EPROTO) before touching anything, unless o.force.
 Result<SkelPtr> load(const LoadOptions& o);
 
 /// Pins the programs under progs/ (replacing a previous daemon's) and points every pinned

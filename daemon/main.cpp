@@ -61,9 +61,10 @@ void usage(FILE* to)
                  "                          below CGROUP (for ExecStartPre=grmd --install --self)\n"
                  "      --uninstall[=CGROUP] detach the hooks from CGROUP\n"
                  "  -p, --pin-dir=DIR       bpffs directory (default %s)\n"
-                 "      --flow-entries=N    FLOW table size for new state (default 131072)\n"
-                 "  -f, --force             with --daemon: discard pinned state of another ABI\n"
-                 "                          version (or that does not fit) instead of refusing\n"
+                 "      --flow-entries=N    FLOW table size (default 131072); a pinned table of\n"
+                 "                          another size is copied into one of this size\n"
+                 "  -f, --force             with --daemon: discard pinned state this grmd cannot\n"
+                 "                          take over (docs/upgrading.md) instead of refusing\n"
                  "      --without-sendmsg   install no sendmsg hooks: FLOW learns nothing from\n"
                  "                          sends (received packets still create flows)\n"
                  "  -t, --tubular=PATH      with --daemon: hand labelled groups' sockets to the\n"
@@ -380,6 +381,12 @@ int run_daemon(const Options& o)
         log::err("{}", kept.error().message());
         return 1;
     }
+    // The cgroup links moved to this grmd's programs in publish(); the reuseport groups
+    // move here, through one of their sockets each (a new binary's program on every group,
+    // not only on groups whose sockets register again).
+    auto [switched, groups] = reg.reattach_groups();
+    if (groups > 0)
+        log::info("reuseport program replaced in {} of {} groups", switched, groups);
     if (o.tubular && *kept > 0) {
         size_t n = reg.retake([](const grm_group& g) { return !label_of(g).empty(); });
         log::info("tubular: {} registered socket(s) of labelled groups kept again", n);
@@ -445,8 +452,10 @@ int run_daemon(const Options& o)
         log::info("tubular hand-off to {}", *o.tubular);
     sd_event_set_watchdog(ev, true);
 
-    std::string status = fmt::format("serving {}: {} sockets kept from earlier, {} links updated",
-                                     o.pin_dir, *kept, *links);
+    std::string status =
+        fmt::format("serving {}: {} sockets kept from earlier, {} links updated, {} of {} groups "
+                    "switched to this program",
+                    o.pin_dir, *kept, *links, switched, groups);
     log::notice("{}", status);
     sd_notifyf(0, "READY=1\nSTATUS=%s", status.c_str());
     int r = sd_event_loop(ev);

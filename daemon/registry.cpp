@@ -114,8 +114,38 @@ Result<size_t> Registry::reload()
     });
     if (!walked)
         return unexpected(walked.error());
+    refill_sockets();
     sweep();
     return regs_.size();
+}
+
+size_t Registry::refill_sockets()
+{
+    size_t n = 0;
+    for (const auto& [cookie, r] : regs_) {
+        if (auto v = get<MapId::socks>(k_, cookie); v || v.error().code != ENOENT || r.tgid == 0)
+            continue;
+        grm_event ev{};
+        ev.tgid = r.tgid;
+        ev.tid = r.tgid;
+        ev.so_cookie = cookie;
+        auto sock = find_socket(ev);
+        if (!sock)
+            continue; // closed (the usual case): the sweep forgets it
+        uint64_t value = static_cast<uint64_t>(sock->get());
+        auto ins = put<MapId::socks>(k_, cookie, value);
+        if (ins)
+            ins = put<MapId::socks>(k_, grm_sock_idx_key(r.gid, r.slot, r.idx), value);
+        if (!ins) {
+            log::warning("put socket 0x{:x} back into grm_socks: {}", cookie,
+                         ins.error().message());
+            continue;
+        }
+        n++;
+    }
+    if (n > 0)
+        log::info("{} registered socket(s) put back into grm_socks", n);
+    return n;
 }
 
 size_t Registry::retake(const std::function<bool(const grm_group&)>& wanted)
@@ -140,6 +170,39 @@ size_t Registry::retake(const std::function<bool(const grm_group&)>& wanted)
             on_registered_(*g, r.slot, r.idx, std::move(*sock));
     }
     return taken;
+}
+
+std::pair<size_t, size_t> Registry::reattach_groups()
+{
+    std::map<uint32_t, std::vector<std::pair<uint64_t, uint32_t>>> by_gid; // cookie, tgid
+    for (const auto& [cookie, r] : regs_)
+        if (r.tgid != 0)
+            by_gid[r.gid].push_back({cookie, r.tgid});
+    size_t switched = 0;
+    for (const auto& [gid, socks] : by_gid) {
+        std::string why = "no registered socket";
+        for (const auto& [cookie, tgid] : socks) {
+            grm_event ev{};
+            ev.tgid = tgid;
+            ev.tid = tgid;
+            ev.so_cookie = cookie;
+            auto sock = find_socket(ev);
+            if (!sock) {
+                why = sock.error().message();
+                continue;
+            }
+            if (auto a = k_.attach_select(sock->get()); !a) {
+                why = a.error().message();
+                continue;
+            }
+            switched++;
+            why.clear();
+            break;
+        }
+        if (!why.empty())
+            log::warning("group {} keeps the previous reuseport program: {}", gid, why);
+    }
+    return {switched, by_gid.size()};
 }
 
 /// Registered sockets that closed (or whose group `grmctl delete` removed: ENOENT in

@@ -30,8 +30,14 @@ class Registry {
 public:
     explicit Registry(Kernel& k) : k_(k) {}
 
-    /// Reads the registrations a previous daemon left, then sweeps closed sockets.
+    /// Reads the registrations a previous daemon left, puts back into grm_socks those whose
+    /// process still holds them (refill_sockets), then sweeps closed sockets.
     Result<size_t> reload();
+    /// Registered sockets missing from grm_socks while their process still holds them (a new
+    /// socket map: an upgrade that could not keep the old one, or a lost pin) are found
+    /// through the process, as at registration, and put back under both keys. A socket map
+    /// cannot be read from user space: this is the only way to carry sockets over.
+    size_t refill_sockets();
     /// Handles one ring-buffer record.
     void on_event(const grm_event& ev);
     /// Forgets sockets that closed and compacts their slots, then retries registrations
@@ -56,6 +62,11 @@ public:
     /// groups `wanted` accepts and hands each to the on_registered callback (a restarted
     /// grmd's Tubular keeps them again). Returns how many were found.
     size_t retake(const std::function<bool(const grm_group&)>& wanted);
+    /// After reload(): puts this grmd's reuseport program on every group with a registered
+    /// socket it can find again through its process: SO_ATTACH_REUSEPORT_EBPF on one socket
+    /// replaces the program of its whole reuseport group. Returns {groups switched, groups
+    /// with registered sockets}; the others keep the program they had.
+    std::pair<size_t, size_t> reattach_groups();
     /// Adds 1 to both critical counters of group gid.
     void count_critical(uint32_t gid) { critical(gid, true); }
 

@@ -82,8 +82,8 @@ public:
     size_t entries(MapId m) { return map(m).size(); }
     void remove_map(MapId m) { present_[static_cast<size_t>(m)] = false; }
 
-    /// The socket closes: the kernel drops it from the SOCKHASH under every key, and from
-    /// every SOCKMAP.
+    /// The socket closes: the kernel drops it from the SOCKHASH under every key and from
+    /// every SOCKMAP, and it leaves the fd tables (no process can hand it over again).
     void close_socket(uint64_t cookie)
     {
         for (auto& [gid, set] : sock_sets)
@@ -93,6 +93,8 @@ public:
             std::memcpy(&c, e.second.data(), sizeof(c));
             return c == cookie;
         });
+        for (auto& [pid, fds] : fd_tables)
+            std::erase_if(fds, [&](const auto& e) { return e.second == cookie; });
     }
 
     Result<void> lookup(MapId m, const void* key, void* value) override

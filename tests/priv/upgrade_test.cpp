@@ -1,0 +1,391 @@
+// SPDX-License-Identifier: MIT
+// Upgrades: grmd of release v0.1.0 (built from the repository, tests/release-grmd.sh) replaced
+// by this grmd on the same pins under traffic; state of an unknown version refused while the
+// old hooks keep steering; a resized flow table copied into new maps and swapped in.
+#include <atomic>
+#include <csignal>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <thread>
+#include <unistd.h>
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <bpf/bpf.h>
+#include <catch2/catch.hpp>
+#include <fmt/core.h>
+
+#include "grm/client.hpp"
+#include "helpers.hpp"
+#include "pins.hpp"
+#include "process.hpp"
+#include "sandbox.hpp"
+#include "udp.hpp"
+
+using namespace grm;
+using namespace grm::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Kernel id and max_entries of a pinned map (id 0: not pinned).
+std::pair<uint32_t, uint32_t> pinned_map(const char* name)
+{
+    Fd f(bpf_obj_get(pins::map(sandbox().pin_dir, name).c_str()));
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (!f.valid() || bpf_obj_get_info_by_fd(f.get(), &info, &len) != 0)
+        return {0, 0};
+    return {info.id, info.max_entries};
+}
+
+/// How many packets a program has run on (BPF stats must be on).
+uint64_t run_count(int prog_fd)
+{
+    bpf_prog_info info{};
+    uint32_t len = sizeof(info);
+    REQUIRE(bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0);
+    return info.run_cnt;
+}
+
+/// Sets the ABI version in the pinned grm_meta.
+void set_pinned_abi(uint32_t v)
+{
+    Fd f(bpf_obj_get(pins::map(sandbox().pin_dir, "grm_meta").c_str()));
+    REQUIRE(f.valid());
+    uint32_t zero = 0;
+    grm_meta meta{};
+    REQUIRE(bpf_map_lookup_elem(f.get(), &zero, &meta) == 0);
+    meta.abi_version = v;
+    REQUIRE(bpf_map_update_elem(f.get(), &zero, &meta, BPF_ANY) == 0);
+}
+
+/// A grmd expected to exit by itself: wait status and output (killed after 20 s).
+RunResult run_grmd(std::vector<std::string> extra)
+{
+    proc::SpawnOptions so;
+    so.argv = {binary("grmd"), "--daemon", "--pin-dir=" + sandbox().pin_dir};
+    so.argv.insert(so.argv.end(), extra.begin(), extra.end());
+    so.stdout_file = sandbox().root + "/grmd-refused.log";
+    so.stderr_to_stdout = true;
+    so.pdeathsig = SIGKILL;
+    auto pid = proc::spawn(so);
+    REQUIRE(pid);
+    auto status = proc::wait_exit(*pid, 20s);
+    if (!status)
+        proc::stop(*pid, SIGKILL);
+    REQUIRE(status);
+    std::ifstream in(so.stdout_file);
+    return {*status, std::string(std::istreambuf_iterator<char>(in), {})};
+}
+
+/// Packets sent round by round from a set of client flows while something else happens,
+/// each round drained before the next: what was lost, and what landed on a socket it should
+/// not have. Bounded: at most kMaxRounds rounds.
+class Traffic {
+public:
+    static constexpr int kMaxRounds = 4000;
+    using Ok = std::function<bool(size_t flow, size_t socket)>;
+
+    Traffic(const std::vector<Fd>& clients, uint16_t port, std::vector<int> servers, Ok ok)
+        : clients_(clients), port_(port), servers_(std::move(servers)), ok_(std::move(ok)),
+          thread_([this] { loop(); })
+    {}
+    ~Traffic() { finish(); }
+
+    void finish()
+    {
+        stop_ = true;
+        if (thread_.joinable())
+            thread_.join();
+    }
+    size_t sent() const { return sent_; }
+    size_t received() const { return received_; }
+    size_t misplaced() const { return misplaced_; }
+    int rounds() const { return rounds_; }
+
+private:
+    void loop()
+    {
+        uint64_t seq = 0;
+        while (!stop_ && rounds_ < kMaxRounds) {
+            for (size_t i = 0; i < clients_.size(); i++)
+                if (send_packet(clients_[i].get(), AF_INET, port_,
+                                Packet{static_cast<uint32_t>(i), 7, seq++}))
+                    sent_++;
+            count(drain(servers_, clients_.size(), 300ms));
+            rounds_++;
+            std::this_thread::sleep_for(2ms);
+        }
+        count(drain(servers_, sent_ - received_, 300ms)); // stragglers
+    }
+    void count(const std::vector<Landing>& got)
+    {
+        for (const auto& l : got) {
+            received_++;
+            if (!ok_(l.packet.flow, l.socket))
+                misplaced_++;
+        }
+    }
+
+    const std::vector<Fd>& clients_;
+    uint16_t port_;
+    std::vector<int> servers_;
+    Ok ok_;
+    std::atomic<bool> stop_{false};
+    size_t sent_ = 0, received_ = 0, misplaced_ = 0;
+    int rounds_ = 0;
+    std::thread thread_;
+};
+
+/// Two generations of two sockets each on a fresh port with dissector `type`: generation 1
+/// takes over, `before` runs, then generation 2 takes over.
+struct TwoGens {
+    std::vector<Fd> socks; // 0,1: generation 1; 2,3: generation 2
+    uint16_t port = 0;
+};
+template <typename F>
+TwoGens two_gens(uint32_t type, F before)
+{
+    TwoGens t;
+    auto g1 = server_sockets(AF_INET, 0, 2);
+    t.port = local_port(g1[0].get());
+    REQUIRE(client::set_dissector(g1[0].get(), client::make_dissector(type)));
+    auto w1 = client::take_over(raw(g1), 10s);
+    if (!w1)
+        FAIL(w1.error().message());
+    before(raw(g1), t.port);
+    auto g2 = server_sockets(AF_INET, t.port, 2);
+    auto w2 = client::take_over(raw(g2), 10s);
+    if (!w2)
+        FAIL(w2.error().message());
+    REQUIRE(*w2 == *w1 + 1);
+    for (auto* g : {&g1, &g2})
+        for (auto& s : *g)
+            t.socks.push_back(std::move(s));
+    return t;
+}
+
+} // namespace
+
+TEST_CASE("upgrade: release v0.1.0's grmd replaced by this one on its pins under traffic: "
+          "nothing lost, flows kept on their generation, every group on the new program",
+          "[upgrade-v0.1.0][upgrade]")
+{
+    const std::string old_grmd = binary("grmd_v0_1_0");
+    REQUIRE(::access(old_grmd.c_str(), X_OK) == 0);
+    Fd stats(bpf_enable_stats(BPF_STATS_RUN_TIME)); // run counts, while we hold it
+    REQUIRE(stats.valid());
+
+    auto old = Daemon::start(old_grmd, sandbox());
+    if (!old)
+        FAIL(old.error().message());
+    // FLOW: 40 flows start on generation 1, then generation 2 takes new flows.
+    auto flows = clients_of(AF_INET, 40);
+    std::vector<size_t> home;
+    auto flow = two_gens(DISSECTOR_FLOW, [&](const std::vector<int>& g1, uint16_t port) {
+        home = landing(flows, AF_INET, port, g1, 1);
+    });
+    // NOOP: every packet goes to the working generation (2: sockets 2 and 3).
+    auto noop = two_gens(DISSECTOR_NOOP, [](const std::vector<int>&, uint16_t) {});
+    auto peers = clients_of(AF_INET, 20);
+    for (size_t w : landing(peers, AF_INET, noop.port, raw(noop.socks), 2))
+        REQUIRE(w >= 2);
+    REQUIRE(landing(flows, AF_INET, flow.port, raw(flow.socks), 3) == home);
+    Fd old_select(bpf_obj_get(pins::prog(sandbox().pin_dir, "select_sk").c_str()));
+    REQUIRE(old_select.valid());
+
+    Traffic flow_traffic(flows, flow.port, raw(flow.socks),
+                         [&home](size_t f, size_t s) { return f < home.size() && s == home[f]; });
+    Traffic noop_traffic(peers, noop.port, raw(noop.socks),
+                         [](size_t, size_t s) { return s >= 2; });
+    REQUIRE(WEXITSTATUS(old->stop(SIGTERM)) == 0);
+    auto d = Daemon::start(sandbox());
+    if (!d)
+        FAIL(d.error().message());
+    INFO(d->log());
+    // A registration is served after the upgrade: generation 3 of the FLOW group.
+    auto g3 = server_sockets(AF_INET, flow.port, 1);
+    auto w3 = client::take_over(raw(g3), 10s);
+    if (!w3)
+        FAIL(w3.error().message());
+    CHECK(*w3 == 3);
+    CHECK(client::socket_gen(g3[0].get())->socket_idx != GRM_IDX_PENDING);
+    std::this_thread::sleep_for(300ms); // traffic on the new grmd for a while
+    flow_traffic.finish();
+    noop_traffic.finish();
+
+    fmt::print("upgrade v0.1.0 -> this grmd: FLOW {} sent, {} received, {} lost, {} off their "
+               "generation ({} rounds); NOOP {} sent, {} received, {} lost, {} off the working "
+               "generation\n",
+               flow_traffic.sent(), flow_traffic.received(),
+               flow_traffic.sent() - flow_traffic.received(), flow_traffic.misplaced(),
+               flow_traffic.rounds(), noop_traffic.sent(), noop_traffic.received(),
+               noop_traffic.sent() - noop_traffic.received(), noop_traffic.misplaced());
+    CHECK(flow_traffic.rounds() > 10);
+    CHECK(flow_traffic.received() == flow_traffic.sent());
+    CHECK(flow_traffic.misplaced() == 0);
+    CHECK(noop_traffic.received() == noop_traffic.sent());
+    CHECK(noop_traffic.misplaced() == 0);
+    CHECK(d->log().find("4 sockets kept") == std::string::npos); // 8 registered: all kept
+    CHECK(d->log().find("8 sockets kept") != std::string::npos);
+    CHECK(d->log().find("2 of 2 groups switched") != std::string::npos);
+
+    // Both groups now run this grmd's reuseport program, the old one nothing.
+    Fd new_select(bpf_obj_get(pins::prog(sandbox().pin_dir, "select_sk").c_str()));
+    REQUIRE(new_select.valid());
+    uint64_t old_before = run_count(old_select.get()), new_before = run_count(new_select.get());
+    auto fresh = clients_of(AF_INET, 20);
+    std::vector<int> all = raw(flow.socks);
+    all.push_back(g3[0].get());
+    for (size_t w : landing(fresh, AF_INET, flow.port, all, 4))
+        CHECK(w == 4); // new flows: generation 3
+    CHECK(landing(flows, AF_INET, flow.port, all, 5) == home);
+    for (size_t w : landing(peers, AF_INET, noop.port, raw(noop.socks), 6))
+        CHECK(w >= 2);
+    CHECK(run_count(old_select.get()) == old_before);
+    CHECK(run_count(new_select.get()) >= new_before + 80);
+
+    // grmctl reads the state the old grmd made.
+    auto list = run({binary("grmctl"), "-p", sandbox().pin_dir, "list"});
+    INFO(list.output);
+    CHECK(WEXITSTATUS(list.status) == 0);
+    CHECK(list.output.find(fmt::format(":{}", flow.port)) != std::string::npos);
+    CHECK(list.output.find(fmt::format(":{}", noop.port)) != std::string::npos);
+}
+
+TEST_CASE("upgrade: pinned state of an unknown ABI version is refused with the reason; the "
+          "old hooks keep steering and answering",
+          "[upgrade-refuse][upgrade]")
+{
+    auto d = Daemon::start(sandbox());
+    REQUIRE(d);
+    auto flows = clients_of(AF_INET, 20);
+    std::vector<size_t> home;
+    auto flow = two_gens(DISSECTOR_FLOW, [&](const std::vector<int>& g1, uint16_t port) {
+        home = landing(flows, AF_INET, port, g1, 1);
+    });
+    REQUIRE(WEXITSTATUS(d->stop(SIGTERM)) == 0);
+    auto ids = pinned_map("grm_groups");
+
+    for (uint32_t v : {GRM_ABI_VERSION + 1u, 1u}) {
+        set_pinned_abi(v);
+        auto r = run_grmd({"--install=" + sandbox().cg_app});
+        INFO(r.output);
+        fmt::print("grmd on pins of ABI version {}: exit {}: {}", v, WEXITSTATUS(r.status),
+                   r.output);
+        CHECK(WIFEXITED(r.status));
+        CHECK(WEXITSTATUS(r.status) == 255);
+        CHECK(r.output.find(fmt::format("ABI version {}", v)) != std::string::npos);
+        CHECK(r.output.find(v > GRM_ABI_VERSION ? "newer" : "older") != std::string::npos);
+        CHECK(r.output.find(fmt::format("takes over versions {}", GRM_ABI_VERSION)) !=
+              std::string::npos);
+        CHECK(pinned_map("grm_groups") == ids); // nothing replaced
+        // The old programs still steer every flow home and answer the options.
+        CHECK(landing(flows, AF_INET, flow.port, raw(flow.socks), 2 + v) == home);
+        CHECK(client::working_gen(flow.socks[0].get()).value() == 2);
+    }
+}
+
+TEST_CASE("upgrade: a resized flow table is copied into a new map and swapped in; flows, "
+          "sockets and groups stay; a crashed copy's leftovers are cleared",
+          "[upgrade-flow-resize][upgrade]")
+{
+    auto d = Daemon::start(sandbox());
+    REQUIRE(d);
+    auto flows = clients_of(AF_INET, 40);
+    std::vector<size_t> home;
+    auto flow = two_gens(DISSECTOR_FLOW, [&](const std::vector<int>& g1, uint16_t port) {
+        home = landing(flows, AF_INET, port, g1, 1);
+    });
+    REQUIRE(WEXITSTATUS(d->stop(SIGTERM)) == 0);
+    auto socks = pinned_map("grm_socks");
+    auto table = pinned_map("grm_flows");
+    REQUIRE(table.second == 131072);
+
+    // What a grmd that died in the middle of a copy leaves: a half-built maps_next/, here with
+    // a map under grm_flows' name that fits nothing. Cleared, never taken for state.
+    const std::string next = sandbox().pin_dir + "/maps_next";
+    REQUIRE(::mkdir(next.c_str(), 0700) == 0);
+    {
+        Fd junk(bpf_map_create(BPF_MAP_TYPE_ARRAY, "junk", 4, 4, 1, nullptr));
+        REQUIRE(junk.valid());
+        REQUIRE(bpf_obj_pin(junk.get(), (next + "/grm_flows").c_str()) == 0);
+    }
+
+    Traffic traffic(flows, flow.port, raw(flow.socks),
+                    [&home](size_t f, size_t s) { return f < home.size() && s == home[f]; });
+    auto d2 = Daemon::start(sandbox(), {"--flow-entries=4096"});
+    if (!d2)
+        FAIL(d2.error().message());
+    INFO(d2->log());
+    std::this_thread::sleep_for(200ms);
+    traffic.finish();
+    fmt::print("flow table resized under traffic: {} sent, {} received, {} off their socket\n",
+               traffic.sent(), traffic.received(), traffic.misplaced());
+    CHECK(traffic.received() == traffic.sent());
+    CHECK(traffic.misplaced() == 0);
+    CHECK(d2->log().find("grm_flows copied (40 entries)") != std::string::npos);
+    auto now = pinned_map("grm_flows");
+    CHECK(now.first != table.first);
+    CHECK(now.second == 4096);
+    CHECK(pinned_map("grm_socks") == socks); // the sockets' map itself is kept
+    struct stat st {};
+    CHECK(::stat(next.c_str(), &st) != 0);
+    CHECK(landing(flows, AF_INET, flow.port, raw(flow.socks), 2) == home);
+    // New flows are learned in the new table.
+    auto fresh = clients_of(AF_INET, 20);
+    auto first = landing(fresh, AF_INET, flow.port, raw(flow.socks), 3);
+    CHECK(landing(fresh, AF_INET, flow.port, raw(flow.socks), 4) == first);
+}
+
+TEST_CASE("upgrade: a new socket map is refilled with the registered sockets, taken again from "
+          "their processes; flows stay, registrations go on",
+          "[upgrade-socks-refill][upgrade]")
+{
+    auto d = Daemon::start(sandbox());
+    REQUIRE(d);
+    auto flows = clients_of(AF_INET, 40);
+    std::vector<size_t> home;
+    auto flow = two_gens(DISSECTOR_FLOW, [&](const std::vector<int>& g1, uint16_t port) {
+        home = landing(flows, AF_INET, port, g1, 1);
+    });
+    REQUIRE(WEXITSTATUS(d->stop(SIGTERM)) == 0);
+    // What an upgrade whose grm_socks cannot be kept looks like to grmd: no socket map pinned
+    // (the old one lives on in the old program, which still steers).
+    auto socks = pinned_map("grm_socks");
+    REQUIRE(::unlink(pins::map(sandbox().pin_dir, "grm_socks").c_str()) == 0);
+    CHECK(landing(flows, AF_INET, flow.port, raw(flow.socks), 2) == home);
+
+    Traffic traffic(flows, flow.port, raw(flow.socks),
+                    [&home](size_t f, size_t s) { return f < home.size() && s == home[f]; });
+    auto d2 = Daemon::start(sandbox());
+    if (!d2)
+        FAIL(d2.error().message());
+    INFO(d2->log());
+    std::this_thread::sleep_for(200ms);
+    traffic.finish();
+    fmt::print("socket map refilled under traffic: {} sent, {} received, {} off their socket\n",
+               traffic.sent(), traffic.received(), traffic.misplaced());
+    CHECK(traffic.received() == traffic.sent());
+    CHECK(traffic.misplaced() == 0);
+    CHECK(d2->log().find("4 registered socket(s) put back") != std::string::npos);
+    CHECK(d2->log().find("4 sockets kept") != std::string::npos);
+    auto now = pinned_map("grm_socks");
+    CHECK(now.first != 0);
+    CHECK(now.first != socks.first);
+    CHECK(landing(flows, AF_INET, flow.port, raw(flow.socks), 3) == home);
+    // Generation 3 registers into the new map and takes the new flows.
+    auto g3 = server_sockets(AF_INET, flow.port, 1);
+    auto w3 = client::take_over(raw(g3), 10s);
+    if (!w3)
+        FAIL(w3.error().message());
+    std::vector<int> all = raw(flow.socks);
+    all.push_back(g3[0].get());
+    auto fresh = clients_of(AF_INET, 20);
+    for (size_t w : landing(fresh, AF_INET, flow.port, all, 4))
+        CHECK(w == 4);
+    CHECK(landing(flows, AF_INET, flow.port, all, 5) == home);
+}
