@@ -151,6 +151,15 @@ struct {
     __type(value, struct grm_dstats);
 } grm_dstats SEC(".maps");
 
+/* Group lifetime and cBPF load state for grmctl, index gid. Writer: daemon only; BPF never
+ * touches it. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, GRM_MAX_GROUPS);
+    __type(key, __u32);
+    __type(value, struct grm_gstate);
+} grm_gstate SEC(".maps");
+
 /* Control records to the daemon. 256 KiB holds about 3600 registrations. */
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);

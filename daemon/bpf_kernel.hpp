@@ -3,9 +3,13 @@
 #pragma once
 
 #include <array>
+#include <map>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
+
+#include <sys/types.h>
 
 #include "fd.hpp"
 #include "grm/result.hpp"
@@ -50,6 +54,7 @@ public:
     Result<FdList> socket_fds(pid_t tgid, pid_t tid, size_t limit) override;
     std::vector<pid_t> other_pids() override;
     bool in_initial_pidns() override;
+    Result<std::set<uint64_t>> netns_cookies() override;
 
     Result<void> attach_select(int fd) override;
     cbpf::Target cbpf_target() const override;
@@ -68,6 +73,7 @@ private:
     std::array<uint32_t, kMapCount> max_entries_{};
     std::string pin_dir_; ///< empty when borrowed: messages name the map instead
     int ncpu_ = 1;
+    std::map<ino_t, uint64_t> netns_cache_; ///< nsfs inode -> netns cookie
 };
 
 } // namespace grm::daemon

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -37,8 +38,10 @@ enum class MapId : uint8_t {
     meta,       ///< grm_meta: ABI version and creator
     cbpf_progs, ///< grm_cbpf_progs: gid -> translated cBPF program (PROG_ARRAY)
     cbpf_out,   ///< grm_cbpf_out: the translated programs' outcome (per CPU)
+    handshakes, ///< grm_handshakes: QUIC handshakes in flight
+    gstate,     ///< grm_gstate: gid -> lifetime and cBPF load state, for grmctl
 };
-inline constexpr size_t kMapCount = static_cast<size_t>(MapId::cbpf_out) + 1;
+inline constexpr size_t kMapCount = static_cast<size_t>(MapId::gstate) + 1;
 
 /// Key and value types of each map, for the typed helpers below.
 template <MapId M>
@@ -63,6 +66,8 @@ GRM_MAP_TYPES(dstats, __u32, grm_dstats);
 GRM_MAP_TYPES(meta, __u32, grm_meta);
 GRM_MAP_TYPES(cbpf_progs, __u32, __u32);
 GRM_MAP_TYPES(cbpf_out, __u32, grm_cbpf_out); // per CPU
+GRM_MAP_TYPES(handshakes, grm_hs_key, grm_flow);
+GRM_MAP_TYPES(gstate, __u32, grm_gstate);
 #undef GRM_MAP_TYPES
 
 /// A map's pin name and the key/value sizes abi.h gives it (per-CPU maps: one CPU's value).
@@ -96,6 +101,8 @@ inline constexpr MapShape kMapShapes[kMapCount] = {
     detail::shape<MapId::meta>("grm_meta"),
     detail::shape<MapId::cbpf_progs>("grm_cbpf_progs"),
     detail::shape<MapId::cbpf_out>("grm_cbpf_out", true),
+    detail::shape<MapId::handshakes>("grm_handshakes"),
+    detail::shape<MapId::gstate>("grm_gstate"),
 };
 
 constexpr const MapShape& shape_of(MapId m)
@@ -152,6 +159,10 @@ public:
     virtual std::vector<pid_t> other_pids() = 0;
     /// Whether we run in the initial pid namespace, whose pids the BPF hooks report.
     virtual bool in_initial_pidns() = 0;
+    /// Cookies (SO_NETNS_COOKIE) of the network namespaces that still exist as far as this
+    /// /proc shows: those of every process, and those bind-mounted in our mount namespace.
+    /// A group whose namespace is not among them can have no socket any more.
+    virtual Result<std::set<uint64_t>> netns_cookies() = 0;
 
     /// Attaches grm_select_sk to the reuseport group of socket fd (SO_ATTACH_REUSEPORT_EBPF).
     virtual Result<void> attach_select(int fd) = 0;

@@ -47,6 +47,7 @@ struct Options {
     uint32_t flow_entries = 0;
     std::optional<std::string> tubular; // SEQPACKET socket of the Tubular daemon
     std::chrono::nanoseconds tubular_keep = std::chrono::seconds(10); // kept sockets' lifetime
+    std::chrono::nanoseconds group_grace{kDefaultGroupGraceNs};       // idle groups' lifetime
 };
 
 void usage(FILE* to)
@@ -68,6 +69,8 @@ void usage(FILE* to)
                  "                          Tubular SEQPACKET socket PATH at each WORKING_GEN\n"
                  "      --tubular-keep=DURATION  how long registered sockets wait for their\n"
                  "                          hand-off (default 10s)\n"
+                 "      --group-grace=DURATION  how long a group with no registered socket\n"
+                 "                          lives on before it is freed (default 60s)\n"
                  "  -v, --verbose           debug output, libbpf's included\n"
                  "  -h, --help\n",
                  pins::kDefaultDir);
@@ -75,7 +78,7 @@ void usage(FILE* to)
 
 std::optional<Options> parse(int argc, char** argv)
 {
-    enum { kUninstall = 1000, kFlowEntries, kWithoutSendmsg, kTubularKeep };
+    enum { kUninstall = 1000, kFlowEntries, kWithoutSendmsg, kTubularKeep, kGroupGrace };
     static const option longopts[] = {
         {"daemon", no_argument, nullptr, 'd'},
         {"install", optional_argument, nullptr, 'i'},
@@ -85,6 +88,7 @@ std::optional<Options> parse(int argc, char** argv)
         {"flow-entries", required_argument, nullptr, kFlowEntries},
         {"tubular", required_argument, nullptr, 't'},
         {"tubular-keep", required_argument, nullptr, kTubularKeep},
+        {"group-grace", required_argument, nullptr, kGroupGrace},
         {"verbose", no_argument, nullptr, 'v'},
         {"force", no_argument, nullptr, 'f'},
         {"without-sendmsg", no_argument, nullptr, kWithoutSendmsg},
@@ -131,6 +135,15 @@ std::optional<Options> parse(int argc, char** argv)
                 return std::nullopt;
             }
             o.tubular_keep = *d;
+            break;
+        }
+        case kGroupGrace: {
+            auto d = cli::parse_duration(optarg, "--group-grace");
+            if (!d) {
+                log::err("{}", d.error().context);
+                return std::nullopt;
+            }
+            o.group_grace = *d;
             break;
         }
         case 'v':
@@ -235,8 +248,16 @@ int on_tick(sd_event_source* s, uint64_t usec, void* ctx)
 int on_sweep(sd_event_source* s, uint64_t usec, void* ctx)
 {
     auto* l = static_cast<Loop*>(ctx);
+    ring_buffer__consume(l->rb); // a group is never freed with its registration still queued
     l->reg->sweep();
     sd_event_source_set_time(s, usec + kSweepUsec);
+    return 0;
+}
+
+/// A cBPF load finished on its thread: install (or record) it on the loop.
+int on_cbpf_done(sd_event_source*, int, uint32_t, void* ctx)
+{
+    static_cast<Loop*>(ctx)->reg->sync_cbpf();
     return 0;
 }
 
@@ -305,6 +326,8 @@ int run_daemon(const Options& o)
     set_map(MapId::meta, s->maps.grm_meta);
     set_map(MapId::cbpf_progs, s->maps.grm_cbpf_progs);
     set_map(MapId::cbpf_out, s->maps.grm_cbpf_out);
+    set_map(MapId::handshakes, s->maps.grm_handshakes);
+    set_map(MapId::gstate, s->maps.grm_gstate);
     fds.select_prog = bpf_program__fd(s->progs.grm_select_sk);
     auto kernel = BpfKernel::borrow(fds); // the skeleton outlives it
     if (!kernel) {
@@ -312,6 +335,7 @@ int run_daemon(const Options& o)
         return 1;
     }
     Registry reg(*kernel);
+    reg.set_group_grace(static_cast<uint64_t>(o.group_grace.count()));
     // Kept sockets are not pinned: a restarted grmd takes them again from the apps that
     // registered them (udpgrm's restart loses them).
     Tubular tubular(*kernel, o.tubular, o.tubular_keep);
@@ -360,6 +384,7 @@ int run_daemon(const Options& o)
     sd_event_add_signal(ev, nullptr, SIGTERM, nullptr, nullptr);
     sd_event_add_signal(ev, nullptr, SIGINT, nullptr, nullptr);
     sd_event_add_io(ev, nullptr, ring_buffer__epoll_fd(rb.get()), EPOLLIN, on_ring_ready, &loop);
+    sd_event_add_io(ev, nullptr, reg.cbpf_done_fd(), EPOLLIN, on_cbpf_done, &loop);
     uint64_t now = 0;
     sd_event_now(ev, CLOCK_MONOTONIC, &now);
     sd_event_source* sweep = nullptr;

@@ -4,9 +4,13 @@
 #include <algorithm>
 #include <cstring>
 #include <fcntl.h>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <unistd.h>
 #include <vector>
+
+#include <sys/eventfd.h>
 
 #include "cbpf.hpp"
 #include "log.hpp"
@@ -28,7 +32,50 @@ std::string key_str(const grm_group_key& k)
     return sys::format_endpoint(sys::endpoint_of(k));
 }
 
+/// The first line of `why`, cut to fit a grm_gstate.
+void set_error(grm_gstate& st, const std::string& why)
+{
+    std::string line = why.substr(0, why.find('\n'));
+    std::memset(st.cbpf_error, 0, sizeof(st.cbpf_error));
+    std::memcpy(st.cbpf_error, line.data(), std::min(line.size(), sizeof(st.cbpf_error) - 1));
+}
+
 } // namespace
+
+/// A translated cBPF program being verified and loaded on a thread of its own. The thread
+/// holds a reference, so a grmd that stops meanwhile just leaves it behind (exit ends it).
+struct Registry::CbpfJob {
+    uint32_t gid = 0;
+    grm_group_key key{};
+    udp_grm_dissector dissector{};
+    size_t classic = 0, translated = 0; // instruction counts, for the log
+    Fd wake;                            // the registry's eventfd, duplicated
+    std::mutex mu;
+    bool done = false;            // under mu
+    std::optional<Result<Fd>> fd; // under mu
+    std::string verifier;         // under mu
+};
+
+Registry::Registry(Kernel& k) : k_(k), cbpf_done_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+Registry::~Registry() = default;
+
+int Registry::cbpf_done_fd() const
+{
+    return cbpf_done_.get();
+}
+
+void Registry::write_gstate(uint32_t gid, const std::function<void(grm_gstate&)>& change)
+{
+    if (!k_.has(MapId::gstate))
+        return;
+    uint32_t i = gid % GRM_MAX_GROUPS;
+    auto st = get<MapId::gstate>(k_, i);
+    if (!st)
+        return;
+    change(*st);
+    (void)put<MapId::gstate>(k_, i, *st);
+}
 
 /// A duplicate of the socket whose SO_COOKIE is `cookie`, among the fds of process tgid (tid
 /// 0) or of thread tid's fd table; else what failed: the process, the listing, pidfd_getfd,
@@ -183,6 +230,7 @@ size_t Registry::sweep()
     size_t closed = drop_closed(closed_sockets(std::nullopt));
     retry_waiting();
     sync_cbpf();
+    expire_groups();
     return closed;
 }
 
@@ -399,13 +447,76 @@ void Registry::on_register(const grm_event& ev, bool retry)
         on_registered_(*g, slot, idx, std::move(*sock));
 }
 
+/// Applies the finished load, if there is one. Returns false while it is still under way.
+bool Registry::apply_cbpf_job()
+{
+    std::shared_ptr<CbpfJob> job = cbpf_job_;
+    {
+        std::lock_guard lock(job->mu);
+        if (!job->done)
+            return false;
+    }
+    cbpf_job_.reset();
+    uint64_t n = 0;
+    (void)!::read(cbpf_done_.get(), &n, sizeof(n));
+    const std::string where = key_str(job->key);
+    // The group may have gone (or its id gone to another group) while the verifier ran.
+    auto g = read_group(k_, job->key);
+    if (!g || g->gid != job->gid ||
+        std::memcmp(&g->dissector, &job->dissector, sizeof(job->dissector)) != 0) {
+        log::debug("{}: cBPF program loaded for a group that changed meanwhile: dropped", where);
+        return true;
+    }
+    Result<Fd>& fd = *job->fd;
+    if (!fd) {
+        std::string why = fd.error().message() + "\n" + job->verifier;
+        log::warning("{}: cBPF program not loaded (not retried): {}", where, why);
+        cbpf_failed_[job->gid] = {job->key, job->dissector, why};
+        critical(job->gid, true);
+        write_gstate(job->gid, [&](grm_gstate& st) {
+            st.cbpf = GRM_CBPF_LOAD_FAILED;
+            st.cbpf_errno = static_cast<__u32>(fd.error().code);
+            set_error(st, fd.error().message());
+        });
+        return true;
+    }
+    const auto pfd = static_cast<__u32>(fd->get());
+    if (auto r = put<MapId::cbpf_progs>(k_, job->gid, pfd); !r) {
+        // Not the program's fault: tried again at the next sweep.
+        log::warning("{}: cBPF program not installed: prog array: {}", where,
+                     std::strerror(r.error().code));
+        return true;
+    }
+    cbpf_loaded_[job->gid] = job->key;
+    write_gstate(job->gid, [](grm_gstate& st) {
+        st.cbpf = GRM_CBPF_LOAD_OK;
+        st.cbpf_errno = 0;
+        std::memset(st.cbpf_error, 0, sizeof(st.cbpf_error));
+    });
+    log::info("{}: cBPF program of {} instructions translated to {} eBPF instructions", where,
+              job->classic, job->translated);
+    return true;
+}
+
+void Registry::cbpf_settle()
+{
+    while (cbpf_job_) {
+        sync_cbpf();
+        if (cbpf_job_)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+}
+
 void Registry::sync_cbpf()
 {
+    if (cbpf_job_ && !apply_cbpf_job())
+        return; // one load at a time; the next sync after it finishes goes on
     // A failed walk leaves the rest to the next sweep; a key seen twice finds its program
     // in place the second time.
     std::vector<grm_group_key> keys;
     (void)for_each_key<MapId::groups>(k_, [&keys](const grm_group_key& k) { keys.push_back(k); });
     std::set<uint32_t> present;
+    std::vector<grm_group> todo;
     for (const grm_group_key& key : keys) {
         auto rec = read_group(k_, key);
         if (!rec || rec->type != DISSECTOR_CBPF)
@@ -421,43 +532,138 @@ void Registry::sync_cbpf()
                 continue; // the same program failed before: it would fail again
             cbpf_failed_.erase(f);
         }
-        auto fail = [&](const std::string& why) {
-            log::warning("{}: cBPF program not loaded (not retried): {}", key_str(key), why);
-            cbpf_failed_[g.gid] = {key, g.dissector, why};
-            critical(g.gid, true);
-        };
-        std::span<const grm_sock_filter> prog(
-            g.dissector.filter, std::min<uint32_t>(g.dissector.filter_len, MAX_INSTR));
-        if (auto v = cbpf::validate(prog); !v) {
-            fail(v.error().message());
-            continue;
-        }
-        auto insns = cbpf::translate(prog, k_.cbpf_target());
-        if (!insns) {
-            fail(insns.error().message());
-            continue;
-        }
-        std::string verifier;
-        auto fd = k_.load_cbpf(*insns, &verifier);
-        if (!fd) {
-            fail(fd.error().message() + "\n" + verifier);
-            continue;
-        }
-        const uint32_t slot = g.gid;
-        const auto pfd = static_cast<__u32>(fd->get());
-        if (auto r = put<MapId::cbpf_progs>(k_, slot, pfd); !r) {
-            // Not the program's fault: tried again at the next sweep.
-            log::warning("{}: cBPF program not installed: prog array: {}", key_str(key),
-                         std::strerror(r.error().code));
-            continue;
-        }
-        cbpf_loaded_[g.gid] = key;
-        log::info("{}: cBPF program of {} instructions translated to {} eBPF instructions",
-                  key_str(key), prog.size(), insns->size());
+        todo.push_back(g);
     }
     // Deleted groups: their ids may come back for other groups, which need their own program.
     std::erase_if(cbpf_loaded_, [&](const auto& e) { return !present.count(e.first); });
     std::erase_if(cbpf_failed_, [&](const auto& e) { return !present.count(e.first); });
+
+    for (const grm_group& g : todo) {
+        const grm_group_key& key = g.key;
+        auto fail = [&](const Error& e) {
+            log::warning("{}: cBPF program not loaded (not retried): {}", key_str(key),
+                         e.message());
+            cbpf_failed_[g.gid] = {key, g.dissector, e.message()};
+            critical(g.gid, true);
+            write_gstate(g.gid, [&](grm_gstate& st) {
+                st.cbpf = GRM_CBPF_LOAD_FAILED;
+                st.cbpf_errno = static_cast<__u32>(e.code);
+                set_error(st, e.message());
+            });
+        };
+        // Validation and translation are linear in the 64 instructions: on the loop.
+        std::span<const grm_sock_filter> prog(
+            g.dissector.filter, std::min<uint32_t>(g.dissector.filter_len, MAX_INSTR));
+        if (auto v = cbpf::validate(prog); !v) {
+            fail(v.error());
+            continue;
+        }
+        auto insns = cbpf::translate(prog, k_.cbpf_target());
+        if (!insns) {
+            fail(insns.error());
+            continue;
+        }
+        auto job = std::make_shared<CbpfJob>();
+        job->gid = g.gid;
+        job->key = key;
+        job->dissector = g.dissector;
+        job->classic = prog.size();
+        job->translated = insns->size();
+        job->wake = Fd(::fcntl(cbpf_done_.get(), F_DUPFD_CLOEXEC, 0));
+        write_gstate(g.gid, [](grm_gstate& st) {
+            st.cbpf = GRM_CBPF_LOAD_PENDING;
+            st.cbpf_errno = 0;
+            std::memset(st.cbpf_error, 0, sizeof(st.cbpf_error));
+        });
+        cbpf_job_ = job;
+        std::thread([job, &k = k_, code = std::move(*insns)] {
+            std::string verifier;
+            auto fd = k.load_cbpf(code, &verifier);
+            {
+                std::lock_guard lock(job->mu);
+                job->fd = std::move(fd);
+                job->verifier = std::move(verifier);
+                job->done = true;
+            }
+            uint64_t one = 1;
+            (void)!::write(job->wake.get(), &one, sizeof(one));
+        }).detach();
+        return; // the next one when this one is done
+    }
+}
+
+void Registry::free_group(const grm_group_key& key, const grm_group& g, const char* why)
+{
+    const uint32_t gid = g.gid % GRM_MAX_GROUPS;
+    auto t = delete_group(k_, key, g);
+    idle_.erase(gid);
+    cbpf_loaded_.erase(gid);
+    cbpf_failed_.erase(gid);
+    if (!t) {
+        log::warning("{}: freeing group {}: {}", key_str(key), gid, t.error().message());
+        return;
+    }
+    log::info("{}: group {} (uid {}) freed: {}; {} flows, {} handshakes dropped", key_str(key), gid,
+              g.owner_uid, why, t->flows, t->handshakes);
+}
+
+size_t Registry::expire_groups()
+{
+    std::vector<grm_group_key> keys;
+    if (!for_each_key<MapId::groups>(k_, [&keys](const grm_group_key& k) { keys.push_back(k); }))
+        return 0;
+    std::set<uint32_t> busy;
+    for (const auto& [cookie, r] : regs_)
+        busy.insert(r.gid);
+    for (const auto& [cookie, w] : waiting_)
+        busy.insert(w.second.first);
+    const uint64_t now = k_.now_ns();
+    std::optional<std::set<uint64_t>> alive;
+    bool asked = false;
+    std::set<uint32_t> seen;
+    size_t freed = 0;
+    for (const grm_group_key& key : keys) {
+        auto g = read_group(k_, key);
+        if (!g)
+            continue;
+        const uint32_t gid = g->gid % GRM_MAX_GROUPS;
+        seen.insert(gid);
+        if (busy.count(gid)) {
+            if (idle_.erase(gid))
+                write_gstate(gid, [](grm_gstate& st) { st.idle_since_ns = st.free_at_ns = 0; });
+            continue;
+        }
+        auto it = idle_.find(gid);
+        if (it == idle_.end() || std::memcmp(&it->second.key, &key, sizeof(key)) != 0) {
+            it = idle_.insert_or_assign(gid, Idle{key, now, now + grace_ns_}).first;
+            write_gstate(gid, [&](grm_gstate& st) {
+                st.idle_since_ns = now;
+                st.free_at_ns = now + grace_ns_;
+            });
+            log::info(
+                "{}: group {} has no registered socket: freed in {:.1f} s unless one registers",
+                key_str(key), gid, static_cast<double>(grace_ns_) / 1e9);
+        }
+        // Only where every process is visible can a namespace nobody is in be told dead.
+        if (!asked) {
+            asked = true;
+            if (k_.in_initial_pidns()) {
+                if (auto c = k_.netns_cookies())
+                    alive = std::move(*c);
+                else
+                    log::debug("network namespaces: {}", c.error().message());
+            }
+        }
+        if (alive && !alive->count(g->netns_cookie)) {
+            free_group(key, *g, "its network namespace is gone");
+            freed++;
+        } else if (now >= it->second.free_at_ns) {
+            free_group(key, *g, "idle for the grace period");
+            freed++;
+        }
+    }
+    std::erase_if(idle_, [&](const auto& e) { return !seen.count(e.first); });
+    return freed;
 }
 
 void Registry::on_event(const grm_event& ev)

@@ -350,6 +350,25 @@ struct grm_dstats {
 };
 GRM_ABI_ASSERT(sizeof(struct grm_dstats) == 32);
 
+/* What grmd tells operators about a group (ARRAY grm_gstate, index gid): when it frees the
+ * group, and how its cBPF program's load went. Written only by grmd, read by grmctl; all zero
+ * means nothing to report. A map of its own (not fields of grm_group): BPF never reads it. */
+struct grm_gstate {
+    __u64 idle_since_ns;  /* CLOCK_MONOTONIC since when no socket is registered; 0: in use */
+    __u64 free_at_ns;     /* when grmd frees the group unless a socket registers; 0: not idle */
+    __u32 cbpf;           /* enum grm_cbpf_load */
+    __u32 cbpf_errno;     /* GRM_CBPF_LOAD_FAILED: the errno of the translation or load */
+    char cbpf_error[112]; /* GRM_CBPF_LOAD_FAILED: why, one line, NUL-terminated */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_gstate) == 136);
+
+enum grm_cbpf_load {
+    GRM_CBPF_LOAD_NONE = 0,    /* not a cBPF group, or not looked at yet */
+    GRM_CBPF_LOAD_PENDING = 1, /* translation or verification under way (off grmd's loop) */
+    GRM_CBPF_LOAD_OK = 2,      /* the program runs */
+    GRM_CBPF_LOAD_FAILED = 3,  /* refused; not tried again until the program changes */
+};
+
 /* Ring-buffer records (RINGBUF grm_events), hooks -> daemon. Only control records: nothing
  * per packet, so apps cannot be starved of room by logging. */
 enum grm_event_type {
