@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // grmd: loads grm's BPF programs, keeps them pinned, installs the cgroup hooks and serves
 // socket registrations from the ring buffer.
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -250,7 +251,12 @@ int on_sweep(sd_event_source* s, uint64_t usec, void* ctx)
     auto* l = static_cast<Loop*>(ctx);
     ring_buffer__consume(l->rb); // a group is never freed with its registration still queued
     l->reg->sweep();
-    sd_event_source_set_time(s, usec + kSweepUsec);
+    // Groups left to free: soon again, counted from now so that the loop still waits (and
+    // pings the watchdog) in between.
+    const uint64_t now = sys::monotonic_ns() / 1000;
+    sd_event_source_set_time(s, l->reg->expire_pending()
+                                    ? now + kSweepUsec / 25
+                                    : std::max(usec + kSweepUsec, now + kSweepUsec / 25));
     return 0;
 }
 

@@ -24,6 +24,12 @@
 namespace grm::daemon {
 namespace {
 
+// How often expire_groups() looks for network namespaces that ended.
+constexpr uint64_t kNetnsScanNs = 1000ull * 1000 * 1000;
+
+// Time one expire_groups() pass may spend freeing groups.
+constexpr uint64_t kExpireBudgetNs = 20ull * 1000 * 1000;
+
 // Registrations kept waiting for room in full generations, at most.
 constexpr size_t kMaxWaiting = 4096;
 
@@ -618,6 +624,8 @@ size_t Registry::expire_groups()
     for (const auto& [cookie, w] : waiting_)
         busy.insert(w.second.first);
     const uint64_t now = k_.now_ns();
+    expire_pending_ = false;
+    uint64_t started = now; // of the freeing
     std::optional<std::set<uint64_t>> alive;
     bool asked = false;
     std::set<uint32_t> seen;
@@ -645,22 +653,32 @@ size_t Registry::expire_groups()
                 key_str(key), gid, static_cast<double>(grace_ns_) / 1e9);
         }
         // Only where every process is visible can a namespace nobody is in be told dead.
+        // The scan of every process costs milliseconds: at most once per kNetnsScanNs.
         if (!asked) {
             asked = true;
-            if (k_.in_initial_pidns()) {
+            if (k_.in_initial_pidns() &&
+                (!netns_alive_ || now - netns_scanned_ns_ >= kNetnsScanNs)) {
+                netns_scanned_ns_ = now;
                 if (auto c = k_.netns_cookies())
-                    alive = std::move(*c);
+                    netns_alive_ = std::move(*c);
                 else
                     log::debug("network namespaces: {}", c.error().message());
             }
+            alive = netns_alive_;
         }
-        if (alive && !alive->count(g->netns_cookie)) {
-            free_group(key, *g, "its network namespace is gone");
-            freed++;
-        } else if (now >= it->second.free_at_ns) {
-            free_group(key, *g, "idle for the grace period");
-            freed++;
+        const bool gone = alive && !alive->count(g->netns_cookie);
+        if (!gone && now < it->second.free_at_ns)
+            continue;
+        // Freeing costs a walk of the flow table and a few dozen map writes: a pass stops
+        // after kExpireBudgetNs (grmd then comes back soon, see expire_pending()).
+        if (freed > 0 && k_.now_ns() - started > kExpireBudgetNs) {
+            expire_pending_ = true;
+            continue;
         }
+        if (freed == 0)
+            started = k_.now_ns();
+        free_group(key, *g, gone ? "its network namespace is gone" : "idle for the grace period");
+        freed++;
     }
     std::erase_if(idle_, [&](const auto& e) { return !seen.count(e.first); });
     return freed;

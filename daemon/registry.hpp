@@ -53,6 +53,8 @@ public:
     /// network namespace no longer exists. grm_gstate shows idle groups and when they go.
     /// Returns how many groups were freed.
     size_t expire_groups();
+    /// The last expire_groups() ran out of its time budget with groups left to free.
+    bool expire_pending() const { return expire_pending_; }
     void set_group_grace(uint64_t ns) { grace_ns_ = ns; }
 
     size_t registered() const { return regs_.size(); }
@@ -127,6 +129,9 @@ private:
     };
     std::map<uint32_t, Idle> idle_;
     uint64_t grace_ns_ = kDefaultGroupGraceNs;
+    bool expire_pending_ = false;
+    std::optional<std::set<uint64_t>> netns_alive_; // the last scan's namespaces
+    uint64_t netns_scanned_ns_ = 0;
     OnRegistered on_registered_;
 };
 
