@@ -40,8 +40,9 @@ enum class MapId : uint8_t {
     cbpf_out,   ///< grm_cbpf_out: the translated programs' outcome (per CPU)
     handshakes, ///< grm_handshakes: QUIC handshakes in flight
     gstate,     ///< grm_gstate: gid -> lifetime and cBPF load state, for grmctl
+    owner_ring, ///< grm_owner_ring: uid -> SOCKET_GEN records sent and read
 };
-inline constexpr size_t kMapCount = static_cast<size_t>(MapId::gstate) + 1;
+inline constexpr size_t kMapCount = static_cast<size_t>(MapId::owner_ring) + 1;
 
 /// Key and value types of each map, for the typed helpers below.
 template <MapId M>
@@ -68,6 +69,7 @@ GRM_MAP_TYPES(cbpf_progs, __u32, __u32);
 GRM_MAP_TYPES(cbpf_out, __u32, grm_cbpf_out); // per CPU
 GRM_MAP_TYPES(handshakes, grm_hs_key, grm_flow);
 GRM_MAP_TYPES(gstate, __u32, grm_gstate);
+GRM_MAP_TYPES(owner_ring, __u32, grm_owner_ring);
 #undef GRM_MAP_TYPES
 
 /// A map's pin name and the key/value sizes abi.h gives it (per-CPU maps: one CPU's value).
@@ -103,6 +105,7 @@ inline constexpr MapShape kMapShapes[kMapCount] = {
     detail::shape<MapId::cbpf_out>("grm_cbpf_out", true),
     detail::shape<MapId::handshakes>("grm_handshakes"),
     detail::shape<MapId::gstate>("grm_gstate"),
+    detail::shape<MapId::owner_ring>("grm_owner_ring"),
 };
 
 constexpr const MapShape& shape_of(MapId m)

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <unistd.h>
+#include <vector>
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -208,7 +209,26 @@ struct Loop {
     Tubular* tubular = nullptr;
     uint64_t events = 0;
     uint64_t bad_events = 0;
+    std::vector<grm_event> batch; // what one read of the ring found
+    sd_event_source* sweep = nullptr;
 };
+
+constexpr uint64_t kSoonUsec = 20 * 1000; // work left over: the sweep comes back this soon
+
+/// Brings the sweep forward to kSoonUsec from now when the registry has work left over.
+void sweep_soon(Loop* l)
+{
+    uint64_t at = 0;
+    if (!l->sweep || !l->reg->work_pending() || sd_event_source_get_time(l->sweep, &at) < 0)
+        return;
+    const uint64_t soon = sys::monotonic_ns() / 1000 + kSoonUsec;
+    if (at > soon)
+        sd_event_source_set_time(l->sweep, soon);
+}
+
+// Records handled as one batch at most; the rest wait for the next turn of the loop.
+constexpr size_t kMaxBatch = 4096;
+constexpr int kBatchFull = -EAGAIN; // stops ring_buffer__consume (negative: it bails out)
 
 int on_ring_record(void* ctx, void* data, size_t size)
 {
@@ -220,17 +240,29 @@ int on_ring_record(void* ctx, void* data, size_t size)
     grm_event ev;
     std::memcpy(&ev, data, sizeof(ev));
     l->events++;
-    l->reg->on_event(ev);
-    if (ev.type == GRM_EV_WORKING_GEN && l->tubular)
-        l->tubular->on_working_gen(ev, *l->reg);
-    return 0;
+    l->batch.push_back(ev);
+    return l->batch.size() >= kMaxBatch ? kBatchFull : 0;
+}
+
+/// Reads the ring (up to kMaxBatch records) and handles what it found as one batch.
+void consume(Loop* l)
+{
+    int n = ring_buffer__consume(l->rb);
+    if (n < 0 && n != kBatchFull)
+        log::warning("ring buffer: {}", std::strerror(-n));
+    std::vector<grm_event> batch;
+    batch.swap(l->batch);
+    l->reg->on_events(batch);
+    if (l->tubular)
+        for (const grm_event& ev : batch)
+            if (ev.type == GRM_EV_WORKING_GEN)
+                l->tubular->on_working_gen(ev, *l->reg);
+    sweep_soon(l);
 }
 
 int on_ring_ready(sd_event_source*, int, uint32_t, void* ctx)
 {
-    auto* l = static_cast<Loop*>(ctx);
-    if (int n = ring_buffer__consume(l->rb); n < 0)
-        log::warning("ring buffer: {}", std::strerror(-n));
+    consume(static_cast<Loop*>(ctx));
     return 0;
 }
 
@@ -249,14 +281,13 @@ int on_tick(sd_event_source* s, uint64_t usec, void* ctx)
 int on_sweep(sd_event_source* s, uint64_t usec, void* ctx)
 {
     auto* l = static_cast<Loop*>(ctx);
-    ring_buffer__consume(l->rb); // a group is never freed with its registration still queued
+    consume(l); // a group is never freed with its registration still queued
     l->reg->sweep();
-    // Groups left to free: soon again, counted from now so that the loop still waits (and
-    // pings the watchdog) in between.
+    // Work left over: soon again, counted from now so that the loop still waits (and pings
+    // the watchdog) in between.
     const uint64_t now = sys::monotonic_ns() / 1000;
-    sd_event_source_set_time(s, l->reg->expire_pending()
-                                    ? now + kSweepUsec / 25
-                                    : std::max(usec + kSweepUsec, now + kSweepUsec / 25));
+    sd_event_source_set_time(
+        s, l->reg->work_pending() ? now + kSoonUsec : std::max(usec + kSweepUsec, now + kSoonUsec));
     return 0;
 }
 
@@ -334,6 +365,7 @@ int run_daemon(const Options& o)
     set_map(MapId::cbpf_out, s->maps.grm_cbpf_out);
     set_map(MapId::handshakes, s->maps.grm_handshakes);
     set_map(MapId::gstate, s->maps.grm_gstate);
+    set_map(MapId::owner_ring, s->maps.grm_owner_ring);
     fds.select_prog = bpf_program__fd(s->progs.grm_select_sk);
     auto kernel = BpfKernel::borrow(fds); // the skeleton outlives it
     if (!kernel) {
@@ -365,7 +397,7 @@ int run_daemon(const Options& o)
         log::info("hooks installed in {}{}", *cgroup, o.sendmsg ? "" : " (without sendmsg)");
     }
 
-    Loop loop{&reg, nullptr, &tubular};
+    Loop loop{&reg, nullptr, &tubular, 0, 0, {}, nullptr};
     std::unique_ptr<ring_buffer, CFree<&ring_buffer__free>> rb(
         ring_buffer__new(bpf_map__fd(s->maps.grm_events), on_ring_record, &loop, nullptr));
     if (!rb) {
@@ -373,7 +405,7 @@ int run_daemon(const Options& o)
         return 1;
     }
     loop.rb = rb.get();
-    ring_buffer__consume(rb.get()); // registrations queued while no daemon ran
+    consume(&loop); // registrations queued while no daemon ran
 
     sigset_t mask;
     sigemptyset(&mask);
@@ -396,6 +428,7 @@ int run_daemon(const Options& o)
     sd_event_source* sweep = nullptr;
     sd_event_add_time(ev, &sweep, CLOCK_MONOTONIC, now + kSweepUsec, 0, on_sweep, &loop);
     sd_event_source_set_enabled(sweep, SD_EVENT_ON);
+    loop.sweep = sweep;
     int clock_fd = bpf_map__fd(s->maps.grm_clock);
     on_tick(nullptr, 0, &clock_fd); // before READY: the packet path's clock runs from now
     sd_event_source* tick = nullptr;

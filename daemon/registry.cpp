@@ -24,6 +24,12 @@
 namespace grm::daemon {
 namespace {
 
+// Registrations of one owner handled per turn of the loop; the rest wait for the next.
+constexpr size_t kRegistrationsPerTurn = 64;
+
+// Lines a second grmd logs about one owner's records; the rest are counted.
+constexpr uint32_t kLogLinesPerSec = 20;
+
 // How often expire_groups() looks for network namespaces that ended.
 constexpr uint64_t kNetnsScanNs = 1000ull * 1000 * 1000;
 
@@ -83,20 +89,24 @@ void Registry::write_gstate(uint32_t gid, const std::function<void(grm_gstate&)>
     (void)put<MapId::gstate>(k_, i, *st);
 }
 
-/// A duplicate of the socket whose SO_COOKIE is `cookie`, among the fds of process tgid (tid
-/// 0) or of thread tid's fd table; else what failed: the process, the listing, pidfd_getfd,
-/// or no fd holds the socket.
-Result<Fd> Registry::socket_of(pid_t tgid, pid_t tid, uint64_t cookie)
+/// Duplicates of the sockets whose SO_COOKIEs are `cookies`, among the fds of process tgid
+/// (tid 0) or of thread tid's fd table, found in one pass over the table; else what failed:
+/// the process, the listing, or pidfd_getfd (when nothing was found).
+Result<std::map<uint64_t, Fd>>
+Registry::sockets_of(pid_t tgid, pid_t tid, const std::set<uint64_t>& cookies, bool* truncated)
 {
-    const pid_t who = tid ? tid : tgid;
     auto pidfd = tid ? k_.pidfd_open(tid, PIDFD_THREAD) : k_.pidfd_open(tgid, 0);
     if (!pidfd)
         return unexpected(pidfd.error());
     auto fds = k_.socket_fds(tgid, tid, kMaxFdsSearched);
     if (!fds)
         return unexpected(fds.error());
+    *truncated = fds->truncated;
+    std::map<uint64_t, Fd> out;
     std::optional<Error> refused;
     for (int fd : fds->fds) {
+        if (out.size() == cookies.size())
+            break;
         auto copy = k_.pidfd_getfd(pidfd->get(), fd);
         if (!copy) {
             if (copy.error().code != EBADF) // EBADF: closed since it was listed
@@ -106,16 +116,90 @@ Result<Fd> Registry::socket_of(pid_t tgid, pid_t tid, uint64_t cookie)
         // The cookie is what makes this safe: a recycled pid or fd number can never hand us
         // another socket than the one that asked. Not a socket: ENOTSOCK, skipped.
         auto c = k_.socket_cookie(copy->get());
-        if (c && *c == cookie)
-            return std::move(*copy);
+        if (c && cookies.count(*c) && !out.count(*c))
+            out.emplace(*c, std::move(*copy));
     }
-    if (refused)
+    if (out.empty() && refused)
         return unexpected(*refused);
-    if (fds->truncated)
+    return out;
+}
+
+/// A duplicate of the socket whose SO_COOKIE is `cookie`, among the fds of process tgid (tid
+/// 0) or of thread tid's fd table; else what failed: the process, the listing, pidfd_getfd,
+/// or no fd holds the socket. Within a batch, a process's table is searched once for all
+/// the sockets the batch names.
+Result<Fd> Registry::socket_of(pid_t tgid, pid_t tid, uint64_t cookie)
+{
+    const pid_t who = tid ? tid : tgid;
+    bool truncated = false;
+    Result<std::map<uint64_t, Fd>>* found = nullptr;
+    Result<std::map<uint64_t, Fd>> single = std::map<uint64_t, Fd>{};
+    if (batch_ && tid == 0 && batch_->wanted[tgid].count(cookie)) {
+        auto it = batch_->found.find(tgid);
+        if (it == batch_->found.end()) {
+            it = batch_->found.emplace(tgid, sockets_of(tgid, 0, batch_->wanted[tgid], &truncated))
+                     .first;
+            batch_->truncated[tgid] = truncated;
+        }
+        truncated = batch_->truncated[tgid];
+        found = &it->second;
+    } else {
+        single = sockets_of(tgid, tid, {cookie}, &truncated);
+        found = &single;
+    }
+    if (!*found)
+        return unexpected((*found).error());
+    if (auto it = (*found)->find(cookie); it != (*found)->end()) {
+        Fd fd = std::move(it->second);
+        (*found)->erase(it);
+        return fd;
+    }
+    if (truncated)
         return unexpected(ENOENT, fmt::format("socket 0x{:x} not among the first {} fds of {} "
                                               "(grmd looks no further)",
                                               cookie, kMaxFdsSearched, who));
     return unexpected(ENOENT, fmt::format("socket 0x{:x} not among the fds of {}", cookie, who));
+}
+
+uint32_t Registry::owner_of(uint32_t gid)
+{
+    auto g = get<MapId::group_recs>(k_, gid % GRM_MAX_GROUPS);
+    return g ? g->owner_uid : 0;
+}
+
+bool Registry::log_ok(uint32_t uid)
+{
+    const uint64_t now = k_.now_ns();
+    LogWindow& w = log_windows_[uid];
+    if (now - w.start_ns >= 1000000000ull) {
+        if (w.suppressed)
+            log::warning("uid {}: {} log lines suppressed (more than {} a second)", uid,
+                         w.suppressed, kLogLinesPerSec);
+        w = LogWindow{now, 0, 0};
+    }
+    if (w.lines < kLogLinesPerSec) {
+        w.lines++;
+        return true;
+    }
+    w.suppressed++;
+    return false;
+}
+
+/// Says how many lines were suppressed in windows that ended (all: in every window).
+void Registry::flush_log(bool all)
+{
+    const uint64_t now = k_.now_ns();
+    for (auto it = log_windows_.begin(); it != log_windows_.end();) {
+        LogWindow& w = it->second;
+        if (!all && now - w.start_ns < 1000000000ull) {
+            ++it;
+            continue;
+        }
+        if (w.suppressed)
+            log::warning("uid {}: {} log lines suppressed (more than {} a second)", it->first,
+                         w.suppressed, kLogLinesPerSec);
+        it = log_windows_.erase(it);
+    }
 }
 
 void Registry::bump_dstat(uint32_t gid, __u64 grm_dstats::*field, int64_t delta)
@@ -233,6 +317,9 @@ size_t Registry::drop_closed(const std::vector<uint64_t>& cookies)
 
 size_t Registry::sweep()
 {
+    flush_log(false);
+    if (!deferred_.empty())
+        on_events({});
     size_t closed = drop_closed(closed_sockets(std::nullopt));
     retry_waiting();
     sync_cbpf();
@@ -342,8 +429,9 @@ void Registry::on_register(const grm_event& ev, bool retry)
     waiting_.erase(ev.so_cookie); // this record supersedes any earlier one of the socket
     auto g = read_group(k_, ev.key);
     if (!g) {
-        log::warning("{}: registration of socket 0x{:x} for a group that no longer exists",
-                     key_str(ev.key), ev.so_cookie);
+        if (log_ok(owner_of(ev.gid)))
+            log::warning("{}: registration of socket 0x{:x} for a group that no longer exists",
+                         key_str(ev.key), ev.so_cookie);
         return;
     }
     auto sock = find_socket(ev);
@@ -352,8 +440,9 @@ void Registry::on_register(const grm_event& ev, bool retry)
         return;
     }
     if (!sock) {
-        log::warning("{}: cannot register socket 0x{:x} of pid {}: {}", key_str(ev.key),
-                     ev.so_cookie, ev.tgid, sock.error().message());
+        if (log_ok(g->owner_uid))
+            log::warning("{}: cannot register socket 0x{:x} of pid {}: {}", key_str(ev.key),
+                         ev.so_cookie, ev.tgid, sock.error().message());
         critical(g->gid, true);
         return;
     }
@@ -388,9 +477,10 @@ void Registry::on_register(const grm_event& ev, bool retry)
         return i;
     };
     uint32_t idx = free_idx();
-    if (idx == GRM_MAX_SOCKS) {
+    if (idx == GRM_MAX_SOCKS && (!batch_ || batch_->checked.insert(id).second)) {
         // The sweep may not have seen a socket that closed a moment ago: look now, as udpgrm
-        // does when it registers, before refusing.
+        // does when it registers, before refusing (once per slot and batch: the look costs
+        // two map reads per registered socket).
         drop_closed(closed_sockets(id));
         idx = free_idx();
     }
@@ -402,9 +492,10 @@ void Registry::on_register(const grm_event& ev, bool retry)
         if (waiting_.size() < kMaxWaiting)
             waiting_[ev.so_cookie] = {ev, id};
         if (!retry) {
-            log::warning("{}: generation {} already has {} live sockets: socket 0x{:x} waits "
-                         "for one to close",
-                         key_str(ev.key), ev.gen, GRM_MAX_SOCKS, ev.so_cookie);
+            if (log_ok(g->owner_uid))
+                log::warning("{}: generation {} already has {} live sockets: socket 0x{:x} "
+                             "waits for one to close",
+                             key_str(ev.key), ev.gen, GRM_MAX_SOCKS, ev.so_cookie);
             critical(gid, true);
         }
         return;
@@ -447,8 +538,9 @@ void Registry::on_register(const grm_event& ev, bool retry)
         log::warning("write registration of 0x{:x}: {}", ev.so_cookie,
                      std::strerror(w.error().code));
     critical(gid, false);
-    log::info("{}: socket 0x{:x} of pid {} registered: gen {} slot {} idx {} cookie 0x{:04x}",
-              key_str(ev.key), ev.so_cookie, ev.tgid, ev.gen, slot, idx, grm_cookie(slot, idx));
+    if (log_ok(g->owner_uid))
+        log::info("{}: socket 0x{:x} of pid {} registered: gen {} slot {} idx {} cookie 0x{:04x}",
+                  key_str(ev.key), ev.so_cookie, ev.tgid, ev.gen, slot, idx, grm_cookie(slot, idx));
     if (on_registered_)
         on_registered_(*g, slot, idx, std::move(*sock));
 }
@@ -609,8 +701,9 @@ void Registry::free_group(const grm_group_key& key, const grm_group& g, const ch
         log::warning("{}: freeing group {}: {}", key_str(key), gid, t.error().message());
         return;
     }
-    log::info("{}: group {} (uid {}) freed: {}; {} flows, {} handshakes dropped", key_str(key), gid,
-              g.owner_uid, why, t->flows, t->handshakes);
+    if (log_ok(g.owner_uid))
+        log::info("{}: group {} (uid {}) freed: {}; {} flows, {} handshakes dropped", key_str(key),
+                  gid, g.owner_uid, why, t->flows, t->handshakes);
 }
 
 size_t Registry::expire_groups()
@@ -648,9 +741,10 @@ size_t Registry::expire_groups()
                 st.idle_since_ns = now;
                 st.free_at_ns = now + grace_ns_;
             });
-            log::info(
-                "{}: group {} has no registered socket: freed in {:.1f} s unless one registers",
-                key_str(key), gid, static_cast<double>(grace_ns_) / 1e9);
+            if (log_ok(g->owner_uid))
+                log::info("{}: group {} has no registered socket: freed in {:.1f} s unless one "
+                          "registers",
+                          key_str(key), gid, static_cast<double>(grace_ns_) / 1e9);
         }
         // Only where every process is visible can a namespace nobody is in be told dead.
         // The scan of every process costs milliseconds: at most once per kNetnsScanNs.
@@ -684,27 +778,79 @@ size_t Registry::expire_groups()
     return freed;
 }
 
-void Registry::on_event(const grm_event& ev)
+void Registry::on_info(const grm_event& ev)
 {
     switch (ev.type) {
-    case GRM_EV_REGISTER:
-        on_register(ev);
-        break;
     case GRM_EV_WORKING_GEN:
-        log::info("{}: working generation of app {} {} -> {}", key_str(ev.key), ev.app, ev.old,
-                  ev.gen);
+        if (log_ok(owner_of(ev.gid)))
+            log::info("{}: working generation of app {} {} -> {}", key_str(ev.key), ev.app, ev.old,
+                      ev.gen);
         break;
     case GRM_EV_DISSECTOR:
-        log::info("{}: dissector {}", key_str(ev.key), ev.old);
-        if (ev.old == DISSECTOR_CBPF)
-            sync_cbpf();
+        if (log_ok(owner_of(ev.gid)))
+            log::info("{}: dissector {}", key_str(ev.key), ev.old);
         break;
     case GRM_EV_GROUP_NEW:
-        log::info("{}: group created (id {})", key_str(ev.key), ev.gid);
+        if (log_ok(owner_of(ev.gid)))
+            log::info("{}: group created (id {})", key_str(ev.key), ev.gid);
         break;
     default:
         log::warning("unknown event type {}", ev.type);
     }
+}
+
+void Registry::on_events(std::span<const grm_event> evs)
+{
+    // The last registration record of each socket; earlier ones are superseded (the hook
+    // keeps only the socket's latest generation, which the last record carries). Records
+    // deferred from earlier batches come first, so that newer ones replace them.
+    std::map<uint32_t, uint64_t> read; // per owner uid: records read, for grm_owner_ring
+    bool cbpf = false;
+    for (const grm_event& ev : evs) {
+        if (ev.type == GRM_EV_REGISTER) {
+            read[ev.uid]++;
+            auto [it, fresh] = deferred_.insert_or_assign(ev.so_cookie, ev);
+            if (!fresh)
+                superseded_++;
+        } else {
+            on_info(ev);
+            cbpf |= ev.type == GRM_EV_DISSECTOR && ev.old == DISSECTOR_CBPF;
+        }
+    }
+    // The owners' shares of the ring are free again (grmd is the only writer of `done`).
+    if (k_.has(MapId::owner_ring))
+        for (const auto& [uid, n] : read)
+            if (auto o = get<MapId::owner_ring>(k_, uid)) {
+                o->done = std::min(o->sent, o->done + n);
+                (void)put<MapId::owner_ring>(k_, uid, *o);
+            }
+    // Owners with fewer registrations first, and at most kRegistrationsPerTurn of each now:
+    // a flood of one owner waits for the next turn of the loop, the others do not.
+    std::map<uint32_t, std::vector<uint64_t>> by_owner;
+    for (const auto& [cookie, ev] : deferred_)
+        by_owner[ev.uid].push_back(cookie);
+    std::vector<std::pair<size_t, uint32_t>> owners;
+    for (const auto& [uid, cookies] : by_owner)
+        owners.emplace_back(cookies.size(), uid);
+    std::sort(owners.begin(), owners.end());
+    std::vector<grm_event> now;
+    for (const auto& [n, uid] : owners) {
+        const auto& cookies = by_owner[uid];
+        for (size_t i = 0; i < cookies.size() && i < kRegistrationsPerTurn; i++) {
+            now.push_back(deferred_.at(cookies[i]));
+            deferred_.erase(cookies[i]);
+        }
+    }
+    if (!now.empty()) {
+        batch_.emplace();
+        for (const grm_event& ev : now)
+            batch_->wanted[static_cast<pid_t>(ev.tgid)].insert(ev.so_cookie);
+        for (const grm_event& ev : now)
+            on_register(ev);
+        batch_.reset();
+    }
+    if (cbpf)
+        sync_cbpf();
 }
 
 } // namespace grm::daemon

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -41,7 +42,13 @@ public:
     /// Reads the registrations a previous daemon left, then sweeps closed sockets.
     Result<size_t> reload();
     /// Handles one ring-buffer record.
-    void on_event(const grm_event& ev);
+    void on_event(const grm_event& ev) { on_events({&ev, 1}); }
+    /// Handles a batch of ring-buffer records (one read of the ring). grmd's work per record
+    /// is bounded: a socket's registrations but its last are dropped as superseded, and each
+    /// process's fd table is searched at most once for all of its sockets in the batch.
+    void on_events(std::span<const grm_event> evs);
+    /// Registration records dropped because a later one of the same socket followed.
+    uint64_t superseded() const { return superseded_; }
     /// Forgets sockets that closed and compacts their slots, then retries registrations
     /// that waited for room in a full generation, then frees expired groups
     /// (expire_groups). Returns how many closed.
@@ -53,8 +60,9 @@ public:
     /// network namespace no longer exists. grm_gstate shows idle groups and when they go.
     /// Returns how many groups were freed.
     size_t expire_groups();
-    /// The last expire_groups() ran out of its time budget with groups left to free.
-    bool expire_pending() const { return expire_pending_; }
+    /// Work left for soon: groups to free (the last expire_groups() ran out of its time
+    /// budget), or registrations deferred to the next turn (an owner's flood).
+    bool work_pending() const { return expire_pending_ || !deferred_.empty(); }
     void set_group_grace(uint64_t ns) { grace_ns_ = ns; }
 
     size_t registered() const { return regs_.size(); }
@@ -95,6 +103,14 @@ private:
     void retry_waiting();
     Result<Fd> find_socket(const grm_event& ev);
     Result<Fd> socket_of(pid_t pid, pid_t tid, uint64_t cookie);
+    Result<std::map<uint64_t, Fd>> sockets_of(pid_t tgid, pid_t tid,
+                                              const std::set<uint64_t>& cookies, bool* truncated);
+    void on_info(const grm_event& ev);
+    uint32_t owner_of(uint32_t gid);
+    /// Whether a line about owner uid may be logged now: at most kLogLinesPerSec a second
+    /// per owner; the rest are counted and summed up in one line (flush_log).
+    bool log_ok(uint32_t uid);
+    void flush_log(bool all);
     void forget(uint64_t cookie);
     void write_slot(SlotId id, std::optional<uint32_t> new_gen);
     void critical(uint32_t gid, bool failing);
@@ -129,6 +145,23 @@ private:
     };
     std::map<uint32_t, Idle> idle_;
     uint64_t grace_ns_ = kDefaultGroupGraceNs;
+    // The batch on_events() handles: per process, the cookies its records name, and the
+    // sockets found by the one search of its fd table (or why it failed).
+    struct Batch {
+        std::map<pid_t, std::set<uint64_t>> wanted;
+        std::map<pid_t, Result<std::map<uint64_t, Fd>>> found;
+        std::map<pid_t, bool> truncated;
+        std::set<SlotId> checked; // full slots already checked for closed sockets
+    };
+    std::optional<Batch> batch_;
+    uint64_t superseded_ = 0;
+    std::map<uint64_t, grm_event> deferred_; // registrations for the next turn, by SO_COOKIE
+    struct LogWindow {
+        uint64_t start_ns = 0;
+        uint32_t lines = 0;
+        uint64_t suppressed = 0;
+    };
+    std::map<uint32_t, LogWindow> log_windows_; // by owner uid
     bool expire_pending_ = false;
     std::optional<std::set<uint64_t>> netns_alive_; // the last scan's namespaces
     uint64_t netns_scanned_ns_ = 0;

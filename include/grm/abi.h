@@ -389,9 +389,20 @@ struct grm_event {
     __u32 gen;  /* REGISTER: generation; WORKING_GEN: new value */
     __u32 app;
     __u32 old; /* WORKING_GEN: previous value; DISSECTOR: type */
-    __u32 _pad;
+    __u32 uid; /* REGISTER: the socket's owner uid, whose grm_owner_ring counted the record */
 };
 GRM_ABI_ASSERT(sizeof(struct grm_event) == 72);
+
+/* SOCKET_GEN records in flight per owner uid (LRU_HASH grm_owner_ring, key uid). The
+ * setsockopt hook adds 1 to `sent` for each record it queues; grmd adds the records it has
+ * read to `done`. A uid with GRM_RING_PER_OWNER records in flight gets EAGAIN, so one tenant
+ * can take at most that share of the ring (about 3200 records) from the others. */
+struct grm_owner_ring {
+    __u64 sent; /* written by BPF only (atomic add) */
+    __u64 done; /* written by grmd only */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_owner_ring) == 16);
+#define GRM_RING_PER_OWNER 1024
 
 /* cBPF dissector. grmd translates a group's classic BPF into an sk_reuseport program
  * (daemon/cbpf.cpp) and stores it at grm_cbpf_progs[gid]. grm_select_sk tail-calls it; the

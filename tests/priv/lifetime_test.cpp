@@ -114,8 +114,10 @@ std::chrono::milliseconds victim_registration(uint16_t port, uint32_t gen, std::
     int fd = keep.back().get();
     auto t0 = Clock::now();
     auto r = client::register_sockets({&fd, 1}, gen, 10s);
-    if (!r)
+    if (!r) {
+        UNSCOPED_INFO("victim registration: " << r.error().message());
         return 10s;
+    }
     return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
 }
 
@@ -214,7 +216,8 @@ TEST_CASE("lifetime: a uid that bound a port once and exited loses it after the 
     // Then it is freed: root gets the address (udpgrm and grm today: EPERM for good).
     CHECK(poll_until([&] { return set_u32(s.get(), UDP_GRM_WORKING_GEN, 3) == 0; }, 10s));
     CHECK(client::working_gen(s.get()).value() == 3);
-    CHECK(d.log().find("freed: idle for the grace period") != std::string::npos);
+    CHECK(poll_until(
+        [&] { return d.log().find("freed: idle for the grace period") != std::string::npos; }, 2s));
 
     // A group with a registered socket is never idle, whatever the grace.
     const int sfd = s.get();
@@ -244,7 +247,9 @@ TEST_CASE("lifetime: a group of a network namespace that is gone is freed at onc
         REQUIRE(rc == 0);
         CHECK(poll_until([&] { return groups_on(port) == 0; }, 5s));
     }
-    CHECK(d.log().find("freed: its network namespace is gone") != std::string::npos);
+    CHECK(poll_until(
+        [&] { return d.log().find("freed: its network namespace is gone") != std::string::npos; },
+        2s));
     // A living namespace's idle group stays for the grace.
     Fd s = server_socket(AF_INET, port);
     REQUIRE(set_u32(s.get(), UDP_GRM_WORKING_GEN, 2) == 0);
@@ -360,4 +365,65 @@ TEST_CASE("lifetime: costly cBPF programs load off grmd's loop: a victim registe
     int status = d.stop(SIGTERM);
     CHECK(Clock::now() - t0 < 2s);
     CHECK(WIFEXITED(status));
+}
+
+TEST_CASE("lifetime: a SOCKET_GEN and WORKING_GEN flood on 500 sockets: a victim registers fast, "
+          "pings keep coming, the log stays small",
+          "[resp-flood]")
+{
+    auto started = Daemon::start_watched(sandbox(), kWatchdog);
+    REQUIRE(started);
+    Daemon& d = *started;
+    Pings pings(d);
+    const uint16_t victim = free_port();
+    std::vector<Fd> kept;
+    kept.push_back(server_socket(AF_INET, victim));
+    REQUIRE(client::set_dissector(kept[0].get(), client::make_dissector(DISSECTOR_NOOP)));
+    const int first = kept[0].get();
+    REQUIRE(client::register_sockets({&first, 1}, 1, 10s));
+
+    // Another uid toggles the generation of 500 sockets and its working generation, for 4 s.
+    int go[2];
+    REQUIRE(::pipe(go) == 0);
+    pid_t attacker = ::fork();
+    if (attacker == 0) {
+        ::close(go[0]);
+        if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0)
+            ::_exit(1);
+        auto socks = server_sockets(AF_INET, 0, 500);
+        char c = 'y';
+        (void)!::write(go[1], &c, 1);
+        const auto until = Clock::now() + 4s;
+        for (uint32_t round = 0; Clock::now() < until && round < 1000000; round++)
+            for (const Fd& s : socks) {
+                (void)set_u32(s.get(), UDP_GRM_SOCKET_GEN, round % 2 + 1); // EAGAIN: ring full
+                (void)set_u32(s.get(), UDP_GRM_WORKING_GEN, round % 2 + 1);
+            }
+        ::_exit(0);
+    }
+    ::close(go[1]);
+    char c = 0;
+    REQUIRE(::read(go[0], &c, 1) == 1);
+    ::close(go[0]);
+    std::this_thread::sleep_for(500ms); // the flood is on
+    const auto from = std::chrono::system_clock::now();
+    for (int i = 0; i < 10; i++) {
+        auto took = victim_registration(victim, 1, kept);
+        INFO("try " << i << ": " << took.count() << " ms");
+        CHECK(took < kFast);
+        std::this_thread::sleep_for(200ms);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(attacker, &status, 0) == attacker);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    auto gap = longest_gap(pings.all(), from, std::chrono::system_clock::now());
+    INFO("longest watchdog gap " << gap.count() << " ms");
+    CHECK(gap < kWatchdog);
+    // Bounded lines per second per owner, and a count of the rest (the flood made millions).
+    std::string log = d.log();
+    const auto lines = std::count(log.begin(), log.end(), '\n');
+    INFO(lines << " log lines");
+    CHECK(lines < 1000);
+    CHECK(log.find("log lines suppressed") != std::string::npos);
 }

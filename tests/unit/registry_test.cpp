@@ -797,7 +797,9 @@ TEST_CASE("registry: a group without registered sockets is freed after the grace
         REQUIRE(put<MapId::group_recs>(k, 5, other));
         CHECK(reg.expire_groups() == 1);
         CHECK_FALSE(read_group(k, g.key));
-        k.live_netns.insert(77); // unless something is still in it
+        k.live_netns.insert(77); // unless something is still in it (grmd looks once a second)
+        reg.set_group_grace(10'000'000'000);
+        k.advance(2'000'000'000);
         const grm_group again = make_group(k, 4433, 5);
         other = again;
         other.netns_cookie = 77;
@@ -805,4 +807,25 @@ TEST_CASE("registry: a group without registered sockets is freed after the grace
         CHECK(reg.expire_groups() == 0);
         CHECK(read_group(k, g.key));
     }
+}
+
+TEST_CASE("registry: a batch drops superseded records and searches each fd table once",
+          "[registry]")
+{
+    FakeKernel k;
+    Registry reg(k);
+    const grm_group g = make_group(k, 4433, 3);
+    for (int i = 0; i < 50; i++)
+        make_socket(k, 10 + i, 0x100 + static_cast<uint64_t>(i), 2);
+    std::vector<grm_event> evs; // a flood: four rounds of SOCKET_GEN over 50 sockets
+    for (uint32_t round = 0; round < 4; round++)
+        for (int i = 0; i < 50; i++)
+            evs.push_back(register_event(g, 0x100 + static_cast<uint64_t>(i), round == 3 ? 2 : 1));
+    k.getfd_calls = 0;
+    reg.on_events(evs);
+    CHECK(reg.registered() == 50);
+    CHECK(reg.superseded() == 150);
+    CHECK(k.getfd_calls == 50); // one pass over the process's 50 fds for all 50 sockets
+    for (int i = 0; i < 50; i++)
+        CHECK(get<MapId::regs>(k, 0x100 + static_cast<uint64_t>(i))->gen == 2);
 }
