@@ -167,10 +167,11 @@ uint32_t Registry::owner_of(uint32_t gid)
     return g ? g->owner_uid : 0;
 }
 
-bool Registry::log_ok(uint32_t uid)
+bool Registry::log_ok(uint32_t uid, bool warning)
 {
     const uint64_t now = k_.now_ns();
-    LogWindow& w = log_windows_[uid];
+    const uint64_t key = uint64_t{uid} << 1 | (warning ? 1 : 0);
+    LogWindow& w = log_windows_[key];
     if (now - w.start_ns >= 1000000000ull) {
         if (w.suppressed)
             log::warning("uid {}: {} log lines suppressed (more than {} a second)", uid,
@@ -196,7 +197,7 @@ void Registry::flush_log(bool all)
             continue;
         }
         if (w.suppressed)
-            log::warning("uid {}: {} log lines suppressed (more than {} a second)", it->first,
+            log::warning("uid {}: {} log lines suppressed (more than {} a second)", it->first >> 1,
                          w.suppressed, kLogLinesPerSec);
         it = log_windows_.erase(it);
     }
@@ -429,7 +430,7 @@ void Registry::on_register(const grm_event& ev, bool retry)
     waiting_.erase(ev.so_cookie); // this record supersedes any earlier one of the socket
     auto g = read_group(k_, ev.key);
     if (!g) {
-        if (log_ok(owner_of(ev.gid)))
+        if (log_ok(owner_of(ev.gid), true))
             log::warning("{}: registration of socket 0x{:x} for a group that no longer exists",
                          key_str(ev.key), ev.so_cookie);
         return;
@@ -440,7 +441,7 @@ void Registry::on_register(const grm_event& ev, bool retry)
         return;
     }
     if (!sock) {
-        if (log_ok(g->owner_uid))
+        if (log_ok(g->owner_uid, true))
             log::warning("{}: cannot register socket 0x{:x} of pid {}: {}", key_str(ev.key),
                          ev.so_cookie, ev.tgid, sock.error().message());
         critical(g->gid, true);
@@ -492,7 +493,7 @@ void Registry::on_register(const grm_event& ev, bool retry)
         if (waiting_.size() < kMaxWaiting)
             waiting_[ev.so_cookie] = {ev, id};
         if (!retry) {
-            if (log_ok(g->owner_uid))
+            if (log_ok(g->owner_uid, true))
                 log::warning("{}: generation {} already has {} live sockets: socket 0x{:x} "
                              "waits for one to close",
                              key_str(ev.key), ev.gen, GRM_MAX_SOCKS, ev.so_cookie);

@@ -108,8 +108,9 @@ private:
     void on_info(const grm_event& ev);
     uint32_t owner_of(uint32_t gid);
     /// Whether a line about owner uid may be logged now: at most kLogLinesPerSec a second
-    /// per owner; the rest are counted and summed up in one line (flush_log).
-    bool log_ok(uint32_t uid);
+    /// per owner, for warnings and for the rest each; the others are counted and summed up
+    /// in one line (flush_log).
+    bool log_ok(uint32_t uid, bool warning = false);
     void flush_log(bool all);
     void forget(uint64_t cookie);
     void write_slot(SlotId id, std::optional<uint32_t> new_gen);
@@ -161,7 +162,7 @@ private:
         uint32_t lines = 0;
         uint64_t suppressed = 0;
     };
-    std::map<uint32_t, LogWindow> log_windows_; // by owner uid
+    std::map<uint64_t, LogWindow> log_windows_; // by owner uid << 1 | warning
     bool expire_pending_ = false;
     std::optional<std::set<uint64_t>> netns_alive_; // the last scan's namespaces
     uint64_t netns_scanned_ns_ = 0;
