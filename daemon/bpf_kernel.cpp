@@ -269,10 +269,17 @@ bool BpfKernel::in_initial_pidns()
 Result<std::set<uint64_t>> BpfKernel::netns_cookies()
 {
     std::map<ino_t, std::string> seen; // inode -> a path to it
-    auto add = [&seen](const std::string& path) {
+    // Processes we may not look at (another user namespace's init, say) are skipped; when
+    // they are most of them, grmd lacks the privileges and can tell no namespace dead.
+    size_t looked = 0, denied = 0;
+    auto add = [&](const std::string& path) {
         struct stat st {};
-        if (::stat(path.c_str(), &st) == 0)
+        if (::stat(path.c_str(), &st) == 0) {
             seen.try_emplace(st.st_ino, path);
+            looked++;
+        } else if (errno == EACCES || errno == EPERM) {
+            denied++;
+        }
     };
     add("/proc/self/ns/net");
     auto listed = for_each_number("/proc", [&](const char* name) {
@@ -283,14 +290,20 @@ Result<std::set<uint64_t>> BpfKernel::netns_cookies()
         return unexpected(listed.error());
     for (const std::string& m : nsfs_mounts())
         add(m);
+    if (denied >= looked)
+        return unexpected(EACCES, fmt::format("network namespaces: {} of {} processes may not be "
+                                              "looked at",
+                                              denied, denied + looked));
     std::erase_if(netns_cache_, [&](const auto& e) { return !seen.count(e.first); });
     std::set<uint64_t> out;
     for (const auto& [ino, path] : seen) {
         auto it = netns_cache_.find(ino);
         if (it == netns_cache_.end()) {
             auto c = netns_cookie_of(path);
-            if (!c)
+            if (!c && (c.error().code == ENOENT || c.error().code == ESRCH))
                 continue; // the process exited meanwhile, or its namespace went
+            if (!c)       // EPERM (no CAP_SYS_ADMIN) and the like: no namespace can be told dead
+                return unexpected(c.error());
             it = netns_cache_.emplace(ino, *c).first;
         }
         out.insert(it->second);

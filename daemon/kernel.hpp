@@ -164,7 +164,9 @@ public:
     virtual bool in_initial_pidns() = 0;
     /// Cookies (SO_NETNS_COOKIE) of the network namespaces that still exist as far as this
     /// /proc shows: those of every process, and those bind-mounted in our mount namespace.
-    /// A group whose namespace is not among them can have no socket any more.
+    /// A group whose namespace is not among them can have no socket any more. Processes that
+    /// may not be looked at are skipped; fails (EACCES, EPERM) when most may not, or when a
+    /// namespace cannot be entered: then none may be taken for dead.
     virtual Result<std::set<uint64_t>> netns_cookies() = 0;
 
     /// Attaches grm_select_sk to the reuseport group of socket fd (SO_ATTACH_REUSEPORT_EBPF).

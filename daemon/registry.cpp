@@ -754,10 +754,12 @@ size_t Registry::expire_groups()
             if (k_.in_initial_pidns() &&
                 (!netns_alive_ || now - netns_scanned_ns_ >= kNetnsScanNs)) {
                 netns_scanned_ns_ = now;
-                if (auto c = k_.netns_cookies())
+                if (auto c = k_.netns_cookies()) {
                     netns_alive_ = std::move(*c);
-                else
+                } else {
+                    netns_alive_.reset(); // only the grace frees groups then
                     log::debug("network namespaces: {}", c.error().message());
+                }
             }
             alive = netns_alive_;
         }
