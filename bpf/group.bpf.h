@@ -134,8 +134,13 @@ static __always_inline void gid_free(__u32 gid)
 static __always_inline void event_info(__u32 type, struct grm_group* g, struct grm_group_key* k,
                                        __u32 gen, __u32 app, __u32 old)
 {
-    /* Informational only: a full ring loses the record, never the operation. */
-    struct grm_event* ev = bpf_ringbuf_reserve(&grm_events, sizeof(*ev), 0);
+    /* Informational only: a full ring loses the record, never the operation. Only while the
+     * ring is less than a quarter full: a WORKING_GEN flood must not take the room that
+     * registrations (counted per owner, grm_owner_ring) need. */
+    struct grm_event* ev;
+    if (bpf_ringbuf_query(&grm_events, BPF_RB_AVAIL_DATA) > GRM_RING_BYTES / 4)
+        return;
+    ev = bpf_ringbuf_reserve(&grm_events, sizeof(*ev), 0);
     if (!ev)
         return;
     __builtin_memset(ev, 0, sizeof(*ev));

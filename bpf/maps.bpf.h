@@ -178,10 +178,29 @@ struct {
     __type(value, __u64);
 } grm_dropped SEC(".maps");
 
-/* Control records to the daemon. 256 KiB holds about 3600 registrations. */
+/* Group lifetime and cBPF load state for grmctl, index gid. Writer: daemon only; BPF never
+ * touches it. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, GRM_MAX_GROUPS);
+    __type(key, __u32);
+    __type(value, struct grm_gstate);
+} grm_gstate SEC(".maps");
+
+/* SOCKET_GEN records in flight per owner uid. Writers: setsockopt hook (sent), daemon
+ * (done). LRU: a uid that falls out starts from zero again. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, struct grm_owner_ring);
+} grm_owner_ring SEC(".maps");
+
+/* Control records to the daemon. 256 KiB holds about 3200 records. */
+#define GRM_RING_BYTES (256 * 1024)
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
-    __uint(max_entries, 256 * 1024);
+    __uint(max_entries, GRM_RING_BYTES);
 } grm_events SEC(".maps");
 
 /* ABI version and start time of the state. Writer: daemon. */

@@ -152,14 +152,27 @@ static __always_inline int opt_socket_gen(struct bpf_sockopt* ctx, struct grm_gr
                                           struct grm_group_key* k, struct grm_sk* st, __u32 gen)
 {
     struct grm_reg* r = bpf_map_lookup_elem(&grm_regs, &st->so_cookie);
+    struct grm_owner_ring* o;
     struct grm_event* ev;
+    __u32 uid;
     __u64 id;
 
     if (st->gen == gen && r && r->gen == gen && r->gid == g->gid)
         return sockopt_done(ctx); /* already registered there */
+    /* The owner's share of the ring: a flood of one uid leaves room for the others. */
+    uid = st->uid;
+    o = bpf_map_lookup_elem(&grm_owner_ring, &uid);
+    if (!o) {
+        struct grm_owner_ring fresh = {};
+        bpf_map_update_elem(&grm_owner_ring, &uid, &fresh, BPF_NOEXIST);
+        o = bpf_map_lookup_elem(&grm_owner_ring, &uid);
+    }
+    if (!o || o->sent - o->done >= GRM_RING_PER_OWNER)
+        return sockopt_fail(EAGAIN); /* nothing changed; the app may retry */
     ev = bpf_ringbuf_reserve(&grm_events, sizeof(*ev), 0);
     if (!ev)
         return sockopt_fail(EAGAIN); /* nothing changed; the app may retry */
+    __sync_fetch_and_add(&o->sent, 1);
     __builtin_memset(ev, 0, sizeof(*ev));
     id = bpf_get_current_pid_tgid();
     ev->type = GRM_EV_REGISTER;
@@ -171,6 +184,7 @@ static __always_inline int opt_socket_gen(struct bpf_sockopt* ctx, struct grm_gr
     ev->tid = (__u32)id;
     ev->gen = gen;
     ev->app = st->app;
+    ev->uid = uid;
     st->gen = gen;
     bpf_ringbuf_submit(ev, 0);
     return sockopt_done(ctx);

@@ -5,6 +5,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <dirent.h>
+#include <fcntl.h>
+#include <fstream>
+#include <sched.h>
+#include <sstream>
+#include <thread>
 #include <unistd.h>
 
 #include <sys/socket.h>
@@ -33,6 +38,57 @@ Result<void> for_each_number(const std::string& dir, F&& f)
             break;
     ::closedir(d);
     return {};
+}
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+/// SO_NETNS_COOKIE of the network namespace nsfs file `path` names: a thread of ours enters
+/// it, asks a socket of its own, and ends (grmd's other threads never change namespace).
+/// Nothing keeps the namespace open afterwards.
+Result<uint64_t> netns_cookie_of(const std::string& path)
+{
+    Fd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (ns.get() < 0)
+        return errno_error("open " + path);
+    uint64_t cookie = 0;
+    int err = 0;
+    std::thread([&] {
+        if (::setns(ns.get(), CLONE_NEWNET) != 0) {
+            err = errno;
+            return;
+        }
+        Fd s(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+        socklen_t len = sizeof(cookie);
+        if (s.get() < 0 || ::getsockopt(s.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0)
+            err = errno;
+    }).join();
+    if (err)
+        return unexpected(err, "netns cookie of " + path);
+    return cookie;
+}
+
+/// Mount points of nsfs files in our mount namespace (`ip netns add` keeps a namespace that
+/// no process is in alive by such a bind mount).
+std::vector<std::string> nsfs_mounts()
+{
+    std::vector<std::string> out;
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+        auto dash = line.find(" - ");
+        if (dash == std::string::npos || line.compare(dash + 3, 5, "nsfs ") != 0)
+            continue;
+        std::istringstream f(line.substr(0, dash));
+        std::string field, point;
+        for (int i = 0; i < 5 && f >> field; i++)
+            if (i == 4)
+                point = field;
+        if (!point.empty() && point.find('\\') == std::string::npos) // escaped: skipped
+            out.push_back(point);
+    }
+    return out;
 }
 
 } // namespace
@@ -305,6 +361,53 @@ Result<void> BpfKernel::drop_socket_set(uint32_t gid)
     if (!entered && !pinned)
         return unexpected(ENOENT, "group " + std::to_string(gid) + " has no socket map");
     return {};
+}
+
+// A namespace is known by its nsfs inode; the cookie of each new inode is asked once (a
+// thread and a socket) and cached while the inode is seen.
+Result<std::set<uint64_t>> BpfKernel::netns_cookies()
+{
+    std::map<ino_t, std::string> seen; // inode -> a path to it
+    // Processes we may not look at (another user namespace's init, say) are skipped; when
+    // they are most of them, grmd lacks the privileges and can tell no namespace dead.
+    size_t looked = 0, denied = 0;
+    auto add = [&](const std::string& path) {
+        struct stat st {};
+        if (::stat(path.c_str(), &st) == 0) {
+            seen.try_emplace(st.st_ino, path);
+            looked++;
+        } else if (errno == EACCES || errno == EPERM) {
+            denied++;
+        }
+    };
+    add("/proc/self/ns/net");
+    auto listed = for_each_number("/proc", [&](const char* name) {
+        add(std::string("/proc/") + name + "/ns/net");
+        return true;
+    });
+    if (!listed)
+        return unexpected(listed.error());
+    for (const std::string& m : nsfs_mounts())
+        add(m);
+    if (denied >= looked)
+        return unexpected(EACCES, fmt::format("network namespaces: {} of {} processes may not be "
+                                              "looked at",
+                                              denied, denied + looked));
+    std::erase_if(netns_cache_, [&](const auto& e) { return !seen.count(e.first); });
+    std::set<uint64_t> out;
+    for (const auto& [ino, path] : seen) {
+        auto it = netns_cache_.find(ino);
+        if (it == netns_cache_.end()) {
+            auto c = netns_cookie_of(path);
+            if (!c && (c.error().code == ENOENT || c.error().code == ESRCH))
+                continue; // the process exited meanwhile, or its namespace went
+            if (!c)       // EPERM (no CAP_SYS_ADMIN) and the like: no namespace can be told dead
+                return unexpected(c.error());
+            it = netns_cache_.emplace(ino, *c).first;
+        }
+        out.insert(it->second);
+    }
+    return out;
 }
 
 Result<void> BpfKernel::attach_select(int fd)

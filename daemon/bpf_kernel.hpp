@@ -3,9 +3,13 @@
 #pragma once
 
 #include <array>
+#include <map>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
+
+#include <sys/types.h>
 
 #include "fd.hpp"
 #include "grm/result.hpp"
@@ -51,6 +55,7 @@ public:
     Result<FdList> socket_fds(pid_t tgid, pid_t tid, size_t limit) override;
     std::vector<pid_t> other_pids() override;
     bool in_initial_pidns() override;
+    Result<std::set<uint64_t>> netns_cookies() override;
 
     Result<void> set_socket(uint32_t gid, uint32_t index, int fd) override;
     Result<void> clear_socket(uint32_t gid, uint32_t index) override;
@@ -76,6 +81,7 @@ private:
     std::string pin_dir_;  ///< empty when borrowed: messages name the map instead
     std::string sets_dir_; ///< the pin directory, for the groups' socket maps
     int ncpu_ = 1;
+    std::map<ino_t, uint64_t> netns_cache_; ///< nsfs inode -> netns cookie
 };
 
 } // namespace grm::daemon

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -39,8 +40,11 @@ enum class MapId : uint8_t {
     cbpf_out,   ///< grm_cbpf_out: the translated programs' outcome (per CPU)
     dropped,    ///< grm_dropped: gid -> registrations dropped, their process gone
     sock_sets,  ///< grm_sock_sets: gid -> id of the group's SOCKMAP (ARRAY_OF_MAPS)
+    handshakes, ///< grm_handshakes: QUIC handshakes in flight
+    gstate,     ///< grm_gstate: gid -> lifetime and cBPF load state, for grmctl
+    owner_ring, ///< grm_owner_ring: uid -> SOCKET_GEN records sent and read
 };
-inline constexpr size_t kMapCount = static_cast<size_t>(MapId::sock_sets) + 1;
+inline constexpr size_t kMapCount = static_cast<size_t>(MapId::owner_ring) + 1;
 
 /// Key and value types of each map, for the typed helpers below.
 template <MapId M>
@@ -67,6 +71,9 @@ GRM_MAP_TYPES(cbpf_progs, __u32, __u32);
 GRM_MAP_TYPES(cbpf_out, __u32, grm_cbpf_out); // per CPU
 GRM_MAP_TYPES(dropped, __u32, __u64);
 GRM_MAP_TYPES(sock_sets, __u32, __u32); // map fd in, map id out
+GRM_MAP_TYPES(handshakes, grm_hs_key, grm_flow);
+GRM_MAP_TYPES(gstate, __u32, grm_gstate);
+GRM_MAP_TYPES(owner_ring, __u32, grm_owner_ring);
 #undef GRM_MAP_TYPES
 
 /// A map's pin name and the key/value sizes abi.h gives it (per-CPU maps: one CPU's value).
@@ -102,6 +109,9 @@ inline constexpr MapShape kMapShapes[kMapCount] = {
     detail::shape<MapId::cbpf_out>("grm_cbpf_out", true),
     detail::shape<MapId::dropped>("grm_dropped"),
     detail::shape<MapId::sock_sets>("grm_sock_sets"),
+    detail::shape<MapId::handshakes>("grm_handshakes"),
+    detail::shape<MapId::gstate>("grm_gstate"),
+    detail::shape<MapId::owner_ring>("grm_owner_ring"),
 };
 
 constexpr const MapShape& shape_of(MapId m)
@@ -158,6 +168,12 @@ public:
     virtual std::vector<pid_t> other_pids() = 0;
     /// Whether we run in the initial pid namespace, whose pids the BPF hooks report.
     virtual bool in_initial_pidns() = 0;
+    /// Cookies (SO_NETNS_COOKIE) of the network namespaces that still exist as far as this
+    /// /proc shows: those of every process, and those bind-mounted in our mount namespace.
+    /// A group whose namespace is not among them can have no socket any more. Processes that
+    /// may not be looked at are skipped; fails (EACCES, EPERM) when most may not, or when a
+    /// namespace cannot be entered: then none may be taken for dead.
+    virtual Result<std::set<uint64_t>> netns_cookies() = 0;
 
     /// The packet path's socket index (grm_sock_sets, abi.h): puts socket `fd` at `index` of
     /// group gid's SOCKMAP, creating the group's map at its first socket.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // grmd: loads grm's BPF programs, keeps them pinned, installs the cgroup hooks and serves
 // socket registrations from the ring buffer.
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -9,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <unistd.h>
+#include <vector>
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -49,6 +51,7 @@ struct Options {
     std::optional<std::string> hosts;   // --hosts: QUIC-LB server ID and host table (JSON)
     std::optional<std::string> tubular; // SEQPACKET socket of the Tubular daemon
     std::chrono::nanoseconds tubular_keep = std::chrono::seconds(10); // kept sockets' lifetime
+    std::chrono::nanoseconds group_grace{kDefaultGroupGraceNs};       // idle groups' lifetime
 };
 
 void usage(FILE* to)
@@ -73,6 +76,8 @@ void usage(FILE* to)
                  "                          hand-off (default 10s)\n"
                  "      --hosts=FILE        with --daemon: this host's QUIC-LB server ID and the\n"
                  "                          host table (JSON, docs/multihost.md); SIGHUP rereads\n"
+                 "      --group-grace=DURATION  how long a group with no registered socket\n"
+                 "                          lives on before it is freed (default 60s)\n"
                  "  -v, --verbose           debug output, libbpf's included\n"
                  "  -h, --help\n",
                  pins::kDefaultDir);
@@ -80,7 +85,7 @@ void usage(FILE* to)
 
 std::optional<Options> parse(int argc, char** argv)
 {
-    enum { kUninstall = 1000, kFlowEntries, kWithoutSendmsg, kTubularKeep, kHosts };
+    enum { kUninstall = 1000, kFlowEntries, kWithoutSendmsg, kTubularKeep, kHosts, kGroupGrace };
     static const option longopts[] = {
         {"daemon", no_argument, nullptr, 'd'},
         {"install", optional_argument, nullptr, 'i'},
@@ -91,6 +96,7 @@ std::optional<Options> parse(int argc, char** argv)
         {"tubular", required_argument, nullptr, 't'},
         {"tubular-keep", required_argument, nullptr, kTubularKeep},
         {"hosts", required_argument, nullptr, kHosts},
+        {"group-grace", required_argument, nullptr, kGroupGrace},
         {"verbose", no_argument, nullptr, 'v'},
         {"force", no_argument, nullptr, 'f'},
         {"without-sendmsg", no_argument, nullptr, kWithoutSendmsg},
@@ -140,6 +146,15 @@ std::optional<Options> parse(int argc, char** argv)
                 return std::nullopt;
             }
             o.tubular_keep = *d;
+            break;
+        }
+        case kGroupGrace: {
+            auto d = cli::parse_duration(optarg, "--group-grace");
+            if (!d) {
+                log::err("{}", d.error().context);
+                return std::nullopt;
+            }
+            o.group_grace = *d;
             break;
         }
         case 'v':
@@ -203,7 +218,26 @@ struct Loop {
     Tubular* tubular = nullptr;
     uint64_t events = 0;
     uint64_t bad_events = 0;
+    std::vector<grm_event> batch; // what one read of the ring found
+    sd_event_source* sweep = nullptr;
 };
+
+constexpr uint64_t kSoonUsec = 20 * 1000; // work left over: the sweep comes back this soon
+
+/// Brings the sweep forward to kSoonUsec from now when the registry has work left over.
+void sweep_soon(Loop* l)
+{
+    uint64_t at = 0;
+    if (!l->sweep || !l->reg->work_pending() || sd_event_source_get_time(l->sweep, &at) < 0)
+        return;
+    const uint64_t soon = sys::monotonic_ns() / 1000 + kSoonUsec;
+    if (at > soon)
+        sd_event_source_set_time(l->sweep, soon);
+}
+
+// Records handled as one batch at most; the rest wait for the next turn of the loop.
+constexpr size_t kMaxBatch = 4096;
+constexpr int kBatchFull = -EAGAIN; // stops ring_buffer__consume (negative: it bails out)
 
 int on_ring_record(void* ctx, void* data, size_t size)
 {
@@ -215,17 +249,29 @@ int on_ring_record(void* ctx, void* data, size_t size)
     grm_event ev;
     std::memcpy(&ev, data, sizeof(ev));
     l->events++;
-    l->reg->on_event(ev);
-    if (ev.type == GRM_EV_WORKING_GEN && l->tubular)
-        l->tubular->on_working_gen(ev, *l->reg);
-    return 0;
+    l->batch.push_back(ev);
+    return l->batch.size() >= kMaxBatch ? kBatchFull : 0;
+}
+
+/// Reads the ring (up to kMaxBatch records) and handles what it found as one batch.
+void consume(Loop* l)
+{
+    int n = ring_buffer__consume(l->rb);
+    if (n < 0 && n != kBatchFull)
+        log::warning("ring buffer: {}", std::strerror(-n));
+    std::vector<grm_event> batch;
+    batch.swap(l->batch);
+    l->reg->on_events(batch);
+    if (l->tubular)
+        for (const grm_event& ev : batch)
+            if (ev.type == GRM_EV_WORKING_GEN)
+                l->tubular->on_working_gen(ev, *l->reg);
+    sweep_soon(l);
 }
 
 int on_ring_ready(sd_event_source*, int, uint32_t, void* ctx)
 {
-    auto* l = static_cast<Loop*>(ctx);
-    if (int n = ring_buffer__consume(l->rb); n < 0)
-        log::warning("ring buffer: {}", std::strerror(-n));
+    consume(static_cast<Loop*>(ctx));
     return 0;
 }
 
@@ -244,8 +290,20 @@ int on_tick(sd_event_source* s, uint64_t usec, void* ctx)
 int on_sweep(sd_event_source* s, uint64_t usec, void* ctx)
 {
     auto* l = static_cast<Loop*>(ctx);
+    consume(l); // a group is never freed with its registration still queued
     l->reg->sweep();
-    sd_event_source_set_time(s, usec + kSweepUsec);
+    // Work left over: soon again, counted from now so that the loop still waits (and pings
+    // the watchdog) in between.
+    const uint64_t now = sys::monotonic_ns() / 1000;
+    sd_event_source_set_time(
+        s, l->reg->work_pending() ? now + kSoonUsec : std::max(usec + kSweepUsec, now + kSoonUsec));
+    return 0;
+}
+
+/// A cBPF load finished on its thread: install (or record) it on the loop.
+int on_cbpf_done(sd_event_source*, int, uint32_t, void* ctx)
+{
+    static_cast<Loop*>(ctx)->reg->sync_cbpf();
     return 0;
 }
 
@@ -363,6 +421,9 @@ int run_daemon(const Options& o)
     set_map(MapId::cbpf_out, s->maps.grm_cbpf_out);
     set_map(MapId::dropped, s->maps.grm_dropped);
     set_map(MapId::sock_sets, s->maps.grm_sock_sets);
+    set_map(MapId::handshakes, s->maps.grm_handshakes);
+    set_map(MapId::gstate, s->maps.grm_gstate);
+    set_map(MapId::owner_ring, s->maps.grm_owner_ring);
     fds.select_prog = bpf_program__fd(s->progs.grm_select_sk);
     auto kernel = BpfKernel::borrow(fds, o.pin_dir); // the skeleton outlives it
     if (!kernel) {
@@ -370,6 +431,7 @@ int run_daemon(const Options& o)
         return 1;
     }
     Registry reg(*kernel);
+    reg.set_group_grace(static_cast<uint64_t>(o.group_grace.count()));
     // Kept sockets are not pinned: a restarted grmd takes them again from the apps that
     // registered them (udpgrm's restart loses them).
     Tubular tubular(*kernel, o.tubular, o.tubular_keep);
@@ -404,7 +466,7 @@ int run_daemon(const Options& o)
         log::info("hooks installed in {}{}", *cgroup, o.sendmsg ? "" : " (without sendmsg)");
     }
 
-    Loop loop{&reg, nullptr, &tubular};
+    Loop loop{&reg, nullptr, &tubular, 0, 0, {}, nullptr};
     std::unique_ptr<ring_buffer, CFree<&ring_buffer__free>> rb(
         ring_buffer__new(bpf_map__fd(s->maps.grm_events), on_ring_record, &loop, nullptr));
     if (!rb) {
@@ -412,7 +474,7 @@ int run_daemon(const Options& o)
         return 1;
     }
     loop.rb = rb.get();
-    ring_buffer__consume(rb.get()); // registrations queued while no daemon ran
+    consume(&loop); // registrations queued while no daemon ran
 
     sigset_t mask;
     sigemptyset(&mask);
@@ -431,11 +493,13 @@ int run_daemon(const Options& o)
     sd_event_add_signal(ev, nullptr, SIGINT, nullptr, nullptr);
     sd_event_add_signal(ev, nullptr, SIGHUP, on_sighup, &hosts);
     sd_event_add_io(ev, nullptr, ring_buffer__epoll_fd(rb.get()), EPOLLIN, on_ring_ready, &loop);
+    sd_event_add_io(ev, nullptr, reg.cbpf_done_fd(), EPOLLIN, on_cbpf_done, &loop);
     uint64_t now = 0;
     sd_event_now(ev, CLOCK_MONOTONIC, &now);
     sd_event_source* sweep = nullptr;
     sd_event_add_time(ev, &sweep, CLOCK_MONOTONIC, now + kSweepUsec, 0, on_sweep, &loop);
     sd_event_source_set_enabled(sweep, SD_EVENT_ON);
+    loop.sweep = sweep;
     int clock_fd = bpf_map__fd(s->maps.grm_clock);
     on_tick(nullptr, 0, &clock_fd); // before READY: the packet path's clock runs from now
     sd_event_source* tick = nullptr;

@@ -4,9 +4,13 @@
 #include <algorithm>
 #include <cstring>
 #include <fcntl.h>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <unistd.h>
 #include <vector>
+
+#include <sys/eventfd.h>
 
 #include "cbpf.hpp"
 #include "log.hpp"
@@ -20,6 +24,18 @@
 namespace grm::daemon {
 namespace {
 
+// Registrations of one owner handled per turn of the loop; the rest wait for the next.
+constexpr size_t kRegistrationsPerTurn = 64;
+
+// Lines a second grmd logs about one owner's records; the rest are counted.
+constexpr uint32_t kLogLinesPerSec = 20;
+
+// How often expire_groups() looks for network namespaces that ended.
+constexpr uint64_t kNetnsScanNs = 1000ull * 1000 * 1000;
+
+// Time one expire_groups() pass may spend freeing groups.
+constexpr uint64_t kExpireBudgetNs = 20ull * 1000 * 1000;
+
 // Registrations kept waiting for room in full generations, at most.
 constexpr size_t kMaxWaiting = 4096;
 
@@ -28,22 +44,69 @@ std::string key_str(const grm_group_key& k)
     return sys::format_endpoint(sys::endpoint_of(k));
 }
 
+/// The first line of `why`, cut to fit a grm_gstate.
+void set_error(grm_gstate& st, const std::string& why)
+{
+    std::string line = why.substr(0, why.find('\n'));
+    std::memset(st.cbpf_error, 0, sizeof(st.cbpf_error));
+    std::memcpy(st.cbpf_error, line.data(), std::min(line.size(), sizeof(st.cbpf_error) - 1));
+}
+
 } // namespace
 
-/// A duplicate of the socket whose SO_COOKIE is `cookie`, among the fds of process tgid (tid
-/// 0) or of thread tid's fd table; else what failed: the process, the listing, pidfd_getfd,
-/// or no fd holds the socket.
-Result<Fd> Registry::socket_of(pid_t tgid, pid_t tid, uint64_t cookie)
+/// A translated cBPF program being verified and loaded on a thread of its own. The thread
+/// holds a reference, so a grmd that stops meanwhile just leaves it behind (exit ends it).
+struct Registry::CbpfJob {
+    uint32_t gid = 0;
+    grm_group_key key{};
+    udp_grm_dissector dissector{};
+    size_t classic = 0, translated = 0; // instruction counts, for the log
+    Fd wake;                            // the registry's eventfd, duplicated
+    std::mutex mu;
+    bool done = false;            // under mu
+    std::optional<Result<Fd>> fd; // under mu
+    std::string verifier;         // under mu
+};
+
+Registry::Registry(Kernel& k) : k_(k), cbpf_done_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+Registry::~Registry() = default;
+
+int Registry::cbpf_done_fd() const
 {
-    const pid_t who = tid ? tid : tgid;
+    return cbpf_done_.get();
+}
+
+void Registry::write_gstate(uint32_t gid, const std::function<void(grm_gstate&)>& change)
+{
+    if (!k_.has(MapId::gstate))
+        return;
+    uint32_t i = gid % GRM_MAX_GROUPS;
+    auto st = get<MapId::gstate>(k_, i);
+    if (!st)
+        return;
+    change(*st);
+    (void)put<MapId::gstate>(k_, i, *st);
+}
+
+/// Duplicates of the sockets whose SO_COOKIEs are `cookies`, among the fds of process tgid
+/// (tid 0) or of thread tid's fd table, found in one pass over the table; else what failed:
+/// the process, the listing, or pidfd_getfd (when nothing was found).
+Result<std::map<uint64_t, Fd>>
+Registry::sockets_of(pid_t tgid, pid_t tid, const std::set<uint64_t>& cookies, bool* truncated)
+{
     auto pidfd = tid ? k_.pidfd_open(tid, PIDFD_THREAD) : k_.pidfd_open(tgid, 0);
     if (!pidfd)
         return unexpected(pidfd.error());
     auto fds = k_.socket_fds(tgid, tid, kMaxFdsSearched);
     if (!fds)
         return unexpected(fds.error());
+    *truncated = fds->truncated;
+    std::map<uint64_t, Fd> out;
     std::optional<Error> refused;
     for (int fd : fds->fds) {
+        if (out.size() == cookies.size())
+            break;
         auto copy = k_.pidfd_getfd(pidfd->get(), fd);
         if (!copy) {
             if (copy.error().code != EBADF) // EBADF: closed since it was listed
@@ -53,16 +116,91 @@ Result<Fd> Registry::socket_of(pid_t tgid, pid_t tid, uint64_t cookie)
         // The cookie is what makes this safe: a recycled pid or fd number can never hand us
         // another socket than the one that asked. Not a socket: ENOTSOCK, skipped.
         auto c = k_.socket_cookie(copy->get());
-        if (c && *c == cookie)
-            return std::move(*copy);
+        if (c && cookies.count(*c) && !out.count(*c))
+            out.emplace(*c, std::move(*copy));
     }
-    if (refused)
+    if (out.empty() && refused)
         return unexpected(*refused);
-    if (fds->truncated)
+    return out;
+}
+
+/// A duplicate of the socket whose SO_COOKIE is `cookie`, among the fds of process tgid (tid
+/// 0) or of thread tid's fd table; else what failed: the process, the listing, pidfd_getfd,
+/// or no fd holds the socket. Within a batch, a process's table is searched once for all
+/// the sockets the batch names.
+Result<Fd> Registry::socket_of(pid_t tgid, pid_t tid, uint64_t cookie)
+{
+    const pid_t who = tid ? tid : tgid;
+    bool truncated = false;
+    Result<std::map<uint64_t, Fd>>* found = nullptr;
+    Result<std::map<uint64_t, Fd>> single = std::map<uint64_t, Fd>{};
+    if (batch_ && tid == 0 && batch_->wanted[tgid].count(cookie)) {
+        auto it = batch_->found.find(tgid);
+        if (it == batch_->found.end()) {
+            it = batch_->found.emplace(tgid, sockets_of(tgid, 0, batch_->wanted[tgid], &truncated))
+                     .first;
+            batch_->truncated[tgid] = truncated;
+        }
+        truncated = batch_->truncated[tgid];
+        found = &it->second;
+    } else {
+        single = sockets_of(tgid, tid, {cookie}, &truncated);
+        found = &single;
+    }
+    if (!*found)
+        return unexpected((*found).error());
+    if (auto it = (*found)->find(cookie); it != (*found)->end()) {
+        Fd fd = std::move(it->second);
+        (*found)->erase(it);
+        return fd;
+    }
+    if (truncated)
         return unexpected(ENOENT, fmt::format("socket 0x{:x} not among the first {} fds of {} "
                                               "(grmd looks no further)",
                                               cookie, kMaxFdsSearched, who));
     return unexpected(ENOENT, fmt::format("socket 0x{:x} not among the fds of {}", cookie, who));
+}
+
+uint32_t Registry::owner_of(uint32_t gid)
+{
+    auto g = get<MapId::group_recs>(k_, gid % GRM_MAX_GROUPS);
+    return g ? g->owner_uid : 0;
+}
+
+bool Registry::log_ok(uint32_t uid, bool warning)
+{
+    const uint64_t now = k_.now_ns();
+    const uint64_t key = uint64_t{uid} << 1 | (warning ? 1 : 0);
+    LogWindow& w = log_windows_[key];
+    if (now - w.start_ns >= 1000000000ull) {
+        if (w.suppressed)
+            log::warning("uid {}: {} log lines suppressed (more than {} a second)", uid,
+                         w.suppressed, kLogLinesPerSec);
+        w = LogWindow{now, 0, 0};
+    }
+    if (w.lines < kLogLinesPerSec) {
+        w.lines++;
+        return true;
+    }
+    w.suppressed++;
+    return false;
+}
+
+/// Says how many lines were suppressed in windows that ended (all: in every window).
+void Registry::flush_log(bool all)
+{
+    const uint64_t now = k_.now_ns();
+    for (auto it = log_windows_.begin(); it != log_windows_.end();) {
+        LogWindow& w = it->second;
+        if (!all && now - w.start_ns < 1000000000ull) {
+            ++it;
+            continue;
+        }
+        if (w.suppressed)
+            log::warning("uid {}: {} log lines suppressed (more than {} a second)", it->first >> 1,
+                         w.suppressed, kLogLinesPerSec);
+        it = log_windows_.erase(it);
+    }
 }
 
 void Registry::bump_dstat(uint32_t gid, __u64 grm_dstats::*field, int64_t delta)
@@ -253,9 +391,13 @@ size_t Registry::drop_closed(const std::vector<uint64_t>& cookies)
 
 size_t Registry::sweep()
 {
+    flush_log(false);
+    if (!deferred_.empty())
+        on_events({});
     size_t closed = drop_closed(closed_sockets(std::nullopt));
     retry_waiting();
     sync_cbpf();
+    expire_groups();
     return closed;
 }
 
@@ -362,8 +504,9 @@ void Registry::on_register(const grm_event& ev, bool retry)
     waiting_.erase(ev.so_cookie); // this record supersedes any earlier one of the socket
     auto g = read_group(k_, ev.key);
     if (!g) {
-        log::warning("{}: registration of socket 0x{:x} for a group that no longer exists",
-                     key_str(ev.key), ev.so_cookie);
+        if (log_ok(owner_of(ev.gid), true))
+            log::warning("{}: registration of socket 0x{:x} for a group that no longer exists",
+                         key_str(ev.key), ev.so_cookie);
         return;
     }
     auto sock = find_socket(ev);
@@ -382,8 +525,9 @@ void Registry::on_register(const grm_event& ev, bool retry)
         return;
     }
     if (!sock) {
-        log::warning("{}: cannot register socket 0x{:x} of pid {}: {}", key_str(ev.key),
-                     ev.so_cookie, ev.tgid, sock.error().message());
+        if (log_ok(g->owner_uid, true))
+            log::warning("{}: cannot register socket 0x{:x} of pid {}: {}", key_str(ev.key),
+                         ev.so_cookie, ev.tgid, sock.error().message());
         critical(g->gid, true);
         return;
     }
@@ -418,9 +562,10 @@ void Registry::on_register(const grm_event& ev, bool retry)
         return i;
     };
     uint32_t idx = free_idx();
-    if (idx == GRM_MAX_SOCKS) {
+    if (idx == GRM_MAX_SOCKS && (!batch_ || batch_->checked.insert(id).second)) {
         // The sweep may not have seen a socket that closed a moment ago: look now, as udpgrm
-        // does when it registers, before refusing.
+        // does when it registers, before refusing (once per slot and batch: the look costs
+        // two map reads per registered socket).
         drop_closed(closed_sockets(id));
         idx = free_idx();
     }
@@ -432,9 +577,10 @@ void Registry::on_register(const grm_event& ev, bool retry)
         if (waiting_.size() < kMaxWaiting)
             waiting_[ev.so_cookie] = {ev, id};
         if (!retry) {
-            log::warning("{}: generation {} already has {} live sockets: socket 0x{:x} waits "
-                         "for one to close",
-                         key_str(ev.key), ev.gen, GRM_MAX_SOCKS, ev.so_cookie);
+            if (log_ok(g->owner_uid, true))
+                log::warning("{}: generation {} already has {} live sockets: socket 0x{:x} "
+                             "waits for one to close",
+                             key_str(ev.key), ev.gen, GRM_MAX_SOCKS, ev.so_cookie);
             critical(gid, true);
         }
         return;
@@ -482,19 +628,83 @@ void Registry::on_register(const grm_event& ev, bool retry)
         log::warning("write registration of 0x{:x}: {}", ev.so_cookie,
                      std::strerror(w.error().code));
     critical(gid, false);
-    log::info("{}: socket 0x{:x} of pid {} registered: gen {} slot {} idx {} cookie 0x{:04x}",
-              key_str(ev.key), ev.so_cookie, ev.tgid, ev.gen, slot, idx, grm_cookie(slot, idx));
+    if (log_ok(g->owner_uid))
+        log::info("{}: socket 0x{:x} of pid {} registered: gen {} slot {} idx {} cookie 0x{:04x}",
+                  key_str(ev.key), ev.so_cookie, ev.tgid, ev.gen, slot, idx, grm_cookie(slot, idx));
     if (on_registered_)
         on_registered_(*g, slot, idx, std::move(*sock));
 }
 
+/// Applies the finished load, if there is one. Returns false while it is still under way.
+bool Registry::apply_cbpf_job()
+{
+    std::shared_ptr<CbpfJob> job = cbpf_job_;
+    {
+        std::lock_guard lock(job->mu);
+        if (!job->done)
+            return false;
+    }
+    cbpf_job_.reset();
+    uint64_t n = 0;
+    (void)!::read(cbpf_done_.get(), &n, sizeof(n));
+    const std::string where = key_str(job->key);
+    // The group may have gone (or its id gone to another group) while the verifier ran.
+    auto g = read_group(k_, job->key);
+    if (!g || g->gid != job->gid ||
+        std::memcmp(&g->dissector, &job->dissector, sizeof(job->dissector)) != 0) {
+        log::debug("{}: cBPF program loaded for a group that changed meanwhile: dropped", where);
+        return true;
+    }
+    Result<Fd>& fd = *job->fd;
+    if (!fd) {
+        std::string why = fd.error().message() + "\n" + job->verifier;
+        log::warning("{}: cBPF program not loaded (not retried): {}", where, why);
+        cbpf_failed_[job->gid] = {job->key, job->dissector, why};
+        critical(job->gid, true);
+        write_gstate(job->gid, [&](grm_gstate& st) {
+            st.cbpf = GRM_CBPF_LOAD_FAILED;
+            st.cbpf_errno = static_cast<__u32>(fd.error().code);
+            set_error(st, fd.error().message());
+        });
+        return true;
+    }
+    const auto pfd = static_cast<__u32>(fd->get());
+    if (auto r = put<MapId::cbpf_progs>(k_, job->gid, pfd); !r) {
+        // Not the program's fault: tried again at the next sweep.
+        log::warning("{}: cBPF program not installed: prog array: {}", where,
+                     std::strerror(r.error().code));
+        return true;
+    }
+    cbpf_loaded_[job->gid] = job->key;
+    write_gstate(job->gid, [](grm_gstate& st) {
+        st.cbpf = GRM_CBPF_LOAD_OK;
+        st.cbpf_errno = 0;
+        std::memset(st.cbpf_error, 0, sizeof(st.cbpf_error));
+    });
+    log::info("{}: cBPF program of {} instructions translated to {} eBPF instructions", where,
+              job->classic, job->translated);
+    return true;
+}
+
+void Registry::cbpf_settle()
+{
+    while (cbpf_job_) {
+        sync_cbpf();
+        if (cbpf_job_)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+}
+
 void Registry::sync_cbpf()
 {
+    if (cbpf_job_ && !apply_cbpf_job())
+        return; // one load at a time; the next sync after it finishes goes on
     // A failed walk leaves the rest to the next sweep; a key seen twice finds its program
     // in place the second time.
     std::vector<grm_group_key> keys;
     (void)for_each_key<MapId::groups>(k_, [&keys](const grm_group_key& k) { keys.push_back(k); });
     std::set<uint32_t> present;
+    std::vector<grm_group> todo;
     for (const grm_group_key& key : keys) {
         auto rec = read_group(k_, key);
         if (!rec || rec->type != DISSECTOR_CBPF)
@@ -510,66 +720,229 @@ void Registry::sync_cbpf()
                 continue; // the same program failed before: it would fail again
             cbpf_failed_.erase(f);
         }
-        auto fail = [&](const std::string& why) {
-            log::warning("{}: cBPF program not loaded (not retried): {}", key_str(key), why);
-            cbpf_failed_[g.gid] = {key, g.dissector, why};
-            critical(g.gid, true);
-        };
-        std::span<const grm_sock_filter> prog(
-            g.dissector.filter, std::min<uint32_t>(g.dissector.filter_len, MAX_INSTR));
-        if (auto v = cbpf::validate(prog); !v) {
-            fail(v.error().message());
-            continue;
-        }
-        auto insns = cbpf::translate(prog, k_.cbpf_target());
-        if (!insns) {
-            fail(insns.error().message());
-            continue;
-        }
-        std::string verifier;
-        auto fd = k_.load_cbpf(*insns, &verifier);
-        if (!fd) {
-            fail(fd.error().message() + "\n" + verifier);
-            continue;
-        }
-        const uint32_t slot = g.gid;
-        const auto pfd = static_cast<__u32>(fd->get());
-        if (auto r = put<MapId::cbpf_progs>(k_, slot, pfd); !r) {
-            // Not the program's fault: tried again at the next sweep.
-            log::warning("{}: cBPF program not installed: prog array: {}", key_str(key),
-                         std::strerror(r.error().code));
-            continue;
-        }
-        cbpf_loaded_[g.gid] = key;
-        log::info("{}: cBPF program of {} instructions translated to {} eBPF instructions",
-                  key_str(key), prog.size(), insns->size());
+        todo.push_back(g);
     }
     // Deleted groups: their ids may come back for other groups, which need their own program.
     std::erase_if(cbpf_loaded_, [&](const auto& e) { return !present.count(e.first); });
     std::erase_if(cbpf_failed_, [&](const auto& e) { return !present.count(e.first); });
+
+    for (const grm_group& g : todo) {
+        const grm_group_key& key = g.key;
+        auto fail = [&](const Error& e) {
+            log::warning("{}: cBPF program not loaded (not retried): {}", key_str(key),
+                         e.message());
+            cbpf_failed_[g.gid] = {key, g.dissector, e.message()};
+            critical(g.gid, true);
+            write_gstate(g.gid, [&](grm_gstate& st) {
+                st.cbpf = GRM_CBPF_LOAD_FAILED;
+                st.cbpf_errno = static_cast<__u32>(e.code);
+                set_error(st, e.message());
+            });
+        };
+        // Validation and translation are linear in the 64 instructions: on the loop.
+        std::span<const grm_sock_filter> prog(
+            g.dissector.filter, std::min<uint32_t>(g.dissector.filter_len, MAX_INSTR));
+        if (auto v = cbpf::validate(prog); !v) {
+            fail(v.error());
+            continue;
+        }
+        auto insns = cbpf::translate(prog, k_.cbpf_target());
+        if (!insns) {
+            fail(insns.error());
+            continue;
+        }
+        auto job = std::make_shared<CbpfJob>();
+        job->gid = g.gid;
+        job->key = key;
+        job->dissector = g.dissector;
+        job->classic = prog.size();
+        job->translated = insns->size();
+        job->wake = Fd(::fcntl(cbpf_done_.get(), F_DUPFD_CLOEXEC, 0));
+        write_gstate(g.gid, [](grm_gstate& st) {
+            st.cbpf = GRM_CBPF_LOAD_PENDING;
+            st.cbpf_errno = 0;
+            std::memset(st.cbpf_error, 0, sizeof(st.cbpf_error));
+        });
+        cbpf_job_ = job;
+        std::thread([job, &k = k_, code = std::move(*insns)] {
+            std::string verifier;
+            auto fd = k.load_cbpf(code, &verifier);
+            {
+                std::lock_guard lock(job->mu);
+                job->fd = std::move(fd);
+                job->verifier = std::move(verifier);
+                job->done = true;
+            }
+            uint64_t one = 1;
+            (void)!::write(job->wake.get(), &one, sizeof(one));
+        }).detach();
+        return; // the next one when this one is done
+    }
 }
 
-void Registry::on_event(const grm_event& ev)
+void Registry::free_group(const grm_group_key& key, const grm_group& g, const char* why)
+{
+    const uint32_t gid = g.gid % GRM_MAX_GROUPS;
+    auto t = delete_group(k_, key, g);
+    idle_.erase(gid);
+    cbpf_loaded_.erase(gid);
+    cbpf_failed_.erase(gid);
+    if (!t) {
+        log::warning("{}: freeing group {}: {}", key_str(key), gid, t.error().message());
+        return;
+    }
+    if (log_ok(g.owner_uid))
+        log::info("{}: group {} (uid {}) freed: {}; {} flows, {} handshakes dropped", key_str(key),
+                  gid, g.owner_uid, why, t->flows, t->handshakes);
+}
+
+size_t Registry::expire_groups()
+{
+    std::vector<grm_group_key> keys;
+    if (!for_each_key<MapId::groups>(k_, [&keys](const grm_group_key& k) { keys.push_back(k); }))
+        return 0;
+    std::set<uint32_t> busy;
+    for (const auto& [cookie, r] : regs_)
+        busy.insert(r.gid);
+    for (const auto& [cookie, w] : waiting_)
+        busy.insert(w.second.first);
+    const uint64_t now = k_.now_ns();
+    expire_pending_ = false;
+    uint64_t started = now; // of the freeing
+    std::optional<std::set<uint64_t>> alive;
+    bool asked = false;
+    std::set<uint32_t> seen;
+    size_t freed = 0;
+    for (const grm_group_key& key : keys) {
+        auto g = read_group(k_, key);
+        if (!g)
+            continue;
+        const uint32_t gid = g->gid % GRM_MAX_GROUPS;
+        seen.insert(gid);
+        if (busy.count(gid)) {
+            if (idle_.erase(gid))
+                write_gstate(gid, [](grm_gstate& st) { st.idle_since_ns = st.free_at_ns = 0; });
+            continue;
+        }
+        auto it = idle_.find(gid);
+        if (it == idle_.end() || std::memcmp(&it->second.key, &key, sizeof(key)) != 0) {
+            it = idle_.insert_or_assign(gid, Idle{key, now, now + grace_ns_}).first;
+            write_gstate(gid, [&](grm_gstate& st) {
+                st.idle_since_ns = now;
+                st.free_at_ns = now + grace_ns_;
+            });
+            if (log_ok(g->owner_uid))
+                log::info("{}: group {} has no registered socket: freed in {:.1f} s unless one "
+                          "registers",
+                          key_str(key), gid, static_cast<double>(grace_ns_) / 1e9);
+        }
+        // Only where every process is visible can a namespace nobody is in be told dead.
+        // The scan of every process costs milliseconds: at most once per kNetnsScanNs.
+        if (!asked) {
+            asked = true;
+            if (k_.in_initial_pidns() &&
+                (!netns_alive_ || now - netns_scanned_ns_ >= kNetnsScanNs)) {
+                netns_scanned_ns_ = now;
+                if (auto c = k_.netns_cookies()) {
+                    netns_alive_ = std::move(*c);
+                } else {
+                    netns_alive_.reset(); // only the grace frees groups then
+                    log::debug("network namespaces: {}", c.error().message());
+                }
+            }
+            alive = netns_alive_;
+        }
+        const bool gone = alive && !alive->count(g->netns_cookie);
+        if (!gone && now < it->second.free_at_ns)
+            continue;
+        // Freeing costs a walk of the flow table and a few dozen map writes: a pass stops
+        // after kExpireBudgetNs (grmd then comes back soon, see expire_pending()).
+        if (freed > 0 && k_.now_ns() - started > kExpireBudgetNs) {
+            expire_pending_ = true;
+            continue;
+        }
+        if (freed == 0)
+            started = k_.now_ns();
+        free_group(key, *g, gone ? "its network namespace is gone" : "idle for the grace period");
+        freed++;
+    }
+    std::erase_if(idle_, [&](const auto& e) { return !seen.count(e.first); });
+    return freed;
+}
+
+void Registry::on_info(const grm_event& ev)
 {
     switch (ev.type) {
-    case GRM_EV_REGISTER:
-        on_register(ev);
-        break;
     case GRM_EV_WORKING_GEN:
-        log::info("{}: working generation of app {} {} -> {}", key_str(ev.key), ev.app, ev.old,
-                  ev.gen);
+        if (log_ok(owner_of(ev.gid)))
+            log::info("{}: working generation of app {} {} -> {}", key_str(ev.key), ev.app, ev.old,
+                      ev.gen);
         break;
     case GRM_EV_DISSECTOR:
-        log::info("{}: dissector {}", key_str(ev.key), ev.old);
-        if (ev.old == DISSECTOR_CBPF)
-            sync_cbpf();
+        if (log_ok(owner_of(ev.gid)))
+            log::info("{}: dissector {}", key_str(ev.key), ev.old);
         break;
     case GRM_EV_GROUP_NEW:
-        log::info("{}: group created (id {})", key_str(ev.key), ev.gid);
+        if (log_ok(owner_of(ev.gid)))
+            log::info("{}: group created (id {})", key_str(ev.key), ev.gid);
         break;
     default:
         log::warning("unknown event type {}", ev.type);
     }
+}
+
+void Registry::on_events(std::span<const grm_event> evs)
+{
+    // The last registration record of each socket; earlier ones are superseded (the hook
+    // keeps only the socket's latest generation, which the last record carries). Records
+    // deferred from earlier batches come first, so that newer ones replace them.
+    std::map<uint32_t, uint64_t> read; // per owner uid: records read, for grm_owner_ring
+    bool cbpf = false;
+    for (const grm_event& ev : evs) {
+        if (ev.type == GRM_EV_REGISTER) {
+            read[ev.uid]++;
+            auto [it, fresh] = deferred_.insert_or_assign(ev.so_cookie, ev);
+            if (!fresh)
+                superseded_++;
+        } else {
+            on_info(ev);
+            cbpf |= ev.type == GRM_EV_DISSECTOR && ev.old == DISSECTOR_CBPF;
+        }
+    }
+    // The owners' shares of the ring are free again (grmd is the only writer of `done`).
+    if (k_.has(MapId::owner_ring))
+        for (const auto& [uid, n] : read)
+            if (auto o = get<MapId::owner_ring>(k_, uid)) {
+                o->done = std::min(o->sent, o->done + n);
+                (void)put<MapId::owner_ring>(k_, uid, *o);
+            }
+    // Owners with fewer registrations first, and at most kRegistrationsPerTurn of each now:
+    // a flood of one owner waits for the next turn of the loop, the others do not.
+    std::map<uint32_t, std::vector<uint64_t>> by_owner;
+    for (const auto& [cookie, ev] : deferred_)
+        by_owner[ev.uid].push_back(cookie);
+    std::vector<std::pair<size_t, uint32_t>> owners;
+    for (const auto& [uid, cookies] : by_owner)
+        owners.emplace_back(cookies.size(), uid);
+    std::sort(owners.begin(), owners.end());
+    std::vector<grm_event> now;
+    for (const auto& [n, uid] : owners) {
+        const auto& cookies = by_owner[uid];
+        for (size_t i = 0; i < cookies.size() && i < kRegistrationsPerTurn; i++) {
+            now.push_back(deferred_.at(cookies[i]));
+            deferred_.erase(cookies[i]);
+        }
+    }
+    if (!now.empty()) {
+        batch_.emplace();
+        for (const grm_event& ev : now)
+            batch_->wanted[static_cast<pid_t>(ev.tgid)].insert(ev.so_cookie);
+        for (const grm_event& ev : now)
+            on_register(ev);
+        batch_.reset();
+    }
+    if (cbpf)
+        sync_cbpf();
 }
 
 } // namespace grm::daemon

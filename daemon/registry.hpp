@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,12 +25,19 @@ namespace grm::daemon {
 /// bound stays pending, and the log says so.
 inline constexpr size_t kMaxFdsSearched = 16384;
 
+/// How long a group with no registered and no waiting socket lives on (grmd --group-grace):
+/// long enough for a restart that closes every socket before the new ones register.
+inline constexpr uint64_t kDefaultGroupGraceNs = 60ull * 1000 * 1000 * 1000;
+
 /// Mirrors grm_regs and grm_slots. Everything it knows is in pinned maps, so a new daemon
 /// rebuilds it with reload() and carries on. Single-threaded: the event loop owns it. Reaches
 /// the kernel only through k, which must outlive it.
 class Registry {
 public:
-    explicit Registry(Kernel& k) : k_(k) {}
+    explicit Registry(Kernel& k);
+    ~Registry();
+    Registry(const Registry&) = delete;
+    Registry& operator=(const Registry&) = delete;
 
     /// Reads the registrations a previous daemon left, puts back into grm_socks those whose
     /// process still holds them (refill_sockets), then sweeps closed sockets.
@@ -39,10 +48,28 @@ public:
     /// cannot be read from user space: this is the only way to carry sockets over.
     size_t refill_sockets();
     /// Handles one ring-buffer record.
-    void on_event(const grm_event& ev);
+    void on_event(const grm_event& ev) { on_events({&ev, 1}); }
+    /// Handles a batch of ring-buffer records (one read of the ring). grmd's work per record
+    /// is bounded: a socket's registrations but its last are dropped as superseded, and each
+    /// process's fd table is searched at most once for all of its sockets in the batch.
+    void on_events(std::span<const grm_event> evs);
+    /// Registration records dropped because a later one of the same socket followed.
+    uint64_t superseded() const { return superseded_; }
     /// Forgets sockets that closed and compacts their slots, then retries registrations
-    /// that waited for room in a full generation. Returns how many closed.
+    /// that waited for room in a full generation, then frees expired groups
+    /// (expire_groups). Returns how many closed.
     size_t sweep();
+
+    /// Group lifetime. A group none of whose sockets is registered or waiting for room is
+    /// idle; an idle group is freed (delete_group: id, records, namespace slot, flows,
+    /// handshakes, program) once it has been idle for the grace period, and at once when its
+    /// network namespace no longer exists. grm_gstate shows idle groups and when they go.
+    /// Returns how many groups were freed.
+    size_t expire_groups();
+    /// Work left for soon: groups to free (the last expire_groups() ran out of its time
+    /// budget), or registrations deferred to the next turn (an owner's flood).
+    bool work_pending() const { return expire_pending_ || !deferred_.empty(); }
+    void set_group_grace(uint64_t ns) { grace_ns_ = ns; }
 
     size_t registered() const { return regs_.size(); }
     /// Registrations waiting for room in a full generation.
@@ -51,8 +78,15 @@ public:
     /// Translates and loads the cBPF program of every cBPF group that has none yet (at start,
     /// after a DISSECTOR event, and on every sweep, so a lost event only delays it). A
     /// program that failed is not tried again while its group stays the same: the group
-    /// runs fail-open (rx_cbpf_not_ready), its critical counters bumped once.
+    /// runs fail-open (rx_cbpf_not_ready), its critical counters bumped once. The kernel's
+    /// verification (seconds for a costly program) runs on a thread of its own, one program
+    /// at a time: the event loop never waits for it. Its result is applied by the next
+    /// sync_cbpf(), which cbpf_done_fd() becoming readable asks for.
     void sync_cbpf();
+    /// Readable (an eventfd) when a cBPF load finished; sync_cbpf() applies it.
+    int cbpf_done_fd() const;
+    /// Waits for the cBPF load under way, if any, and applies it (tests; grmd never waits).
+    void cbpf_settle();
 
     /// Receives grmd's copy of each socket it registers, once the slot is written (the
     /// Tubular hand-off keeps it); without one the copy closes.
@@ -80,11 +114,23 @@ private:
     void retry_waiting();
     Result<Fd> find_socket(const grm_event& ev);
     Result<Fd> socket_of(pid_t pid, pid_t tid, uint64_t cookie);
+    Result<std::map<uint64_t, Fd>> sockets_of(pid_t tgid, pid_t tid,
+                                              const std::set<uint64_t>& cookies, bool* truncated);
+    void on_info(const grm_event& ev);
+    uint32_t owner_of(uint32_t gid);
+    /// Whether a line about owner uid may be logged now: at most kLogLinesPerSec a second
+    /// per owner, for warnings and for the rest each; the others are counted and summed up
+    /// in one line (flush_log).
+    bool log_ok(uint32_t uid, bool warning = false);
+    void flush_log(bool all);
     void forget(uint64_t cookie);
     void write_slot(SlotId id, std::optional<uint32_t> new_gen);
     void critical(uint32_t gid, bool failing);
     void count_dropped(uint32_t gid);
     void bump_dstat(uint32_t gid, __u64 grm_dstats::*field, int64_t delta);
+    void write_gstate(uint32_t gid, const std::function<void(grm_gstate&)>& change);
+    bool apply_cbpf_job();
+    void free_group(const grm_group_key& key, const grm_group& g, const char* why);
 
     Kernel& k_;
     std::map<uint64_t, grm_reg> regs_;           // by SO_COOKIE
@@ -101,6 +147,37 @@ private:
         std::string why;
     };
     std::map<uint32_t, CbpfFailure> cbpf_failed_;
+    struct CbpfJob; // a load on its worker thread
+    std::shared_ptr<CbpfJob> cbpf_job_;
+    Fd cbpf_done_; // eventfd the worker signals
+    // Idle groups by gid: the key seen idle (a gid can come back for another group), since
+    // when, and when they are freed.
+    struct Idle {
+        grm_group_key key;
+        uint64_t since_ns, free_at_ns;
+    };
+    std::map<uint32_t, Idle> idle_;
+    uint64_t grace_ns_ = kDefaultGroupGraceNs;
+    // The batch on_events() handles: per process, the cookies its records name, and the
+    // sockets found by the one search of its fd table (or why it failed).
+    struct Batch {
+        std::map<pid_t, std::set<uint64_t>> wanted;
+        std::map<pid_t, Result<std::map<uint64_t, Fd>>> found;
+        std::map<pid_t, bool> truncated;
+        std::set<SlotId> checked; // full slots already checked for closed sockets
+    };
+    std::optional<Batch> batch_;
+    uint64_t superseded_ = 0;
+    std::map<uint64_t, grm_event> deferred_; // registrations for the next turn, by SO_COOKIE
+    struct LogWindow {
+        uint64_t start_ns = 0;
+        uint32_t lines = 0;
+        uint64_t suppressed = 0;
+    };
+    std::map<uint64_t, LogWindow> log_windows_; // by owner uid << 1 | warning
+    bool expire_pending_ = false;
+    std::optional<std::set<uint64_t>> netns_alive_; // the last scan's namespaces
+    uint64_t netns_scanned_ns_ = 0;
     OnRegistered on_registered_;
 };
 

@@ -127,6 +127,27 @@ Result<Teardown> delete_group(Kernel& k, const grm_group_key& key, const grm_gro
             return unexpected(r.error().code, "delete a flow from " + k.where(MapId::flows));
     }
 
+    // QUIC handshakes in flight of the gid: the same, for 10 s.
+    if (k.has(MapId::handshakes)) {
+        std::vector<grm_hs_key> hs;
+        auto hw = for_each_key<MapId::handshakes>(k, [&](const grm_hs_key& h) {
+            if (h.gid == gid)
+                hs.push_back(h);
+        });
+        if (!hw)
+            return unexpected(hw.error());
+        for (const auto& h : hs) {
+            if (auto r = erase<MapId::handshakes>(k, h))
+                d.handshakes++;
+            else if (r.error().code != ENOENT)
+                return unexpected(r.error().code,
+                                  "delete a handshake from " + k.where(MapId::handshakes));
+        }
+    }
+    if (k.has(MapId::gstate))
+        if (auto r = zero_elem(k, MapId::gstate, gid, sizeof(grm_gstate)); !r)
+            return unexpected(r.error());
+
     if (k.has(MapId::cbpf_progs)) {
         if (auto r = erase<MapId::cbpf_progs>(k, gid))
             d.cbpf_program = true;

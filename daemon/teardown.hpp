@@ -23,13 +23,15 @@ struct Teardown {
     uint32_t socket_index_keys = 0; ///< their grm_sock_idx_key entries in grm_socks
     bool socket_set = false;        ///< the group's SOCKMAP in grm_sock_sets was dropped
     uint32_t flows = 0;             ///< grm_flows entries of the gid
+    uint32_t handshakes = 0;        ///< grm_handshakes entries of the gid
     bool cbpf_program = false;      ///< grm_cbpf_progs[gid] held a program
 };
 
 /// Removes group `key` (whose record is g) and everything that belongs to it, in the order
 /// the hooks and a running grmd tolerate. Needs the maps groups, group_recs, regs, slots,
-/// socks, stats, dstats, flows and gids; ports, cbpf_progs and sock_sets are used when present.
-/// Stops at the first failure (the error names the map); what was removed stays removed.
+/// socks, stats, dstats, flows and gids; ports, handshakes, gstate, cbpf_progs and sock_sets are
+/// used when present. Stops at the first failure (the error names the map); what was removed
+/// stays removed.
 Result<Teardown> delete_group(Kernel& k, const grm_group_key& key, const grm_group& g);
 
 } // namespace grm::daemon

@@ -145,6 +145,49 @@ Result<Daemon> Daemon::start(const Sandbox& sb, std::vector<std::string> extra, 
 Result<Daemon> Daemon::start(const std::string& grmd_path, const Sandbox& sb,
                              std::vector<std::string> extra, bool install)
 {
+    return launch(grmd_path, sb, std::move(extra), install, std::chrono::microseconds(0));
+}
+
+Result<Daemon> Daemon::start_watched(const Sandbox& sb, std::chrono::microseconds watchdog,
+                                     std::vector<std::string> extra)
+{
+    return launch(binary("grmd"), sb, std::move(extra), true, watchdog);
+}
+
+std::vector<std::chrono::system_clock::time_point> Daemon::watchdog_pings()
+{
+    std::vector<std::chrono::system_clock::time_point> out;
+    if (!notify_.valid())
+        return out;
+    for (;;) {
+        char buf[512] = {};
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec))] = {};
+        iovec iov{buf, sizeof(buf) - 1};
+        msghdr m{};
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = control;
+        m.msg_controllen = sizeof(control);
+        if (::recvmsg(notify_.get(), &m, MSG_DONTWAIT) < 0)
+            return out;
+        if (!std::strstr(buf, "WATCHDOG=1"))
+            continue;
+        for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_TIMESTAMPNS)
+                continue;
+            timespec ts{};
+            std::memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+            out.push_back(std::chrono::system_clock::time_point(
+                std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                    std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec))));
+        }
+    }
+}
+
+Result<Daemon> Daemon::launch(const std::string& grmd_path, const Sandbox& sb,
+                              std::vector<std::string> extra, bool install,
+                              std::chrono::microseconds watchdog)
+{
     static int n = 0;
     std::string notify = sb.root + "/notify-" + std::to_string(++n);
     std::string log_path = sb.root + "/grmd-" + std::to_string(n) + ".log";
@@ -167,6 +210,12 @@ Result<Daemon> Daemon::start(const std::string& grmd_path, const Sandbox& sb,
         if (!std::string_view(*e).starts_with("NOTIFY_SOCKET="))
             so.env->emplace_back(*e);
     so.env->push_back("NOTIFY_SOCKET=" + notify);
+    if (watchdog.count() > 0) {
+        so.env->push_back("WATCHDOG_USEC=" + std::to_string(watchdog.count()));
+        int on = 1;
+        if (::setsockopt(ns.get(), SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0)
+            return errno_error("SO_TIMESTAMPNS on " + notify);
+    }
     so.stdout_file = log_path;
     so.stderr_to_stdout = true;
     // A test killed by its timeout must not leave its grmd behind.
@@ -189,8 +238,11 @@ Result<Daemon> Daemon::start(const std::string& grmd_path, const Sandbox& sb,
         if (::poll(&p, 1, 100) == 1) {
             char buf[512] = {};
             ssize_t len = ::recv(ns.get(), buf, sizeof(buf) - 1, 0);
-            if (len > 0 && std::strstr(buf, "READY=1"))
+            if (len > 0 && std::strstr(buf, "READY=1")) {
+                if (watchdog.count() > 0)
+                    d.notify_ = std::move(ns);
                 return d;
+            }
         }
         int status = 0;
         if (::waitpid(pid, &status, WNOHANG) == pid) {
@@ -201,7 +253,8 @@ Result<Daemon> Daemon::start(const std::string& grmd_path, const Sandbox& sb,
     return unexpected(ETIMEDOUT, "grmd not ready within 20 s: " + d.log());
 }
 
-Daemon::Daemon(Daemon&& o) noexcept : pid_(o.pid_), log_path_(std::move(o.log_path_))
+Daemon::Daemon(Daemon&& o) noexcept
+    : pid_(o.pid_), log_path_(std::move(o.log_path_)), notify_(std::move(o.notify_))
 {
     o.pid_ = -1;
 }

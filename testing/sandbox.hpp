@@ -47,6 +47,13 @@ public:
     /// The same with the grmd binary at `grmd_path` (the other reads it from GRM_BIN_grmd).
     static Result<Daemon> start(const std::string& grmd_path, const Sandbox& sb,
                                 std::vector<std::string> extra = {}, bool install = true);
+    /// The same with WATCHDOG_USEC in grmd's environment, as systemd's WatchdogSec= sets it:
+    /// the notify socket stays open and watchdog_pings() reads when the pings arrived.
+    static Result<Daemon> start_watched(const Sandbox& sb, std::chrono::microseconds watchdog,
+                                        std::vector<std::string> extra = {});
+    /// Arrival times (the kernel's receive timestamps, CLOCK_REALTIME) of the WATCHDOG=1
+    /// messages received since the last call.
+    std::vector<std::chrono::system_clock::time_point> watchdog_pings();
     Daemon(Daemon&& o) noexcept;
     Daemon& operator=(Daemon&&) = delete;
     ~Daemon();
@@ -59,8 +66,12 @@ public:
 
 private:
     Daemon(pid_t pid, std::string log_path) : pid_(pid), log_path_(std::move(log_path)) {}
+    static Result<Daemon> launch(const std::string& grmd_path, const Sandbox& sb,
+                                 std::vector<std::string> extra, bool install,
+                                 std::chrono::microseconds watchdog);
     pid_t pid_ = -1;
     std::string log_path_;
+    Fd notify_; ///< start_watched: the notify socket, kept
 };
 
 /// Path of a built binary (grmd, grmctl), from the environment meson sets.

@@ -195,7 +195,8 @@ static inline __u32 grm_answer_len(__u32 optlen, __u32 size)
 /* Bumped with every change to a pinned layout: 2 = grm_group's fallback_gen (issue 12), and the
  * grm_stats / grm_group / grm_sk changes that were made under 1 (release v0.1.0); 3 = new maps
  * grm_sock_sets (select by index), grm_dropped (records of gone processes), grm_host (QUIC-LB
- * server ID). */
+ * server ID), grm_gstate (group lifetime), grm_owner_ring (ring share per uid); grm_event's
+ * _pad named uid. */
 #define GRM_ABI_VERSION 3
 #define GRM_MAX_GROUPS 1024 /* power of two: group ids index arrays, masked */
 /* Network namespaces that may use one ip:port at once. The packet path looks at the first
@@ -370,6 +371,25 @@ struct grm_dstats {
 };
 GRM_ABI_ASSERT(sizeof(struct grm_dstats) == 32);
 
+/* What grmd tells operators about a group (ARRAY grm_gstate, index gid): when it frees the
+ * group, and how its cBPF program's load went. Written only by grmd, read by grmctl; all zero
+ * means nothing to report. A map of its own (not fields of grm_group): BPF never reads it. */
+struct grm_gstate {
+    __u64 idle_since_ns;  /* CLOCK_MONOTONIC since when no socket is registered; 0: in use */
+    __u64 free_at_ns;     /* when grmd frees the group unless a socket registers; 0: not idle */
+    __u32 cbpf;           /* enum grm_cbpf_load */
+    __u32 cbpf_errno;     /* GRM_CBPF_LOAD_FAILED: the errno of the translation or load */
+    char cbpf_error[112]; /* GRM_CBPF_LOAD_FAILED: why, one line, NUL-terminated */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_gstate) == 136);
+
+enum grm_cbpf_load {
+    GRM_CBPF_LOAD_NONE = 0,    /* not a cBPF group, or not looked at yet */
+    GRM_CBPF_LOAD_PENDING = 1, /* translation or verification under way (off grmd's loop) */
+    GRM_CBPF_LOAD_OK = 2,      /* the program runs */
+    GRM_CBPF_LOAD_FAILED = 3,  /* refused; not tried again until the program changes */
+};
+
 /* Ring-buffer records (RINGBUF grm_events), hooks -> daemon. Only control records: nothing
  * per packet, so apps cannot be starved of room by logging. */
 enum grm_event_type {
@@ -390,9 +410,20 @@ struct grm_event {
     __u32 gen;  /* REGISTER: generation; WORKING_GEN: new value */
     __u32 app;
     __u32 old; /* WORKING_GEN: previous value; DISSECTOR: type */
-    __u32 _pad;
+    __u32 uid; /* REGISTER: the socket's owner uid, whose grm_owner_ring counted the record */
 };
 GRM_ABI_ASSERT(sizeof(struct grm_event) == 72);
+
+/* SOCKET_GEN records in flight per owner uid (LRU_HASH grm_owner_ring, key uid). The
+ * setsockopt hook adds 1 to `sent` for each record it queues; grmd adds the records it has
+ * read to `done`. A uid with GRM_RING_PER_OWNER records in flight gets EAGAIN, so one tenant
+ * can take at most that share of the ring (about 3200 records) from the others. */
+struct grm_owner_ring {
+    __u64 sent; /* written by BPF only (atomic add) */
+    __u64 done; /* written by grmd only */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_owner_ring) == 16);
+#define GRM_RING_PER_OWNER 1024
 
 /* cBPF dissector. grmd translates a group's classic BPF into an sk_reuseport program
  * (daemon/cbpf.cpp) and stores it at grm_cbpf_progs[gid]. grm_select_sk tail-calls it; the
@@ -572,11 +603,20 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
     F(grm_event, gen, 56, 4)                                                                       \
     F(grm_event, app, 60, 4)                                                                       \
     F(grm_event, old, 64, 4)                                                                       \
-    F(grm_event, _pad, 68, 4)                                                                      \
+    F(grm_event, uid, 68, 4)                                                                       \
     S(grm_quic_lb, 8)                                                                              \
     F(grm_quic_lb, config_rotation, 0, 1)                                                          \
     F(grm_quic_lb, server_id_len, 1, 1)                                                            \
-    F(grm_quic_lb, server_id, 2, 6)
+    F(grm_quic_lb, server_id, 2, 6)                                                                \
+    S(grm_gstate, 136)                                                                             \
+    F(grm_gstate, idle_since_ns, 0, 8)                                                             \
+    F(grm_gstate, free_at_ns, 8, 8)                                                                \
+    F(grm_gstate, cbpf, 16, 4)                                                                     \
+    F(grm_gstate, cbpf_errno, 20, 4)                                                               \
+    F(grm_gstate, cbpf_error, 24, 112)                                                             \
+    S(grm_owner_ring, 16)                                                                          \
+    F(grm_owner_ring, sent, 0, 8)                                                                  \
+    F(grm_owner_ring, done, 8, 8)
 
 #define GRM_ABI_PINNED_MAPS(M)                                                                     \
     M(grm_groups, HASH, grm_group_key, 24, __u32, 4, 1024, 0)                                      \
@@ -600,7 +640,9 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
     M(grm_scratch, PERCPU_ARRAY, __u32, 4, grm_scratch, 632, 1, 0)                                 \
     M(grm_sock_sets, ARRAY_OF_MAPS, __u32, 4, __u32, 4, 1024, 0)                                   \
     M(grm_dropped, ARRAY, __u32, 4, __u64, 8, 1024, 0)                                             \
-    M(grm_host, ARRAY, __u32, 4, grm_quic_lb, 8, 1, 0)
+    M(grm_host, ARRAY, __u32, 4, grm_quic_lb, 8, 1, 0)                                             \
+    M(grm_gstate, ARRAY, __u32, 4, grm_gstate, 136, 1024, 0)                                       \
+    M(grm_owner_ring, LRU_HASH, __u32, 4, grm_owner_ring, 16, 4096, 0)
 
 #define GRM_ABI_CHECK_S(s, n) GRM_ABI_ASSERT(sizeof(struct s) == (n));
 #define GRM_ABI_CHECK_F(s, f, off, n)                                                              \

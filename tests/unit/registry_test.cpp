@@ -43,6 +43,7 @@ public:
     std::vector<grm_slot_state> slot_writes; ///< every grm_slots update, in order
     /// grm_sock_sets: gid -> index -> SO_COOKIE of the socket set_socket put there
     std::map<uint32_t, std::map<uint32_t, uint64_t>> sock_sets;
+    std::set<uint64_t> live_netns = {0}; ///< netns_cookies(): make_group's namespace
 
     FakeKernel()
     {
@@ -73,6 +74,7 @@ public:
         case MapId::dropped:
         case MapId::meta:
         case MapId::cbpf_out:
+        case MapId::gstate:
             return true;
         default:
             return false;
@@ -199,6 +201,7 @@ public:
         case MapId::gids:
         case MapId::dstats:
         case MapId::dropped:
+        case MapId::gstate:
             return GRM_MAX_GROUPS;
         case MapId::stats:
             return GRM_MAX_GROUPS + 1;
@@ -261,6 +264,7 @@ public:
     }
     std::vector<pid_t> other_pids() override { return {}; }
     bool in_initial_pidns() override { return true; }
+    Result<std::set<uint64_t>> netns_cookies() override { return live_netns; }
 
     Result<void> attach_select(int fd) override
     {
@@ -279,6 +283,8 @@ public:
         return open_fd();
     }
     uint64_t now_ns() override { return ++now_; }
+    /// The clock jumps ahead.
+    void advance(uint64_t ns) { now_ += ns; }
 
 private:
     static uint64_t index(const Bytes& k)
@@ -728,9 +734,11 @@ TEST_CASE("registry: cBPF groups get their translated program once", "[registry]
     REQUIRE(put<MapId::group_recs>(k, 4, g));
 
     reg.sync_cbpf();
+    reg.cbpf_settle();
     CHECK(k.cbpf_loads == 1);
     CHECK(get<MapId::cbpf_progs>(k, 4));
     reg.sync_cbpf();
+    reg.cbpf_settle();
     CHECK(k.cbpf_loads == 1);
 }
 
@@ -746,8 +754,14 @@ TEST_CASE("registry: a cBPF program that failed to load is not retried until it 
     REQUIRE(put<MapId::group_recs>(k, 4, g));
 
     reg.sync_cbpf();
+    reg.cbpf_settle();
     CHECK(k.cbpf_loads == 1);
     CHECK(get<MapId::dstats>(k, 4)->socket_critical == 1);
+    auto st = get<MapId::gstate>(k, 4); // for grmctl list
+    REQUIRE(st);
+    CHECK(st->cbpf == GRM_CBPF_LOAD_FAILED);
+    CHECK(st->cbpf_errno == E2BIG);
+    CHECK(std::string(st->cbpf_error).find("verifier gave up") != std::string::npos);
     for (int i = 0; i < 3; i++) // every sweep syncs
         reg.sweep();
     CHECK(k.cbpf_loads == 1);
@@ -759,6 +773,102 @@ TEST_CASE("registry: a cBPF program that failed to load is not retried until it 
     g.dissector.filter[0].k = 1; // ret #1
     REQUIRE(put<MapId::group_recs>(k, 4, g));
     reg.sync_cbpf();
+    reg.cbpf_settle();
     CHECK(k.cbpf_loads == 2);
     CHECK(get<MapId::cbpf_progs>(k, 4));
+    CHECK(get<MapId::gstate>(k, 4)->cbpf == GRM_CBPF_LOAD_OK);
+}
+
+TEST_CASE("registry: a group without registered sockets is freed after the grace", "[registry]")
+{
+    FakeKernel k;
+    Registry reg(k);
+    reg.set_group_grace(1000);
+    const grm_group g = make_group(k, 4433, 5);
+    const grm_group busy = make_group(k, 4434, 6);
+    make_socket(k, 7, 0xc1, 1);
+    reg.on_event(register_event(busy, 0xc1, 1));
+    grm_flow_key fk{};
+    fk.gid = 5;
+    REQUIRE(put<MapId::flows>(k, fk, grm_flow{}));
+    grm_hs_key hk{};
+    hk.gid = 5;
+    REQUIRE(put<MapId::handshakes>(k, hk, grm_flow{}));
+
+    CHECK(reg.expire_groups() == 0); // idle from now: waits for the grace
+    auto st = get<MapId::gstate>(k, 5);
+    REQUIRE(st);
+    CHECK(st->idle_since_ns != 0);
+    CHECK(st->free_at_ns == st->idle_since_ns + 1000);
+    CHECK(get<MapId::gstate>(k, 6)->free_at_ns == 0); // a registered socket: in use
+
+    SECTION("a registration in time keeps it")
+    {
+        make_socket(k, 8, 0xc2, 1);
+        reg.on_event(register_event(g, 0xc2, 1));
+        k.advance(5000);
+        CHECK(reg.expire_groups() == 0);
+        CHECK(read_group(k, g.key));
+        CHECK(get<MapId::gstate>(k, 5)->free_at_ns == 0);
+        // Its socket closes: idle again, a new grace from then.
+        k.close_socket(0xc2);
+        reg.sweep();
+        CHECK(read_group(k, g.key));
+        CHECK(get<MapId::gstate>(k, 5)->free_at_ns != 0);
+        k.advance(5000);
+        CHECK(reg.expire_groups() == 1);
+        CHECK_FALSE(read_group(k, g.key));
+    }
+    SECTION("after the grace it goes, with its id, flows and handshakes")
+    {
+        k.advance(500);
+        CHECK(reg.expire_groups() == 0);
+        k.advance(600);
+        CHECK(reg.expire_groups() == 1);
+        CHECK_FALSE(read_group(k, g.key));
+        CHECK(*get<MapId::gids>(k, 5) == 0);
+        CHECK(*get<MapId::ports>(k, 4433) == 0);
+        CHECK(k.entries(MapId::flows) == 0);
+        CHECK(k.entries(MapId::handshakes) == 0);
+        CHECK(get<MapId::gstate>(k, 5)->free_at_ns == 0);
+        CHECK(read_group(k, busy.key)); // the busy one stays
+    }
+    SECTION("a group of a network namespace that is gone goes at once")
+    {
+        grm_group other = g;
+        other.netns_cookie = 77; // nobody is in namespace 77
+        REQUIRE(put<MapId::group_recs>(k, 5, other));
+        CHECK(reg.expire_groups() == 1);
+        CHECK_FALSE(read_group(k, g.key));
+        k.live_netns.insert(77); // unless something is still in it (grmd looks once a second)
+        reg.set_group_grace(10'000'000'000);
+        k.advance(2'000'000'000);
+        const grm_group again = make_group(k, 4433, 5);
+        other = again;
+        other.netns_cookie = 77;
+        REQUIRE(put<MapId::group_recs>(k, 5, other));
+        CHECK(reg.expire_groups() == 0);
+        CHECK(read_group(k, g.key));
+    }
+}
+
+TEST_CASE("registry: a batch drops superseded records and searches each fd table once",
+          "[registry]")
+{
+    FakeKernel k;
+    Registry reg(k);
+    const grm_group g = make_group(k, 4433, 3);
+    for (int i = 0; i < 50; i++)
+        make_socket(k, 10 + i, 0x100 + static_cast<uint64_t>(i), 2);
+    std::vector<grm_event> evs; // a flood: four rounds of SOCKET_GEN over 50 sockets
+    for (uint32_t round = 0; round < 4; round++)
+        for (int i = 0; i < 50; i++)
+            evs.push_back(register_event(g, 0x100 + static_cast<uint64_t>(i), round == 3 ? 2 : 1));
+    k.getfd_calls = 0;
+    reg.on_events(evs);
+    CHECK(reg.registered() == 50);
+    CHECK(reg.superseded() == 150);
+    CHECK(k.getfd_calls == 50); // one pass over the process's 50 fds for all 50 sockets
+    for (int i = 0; i < 50; i++)
+        CHECK(get<MapId::regs>(k, 0x100 + static_cast<uint64_t>(i))->gen == 2);
 }

@@ -31,6 +31,7 @@ struct GroupState {
     grm_stats stats{};                                 ///< grm_stats[gid], summed over CPUs
     grm_dstats dstats{};                               ///< grm_dstats[gid]
     std::vector<Registration> regs;                    ///< this group's, by (slot, idx)
+    grm_gstate gstate{}; ///< grm_gstate[gid]: idle, freed when; cBPF load (zero if absent)
 };
 
 /// One grm_flows entry; owner_live: its owner key is in grm_socks.

@@ -263,6 +263,31 @@ std::string prom_escape(std::string_view s)
 // ------------------------------------------------------------------------------------------
 // list
 
+const char* cbpf_load_name(uint32_t state)
+{
+    switch (state) {
+    case GRM_CBPF_LOAD_PENDING:
+        return "loading";
+    case GRM_CBPF_LOAD_OK:
+        return "loaded";
+    case GRM_CBPF_LOAD_FAILED:
+        return "failed";
+    default:
+        return "none";
+    }
+}
+
+/// Seconds from a to b, 0 when b is not later.
+double seconds_between(uint64_t a, uint64_t b)
+{
+    return b > a ? static_cast<double>(b - a) / 1e9 : 0.0;
+}
+
+std::string cbpf_error_of(const grm_gstate& st)
+{
+    return std::string(st.cbpf_error, strnlen(st.cbpf_error, sizeof(st.cbpf_error)));
+}
+
 std::string render_list_text(const Snapshot& s, bool verbose)
 {
     std::string out;
@@ -282,6 +307,17 @@ std::string render_list_text(const Snapshot& s, bool verbose)
         if (gr.flags & GRM_GROUP_F_VERBOSE)
             out += "  verbose";
         out += "\n";
+        const grm_gstate& st = g.gstate;
+        if (st.free_at_ns != 0)
+            out += fmt::format("\tidle: no registered socket for {:.1f} s; freed in {:.1f} s "
+                               "unless one registers\n",
+                               seconds_between(st.idle_since_ns, s.now_ns),
+                               seconds_between(s.now_ns, st.free_at_ns));
+        if (st.cbpf == GRM_CBPF_LOAD_PENDING)
+            out += "\tcbpf program: loading\n";
+        else if (st.cbpf == GRM_CBPF_LOAD_FAILED)
+            out += fmt::format("\tcbpf program: failed ({}), not retried: {}\n",
+                               std::strerror(static_cast<int>(st.cbpf_errno)), cbpf_error_of(st));
 
         out += "\tsocket generations:\n";
         for (const Generation& gen : generations_of(g)) {
@@ -385,6 +421,16 @@ Json groups_json(const Snapshot& s)
             {"working_gen", std::move(working)},
             {"generations", std::move(gens)},
             {"metrics", std::move(metrics)},
+            {"lifetime",
+             {{"idle", g.gstate.free_at_ns != 0},
+              {"idle_for_sec",
+               g.gstate.free_at_ns ? seconds_between(g.gstate.idle_since_ns, s.now_ns) : 0.0},
+              {"free_in_sec",
+               g.gstate.free_at_ns ? seconds_between(s.now_ns, g.gstate.free_at_ns) : 0.0}}},
+            {"cbpf_load",
+             {{"state", cbpf_load_name(g.gstate.cbpf)},
+              {"errno", g.gstate.cbpf_errno},
+              {"error", cbpf_error_of(g.gstate)}}},
         });
     }
     return {

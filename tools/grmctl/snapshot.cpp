@@ -65,6 +65,9 @@ Result<GroupState> read_group_state(Kernel& k, const grm_group_key& key, const g
     if (!d)
         return unexpected(d.error().code, fmt::format("read {}[{}]", k.where(MapId::dstats), gid));
     gs.dstats = *d;
+    if (k.has(MapId::gstate)) // state of a grmd before group lifetimes lacks it
+        if (auto st = daemon::get<MapId::gstate>(k, gid))
+            gs.gstate = *st;
     return gs;
 }
 
@@ -73,8 +76,9 @@ Result<GroupState> read_group_state(Kernel& k, const grm_group_key& key, const g
 Result<daemon::BpfKernel> open_state(const std::string& pin_dir, Command c)
 {
     using Pin = daemon::BpfKernel::Pin;
-    std::vector<Pin> pins = {{MapId::groups}, {MapId::group_recs}, {MapId::meta},  {MapId::regs},
-                             {MapId::slots},  {MapId::socks},      {MapId::stats}, {MapId::dstats}};
+    std::vector<Pin> pins = {{MapId::groups}, {MapId::group_recs}, {MapId::meta},
+                             {MapId::regs},   {MapId::slots},      {MapId::socks},
+                             {MapId::stats},  {MapId::dstats},     {MapId::gstate, true}};
     if (c == Command::flows || c == Command::del)
         pins.push_back({MapId::flows});
     if (c == Command::del) {
