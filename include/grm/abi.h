@@ -638,7 +638,7 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
     M(grm_events, RINGBUF, none, 0, grm_event, 0, 262144, 0)                                       \
     M(grm_meta, ARRAY, __u32, 4, grm_meta, 48, 1, 0)                                               \
     M(grm_scratch, PERCPU_ARRAY, __u32, 4, grm_scratch, 632, 1, 0)                                 \
-    M(grm_sock_sets, ARRAY_OF_MAPS, __u32, 4, __u32, 4, 1024, 0)                                   \
+    M(grm_sock_sets, ARRAY_OF_MAPS, __u32, 4, none, 4, 1024, 0)                                    \
     M(grm_dropped, ARRAY, __u32, 4, __u64, 8, 1024, 0)                                             \
     M(grm_host, ARRAY, __u32, 4, grm_quic_lb, 8, 1, 0)                                             \
     M(grm_gstate, ARRAY, __u32, 4, grm_gstate, 136, 1024, 0)                                       \
