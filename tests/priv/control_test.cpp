@@ -89,9 +89,11 @@ TEST_CASE("errno: sockets grm does not know", "[errno-unknown-sockets][errno]")
     CHECK(get_opt(plain.get(), UDP_GRM_DISSECTOR, &dd, &len) == EBADFD);
     CHECK(working_gen(plain.get()) == -1);
 
-    // Options outside 200..204 and other levels are the kernel's.
+    // Options outside 200..205 and other levels are the kernel's (205, UDP_GRM_QUIC_LB, is
+    // grm's and read-only: EPERM).
     Fd s = server_socket(AF_INET, 0);
-    CHECK(set_u32(s.get(), 205, 1) == ENOPROTOOPT);
+    CHECK(set_u32(s.get(), UDP_GRM_QUIC_LB, 1) == EPERM);
+    CHECK(set_u32(s.get(), 206, 1) == ENOPROTOOPT);
     CHECK(set_u32(s.get(), 199, 1) == ENOPROTOOPT);
     int reuse = 0;
     len = sizeof(reuse);
