@@ -5,10 +5,16 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <functional>
+#include <net/if.h>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 #include <catch2/catch.hpp>
 
@@ -17,6 +23,36 @@
 #include "udp.hpp"
 
 namespace grm::test {
+
+/// Runs f in a forked child and returns its exit code (f's return value; 100+ = crashed).
+inline int in_child(const std::function<int()>& f)
+{
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        int rc = 99;
+        try {
+            rc = f();
+        } catch (...) {
+            rc = 98;
+        }
+        ::_exit(rc);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
+}
+
+/// Brings this network namespace's loopback up (a new namespace starts with it down).
+inline bool lo_up()
+{
+    Fd s(::socket(AF_INET, SOCK_DGRAM, 0));
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    if (::ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0)
+        return false;
+    ifr.ifr_flags |= IFF_UP;
+    return ::ioctl(s.get(), SIOCSIFFLAGS, &ifr) == 0;
+}
 
 /// A grmd for this test case, hooks in the sandbox's app cgroup; fails the test if it cannot.
 inline Daemon start(std::vector<std::string> extra = {})

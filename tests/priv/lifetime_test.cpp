@@ -38,35 +38,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-/// Runs f in a forked child and returns its exit code (f's return value; 100+ = crashed).
-int in_child(const std::function<int()>& f)
-{
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        int rc = 99;
-        try {
-            rc = f();
-        } catch (...) {
-            rc = 98;
-        }
-        ::_exit(rc);
-    }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
-}
-
-bool lo_up()
-{
-    Fd s(::socket(AF_INET, SOCK_DGRAM, 0));
-    ifreq ifr{};
-    std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-    if (::ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0)
-        return false;
-    ifr.ifr_flags |= IFF_UP;
-    return ::ioctl(s.get(), SIOCSIFFLAGS, &ifr) == 0;
-}
-
 void raise_nofile()
 {
     rlimit r{8192, 8192};
@@ -348,14 +319,19 @@ TEST_CASE("lifetime: costly cBPF programs load off grmd's loop: a victim registe
         REQUIRE(
             client::set_dissector(attack.back().get(), cbpf_of(test::cbpf::costliest_allowed())));
     }
+    int during_loads = 0; // tries made while grmctl showed a load under way
     for (int i = 0; i < 10; i++) {
+        const bool loading = grmctl_list().find("cbpf program: loading") != std::string::npos;
         auto took = victim_registration(victim, 1, kept);
         INFO("try " << i << ": " << took.count() << " ms");
         CHECK(took < kFast);
+        during_loads += loading;
         std::this_thread::sleep_for(100ms);
     }
-    // The loads are still under way, and grmctl says so.
-    CHECK(grmctl_list().find("cbpf program: loading") != std::string::npos);
+    // The victim's tries overlapped the verifier's work (how many depends on the machine's
+    // speed: all 10 on a loaded one, the first few on an idle one), and grmctl said so.
+    fmt::print("resp-cbpf: {} of 10 registrations while a cBPF load was under way\n", during_loads);
+    CHECK(during_loads > 0);
     auto gap = longest_gap(pings.all(), from, std::chrono::system_clock::now());
     pings.finish();
     INFO("longest watchdog gap " << gap.count() << " ms");

@@ -25,39 +25,6 @@ using namespace grm;
 using namespace grm::test;
 using namespace std::chrono_literals;
 
-namespace {
-
-/// Runs f in a forked child and returns its exit code (f's return value; 100+ = crashed).
-int in_child(const std::function<int()>& f)
-{
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        int rc = 99;
-        try {
-            rc = f();
-        } catch (...) {
-            rc = 98;
-        }
-        ::_exit(rc);
-    }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
-}
-
-bool lo_up()
-{
-    Fd s(::socket(AF_INET, SOCK_DGRAM, 0));
-    ifreq ifr{};
-    std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-    if (::ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0)
-        return false;
-    ifr.ifr_flags |= IFF_UP;
-    return ::ioctl(s.get(), SIOCSIFFLAGS, &ifr) == 0;
-}
-
-} // namespace
-
 TEST_CASE("security: a process outside grm's cgroup gets ENOPROTOOPT", "[sec-outside]")
 {
     Daemon d = start();
