@@ -161,8 +161,9 @@ grm_quic_lb quic_lb_of(const HostConfig& c)
     grm_quic_lb lb{};
     lb.config_rotation = c.config_rotation;
     lb.server_id_len = c.server_id_len;
-    std::memcpy(lb.server_id, c.server_id.data(),
-                std::min(c.server_id.size(), sizeof(lb.server_id)));
+    if (!c.server_id.empty()) // no --hosts: no ID (memcpy may not take a null source)
+        std::memcpy(lb.server_id, c.server_id.data(),
+                    std::min(c.server_id.size(), sizeof(lb.server_id)));
     return lb;
 }
 
