@@ -87,21 +87,8 @@ Result<void> discard_state(const std::string& pin_dir, const std::string& why)
 {
     log::warning("--force: discarding the pinned state in {} ({}); starting fresh", pin_dir, why);
     for (const char* sub : {"/maps", "/maps_next", "/progs"}) {
-        std::string dir = pin_dir + sub;
-        DIR* d = ::opendir(dir.c_str());
-        if (!d)
-            continue;
-        while (dirent* e = ::readdir(d)) {
-            std::string n = e->d_name;
-            if (n == "." || n == "..")
-                continue;
-            if (::unlink((dir + "/" + n).c_str()) != 0 && errno != ENOENT) {
-                int err = errno;
-                ::closedir(d);
-                return unexpected(err, "unlink " + dir + "/" + n);
-            }
-        }
-        ::closedir(d);
+        if (auto r = upgrade::clear_dir(pin_dir + sub); !r)
+            return r;
     }
     return {};
 }

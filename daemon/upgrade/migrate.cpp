@@ -143,6 +143,21 @@ Result<size_t> copy_map(const std::string& name, int old_fd, const bpf_map_info&
     return n;
 }
 
+const char* action_name(MapAction a)
+{
+    switch (a) {
+    case MapAction::fresh:
+        return "new";
+    case MapAction::reuse:
+        return "kept";
+    case MapAction::convert:
+        return "copied";
+    }
+    return "?";
+}
+
+} // namespace
+
 Result<void> clear_dir(const std::string& dir)
 {
     struct stat st {};
@@ -164,21 +179,6 @@ Result<void> clear_dir(const std::string& dir)
     ::closedir(d);
     return {};
 }
-
-const char* action_name(MapAction a)
-{
-    switch (a) {
-    case MapAction::fresh:
-        return "new";
-    case MapAction::reuse:
-        return "kept";
-    case MapAction::convert:
-        return "copied";
-    }
-    return "?";
-}
-
-} // namespace
 
 std::string supported_versions()
 {

@@ -31,6 +31,9 @@ struct Plan {
     Layout from; ///< layout of the pinned state
 };
 
+/// Unpins every entry of dir, keeping the directory; a missing dir is fine.
+Result<void> clear_dir(const std::string& dir);
+
 /// ABI versions whose pinned state this grmd takes over: its own and every released one
 /// it has a reader for.
 std::string supported_versions();
