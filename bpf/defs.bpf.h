@@ -29,6 +29,7 @@
 #define EOVERFLOW 75
 #define EBADFD 77
 #define ENOPROTOOPT 92
+#define EDQUOT 122
 #define EOPNOTSUPP 95
 #define ENOENT 2
 

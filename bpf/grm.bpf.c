@@ -53,7 +53,7 @@ SEC("cgroup/setsockopt")
 int grm_setsockopt(struct bpf_sockopt* ctx)
 {
     struct bpf_sock* sk = ctx->sk;
-    int optname = ctx->optname, created = 0;
+    int optname = ctx->optname, created = 0, err;
     struct grm_group_key k;
     struct grm_group* g;
     struct grm_sk* st;
@@ -80,9 +80,9 @@ int grm_setsockopt(struct bpf_sockopt* ctx)
         return sockopt_fail(EINVAL);
 
     group_key_of(sk, &k);
-    g = group_find_or_create(&k, bpf_get_netns_cookie(ctx), st->uid, &created);
-    if (!g)
-        return sockopt_fail(EBADF); /* too many namespaces on the address, or a table full */
+    g = group_find_or_create(&k, bpf_get_netns_cookie(ctx), st->uid, &created, &err);
+    if (!g) /* the owner's limit of groups, too many namespaces on the address, a table full */
+        return sockopt_fail(err);
     /* Another user's group (its sockets are gone, or the kernel would not have let this
      * socket bind): hands off. */
     if (st->uid != g->owner_uid)

@@ -8,6 +8,7 @@
 #include "defs.bpf.h"
 #include "maps.bpf.h"
 #include "clock.bpf.h"
+#include "limits.bpf.h"
 
 static __always_inline void group_key_of(struct bpf_sock* sk, struct grm_group_key* k)
 {
@@ -163,23 +164,33 @@ static __always_inline void port_index_drop(__u16 port, __u32 gid)
         __sync_val_compare_and_swap(slot, gid + 1, 0);
 }
 
-/* Creates the group record with udpgrm's defaults (FLOW, all parameters 0). Returns the
- * record, or NULL when the group table or the id space is full. The record is complete
- * before the key maps to it and before the port index names it. */
+/* Creates the group record with udpgrm's defaults (FLOW, all parameters 0), one of
+ * owner_uid's groups. Returns the record (another socket's, if it made the record first), or
+ * NULL when the owner has its limit of groups (*err = EDQUOT) or the group table or the id
+ * space is full (*err = EBADF). The record is complete before the key maps to it and before
+ * the port index names it. */
 static __noinline struct grm_group* group_create(struct grm_group_key* k, __u64 netns,
-                                                 __u32 owner_uid)
+                                                 __u32 owner_uid, int* err)
 {
     struct grm_group* g;
     __u32 gid, port, *slot;
     int id;
 
-    id = gid_alloc();
-    if (id < 0)
+    if (owner_take_group(owner_uid)) {
+        *err = EDQUOT;
         return 0;
+    }
+    *err = EBADF;
+    id = gid_alloc();
+    if (id < 0) {
+        owner_give_group(owner_uid);
+        return 0;
+    }
     gid = (__u32)id;
     g = bpf_map_lookup_elem(&grm_group_recs, &gid);
     if (!g) {
         gid_free(gid);
+        owner_give_group(owner_uid);
         return 0;
     }
     __builtin_memset(g, 0, sizeof(*g));
@@ -195,6 +206,7 @@ static __noinline struct grm_group* group_create(struct grm_group_key* k, __u64 
     if (bpf_map_update_elem(&grm_groups, k, &gid, BPF_NOEXIST)) {
         g->flags = 0;
         gid_free(gid); /* full, or another socket won the race: use its record */
+        owner_give_group(owner_uid);
         return group_by_key(k);
     }
     port = bpf_ntohs(k->port);
@@ -213,17 +225,20 @@ static __always_inline void group_destroy(struct grm_group_key* k, struct grm_gr
     port_index_drop(bpf_ntohs(k->port), gid);
     g->flags = 0;
     gid_free(gid);
+    owner_give_group(g->owner_uid);
 }
 
 /* The record of the group `k` names in network namespace `netns`, created for `owner_uid`
- * (*created = 1) if there is none yet. NULL when none can be had: GRM_NETNS_INSTANCES
- * namespaces use this address, or a table is full. k->instance ends as the record's. */
-static __always_inline struct grm_group* group_find_or_create(struct grm_group_key* k, __u64 netns,
-                                                              __u32 owner_uid, int* created)
+ * (*created = 1) if there is none yet. NULL when none can be had, with the errno for the app
+ * in *err: EDQUOT when the owner has its limit of groups, EBADF when GRM_NETNS_INSTANCES
+ * namespaces use this address or a table is full. k->instance ends as the record's. */
+static __always_inline struct grm_group*
+group_find_or_create(struct grm_group_key* k, __u64 netns, __u32 owner_uid, int* created, int* err)
 {
     struct grm_group* g;
     int free_instance;
 
+    *err = EBADF;
     g = group_find(k, netns, &free_instance);
     if (g)
         return g;
@@ -238,7 +253,7 @@ static __always_inline struct grm_group* group_find_or_create(struct grm_group_k
             __sync_fetch_and_or(&first->flags, GRM_GROUP_F_SHARED);
     }
     k->instance = (__u32)free_instance;
-    g = group_create(k, netns, owner_uid);
+    g = group_create(k, netns, owner_uid, err);
     if (!g || g->netns_cookie != netns)
         return 0;
     *created = 1;

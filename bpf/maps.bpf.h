@@ -196,6 +196,25 @@ struct {
     __type(value, struct grm_owner_ring);
 } grm_owner_ring SEC(".maps");
 
+/* Per-owner counters of the limits (abi.h, grm_owner). Writer: setsockopt hook only, atomic
+ * adds. A plain HASH: an LRU would forget a uid's groups_made and so its use. 4096 uids; a
+ * uid that finds the map full is not limited (fail open) and not counted. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, struct grm_owner);
+} grm_owners SEC(".maps");
+
+/* Per-owner use as grmd counted it (abi.h, grm_owner_use). Writer: daemon only; read by the
+ * setsockopt hook's limit checks. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, struct grm_owner_use);
+} grm_owner_use SEC(".maps");
+
 /* Control records to the daemon. 256 KiB holds about 3200 records. */
 #define GRM_RING_BYTES (256 * 1024)
 struct {

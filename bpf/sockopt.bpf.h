@@ -154,8 +154,9 @@ static __always_inline int opt_socket_gen(struct bpf_sockopt* ctx, struct grm_gr
     struct grm_reg* r = bpf_map_lookup_elem(&grm_regs, &st->so_cookie);
     struct grm_owner_ring* o;
     struct grm_event* ev;
+    __u64 id, in_ring;
     __u32 uid;
-    __u64 id;
+    int err;
 
     if (st->gen == gen && r && r->gen == gen && r->gid == g->gid)
         return sockopt_done(ctx); /* already registered there */
@@ -167,8 +168,14 @@ static __always_inline int opt_socket_gen(struct bpf_sockopt* ctx, struct grm_gr
         bpf_map_update_elem(&grm_owner_ring, &uid, &fresh, BPF_NOEXIST);
         o = bpf_map_lookup_elem(&grm_owner_ring, &uid);
     }
-    if (!o || o->sent - o->done >= GRM_RING_PER_OWNER)
+    if (!o)
         return sockopt_fail(EAGAIN); /* nothing changed; the app may retry */
+    in_ring = o->sent - o->done;
+    /* A socket registered already moves between generations: it adds no socket. */
+    if (!r && (err = owner_check_socket(uid, in_ring)))
+        return sockopt_fail(-err); /* the owner's limit of sockets */
+    if ((err = owner_check_ring(uid, in_ring)))
+        return sockopt_fail(-err); /* nothing changed; the app may retry */
     ev = bpf_ringbuf_reserve(&grm_events, sizeof(*ev), 0);
     if (!ev)
         return sockopt_fail(EAGAIN); /* nothing changed; the app may retry */

@@ -23,6 +23,7 @@
 #include "pins.hpp"
 #include "sys.hpp"
 #include "v2.hpp"
+#include "v3.hpp"
 
 namespace grm::daemon::upgrade {
 namespace {
@@ -30,7 +31,8 @@ namespace {
 /// Released layouts this grmd has a reader for, by ABI version (its own is abi.h's).
 const std::map<uint32_t, std::string_view>& released()
 {
-    static const std::map<uint32_t, std::string_view> r = {{v2::kAbiVersion, v2::kLayout}};
+    static const std::map<uint32_t, std::string_view> r = {{v2::kAbiVersion, v2::kLayout},
+                                                           {v3::kAbiVersion, v3::kLayout}};
     return r;
 }
 

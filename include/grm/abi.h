@@ -196,8 +196,9 @@ static inline __u32 grm_answer_len(__u32 optlen, __u32 size)
  * grm_stats / grm_group / grm_sk changes that were made under 1 (release v0.1.0); 3 = new maps
  * grm_sock_sets (select by index), grm_dropped (records of gone processes), grm_host (QUIC-LB
  * server ID), grm_gstate (group lifetime), grm_owner_ring (ring share per uid); grm_event's
- * _pad named uid. */
-#define GRM_ABI_VERSION 3
+ * _pad named uid; 4 = new maps grm_owners (BPF's per-uid counters) and grm_owner_use (grmd's
+ * per-uid count of groups and sockets), for the per-owner limits. */
+#define GRM_ABI_VERSION 4
 #define GRM_MAX_GROUPS 1024 /* power of two: group ids index arrays, masked */
 /* Network namespaces that may use one ip:port at once. The packet path looks at the first
  * record only, unless nothing there could take the packet: one namespace costs nothing. */
@@ -423,7 +424,38 @@ struct grm_owner_ring {
     __u64 done; /* written by grmd only */
 };
 GRM_ABI_ASSERT(sizeof(struct grm_owner_ring) == 16);
-#define GRM_RING_PER_OWNER 1024
+#define GRM_RING_PER_OWNER 1024 /* default of grmd --limit-ring-per-uid */
+
+/* Per-owner limits (grmd --limit-*-per-uid; 0 = no limit; uid 0 counts like any other). The
+ * setsockopt hook checks them with what two maps say, each with one writer so that no update
+ * is lost: grm_owners (BPF) and grm_owner_use (grmd).
+ *   groups: a setsockopt that would create a group gets EDQUOT once the uid owns
+ *           grm_owner_use.groups + (grm_owners.groups_made - grm_owner_use.groups_made_seen)
+ *           groups at the limit: what grmd last counted, plus what BPF made since;
+ *   sockets: SOCKET_GEN of a socket not registered yet gets EDQUOT once the uid has
+ *           grm_owner_use.sockets + (grm_owner_ring.sent - .done) at the limit: registered or
+ *           waiting in grmd, plus records still in the ring;
+ *   ring: SOCKET_GEN gets EAGAIN with that many records of the uid in the ring (above). */
+#define GRM_LIMIT_GROUPS_PER_OWNER 256   /* default of grmd --limit-groups-per-uid */
+#define GRM_LIMIT_SOCKETS_PER_OWNER 4096 /* default of grmd --limit-sockets-per-uid */
+
+/* Per uid, written by BPF only (atomic adds) (HASH grm_owners, key uid). */
+struct grm_owner {
+    __u64 groups_made;     /* groups created for the uid, less those a refused call took back */
+    __u64 refused_groups;  /* setsockopts refused EDQUOT by the groups limit */
+    __u64 refused_sockets; /* SOCKET_GENs refused EDQUOT by the sockets limit */
+    __u64 refused_ring;    /* SOCKET_GENs refused EAGAIN by the ring limit */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_owner) == 32);
+
+/* Per uid, written by grmd only (HASH grm_owner_use, key uid): what it counted. Replaced
+ * whole by each write, so the hook reads `groups` with the `groups_made_seen` it goes with. */
+struct grm_owner_use {
+    __u64 groups_made_seen; /* grm_owners.groups_made, read before grmd counted `groups` */
+    __u32 groups;           /* live group records owned by the uid */
+    __u32 sockets;          /* its sockets registered, or read from the ring and not yet done */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_owner_use) == 16);
 
 /* cBPF dissector. grmd translates a group's classic BPF into an sk_reuseport program
  * (daemon/cbpf.cpp) and stores it at grm_cbpf_progs[gid]. grm_select_sk tail-calls it; the
@@ -616,7 +648,16 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
     F(grm_gstate, cbpf_error, 24, 112)                                                             \
     S(grm_owner_ring, 16)                                                                          \
     F(grm_owner_ring, sent, 0, 8)                                                                  \
-    F(grm_owner_ring, done, 8, 8)
+    F(grm_owner_ring, done, 8, 8)                                                                  \
+    S(grm_owner, 32)                                                                               \
+    F(grm_owner, groups_made, 0, 8)                                                                \
+    F(grm_owner, refused_groups, 8, 8)                                                             \
+    F(grm_owner, refused_sockets, 16, 8)                                                           \
+    F(grm_owner, refused_ring, 24, 8)                                                              \
+    S(grm_owner_use, 16)                                                                           \
+    F(grm_owner_use, groups_made_seen, 0, 8)                                                       \
+    F(grm_owner_use, groups, 8, 4)                                                                 \
+    F(grm_owner_use, sockets, 12, 4)
 
 #define GRM_ABI_PINNED_MAPS(M)                                                                     \
     M(grm_groups, HASH, grm_group_key, 24, __u32, 4, 1024, 0)                                      \
@@ -642,7 +683,9 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
     M(grm_dropped, ARRAY, __u32, 4, __u64, 8, 1024, 0)                                             \
     M(grm_host, ARRAY, __u32, 4, grm_quic_lb, 8, 1, 0)                                             \
     M(grm_gstate, ARRAY, __u32, 4, grm_gstate, 136, 1024, 0)                                       \
-    M(grm_owner_ring, LRU_HASH, __u32, 4, grm_owner_ring, 16, 4096, 0)
+    M(grm_owner_ring, LRU_HASH, __u32, 4, grm_owner_ring, 16, 4096, 0)                             \
+    M(grm_owners, HASH, __u32, 4, grm_owner, 32, 4096, 0)                                          \
+    M(grm_owner_use, HASH, __u32, 4, grm_owner_use, 16, 4096, 0)
 
 #define GRM_ABI_CHECK_S(s, n) GRM_ABI_ASSERT(sizeof(struct s) == (n));
 #define GRM_ABI_CHECK_F(s, f, off, n)                                                              \

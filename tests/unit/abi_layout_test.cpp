@@ -17,6 +17,7 @@
 #include "grm/abi.h"
 #include "layout.hpp"
 #include "v2.hpp"
+#include "v3.hpp"
 
 using namespace grm::daemon::upgrade;
 
@@ -154,6 +155,12 @@ TEST_CASE("abi layout: a released version's layout is frozen; its version number
     } else {
         CHECK(now != v2->text()); // a bump without a change: a version for nothing
     }
+    // Version 3 (main before the per-owner limits), which grmd also takes over, likewise.
+    auto v3 = parse_layout(v3::kLayout);
+    REQUIRE(v3);
+    CHECK(fingerprint(v3->text()) == v3::kFingerprint);
+    STATIC_REQUIRE(GRM_ABI_VERSION > v3::kAbiVersion);
+    CHECK(now != v3->text());
 }
 
 TEST_CASE("abi layout: conversion by field name keeps fields, zeroes or fills new ones, "
