@@ -43,8 +43,10 @@ enum class MapId : uint8_t {
     handshakes, ///< grm_handshakes: QUIC handshakes in flight
     gstate,     ///< grm_gstate: gid -> lifetime and cBPF load state, for grmctl
     owner_ring, ///< grm_owner_ring: uid -> SOCKET_GEN records sent and read
+    owners,     ///< grm_owners: uid -> groups made and refusals (BPF's)
+    owner_use,  ///< grm_owner_use: uid -> groups and sockets as grmd counted them
 };
-inline constexpr size_t kMapCount = static_cast<size_t>(MapId::owner_ring) + 1;
+inline constexpr size_t kMapCount = static_cast<size_t>(MapId::owner_use) + 1;
 
 /// Key and value types of each map, for the typed helpers below.
 template <MapId M>
@@ -74,6 +76,8 @@ GRM_MAP_TYPES(sock_sets, __u32, __u32); // map fd in, map id out
 GRM_MAP_TYPES(handshakes, grm_hs_key, grm_flow);
 GRM_MAP_TYPES(gstate, __u32, grm_gstate);
 GRM_MAP_TYPES(owner_ring, __u32, grm_owner_ring);
+GRM_MAP_TYPES(owners, __u32, grm_owner);
+GRM_MAP_TYPES(owner_use, __u32, grm_owner_use);
 #undef GRM_MAP_TYPES
 
 /// A map's pin name and the key/value sizes abi.h gives it (per-CPU maps: one CPU's value).
@@ -112,6 +116,8 @@ inline constexpr MapShape kMapShapes[kMapCount] = {
     detail::shape<MapId::handshakes>("grm_handshakes"),
     detail::shape<MapId::gstate>("grm_gstate"),
     detail::shape<MapId::owner_ring>("grm_owner_ring"),
+    detail::shape<MapId::owners>("grm_owners"),
+    detail::shape<MapId::owner_use>("grm_owner_use"),
 };
 
 constexpr const MapShape& shape_of(MapId m)

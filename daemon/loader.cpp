@@ -166,6 +166,9 @@ Result<SkelPtr> load(const LoadOptions& o)
     if (o.flow_entries && plan->maps["grm_flows"] == upgrade::MapAction::fresh)
         bpf_map__set_max_entries(skel->maps.grm_flows, o.flow_entries);
 
+    skel->rodata->grm_limit_groups = o.limits.groups;
+    skel->rodata->grm_limit_sockets = o.limits.sockets;
+    skel->rodata->grm_limit_ring = o.limits.ring;
     if (int err = grm_bpf__load(skel.get()); err != 0)
         return unexpected(-err, "load BPF programs (run with -v for the verifier log)");
     if (auto r = upgrade::finish(*plan, skel->obj, o.pin_dir); !r)

@@ -9,6 +9,7 @@
 #include <bpf/libbpf.h>
 
 #include "fd.hpp"
+#include "grm/abi.h"
 #include "grm.skel.h"
 #include "grm/result.hpp"
 
@@ -42,6 +43,14 @@ inline bool is_sendmsg_hook(const Hook& h)
     return h.type == BPF_CGROUP_UDP4_SENDMSG || h.type == BPF_CGROUP_UDP6_SENDMSG;
 }
 
+/// Per-owner limits (abi.h; grmd --limit-*-per-uid), built into the programs at load. 0 = no
+/// limit.
+struct Limits {
+    uint32_t groups = GRM_LIMIT_GROUPS_PER_OWNER;   ///< groups one uid owns
+    uint32_t sockets = GRM_LIMIT_SOCKETS_PER_OWNER; ///< sockets registered or waiting, per uid
+    uint32_t ring = GRM_RING_PER_OWNER;             ///< SOCKET_GEN records in the ring, per uid
+};
+
 struct LoadOptions {
     std::string pin_dir;
     uint32_t flow_entries = 0; ///< 0 = the pinned table's size, else the default (131072)
@@ -49,6 +58,7 @@ struct LoadOptions {
     /// maps that fit no known layout) is discarded and replaced by fresh state, instead of
     /// refused.
     bool force = false;
+    Limits limits;
 };
 
 /// Opens and loads the object, reusing every map pinned in pin_dir (so groups, flows and

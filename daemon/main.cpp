@@ -52,6 +52,7 @@ struct Options {
     std::optional<std::string> tubular; // SEQPACKET socket of the Tubular daemon
     std::chrono::nanoseconds tubular_keep = std::chrono::seconds(10); // kept sockets' lifetime
     std::chrono::nanoseconds group_grace{kDefaultGroupGraceNs};       // idle groups' lifetime
+    Limits limits;                                                    // per owner uid
 };
 
 void usage(FILE* to)
@@ -78,14 +79,32 @@ void usage(FILE* to)
                  "                          host table (JSON, docs/multihost.md); SIGHUP rereads\n"
                  "      --group-grace=DURATION  how long a group with no registered socket\n"
                  "                          lives on before it is freed (default 60s)\n"
+                 "      --limit-groups-per-uid=N   groups one uid may own (default %u): the\n"
+                 "                          setsockopt that would make one more fails EDQUOT\n"
+                 "      --limit-sockets-per-uid=N  sockets one uid may have registered or\n"
+                 "                          waiting (default %u): SOCKET_GEN fails EDQUOT\n"
+                 "      --limit-ring-per-uid=N     SOCKET_GEN records of one uid in the ring\n"
+                 "                          (default %u): SOCKET_GEN fails EAGAIN\n"
+                 "                          (0: no limit; uid 0 is limited like any other)\n"
                  "  -v, --verbose           debug output, libbpf's included\n"
                  "  -h, --help\n",
-                 pins::kDefaultDir);
+                 pins::kDefaultDir, GRM_LIMIT_GROUPS_PER_OWNER, GRM_LIMIT_SOCKETS_PER_OWNER,
+                 GRM_RING_PER_OWNER);
 }
 
 std::optional<Options> parse(int argc, char** argv)
 {
-    enum { kUninstall = 1000, kFlowEntries, kWithoutSendmsg, kTubularKeep, kHosts, kGroupGrace };
+    enum {
+        kUninstall = 1000,
+        kFlowEntries,
+        kWithoutSendmsg,
+        kTubularKeep,
+        kHosts,
+        kGroupGrace,
+        kLimitGroups,
+        kLimitSockets,
+        kLimitRing,
+    };
     static const option longopts[] = {
         {"daemon", no_argument, nullptr, 'd'},
         {"install", optional_argument, nullptr, 'i'},
@@ -97,6 +116,9 @@ std::optional<Options> parse(int argc, char** argv)
         {"tubular-keep", required_argument, nullptr, kTubularKeep},
         {"hosts", required_argument, nullptr, kHosts},
         {"group-grace", required_argument, nullptr, kGroupGrace},
+        {"limit-groups-per-uid", required_argument, nullptr, kLimitGroups},
+        {"limit-sockets-per-uid", required_argument, nullptr, kLimitSockets},
+        {"limit-ring-per-uid", required_argument, nullptr, kLimitRing},
         {"verbose", no_argument, nullptr, 'v'},
         {"force", no_argument, nullptr, 'f'},
         {"without-sendmsg", no_argument, nullptr, kWithoutSendmsg},
@@ -155,6 +177,22 @@ std::optional<Options> parse(int argc, char** argv)
                 return std::nullopt;
             }
             o.group_grace = *d;
+            break;
+        }
+        case kLimitGroups:
+        case kLimitSockets:
+        case kLimitRing: {
+            const char* name = c == kLimitGroups    ? "--limit-groups-per-uid"
+                               : c == kLimitSockets ? "--limit-sockets-per-uid"
+                                                    : "--limit-ring-per-uid";
+            auto n = cli::parse<uint32_t>(optarg, name, 0, UINT32_MAX);
+            if (!n) {
+                log::err("{}", n.error().context);
+                return std::nullopt;
+            }
+            (c == kLimitGroups    ? o.limits.groups
+             : c == kLimitSockets ? o.limits.sockets
+                                  : o.limits.ring) = *n;
             break;
         }
         case 'v':
@@ -389,7 +427,7 @@ int run_daemon(const Options& o)
         log::err("{}", lock.error().message());
         return lock.error().code == EBUSY ? kExitPinDirTaken : 1;
     }
-    auto skel = load({o.pin_dir, o.flow_entries, o.force});
+    auto skel = load({o.pin_dir, o.flow_entries, o.force, o.limits});
     if (!skel) {
         log::err("{}", skel.error().message());
         return skel.error().code == EPROTO ? kExitPinDirTaken : 1; // state --force would discard
@@ -424,6 +462,8 @@ int run_daemon(const Options& o)
     set_map(MapId::handshakes, s->maps.grm_handshakes);
     set_map(MapId::gstate, s->maps.grm_gstate);
     set_map(MapId::owner_ring, s->maps.grm_owner_ring);
+    set_map(MapId::owners, s->maps.grm_owners);
+    set_map(MapId::owner_use, s->maps.grm_owner_use);
     fds.select_prog = bpf_program__fd(s->progs.grm_select_sk);
     auto kernel = BpfKernel::borrow(fds, o.pin_dir); // the skeleton outlives it
     if (!kernel) {

@@ -243,15 +243,23 @@ void Registry::count_dropped(uint32_t gid)
 Result<size_t> Registry::reload()
 {
     regs_.clear();
+    reg_uids_.clear();
+    registered_.clear();
     used_.clear();
     auto walked = for_each_key<MapId::regs>(k_, [this](const __u64& cookie) {
         if (auto r = get<MapId::regs>(k_, cookie)) {
-            regs_[cookie] = *r;
+            add_reg(cookie, *r, owner_of(r->gid)); // a group's sockets are its owner's
             used_.insert({{r->gid, r->slot}, r->idx});
         }
     });
     if (!walked)
         return unexpected(walked.error());
+    // What an earlier grmd wrote: rewritten below where the count differs.
+    if (k_.has(MapId::owner_use))
+        (void)for_each_key<MapId::owner_use>(k_, [this](const __u32& uid) {
+            if (auto u = get<MapId::owner_use>(k_, uid))
+                owner_use_[uid] = *u;
+        });
     refill_sockets();
     sweep();
     return regs_.size();
@@ -398,6 +406,8 @@ size_t Registry::sweep()
     retry_waiting();
     sync_cbpf();
     expire_groups();
+    count_groups();
+    count_sockets();
     return closed;
 }
 
@@ -432,6 +442,107 @@ void Registry::forget(uint64_t cookie)
     (void)erase<MapId::regs>(k_, cookie);
     used_.erase({{r.gid, r.slot}, r.idx});
     regs_.erase(it);
+    if (auto u = reg_uids_.find(cookie); u != reg_uids_.end()) {
+        if (--registered_[u->second] == 0)
+            registered_.erase(u->second);
+        reg_uids_.erase(u);
+    }
+}
+
+void Registry::add_reg(uint64_t cookie, const grm_reg& r, uint32_t uid)
+{
+    regs_[cookie] = r;
+    if (auto [it, fresh] = reg_uids_.try_emplace(cookie, uid); fresh) {
+        registered_[uid]++;
+    } else if (it->second != uid) {
+        if (--registered_[it->second] == 0)
+            registered_.erase(it->second);
+        registered_[uid]++;
+        it->second = uid;
+    }
+}
+
+void Registry::write_owner_use(const std::map<uint32_t, grm_owner_use>& want)
+{
+    if (!k_.has(MapId::owner_use))
+        return;
+    for (const auto& [uid, u] : want) {
+        auto it = owner_use_.find(uid);
+        if (it != owner_use_.end() && std::memcmp(&it->second, &u, sizeof(u)) == 0)
+            continue;
+        // A full map leaves the uid unlimited on groups it made before (fail open), never
+        // refused for a count grmd could not write.
+        if (auto w = put<MapId::owner_use>(k_, uid, u); !w) {
+            log::debug("write grm_owner_use of uid {}: {}", uid, w.error().message());
+            continue;
+        }
+        owner_use_[uid] = u;
+    }
+}
+
+void Registry::count_sockets()
+{
+    std::map<uint32_t, uint32_t> n(registered_.begin(), registered_.end());
+    for (const auto& [cookie, ev] : deferred_)
+        n[ev.uid]++;
+    for (const auto& [cookie, w] : waiting_)
+        if (!reg_uids_.count(cookie)) // moving to a full generation: counted as registered
+            n[w.first.uid]++;
+    std::map<uint32_t, grm_owner_use> want;
+    for (const auto& [uid, u] : owner_use_) {
+        want[uid] = u;
+        want[uid].sockets = 0;
+    }
+    for (const auto& [uid, count] : n) {
+        auto it = owner_use_.find(uid);
+        grm_owner_use u = it == owner_use_.end() ? grm_owner_use{} : it->second;
+        u.sockets = count;
+        want[uid] = u;
+    }
+    write_owner_use(want);
+}
+
+void Registry::count_groups()
+{
+    if (!k_.has(MapId::owners) || !k_.has(MapId::owner_use))
+        return;
+    // groups_made first, the records after: a group made in between is counted twice until
+    // the next count (too many for a moment, never too few).
+    std::map<uint32_t, uint64_t> made;
+    (void)for_each_key<MapId::owners>(k_, [&](const __u32& uid) {
+        if (auto o = get<MapId::owners>(k_, uid))
+            made[uid] = o->groups_made;
+    });
+    std::map<uint32_t, uint32_t> live;
+    std::set<uint32_t> seen;
+    auto walked = for_each_key<MapId::groups>(k_, [&](const grm_group_key& key) {
+        auto g = read_group(k_, key);
+        if (g && seen.insert(g->gid % GRM_MAX_GROUPS).second)
+            live[g->owner_uid]++;
+    });
+    if (!walked)
+        return; // counted next time; the hook goes on with the last count
+    std::map<uint32_t, grm_owner_use> want;
+    auto row = [&](uint32_t uid) -> grm_owner_use& {
+        auto [it, fresh] = want.try_emplace(uid);
+        if (fresh)
+            if (auto o = owner_use_.find(uid); o != owner_use_.end())
+                it->second = o->second;
+        return it->second;
+    };
+    for (const auto& [uid, u] : owner_use_)
+        row(uid);
+    for (const auto& [uid, n] : made)
+        row(uid);
+    for (const auto& [uid, n] : live)
+        row(uid);
+    for (auto& [uid, u] : want) {
+        auto m = made.find(uid);
+        auto l = live.find(uid);
+        u.groups_made_seen = m == made.end() ? 0 : m->second;
+        u.groups = l == live.end() ? 0 : l->second;
+    }
+    write_owner_use(want);
 }
 
 /// Rewrites a slot's list of sockets for new flows: the live registered sockets of the
@@ -618,7 +729,7 @@ void Registry::on_register(const grm_event& ev, bool retry)
     r.app = st.app;
     r.tgid = ev.tgid;
     r.registered_ns = k_.now_ns();
-    regs_[ev.so_cookie] = r;
+    add_reg(ev.so_cookie, r, ev.uid);
     used_.insert({id, idx});
 
     // The slot first, the registration last: once getsockopt shows the index, the socket
@@ -909,6 +1020,9 @@ void Registry::on_events(std::span<const grm_event> evs)
             cbpf |= ev.type == GRM_EV_DISSECTOR && ev.old == DISSECTOR_CBPF;
         }
     }
+    // The records read count as the owners' sockets before they leave the ring's count: a
+    // socket is never out of both for the limit's check (abi.h).
+    count_sockets();
     // The owners' shares of the ring are free again (grmd is the only writer of `done`).
     if (k_.has(MapId::owner_ring))
         for (const auto& [uid, n] : read)
@@ -941,6 +1055,7 @@ void Registry::on_events(std::span<const grm_event> evs)
             on_register(ev);
         batch_.reset();
     }
+    count_sockets();
     if (cbpf)
         sync_cbpf();
 }

@@ -103,6 +103,13 @@ public:
     std::pair<size_t, size_t> reattach_groups();
     /// Adds 1 to both critical counters of group gid.
     void count_critical(uint32_t gid) { critical(gid, true); }
+    /// Per-owner use for the limits' checks (grm_owner_use, abi.h): counts every uid's live
+    /// groups (reading grm_owners' groups_made first) and writes what changed. The sweep
+    /// calls it; a group freed or deleted leaves the count there.
+    void count_groups();
+
+    /// What grmd last wrote to grm_owner_use, by uid.
+    const std::map<uint32_t, grm_owner_use>& owner_use() const { return owner_use_; }
 
 private:
     using SlotId = std::pair<uint32_t, uint32_t>; // gid, slot
@@ -124,6 +131,10 @@ private:
     bool log_ok(uint32_t uid, bool warning = false);
     void flush_log(bool all);
     void forget(uint64_t cookie);
+    void add_reg(uint64_t cookie, const grm_reg& r, uint32_t uid);
+    /// Writes each uid's sockets (registered, deferred or waiting) where they changed.
+    void count_sockets();
+    void write_owner_use(const std::map<uint32_t, grm_owner_use>& want);
     void write_slot(SlotId id, std::optional<uint32_t> new_gen);
     void critical(uint32_t gid, bool failing);
     void count_dropped(uint32_t gid);
@@ -133,8 +144,11 @@ private:
     void free_group(const grm_group_key& key, const grm_group& g, const char* why);
 
     Kernel& k_;
-    std::map<uint64_t, grm_reg> regs_;           // by SO_COOKIE
-    std::set<std::pair<SlotId, uint32_t>> used_; // (slot, idx) taken by a registered socket
+    std::map<uint64_t, grm_reg> regs_;            // by SO_COOKIE
+    std::map<uint64_t, uint32_t> reg_uids_;       // owner uid of each of regs_
+    std::map<uint32_t, uint32_t> registered_;     // regs_ per owner uid
+    std::map<uint32_t, grm_owner_use> owner_use_; // as last written to grm_owner_use
+    std::set<std::pair<SlotId, uint32_t>> used_;  // (slot, idx) taken by a registered socket
     // Registrations refused because their generation had 256 live sockets, by SO_COOKIE:
     // retried when a socket of that generation closes or leaves it.
     std::map<uint64_t, std::pair<grm_event, SlotId>> waiting_;
