@@ -17,6 +17,8 @@ std::string usage(std::string_view default_pin_dir)
         "  flows     the FLOW table, by group\n"
         "  delete    remove the group ADDR:PORT (required) and all its state; its sockets\n"
         "            keep working as plain SO_REUSEPORT sockets until they register again\n"
+        "  owners    per owner uid: groups, sockets and ring records in use, and the calls\n"
+        "            the limits refused (grmd --limit-*-per-uid)\n"
         "options:\n"
         "  -p, --pin-dir=DIR  grmd's bpffs directory (default {})\n"
         "  -v, --verbose      list: socket indexes and SO_COOKIEs, dead sockets, zero counters;\n"
@@ -123,6 +125,10 @@ Cli parse_cli(const std::vector<std::string_view>& args, std::string_view defaul
         cli.options.command = Command::metrics;
     } else if (positional[0] == "flows") {
         cli.options.command = Command::flows;
+    } else if (positional[0] == "owners") {
+        cli.options.command = Command::owners;
+        if (positional.size() > 1)
+            fail("owners takes no ADDR:PORT");
     } else if (positional[0] == "delete") {
         cli.options.command = Command::del;
         if (positional.size() < 2)

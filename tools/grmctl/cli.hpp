@@ -12,7 +12,7 @@
 
 namespace grm::ctl {
 
-enum class Command { list, metrics, flows, del };
+enum class Command { list, metrics, flows, del, owners };
 
 struct Options {
     Command command = Command::list;

@@ -169,6 +169,9 @@ int main(int argc, char** argv)
     case Command::flows:
         out = o.json ? dump_json(flows_json(*snap)) : render_flows_text(*snap, o.verbose);
         break;
+    case Command::owners:
+        out = o.json ? dump_json(owners_json(*snap)) : render_owners_text(*snap);
+        break;
     case Command::del:
         break; // handled above
     }

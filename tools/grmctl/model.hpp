@@ -41,12 +41,24 @@ struct FlowEntry {
     bool owner_live = false;
 };
 
+/// One owner uid: what the limits count (abi.h) and what they refused.
+struct OwnerState {
+    uint32_t uid = 0;
+    grm_owner counters{};     ///< grm_owners[uid] (BPF)
+    grm_owner_use use{};      ///< grm_owner_use[uid] (grmd)
+    grm_owner_ring ring{};    ///< grm_owner_ring[uid]
+    uint64_t groups = 0;      ///< groups as the limit counts them: grmd's count + made since
+    uint64_t sockets = 0;     ///< registered or waiting in grmd, plus records in the ring
+    uint64_t ring_in_use = 0; ///< SOCKET_GEN records in the ring
+};
+
 struct Snapshot {
     uint64_t now_ns = 0;            ///< CLOCK_MONOTONIC when the snapshot was taken
     uint32_t abi_version = 0;       ///< grm_meta.abi_version
     std::string daemon_version;     ///< grm_meta.version: the grmd that created the state
     std::vector<GroupState> groups; ///< sorted by family, address, port
     std::vector<FlowEntry> flows;   ///< filled for `flows` only; sorted by gid, remote
+    std::vector<OwnerState> owners; ///< filled for `owners` and `metrics`; by uid
 };
 
 /// What `grmctl delete` removed for one group record.

@@ -494,7 +494,57 @@ std::string render_prometheus(const Snapshot& s, std::string_view version)
                                labels, gen.taking_new_flows());
         }
     }
+
+    family("owner_in_use",
+           "Per owner uid, what its limits count: groups, sockets (registered or waiting), ring "
+           "records",
+           MetricKind::gauge);
+    for (const OwnerState& o : s.owners) {
+        out += fmt::format("grm_owner_in_use{{uid=\"{}\",limit=\"groups\"}} {}\n", o.uid, o.groups);
+        out +=
+            fmt::format("grm_owner_in_use{{uid=\"{}\",limit=\"sockets\"}} {}\n", o.uid, o.sockets);
+        out +=
+            fmt::format("grm_owner_in_use{{uid=\"{}\",limit=\"ring\"}} {}\n", o.uid, o.ring_in_use);
+    }
+    family("owner_refused_total", "Per owner uid, calls a limit refused (grmd --limit-*-per-uid)",
+           MetricKind::counter);
+    for (const OwnerState& o : s.owners) {
+        out += fmt::format("grm_owner_refused_total{{uid=\"{}\",limit=\"groups\"}} {}\n", o.uid,
+                           o.counters.refused_groups);
+        out += fmt::format("grm_owner_refused_total{{uid=\"{}\",limit=\"sockets\"}} {}\n", o.uid,
+                           o.counters.refused_sockets);
+        out += fmt::format("grm_owner_refused_total{{uid=\"{}\",limit=\"ring\"}} {}\n", o.uid,
+                           o.counters.refused_ring);
+    }
     return out;
+}
+
+std::string render_owners_text(const Snapshot& s)
+{
+    if (s.owners.empty())
+        return "no owners\n";
+    std::string out =
+        fmt::format("{:>10} {:>7} {:>8} {:>6}   {:>14} {:>15} {:>12}\n", "uid", "groups", "sockets",
+                    "ring", "refused:groups", "refused:sockets", "refused:ring");
+    for (const OwnerState& o : s.owners)
+        out += fmt::format("{:>10} {:>7} {:>8} {:>6}   {:>14} {:>15} {:>12}\n", o.uid, o.groups,
+                           o.sockets, o.ring_in_use, o.counters.refused_groups,
+                           o.counters.refused_sockets, o.counters.refused_ring);
+    return out;
+}
+
+nlohmann::ordered_json owners_json(const Snapshot& s)
+{
+    nlohmann::ordered_json owners = nlohmann::ordered_json::array();
+    for (const OwnerState& o : s.owners)
+        owners.push_back(
+            {{"uid", o.uid},
+             {"in_use", {{"groups", o.groups}, {"sockets", o.sockets}, {"ring", o.ring_in_use}}},
+             {"refused",
+              {{"groups", o.counters.refused_groups},
+               {"sockets", o.counters.refused_sockets},
+               {"ring", o.counters.refused_ring}}}});
+    return {{"version", kJsonVersion}, {"owners", owners}};
 }
 
 // ------------------------------------------------------------------------------------------

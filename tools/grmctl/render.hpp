@@ -105,6 +105,13 @@ std::string render_flows_text(const Snapshot& s, bool verbose);
 /// The flows document (docs/grmctl-json.md); stale entries included and marked.
 nlohmann::ordered_json flows_json(const Snapshot& s);
 
+/// `owners`: one line per uid: groups, sockets and ring records in use, and the calls each
+/// limit refused.
+std::string render_owners_text(const Snapshot& s);
+
+/// The owners document (docs/grmctl-json.md): {"version", "owners": [...]}.
+nlohmann::ordered_json owners_json(const Snapshot& s);
+
 // ------------------------------------------------------------------------------------------
 // delete
 

@@ -71,6 +71,51 @@ Result<GroupState> read_group_state(Kernel& k, const grm_group_key& key, const g
     return gs;
 }
 
+/// Every uid one of the three per-owner maps knows, by uid.
+Result<std::vector<OwnerState>> read_owners(Kernel& k)
+{
+    std::map<uint32_t, OwnerState> by_uid;
+    auto row = [&by_uid](uint32_t uid) -> OwnerState& {
+        OwnerState& o = by_uid[uid];
+        o.uid = uid;
+        return o;
+    };
+    if (k.has(MapId::owners)) {
+        auto w = daemon::for_each_key<MapId::owners>(k, [&](const __u32& uid) {
+            if (auto v = daemon::get<MapId::owners>(k, uid))
+                row(uid).counters = *v;
+        });
+        if (!w)
+            return unexpected(w.error());
+    }
+    if (k.has(MapId::owner_use)) {
+        auto w = daemon::for_each_key<MapId::owner_use>(k, [&](const __u32& uid) {
+            if (auto v = daemon::get<MapId::owner_use>(k, uid))
+                row(uid).use = *v;
+        });
+        if (!w)
+            return unexpected(w.error());
+    }
+    if (k.has(MapId::owner_ring)) {
+        auto w = daemon::for_each_key<MapId::owner_ring>(k, [&](const __u32& uid) {
+            if (auto v = daemon::get<MapId::owner_ring>(k, uid))
+                row(uid).ring = *v;
+        });
+        if (!w)
+            return unexpected(w.error());
+    }
+    std::vector<OwnerState> out;
+    for (auto& [uid, o] : by_uid) {
+        // As the setsockopt hook counts (abi.h), never below zero.
+        const auto made = static_cast<int64_t>(o.counters.groups_made - o.use.groups_made_seen);
+        o.groups = static_cast<uint64_t>(std::max<int64_t>(0, made + o.use.groups));
+        o.ring_in_use = o.ring.sent >= o.ring.done ? o.ring.sent - o.ring.done : 0;
+        o.sockets = o.use.sockets + o.ring_in_use;
+        out.push_back(o);
+    }
+    return out;
+}
+
 } // namespace
 
 Result<daemon::BpfKernel> open_state(const std::string& pin_dir, Command c)
@@ -79,6 +124,12 @@ Result<daemon::BpfKernel> open_state(const std::string& pin_dir, Command c)
     std::vector<Pin> pins = {{MapId::groups}, {MapId::group_recs}, {MapId::meta},
                              {MapId::regs},   {MapId::slots},      {MapId::socks},
                              {MapId::stats},  {MapId::dstats},     {MapId::gstate, true}};
+    if (c == Command::owners || c == Command::metrics) {
+        // State of a grmd before the per-owner limits lacks these maps.
+        pins.push_back({MapId::owners, true});
+        pins.push_back({MapId::owner_use, true});
+        pins.push_back({MapId::owner_ring, true});
+    }
     if (c == Command::flows || c == Command::del)
         pins.push_back({MapId::flows});
     if (c == Command::del) {
@@ -178,6 +229,13 @@ Result<Snapshot> read_snapshot(Kernel& k, const Options& o)
                 it = live.emplace(f.owner, in_socks(k, f.owner)).first;
             s.flows.push_back({key, f, it->second});
         }
+    }
+
+    if (o.command == Command::owners || o.command == Command::metrics) {
+        auto r = read_owners(k);
+        if (!r)
+            return unexpected(r.error());
+        s.owners = std::move(*r);
     }
 
     s.now_ns = k.now_ns(); // after the reads: flow ages never come out negative
