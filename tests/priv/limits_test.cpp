@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: MIT
+// Per-owner limits (issue 12): a uid past its limit of groups, sockets or ring records gets the
+// documented errno at the setsockopt, while other uids and root carry on as fast as before;
+// grmctl counts each refusal per uid; freeing (sockets closed, an idle group's grace over)
+// gives the quota back.
+#include <chrono>
+#include <csignal>
+#include <functional>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "grm/client.hpp"
+#include "helpers.hpp"
+#include "sandbox.hpp"
+#include "udp.hpp"
+
+using namespace grm;
+using namespace grm::test;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr uid_t kTenant = 65534; // the uid over its limits
+constexpr uid_t kOther = 65533;  // another unprivileged uid
+constexpr auto kFast = 100ms;    // another owner's registration, next to a tenant at its limit
+
+/// A process of its own under `uid` that runs `f`, tells its result (0..255), and keeps what
+/// f left in `held` (its sockets) until release(): the parent looks meanwhile.
+class Tenant {
+public:
+    Tenant(uid_t uid, const std::function<int(std::vector<Fd>& held)>& f)
+    {
+        int report[2], hold[2];
+        REQUIRE(::pipe(report) == 0);
+        REQUIRE(::pipe(hold) == 0);
+        pid_ = ::fork();
+        REQUIRE(pid_ >= 0);
+        if (pid_ == 0) {
+            ::close(report[0]);
+            ::close(hold[1]);
+            int rc = 97;
+            std::vector<Fd> held;
+            if (::setresgid(uid, uid, uid) == 0 && ::setresuid(uid, uid, uid) == 0) {
+                try {
+                    rc = f(held);
+                } catch (...) {
+                    rc = 98;
+                }
+            }
+            const auto byte = static_cast<unsigned char>(rc);
+            (void)!::write(report[1], &byte, 1);
+            char c;
+            (void)!::read(hold[0], &c, 1); // until release(): EOF
+            ::_exit(0);
+        }
+        ::close(report[1]);
+        ::close(hold[0]);
+        report_ = Fd(report[0]);
+        hold_ = Fd(hold[1]);
+    }
+    ~Tenant() { release(); }
+    Tenant(const Tenant&) = delete;
+    Tenant& operator=(const Tenant&) = delete;
+
+    /// f's return value (waits for it); -1 if the process died first.
+    int result()
+    {
+        if (result_ < 0) {
+            unsigned char byte = 0;
+            result_ = ::read(report_.get(), &byte, 1) == 1 ? byte : 256;
+        }
+        return result_ == 256 ? -1 : result_;
+    }
+    /// Lets the process exit (its sockets close) and reaps it.
+    void release()
+    {
+        if (pid_ <= 0)
+            return;
+        hold_.reset();
+        int status = 0;
+        ::waitpid(pid_, &status, 0);
+        pid_ = -1;
+    }
+
+private:
+    pid_t pid_ = -1;
+    int result_ = -1;
+    Fd report_, hold_;
+};
+
+/// A port nobody holds now.
+uint16_t free_port()
+{
+    Fd probe = server_socket(AF_INET, 0);
+    return local_port(probe.get());
+}
+
+/// `grmctl owners --json`'s entry of uid (null if none).
+nlohmann::json owner_json(uid_t uid)
+{
+    auto r = run({binary("grmctl"), "-p", sandbox().pin_dir, "owners", "--json"});
+    INFO(r.output);
+    REQUIRE(r.status == 0);
+    auto j = nlohmann::json::parse(r.output, nullptr, false);
+    REQUIRE_FALSE(j.is_discarded());
+    for (const auto& o : j.at("owners"))
+        if (o.at("uid") == uid)
+            return o;
+    return nullptr;
+}
+
+uint64_t in_use(uid_t uid, const char* limit)
+{
+    auto o = owner_json(uid);
+    return o.is_null() ? 0 : o.at("in_use").at(limit).get<uint64_t>();
+}
+
+uint64_t refused(uid_t uid, const char* limit)
+{
+    auto o = owner_json(uid);
+    return o.is_null() ? 0 : o.at("refused").at(limit).get<uint64_t>();
+}
+
+/// A new group of one socket, registered into generation 1: how long it took, or 10 s.
+std::chrono::milliseconds timed_registration(std::vector<Fd>& keep)
+{
+    keep.push_back(server_socket(AF_INET, 0));
+    const int fd = keep.back().get();
+    const auto t0 = Clock::now();
+    auto r = client::register_sockets({&fd, 1}, 1, 10s);
+    if (!r) {
+        UNSCOPED_INFO("registration: " << r.error().message());
+        return 10s;
+    }
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+}
+
+/// In a child as uid: timed_registration, 0 if under kFast, 1 if slower or failed.
+int fast_registration_as(uid_t uid)
+{
+    Tenant t(uid, [](std::vector<Fd>& held) { return timed_registration(held) < kFast ? 0 : 1; });
+    return t.result();
+}
+
+/// The Prometheus line of a refusal count.
+std::string refused_metric(uid_t uid, const char* limit)
+{
+    return "grm_owner_refused_total{uid=\"" + std::to_string(uid) + "\",limit=\"" + limit + "\"}";
+}
+
+std::string metrics()
+{
+    return run({binary("grmctl"), "-p", sandbox().pin_dir, "metrics"}).output;
+}
+
+} // namespace
+
+TEST_CASE("limits: a uid's group past --limit-groups-per-uid is refused EDQUOT; others go on; an "
+          "expired group gives it back",
+          "[limit-groups]")
+{
+    Daemon d = start({"--limit-groups-per-uid=3", "--group-grace=1s"});
+    // Three groups with a registered socket each (not idle while the tenant holds them), then
+    // the fourth is refused, and refused again: nothing was made.
+    Tenant tenant(kTenant, [](std::vector<Fd>& held) {
+        for (int i = 0; i < 3; i++) {
+            held.push_back(server_socket(AF_INET, 0));
+            const int fd = held.back().get();
+            if (!client::register_sockets({&fd, 1}, 1, 10s))
+                return 10 + i;
+        }
+        held.push_back(server_socket(AF_INET, 0));
+        if (int e = set_u32(held.back().get(), UDP_GRM_WORKING_GEN, 1); e != EDQUOT)
+            return e == 0 ? 20 : 21;
+        if (set_u32(held.back().get(), UDP_GRM_SOCKET_GEN, 1) != EDQUOT)
+            return 22;
+        // Its own groups still take options.
+        return set_u32(held[0].get(), UDP_GRM_WORKING_GEN, 2);
+    });
+    REQUIRE(tenant.result() == 0);
+
+    // Another uid, and root, register at once.
+    CHECK(fast_registration_as(kOther) == 0);
+    std::vector<Fd> root;
+    CHECK(timed_registration(root) < kFast);
+
+    // Counted per owner: in grmctl owners (text, JSON) and in the Prometheus text.
+    CHECK(poll_until([] { return in_use(kTenant, "groups") == 3; }, 2s));
+    CHECK(refused(kTenant, "groups") == 2);
+    CHECK(refused(kOther, "groups") == 0);
+    const std::string text = run({binary("grmctl"), "-p", sandbox().pin_dir, "owners"}).output;
+    INFO(text);
+    CHECK(text.find("refused:groups") != std::string::npos);
+    CHECK(text.find(std::to_string(kTenant)) != std::string::npos);
+    CHECK(metrics().find(refused_metric(kTenant, "groups") + " 2") != std::string::npos);
+
+    // Its sockets gone, the groups are idle; once the grace is over they are freed and the
+    // uid may make groups again (the count comes down without any call of the uid).
+    tenant.release();
+    CHECK(poll_until([] { return in_use(kTenant, "groups") == 0; }, 10s));
+    Tenant again(kTenant, [](std::vector<Fd>& held) {
+        for (int i = 0; i < 3; i++) {
+            held.push_back(server_socket(AF_INET, 0));
+            if (set_u32(held.back().get(), UDP_GRM_WORKING_GEN, 1) != 0)
+                return 10 + i;
+        }
+        return 0;
+    });
+    CHECK(again.result() == 0);
+}
+
+TEST_CASE("limits: a uid's socket past --limit-sockets-per-uid is refused EDQUOT; others go on; "
+          "closed sockets give it back",
+          "[limit-sockets]")
+{
+    Daemon d = start({"--limit-sockets-per-uid=4"});
+    const uint16_t port = free_port();
+    // Four sockets registered; the fifth's SOCKET_GEN is refused, the registered ones still
+    // move between generations.
+    Tenant tenant(kTenant, [port](std::vector<Fd>& held) {
+        held = server_sockets(AF_INET, port, 5);
+        std::vector<int> four;
+        for (int i = 0; i < 4; i++)
+            four.push_back(held[i].get());
+        if (!client::register_sockets(four, 1, 10s))
+            return 10;
+        if (int e = set_u32(held[4].get(), UDP_GRM_SOCKET_GEN, 1); e != EDQUOT)
+            return e == 0 ? 20 : 21;
+        if (!client::register_sockets(four, 2, 10s))
+            return 30;
+        return 0;
+    });
+    REQUIRE(tenant.result() == 0);
+
+    CHECK(fast_registration_as(kOther) == 0);
+    std::vector<Fd> root;
+    CHECK(timed_registration(root) < kFast);
+
+    CHECK(poll_until([] { return in_use(kTenant, "sockets") == 4; }, 2s));
+    CHECK(refused(kTenant, "sockets") == 1);
+    CHECK(metrics().find(refused_metric(kTenant, "sockets") + " 1") != std::string::npos);
+
+    // The sockets closed, grmd's sweep gives the uid its quota back.
+    tenant.release();
+    CHECK(poll_until([] { return in_use(kTenant, "sockets") == 0; }, 5s));
+    Tenant again(kTenant, [port](std::vector<Fd>& held) {
+        held = server_sockets(AF_INET, port, 4);
+        std::vector<int> four;
+        for (const Fd& s : held)
+            four.push_back(s.get());
+        return client::register_sockets(four, 3, 10s) ? 0 : 10;
+    });
+    CHECK(again.result() == 0);
+}
+
+TEST_CASE("limits: a uid's SOCKET_GEN past --limit-ring-per-uid records in the ring is refused "
+          "EAGAIN; other uids still queue theirs",
+          "[limit-ring]")
+{
+    Daemon d = start({"--limit-ring-per-uid=8"});
+    // grmd stopped: nothing leaves the ring. Continued however the test ends.
+    REQUIRE(::kill(d.pid(), SIGSTOP) == 0);
+    struct Resume {
+        pid_t pid;
+        ~Resume() { ::kill(pid, SIGCONT); }
+    } resume{d.pid()};
+    const uint16_t port = free_port();
+    Tenant tenant(kTenant, [port](std::vector<Fd>& held) {
+        held = server_sockets(AF_INET, port, 10);
+        for (int i = 0; i < 8; i++)
+            if (set_u32(held[i].get(), UDP_GRM_SOCKET_GEN, 1) != 0)
+                return 10 + i;
+        for (int i = 8; i < 10; i++)
+            if (int e = set_u32(held[i].get(), UDP_GRM_SOCKET_GEN, 1); e != EAGAIN)
+                return e == 0 ? 20 : 21;
+        return 0;
+    });
+    const int rc = tenant.result();
+    // Another uid has a share of its own.
+    Tenant other(kOther, [](std::vector<Fd>& held) {
+        held.push_back(server_socket(AF_INET, 0));
+        return set_u32(held.back().get(), UDP_GRM_SOCKET_GEN, 1);
+    });
+    const int other_rc = other.result();
+    CHECK(in_use(kTenant, "ring") == 8);
+    CHECK(refused(kTenant, "ring") == 2);
+    REQUIRE(::kill(d.pid(), SIGCONT) == 0);
+    REQUIRE(rc == 0);
+    CHECK(other_rc == 0);
+    CHECK(metrics().find(refused_metric(kTenant, "ring") + " 2") != std::string::npos);
+
+    // grmd reads the ring: the share is free again, another uid and root register fast.
+    CHECK(poll_until([] { return in_use(kTenant, "ring") == 0; }, 5s));
+    CHECK(fast_registration_as(kOther) == 0);
+    std::vector<Fd> root;
+    CHECK(timed_registration(root) < kFast);
+}
