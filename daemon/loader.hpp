@@ -9,8 +9,8 @@
 #include <bpf/libbpf.h>
 
 #include "fd.hpp"
-#include "grm/abi.h"
 #include "grm.skel.h"
+#include "grm/abi.h"
 #include "grm/result.hpp"
 
 namespace grm::daemon {
