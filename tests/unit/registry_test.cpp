@@ -654,6 +654,51 @@ TEST_CASE("registry: sweep forgets closed sockets; reload rebuilds from the maps
     CHECK(dstats_of(k, 2).closed == 2);
 }
 
+TEST_CASE("registry: per-owner use follows registrations, closes, groups and frees",
+          "[registry-owners]")
+{
+    FakeKernel k;
+    Registry reg(k);
+    grm_group g = make_group(k, 53, 2);
+    g.owner_uid = 1000;
+    REQUIRE(put<MapId::group_recs>(k, 2, g));
+    grm_group other = make_group(k, 54, 3);
+    other.owner_uid = 1001;
+    REQUIRE(put<MapId::group_recs>(k, 3, other));
+    auto use = [&k](uint32_t uid) {
+        auto u = get<MapId::owner_use>(k, uid);
+        return u ? *u : grm_owner_use{};
+    };
+    for (uint64_t c = 1; c <= 3; c++) {
+        make_socket(k, static_cast<int>(10 + c), c, 1);
+        grm_event ev = register_event(g, c, 1);
+        ev.uid = 1000;
+        reg.on_event(ev);
+    }
+    CHECK(use(1000).sockets == 3);
+    CHECK(use(1001).sockets == 0);
+
+    // Groups: grmd's count goes with the groups_made it read first.
+    REQUIRE(put<MapId::owners>(k, 1000, grm_owner{5, 0, 0, 0}));
+    reg.count_groups();
+    CHECK(use(1000).groups == 1);
+    CHECK(use(1000).groups_made_seen == 5);
+    CHECK(use(1001).groups == 1);
+    CHECK(use(1000).sockets == 3); // kept by the groups' count
+
+    // A closed socket leaves the count at the sweep.
+    k.close_socket(2);
+    reg.sweep();
+    CHECK(use(1000).sockets == 2);
+
+    // A new daemon counts the same from the maps.
+    Registry next(k);
+    REQUIRE(next.reload());
+    CHECK(use(1000).sockets == 2);
+    CHECK(use(1000).groups == 1);
+    CHECK(next.owner_use().at(1000).sockets == 2);
+}
+
 TEST_CASE("teardown: delete_group removes one group's state and nothing else", "[registry]")
 {
     FakeKernel k;

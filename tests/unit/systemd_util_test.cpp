@@ -252,6 +252,45 @@ TEST_CASE("grmctl: new flows of an empty working generation show on the fallback
     CHECK(gens[1].taking_new_flows() == 0);
 }
 
+TEST_CASE("grmctl owners: command line, counts as the hook counts, text, JSON, Prometheus",
+          "[grmctl-owners]")
+{
+    auto c = ctl::parse_cli({"owners", "--json"}, "/p");
+    REQUIRE(c.action == ctl::Cli::Action::run);
+    CHECK(c.options.command == ctl::Command::owners);
+    CHECK(ctl::parse_cli({"owners", "127.0.0.1:53"}, "/p").action == ctl::Cli::Action::usage_error);
+
+    ctl::Snapshot s;
+    // grmd counted 3 groups at groups_made 10; BPF made 2 more since; 4 sockets registered or
+    // waiting, 5 records in the ring.
+    s.owners.push_back(
+        ctl::owner_state(1000, grm_owner{12, 7, 1, 2}, grm_owner_use{10, 3, 4}, {9, 4}));
+    // A group taken back after grmd read groups_made: never below zero.
+    s.owners.push_back(ctl::owner_state(1001, grm_owner{4, 0, 0, 0}, grm_owner_use{5, 0, 0}, {}));
+    CHECK(s.owners[0].groups == 5);
+    CHECK(s.owners[0].ring_in_use == 5);
+    CHECK(s.owners[0].sockets == 9);
+    CHECK(s.owners[1].groups == 0);
+
+    const std::string text = ctl::render_owners_text(s);
+    INFO(text);
+    CHECK(text.find("refused:groups") != std::string::npos);
+    CHECK(text.find(
+              "      1000       5        9      5                7               1            2") !=
+          std::string::npos);
+    auto j = ctl::owners_json(s);
+    CHECK(j["owners"][0]["uid"] == 1000);
+    CHECK(j["owners"][0]["in_use"]["groups"] == 5);
+    CHECK(j["owners"][0]["refused"]["groups"] == 7);
+    CHECK(j["owners"][0]["refused"]["ring"] == 2);
+    const std::string prom = ctl::render_prometheus(s, "test");
+    CHECK(prom.find("# TYPE grm_owner_refused_total counter") != std::string::npos);
+    CHECK(prom.find("grm_owner_refused_total{uid=\"1000\",limit=\"sockets\"} 1\n") !=
+          std::string::npos);
+    CHECK(prom.find("grm_owner_in_use{uid=\"1000\",limit=\"groups\"} 5\n") != std::string::npos);
+    CHECK(ctl::render_owners_text(ctl::Snapshot{}) == "no owners\n");
+}
+
 TEST_CASE("grmctl delete: command line and report", "[grmctl-delete]")
 {
     auto c = ctl::parse_cli({"delete", "--json", "127.0.0.1:53"}, "/p");

@@ -52,6 +52,24 @@ struct OwnerState {
     uint64_t ring_in_use = 0; ///< SOCKET_GEN records in the ring
 };
 
+/// An owner's state from its three map entries (absent ones zero), with the counts derived as
+/// the setsockopt hook derives them (abi.h), never below zero.
+inline OwnerState owner_state(uint32_t uid, const grm_owner& counters, const grm_owner_use& use,
+                              const grm_owner_ring& ring)
+{
+    OwnerState o;
+    o.uid = uid;
+    o.counters = counters;
+    o.use = use;
+    o.ring = ring;
+    const auto made = static_cast<int64_t>(counters.groups_made - use.groups_made_seen);
+    const int64_t groups = made + use.groups;
+    o.groups = groups > 0 ? static_cast<uint64_t>(groups) : 0;
+    o.ring_in_use = ring.sent >= ring.done ? ring.sent - ring.done : 0;
+    o.sockets = use.sockets + o.ring_in_use;
+    return o;
+}
+
 struct Snapshot {
     uint64_t now_ns = 0;            ///< CLOCK_MONOTONIC when the snapshot was taken
     uint32_t abi_version = 0;       ///< grm_meta.abi_version

@@ -105,14 +105,8 @@ Result<std::vector<OwnerState>> read_owners(Kernel& k)
             return unexpected(w.error());
     }
     std::vector<OwnerState> out;
-    for (auto& [uid, o] : by_uid) {
-        // As the setsockopt hook counts (abi.h), never below zero.
-        const auto made = static_cast<int64_t>(o.counters.groups_made - o.use.groups_made_seen);
-        o.groups = static_cast<uint64_t>(std::max<int64_t>(0, made + o.use.groups));
-        o.ring_in_use = o.ring.sent >= o.ring.done ? o.ring.sent - o.ring.done : 0;
-        o.sockets = o.use.sockets + o.ring_in_use;
-        out.push_back(o);
-    }
+    for (const auto& [uid, o] : by_uid)
+        out.push_back(owner_state(uid, o.counters, o.use, o.ring));
     return out;
 }
 
