@@ -510,9 +510,32 @@ void Registry::count_groups()
     // the next count (too many for a moment, never too few).
     std::map<uint32_t, uint64_t> made;
     (void)for_each_key<MapId::owners>(k_, [&](const __u32& uid) {
-        if (auto o = get<MapId::owners>(k_, uid))
-            made[uid] = o->groups_made;
+        auto o = get<MapId::owners>(k_, uid);
+        if (!o)
+            return;
+        made[uid] = o->groups_made;
+        // The hook refuses without telling grmd: the log says it here, once per sweep.
+        // A uid new since the last read starts from zero; at grmd's first read, refusals of
+        // before its start are not logged again.
+        auto seen = refused_seen_.find(uid);
+        const grm_owner was = seen != refused_seen_.end() ? seen->second
+                              : refused_logged_once_      ? grm_owner{}
+                                                          : *o;
+        refused_seen_[uid] = *o;
+        const struct {
+            __u64 grm_owner::*field;
+            const char* what;
+        } limits[] = {
+            {&grm_owner::refused_groups, "groups: a new group refused EDQUOT"},
+            {&grm_owner::refused_sockets, "sockets: SOCKET_GEN refused EDQUOT"},
+            {&grm_owner::refused_ring, "ring records: SOCKET_GEN refused EAGAIN"},
+        };
+        for (const auto& l : limits)
+            if ((*o).*l.field > was.*l.field && log_ok(uid, true))
+                log::warning("uid {}: at its limit of {} {} time(s)", uid, l.what,
+                             (*o).*l.field - was.*l.field);
     });
+    refused_logged_once_ = true;
     std::map<uint32_t, uint32_t> live;
     std::set<uint32_t> seen;
     auto walked = for_each_key<MapId::groups>(k_, [&](const grm_group_key& key) {

@@ -148,6 +148,8 @@ private:
     std::map<uint64_t, uint32_t> reg_uids_;       // owner uid of each of regs_
     std::map<uint32_t, uint32_t> registered_;     // regs_ per owner uid
     std::map<uint32_t, grm_owner_use> owner_use_; // as last written to grm_owner_use
+    std::map<uint32_t, grm_owner> refused_seen_;  // grm_owners as count_groups() last read it
+    bool refused_logged_once_ = false;            // refusals before the first read: not logged
     std::set<std::pair<SlotId, uint32_t>> used_;  // (slot, idx) taken by a registered socket
     // Registrations refused because their generation had 256 live sockets, by SO_COOKIE:
     // retried when a socket of that generation closes or leaves it.

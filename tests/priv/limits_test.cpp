@@ -201,6 +201,13 @@ TEST_CASE("limits: a uid's group past --limit-groups-per-uid is refused EDQUOT; 
     CHECK(text.find("refused:groups") != std::string::npos);
     CHECK(text.find(std::to_string(kTenant)) != std::string::npos);
     CHECK(metrics().find(refused_metric(kTenant, "groups") + " 2") != std::string::npos);
+    // grmd's log says so (the hook refused without it).
+    CHECK(poll_until(
+        [&] {
+            return d.log().find("uid 65534: at its limit of groups: a new group refused EDQUOT") !=
+                   std::string::npos;
+        },
+        2s));
 
     // Its sockets gone, the groups are idle; once the grace is over they are freed and the
     // uid may make groups again (the count comes down without any call of the uid).
