@@ -470,8 +470,8 @@ void Registry::write_owner_use(const std::map<uint32_t, grm_owner_use>& want)
         auto it = owner_use_.find(uid);
         if (it != owner_use_.end() && std::memcmp(&it->second, &u, sizeof(u)) == 0)
             continue;
-        // A full map leaves the uid unlimited on groups it made before (fail open), never
-        // refused for a count grmd could not write.
+        // Not written (the map full): the hook then counts every group the uid made since
+        // the maps were created, and its sockets in the ring only.
         if (auto w = put<MapId::owner_use>(k_, uid, u); !w) {
             log::debug("write grm_owner_use of uid {}: {}", uid, w.error().message());
             continue;
