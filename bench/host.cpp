@@ -2,6 +2,8 @@
 #include "host.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <sched.h>
 #include <sstream>
@@ -74,6 +76,85 @@ uint64_t udp_rcvbuf_errors()
         break;
     }
     return 0;
+}
+
+CpuTimes cpu_times()
+{
+    CpuTimes t;
+    std::ifstream stat("/proc/stat");
+    std::string line;
+    while (std::getline(stat, line)) {
+        unsigned n = 0;
+        unsigned long long v[8] = {};
+        if (std::sscanf(line.c_str(), "cpu%u %llu %llu %llu %llu %llu %llu %llu %llu", &n, &v[0],
+                        &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 9)
+            continue;
+        if (n >= t.cpu.size())
+            t.cpu.resize(n + 1);
+        CpuTime& c = t.cpu[n];
+        for (auto x : v)
+            c.total += x;
+        c.idle = v[3] + v[4]; // idle, iowait
+        c.softirq = v[6];
+    }
+    // softnet_stat: a line per online CPU, in order; column 1 processed, 2 dropped (hex).
+    std::ifstream sn("/proc/net/softnet_stat");
+    for (size_t n = 0; std::getline(sn, line) && n < t.cpu.size(); n++) {
+        unsigned processed = 0, dropped = 0;
+        if (std::sscanf(line.c_str(), "%x %x", &processed, &dropped) == 2) {
+            t.cpu[n].processed = processed;
+            t.cpu[n].backlog_drops = dropped;
+        }
+    }
+    return t;
+}
+
+CpuTimes CpuTimes::operator-(const CpuTimes& o) const
+{
+    CpuTimes d = *this;
+    for (size_t n = 0; n < d.cpu.size() && n < o.cpu.size(); n++) {
+        d.cpu[n].total -= o.cpu[n].total;
+        d.cpu[n].idle -= o.cpu[n].idle;
+        d.cpu[n].softirq -= o.cpu[n].softirq;
+        // 32-bit counters in softnet_stat: wrap-safe differences
+        d.cpu[n].processed = static_cast<uint32_t>(d.cpu[n].processed - o.cpu[n].processed);
+        d.cpu[n].backlog_drops =
+            static_cast<uint32_t>(d.cpu[n].backlog_drops - o.cpu[n].backlog_drops);
+    }
+    return d;
+}
+
+double CpuTimes::busy(int n) const
+{
+    if (n < 0 || static_cast<size_t>(n) >= cpu.size() || cpu[static_cast<size_t>(n)].total == 0)
+        return NAN;
+    const CpuTime& c = cpu[static_cast<size_t>(n)];
+    return 1.0 - static_cast<double>(c.idle) / static_cast<double>(c.total);
+}
+
+double CpuTimes::softirq(int n) const
+{
+    if (n < 0 || static_cast<size_t>(n) >= cpu.size() || cpu[static_cast<size_t>(n)].total == 0)
+        return NAN;
+    const CpuTime& c = cpu[static_cast<size_t>(n)];
+    return static_cast<double>(c.softirq) / static_cast<double>(c.total);
+}
+
+uint64_t CpuTimes::backlog_drops(int n) const
+{
+    return n >= 0 && static_cast<size_t>(n) < cpu.size() ? cpu[static_cast<size_t>(n)].backlog_drops
+                                                         : 0;
+}
+
+Result<void> set_rps(const std::string& sysfs, const char* dev, int cpu)
+{
+    const std::string path = fmt::format("{}/class/net/{}/queues/rx-0/rps_cpus", sysfs, dev);
+    std::ofstream f(path);
+    f << (cpu < 0 ? std::string("0") : fmt::format("{:x}", 1ull << cpu)) << '\n';
+    f.flush();
+    if (!f)
+        return unexpected(EIO, "write " + path);
+    return {};
 }
 
 std::string loadavg()

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <sys/resource.h>
 
@@ -29,6 +30,28 @@ void pin_self(int cpu);
 /// UDP RcvbufErrors of this network namespace (/proc/net/snmp): packets dropped because a
 /// receive queue was full. The sandbox has its own namespace, so they are all ours.
 uint64_t udp_rcvbuf_errors();
+
+/// Per-CPU time (/proc/stat, in USER_HZ ticks) and receive backlog counters
+/// (/proc/net/softnet_stat), host-wide: other work on the machine counts too.
+struct CpuTime {
+    uint64_t total = 0, idle = 0, softirq = 0;
+    uint64_t processed = 0;     ///< packets taken from this CPU's backlog
+    uint64_t backlog_drops = 0; ///< packets dropped at a full backlog (netdev_max_backlog)
+};
+struct CpuTimes {
+    std::vector<CpuTime> cpu; ///< by CPU number
+    CpuTimes operator-(const CpuTimes& o) const;
+    /// Busy and softirq shares of CPU n over a difference; NaN if unknown.
+    double busy(int n) const;
+    double softirq(int n) const;
+    uint64_t backlog_drops(int n) const;
+};
+CpuTimes cpu_times();
+
+/// Receive Packet Steering of device `dev` (its rx-0 queue) to `cpu` in this network
+/// namespace, through a sysfs mounted at `sysfs` (a mount made in this namespace shows its
+/// devices). cpu -1: RPS off.
+Result<void> set_rps(const std::string& sysfs, const char* dev, int cpu);
 
 /// /proc/loadavg's three load averages, "0.52 0.58 0.59".
 std::string loadavg();

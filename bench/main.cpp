@@ -21,6 +21,7 @@
 // The parts: options (command line), host (CPUs, limits, kernel counters, BPF statistics),
 // traffic (senders, receivers, payloads), setups (the groups compared, grmd), rounds (the
 // comparison run), restart (--restart), report (tables, sanity checks, JSON).
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 
@@ -31,6 +32,7 @@
 #include "restart.hpp"
 #include "rounds.hpp"
 #include "sandbox.hpp"
+#include "scale.hpp"
 #include "setups.hpp"
 #include "traffic.hpp"
 
@@ -78,14 +80,17 @@ int main(int argc, char** argv)
 
     int rc = 1;
     // The flows, every group's sockets (two generations with --restart), and some slack.
-    const rlim_t fds = static_cast<rlim_t>(o->flows) +
-                       (all_setups().size() + 2) * static_cast<rlim_t>(o->receivers) + 256;
+    rlim_t fds = static_cast<rlim_t>(o->flows) +
+                 (all_setups().size() + 2) * static_cast<rlim_t>(o->receivers) + 256;
+    if (!o->scale.empty()) // two rows of 1000 groups, of 256 sockets, of 32 generations
+        fds = std::max<rlim_t>(fds, 2 * 32 * static_cast<rlim_t>(o->receivers) + 4096);
     if (auto r = raise_nofile(fds); !r) {
         fmt::print(stderr, "grm-bench: {}\n", r.error().message());
     } else {
         const Cpus cpus = pick_cpus();
-        rc = o->restart ? run_restart(*o, *sb, cpus, argc, argv)
-                        : run_bench(*o, *specs, *sb, cpus, argc, argv);
+        rc = o->restart          ? run_restart(*o, *sb, cpus, argc, argv)
+             : !o->scale.empty() ? run_scale(*o, *sb, cpus, argc, argv)
+                                 : run_bench(*o, *specs, *sb, cpus, argc, argv);
     }
     test::leave_sandbox(*sb);
     return rc;

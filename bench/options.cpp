@@ -31,6 +31,15 @@ const char* const kUsage =
     "                   (default all)\n"
     "  --json FILE      also write the results as JSON\n"
     "  --grmd PATH      grmd to start (default this build's, " GRM_GRMD_PATH ")\n"
+    "  --daemon CMD     start CMD instead of grmd: another udpgrm-ABI daemon, the same\n"
+    "                   setups and traffic; {cgroup} {pin_dir} {bpffs} in CMD are replaced\n"
+    "                   by the sandbox's (its bpffs is also mounted on /sys/fs/bpf)\n"
+    "  --flow-entries N grmd's FLOW table size (default grmd's; --scale flows: 2097152)\n"
+    "  --rx-bound       receive-bound throughput: a raw sender on the first CPU, the\n"
+    "                   receive path (RPS on lo) and the receiver on the second\n"
+    "  --scale WHAT     a scaling table instead, one of: flows (1k/100k/1M live flows),\n"
+    "                   groups (1/100/1000), sockets (1/16/256 per generation), gens\n"
+    "                   (1/8/32 live generations), newflows (every packet a new flow)\n"
     "  --restart        restart under load instead: grm (NOOP) and plain SO_REUSEPORT\n";
 
 namespace {
@@ -85,6 +94,10 @@ Result<Options> parse_options(int argc, char** argv)
         kSetups,
         kJson,
         kGrmd,
+        kDaemon,
+        kFlowEntries,
+        kRxBound,
+        kScale,
         kRestart,
         kHelp
     };
@@ -99,6 +112,10 @@ Result<Options> parse_options(int argc, char** argv)
         {"setups", required_argument, nullptr, kSetups},
         {"json", required_argument, nullptr, kJson},
         {"grmd", required_argument, nullptr, kGrmd},
+        {"daemon", required_argument, nullptr, kDaemon},
+        {"flow-entries", required_argument, nullptr, kFlowEntries},
+        {"rx-bound", no_argument, nullptr, kRxBound},
+        {"scale", required_argument, nullptr, kScale},
         {"restart", no_argument, nullptr, kRestart},
         {"help", no_argument, nullptr, kHelp},
         {},
@@ -147,6 +164,21 @@ Result<Options> parse_options(int argc, char** argv)
         case kGrmd:
             o.grmd = optarg;
             break;
+        case kDaemon:
+            o.daemon = optarg;
+            break;
+        case kFlowEntries:
+            r = whole<uint32_t>(optarg, "--flow-entries", 1, 1u << 24, o.flow_entries);
+            break;
+        case kRxBound:
+            o.rx_bound = true;
+            break;
+        case kScale:
+            o.scale = optarg;
+            if (o.scale != "flows" && o.scale != "groups" && o.scale != "sockets" &&
+                o.scale != "gens" && o.scale != "newflows")
+                return unexpected(EINVAL, fmt::format("--scale: unknown '{}'", o.scale));
+            break;
         case kRestart:
             o.restart = true;
             break;
@@ -162,6 +194,10 @@ Result<Options> parse_options(int argc, char** argv)
     }
     if (optind < argc)
         return unexpected(EINVAL, fmt::format("unexpected argument '{}'", argv[optind]));
+    if (int modes = o.restart + o.rx_bound + !o.scale.empty(); modes > 1)
+        return unexpected(EINVAL, "--restart, --rx-bound and --scale exclude each other");
+    if (!o.daemon.empty() && (o.restart || !o.scale.empty()))
+        return unexpected(EINVAL, "--daemon goes with the comparison table (and --rx-bound)");
     if (o.restart) {
         // Restart runs count losses: an uncapped sender would overflow receive queues and
         // blur what the restart itself lost.

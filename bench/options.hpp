@@ -22,6 +22,12 @@ struct Options {
     std::vector<std::string> setups; ///< empty = all
     std::string json;
     std::string grmd; ///< the grmd binary the grm setups start
+    /// Another udpgrm-ABI daemon's command line instead of grmd (words split on blanks;
+    /// {cgroup}, {pin_dir} and {bpffs} replaced by the sandbox's).
+    std::string daemon;
+    uint32_t flow_entries = 0; ///< grmd --flow-entries (0: grmd's default, or the mode's)
+    std::string scale;         ///< the scaling mode: flows, groups, sockets, gens, newflows
+    bool rx_bound = false;     ///< raw sender, the receive path on the second CPU (RPS)
     bool restart = false;
     bool help = false;
 };

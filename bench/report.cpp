@@ -144,7 +144,9 @@ ProgramCheck check_program(const Setup& s, const std::string& pin_dir)
                                              "kernel's hash)",
                                              s.spec->name, errors));
     }
-    if (s.spec->kind == Kind::grm) {
+    if (s.spec->kind == Kind::grm && s.foreign) {
+        c.fields["grm_counters"] = nullptr; // another daemon's: not grm's maps
+    } else if (s.spec->kind == Kind::grm) {
         // The program must have steered, not failed open to the kernel's hash.
         auto gs = test::group_stats(pin_dir, AF_INET, s.port);
         if (!gs.found) {
@@ -163,7 +165,7 @@ ProgramCheck check_program(const Setup& s, const std::string& pin_dir)
 } // namespace
 
 Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vector<Sample>>& samples,
-                  const std::string& pin_dir)
+                  const std::string& pin_dir, const Cpus& cpus)
 {
     const size_t n = setups.size();
     auto index_of = [&](const char* name) -> std::optional<size_t> {
@@ -177,7 +179,9 @@ Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vecto
     auto& problems = out.problems;
     for (size_t i = 0; i < n; i++) {
         const Setup& s = setups[i];
-        std::vector<double> ns, above, vs_floor, pps, mpps, ratio;
+        std::vector<double> ns, above, vs_floor, pps, mpps, ratio, ratio_floor, sent_mpps, busy,
+            sirq;
+        uint64_t backlog_drops = 0;
         uint64_t sent = 0, received = 0, drops = 0, stale = 0, send_errors = 0, run_cnt = 0;
         json jrounds = json::array();
         for (size_t r = 0; r < samples[i].size(); r++) {
@@ -190,6 +194,13 @@ Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vecto
             vs_floor.push_back(s.prog.valid() && floor_ns > 0 ? (x.ns - floor_ns) / floor_ns : NAN);
             ratio.push_back(
                 plain_i && samples[*plain_i][r].pps > 0 ? x.pps / samples[*plain_i][r].pps : NAN);
+            ratio_floor.push_back(
+                floor_i && samples[*floor_i][r].pps > 0 ? x.pps / samples[*floor_i][r].pps : NAN);
+            sent_mpps.push_back(
+                x.rate.seconds > 0 ? static_cast<double>(x.rate.sent) / x.rate.seconds / 1e6 : NAN);
+            busy.push_back(100 * x.rate.cpu.busy(cpus.receiver));
+            sirq.push_back(100 * x.rate.cpu.softirq(cpus.receiver));
+            backlog_drops += x.rate.cpu.backlog_drops(cpus.receiver);
             for (const Phase* p : {&x.cost, &x.rate}) {
                 sent += p->sent;
                 received += p->received;
@@ -218,6 +229,11 @@ Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vecto
                   {"above_floor_vs_floor", to_json(spread(vs_floor))},
                   {"rx_pps", to_json(spread(pps))},
                   {"pps_vs_plain", to_json(spread(ratio))},
+                  {"pps_vs_floor", to_json(spread(ratio_floor))},
+                  {"rate_sent_mpps", to_json(spread(sent_mpps))},
+                  {"receiver_cpu_busy_pct", to_json(spread(busy))},
+                  {"receiver_cpu_softirq_pct", to_json(spread(sirq))},
+                  {"receiver_cpu_backlog_drops", backlog_drops},
                   {"sent", sent},
                   {"received", received},
                   {"rcvbuf_drops", drops},
@@ -239,10 +255,22 @@ Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vecto
                            {"ns_at_140ns_floor", s.spec->target_ns},
                            {"met", !std::isnan(m) && m <= s.spec->target_ratio}};
         }
-        out.rows.push_back({s.spec->name, cell(spread(ns), "{:.1f}"),
-                            cell(spread(above), "{:.1f}", true), cell(spread(vs_floor), "{:.2f}"),
-                            target, cell(spread(mpps), "{:.3f}"), cell(spread(ratio), "{:.3f}"),
-                            sent, received});
+        Row row;
+        row.name = s.spec->name;
+        row.ns = cell(spread(ns), "{:.1f}");
+        row.above = cell(spread(above), "{:.1f}", true);
+        row.vs_floor = cell(spread(vs_floor), "{:.2f}");
+        row.target = target;
+        row.pps = cell(spread(mpps), "{:.3f}");
+        row.ratio = cell(spread(ratio), "{:.3f}");
+        row.pps_vs_floor = cell(spread(ratio_floor), "{:.3f}");
+        row.sent = sent;
+        row.received = received;
+        row.sent_mpps = cell(spread(sent_mpps), "{:.3f}");
+        row.rx_busy = cell(spread(busy), "{:.0f}");
+        row.rx_softirq = cell(spread(sirq), "{:.0f}");
+        row.backlog_drops = backlog_drops;
+        out.rows.push_back(row);
     }
     return out;
 }
@@ -263,6 +291,20 @@ void print_bench_table(const Summary& sum, const std::vector<Setup>& setups, int
         rounds);
     for (const auto& s : setups)
         fmt::print("  {:<14} {}\n", s.spec->name, s.spec->what);
+}
+
+void print_rx_bound_table(const Summary& sum, const Cpus& cpus)
+{
+    fmt::print("\nreceive-bound (rate phases; receiver CPU {}):\n{:<14} {:<22} {:<22} {:<22} "
+               "{:<22} {:<16} {:<16} {:>12}\n",
+               cpus.receiver, "setup", "rx Mpps", "pps vs floor", "pps vs plain", "sent Mpps",
+               "rx CPU busy %", "softirq %", "backlog drops");
+    for (const Row& r : sum.rows)
+        fmt::print("{:<14} {:<22} {:<22} {:<22} {:<22} {:<16} {:<16} {:>12}\n", r.name, r.pps,
+                   r.pps_vs_floor, r.ratio, r.sent_mpps, r.rx_busy, r.rx_softirq, r.backlog_drops);
+    fmt::print("(receive-bound when the receiver CPU is ~100% busy and the sender offers more "
+               "than arrives:\n sent > rx, the rest dropped at the receiver CPU's backlog or "
+               "its sockets' queues; CPU shares are host-wide)\n");
 }
 
 RestartReport report_restart(const std::vector<RestartResult>& results)

@@ -20,8 +20,12 @@ using json = nlohmann::json;
 
 /// A line of the comparison table: median [min..max] cells, already formatted.
 struct Row {
-    std::string name, ns, above, vs_floor, target, pps, ratio;
+    std::string name, ns, above, vs_floor, target, pps, ratio, pps_vs_floor;
     uint64_t sent = 0, received = 0;
+    /// --rx-bound: the rate phases' sent Mpps, receiver CPU busy and softirq shares, and
+    /// backlog drops on the receiver CPU (packets the receive path had no time for).
+    std::string sent_mpps, rx_busy, rx_softirq;
+    uint64_t backlog_drops = 0;
 };
 
 /// The comparison run, digested.
@@ -35,9 +39,12 @@ struct Summary {
 /// rounds, and the sanity checks (grm groups' counters read from pin_dir).
 /// samples[setup][round], setups in the order of `setups`.
 Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vector<Sample>>& samples,
-                  const std::string& pin_dir);
+                  const std::string& pin_dir, const Cpus& cpus);
 /// The comparison table and the setups' descriptions, on stdout.
 void print_bench_table(const Summary& sum, const std::vector<Setup>& setups, int rounds);
+/// --rx-bound's table: throughput against floor and plain, and whether the receiver CPU was
+/// the bottleneck (busy, softirq share, backlog drops).
+void print_rx_bound_table(const Summary& sum, const Cpus& cpus);
 
 /// The restart runs, digested.
 struct RestartReport {

@@ -119,7 +119,7 @@ Result<RestartResult> restart_run(bool grm, const std::vector<Fd>& flows, const 
 
 int run_restart(const Options& o, const test::Sandbox& sb, const Cpus& cpus, int argc, char** argv)
 {
-    auto stage = make_stage(o, sb, true);
+    auto stage = make_stage(o, sb, true, false);
     if (!stage) {
         fmt::print(stderr, "grm-bench: {}\n", stage.error().message());
         return 1;

@@ -24,6 +24,7 @@ struct Phase {
     double seconds = 0;            ///< first send to last receive
     double pps = 0;                ///< received / seconds
     std::optional<ProgStats> prog; ///< run-time statistics over the phase (cost phases)
+    CpuTimes cpu;                  ///< the CPUs' time over the phase (host-wide)
 };
 
 /// One setup's turn in one round.
@@ -35,9 +36,10 @@ struct Sample {
 
 /// One sender run of `seconds` against a setup, drained to the end: until everything sent
 /// arrived or nothing came for 100 ms (drops), at most 3 s. With `cost`, run-time statistics
-/// are on and the setup's program's are read around it.
+/// are on and the setup's program's are read around it. Raw traffic (s.raw_fd) stops after
+/// max_packets (0: no limit).
 Result<Phase> run_phase(Setup& s, const std::vector<Fd>& flows, const Options& o, const Cpus& cpus,
-                        uint32_t tag, double seconds, bool cost);
+                        uint32_t tag, double seconds, bool cost, uint64_t max_packets = 0);
 
 /// Interleaved rounds over the setups in the sandbox; prints the table (and writes the JSON)
 /// and returns the exit status: 0, or 1 on an error or results that cannot be trusted.

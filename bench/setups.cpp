@@ -111,20 +111,50 @@ Result<void> make_floor(Setup& s, int n, Kind kind)
     return {};
 }
 
-Result<void> make_grm(Setup& s, const std::string& pin_dir, uint32_t gen)
+/// One grm group: `gens` generations of `socks` sockets on a fresh port, the last generation
+/// working. The group's sockets go to s.socks, its port to s.ports; s.cookies are the first
+/// group's working generation's.
+Result<void> make_grm_group(Setup& s, const Shape& shape)
 {
-    int fd0 = s.socks[0].get();
-    if (auto r = client::set_dissector(fd0, s.spec->dissector()); !r)
+    uint16_t port = 0;
+    for (int gen = 0; gen < shape.gens; gen++) {
+        auto socks = receiver_group(port, shape.socks);
+        if (!socks)
+            return unexpected(socks.error());
+        if (gen == 0) {
+            port = test::local_port((*socks)[0].get());
+            if (auto r = client::set_dissector((*socks)[0].get(), s.spec->dissector()); !r)
+                return unexpected(r.error());
+        }
+        auto regs = client::register_sockets(test::raw(*socks), static_cast<uint32_t>(gen), 10s);
+        if (!regs)
+            return unexpected(regs.error());
+        if (s.ports.empty() && gen == shape.gens - 1)
+            for (const auto& g : *regs)
+                s.cookies.push_back(g.grm_cookie);
+        for (auto& f : *socks)
+            s.socks.push_back(std::move(f));
+    }
+    if (auto r =
+            client::set_working_gen(s.socks.back().get(), static_cast<uint32_t>(shape.gens - 1));
+        !r)
         return unexpected(r.error());
-    auto regs = client::register_sockets(s.fds(), gen, 10s);
-    if (!regs)
-        return unexpected(regs.error());
-    for (const auto& g : *regs)
-        s.cookies.push_back(g.grm_cookie);
-    if (auto r = client::set_working_gen(fd0, gen); !r)
-        return unexpected(r.error());
-    // grmd attached its pinned program to the group when it registered the sockets.
-    std::string path = pins::prog(pin_dir, "select_sk");
+    s.ports.push_back(port);
+    return {};
+}
+
+/// The program the daemon attached to the groups when it registered their sockets: grmd's
+/// pinned select_sk, or the one --daemon's steers the first group with.
+Result<void> find_grm_prog(Setup& s, const DaemonRef& d)
+{
+    if (d.foreign_ids_before) {
+        auto p = find_group_prog(*d.foreign_ids_before, s.ports[0]);
+        if (!p)
+            return unexpected(p.error());
+        s.prog = std::move(*p);
+        return {};
+    }
+    std::string path = pins::prog(d.pin_dir, "select_sk");
     int prog = bpf_obj_get(path.c_str());
     if (prog < 0)
         return errno_error("open " + path);
@@ -143,7 +173,7 @@ Result<std::vector<const SetupSpec*>> select_setups(const Options& o)
 {
     std::vector<const SetupSpec*> specs;
     for (const auto& s : kSetups)
-        if (o.setups.empty() ||
+        if ((o.setups.empty() && (o.daemon.empty() || std::string_view(s.name) != "cid")) ||
             std::find(o.setups.begin(), o.setups.end(), s.name) != o.setups.end())
             specs.push_back(&s);
     for (const auto& name : o.setups)
@@ -167,42 +197,74 @@ uint64_t Setup::floor_select_errors() const
     return skel ? skel->bss->select_err : 0;
 }
 
-Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const std::string& pin_dir)
+Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const DaemonRef& d,
+                         const Shape& shape)
 {
     Setup s;
     s.spec = &spec;
+    s.foreign = d.foreign_ids_before.has_value();
     if (o.size < spec.min_size)
         return unexpected(EINVAL,
                           fmt::format("setup {} needs --size >= {}", spec.name, spec.min_size));
-    auto socks = receiver_group(0, o.receivers);
-    if (!socks)
-        return unexpected(socks.error());
-    s.socks = std::move(*socks);
-    s.port = test::local_port(s.socks[0].get());
     Result<void> r;
-    if (spec.kind != Kind::plain && spec.kind != Kind::grm)
-        r = make_floor(s, o.receivers, spec.kind);
-    else if (spec.kind == Kind::grm)
-        r = make_grm(s, pin_dir, 0);
+    if (spec.kind == Kind::grm) {
+        for (int g = 0; g < shape.groups && r; g++)
+            r = make_grm_group(s, shape);
+        if (r)
+            r = find_grm_prog(s, d);
+    } else {
+        auto socks = receiver_group(0, shape.socks);
+        if (!socks)
+            return unexpected(socks.error());
+        s.socks = std::move(*socks);
+        s.ports.push_back(test::local_port(s.socks[0].get()));
+        if (spec.kind != Kind::plain)
+            r = make_floor(s, shape.socks, spec.kind);
+    }
     if (!r)
         return unexpected(r.error().code,
                           fmt::format("setup {}: {}", spec.name, r.error().message()));
+    s.port = s.ports[0];
+    s.tuples.count = static_cast<uint64_t>(o.flows);
+    s.tuples.ports = s.ports;
     return s;
 }
 
-Result<Stage> make_stage(const Options& o, const test::Sandbox& sb, bool with_grmd)
+Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const DaemonRef& d)
+{
+    return make_setup(spec, o, d, Shape{1, 1, o.receivers});
+}
+
+Result<Stage> make_stage(const Options& o, const test::Sandbox& sb, bool with_daemon, bool raw,
+                         std::vector<std::string> grmd_args)
 {
     Stage st;
-    if (with_grmd) {
-        auto d = test::Daemon::start(o.grmd, sb);
+    st.daemon.pin_dir = sb.pin_dir;
+    if (with_daemon && !o.daemon.empty()) {
+        auto d = ForeignDaemon::start(o.daemon, sb);
+        if (!d)
+            return unexpected(d.error().code, "daemon: " + d.error().context);
+        st.daemon.foreign_ids_before = d->ids_before();
+        st.foreign.emplace(std::move(*d));
+    } else if (with_daemon) {
+        if (o.flow_entries)
+            grmd_args.push_back(fmt::format("--flow-entries={}", o.flow_entries));
+        auto d = test::Daemon::start(o.grmd, sb, grmd_args);
         if (!d)
             return unexpected(d.error().code, "grmd: " + d.error().context);
         st.grmd.emplace(std::move(*d));
     }
-    // After grmd started (it stays outside), before any socket: the group sockets must be
-    // created under grm's hooks.
+    // After the daemon started (it stays outside), before any socket: the group sockets must
+    // be created under its hooks.
     if (auto r = test::join_cgroup(sb.cg_app); !r)
         return unexpected(r.error());
+    if (raw) {
+        auto s = raw_socket();
+        if (!s)
+            return unexpected(s.error().code, "raw socket: " + s.error().context);
+        st.raw = std::move(*s);
+        return st;
+    }
     auto flows = client_flows(o.flows);
     if (!flows)
         return unexpected(flows.error().code, "flows: " + flows.error().context);

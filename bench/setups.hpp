@@ -13,9 +13,11 @@
 #include <vector>
 
 #include "fd.hpp"
+#include "foreign.hpp"
 #include "grm/abi.h"
 #include "grm/result.hpp"
 #include "options.hpp"
+#include "rawsend.hpp"
 #include "sandbox.hpp"
 #include "traffic.hpp"
 
@@ -60,24 +62,53 @@ struct Setup {
     std::unique_ptr<bench_bpf, FloorSkelFree> skel; ///< floors: the loaded floor.bpf.o
     std::vector<uint16_t> cookies;                  ///< grm: cookies of the sockets, in order
     grm_stats base{};                               ///< grm: the group's counters after the warm-up
+    bool foreign = false;        ///< steered by --daemon's program: no grm counters to read
+    std::vector<uint16_t> ports; ///< every group's port (the scaling modes make several)
+    int raw_fd = -1;             ///< >= 0: traffic from this raw socket over `tuples`
+    Tuples tuples;               ///< raw traffic: the tuples, to `ports`
 
     std::vector<int> fds() const;
     /// floor, floor-sockhash: selects that failed (and fell back to the kernel's hash) so far.
     uint64_t floor_select_errors() const;
 };
 
-/// Opens o.receivers sockets on a fresh port and puts them under the spec's program: none,
-/// the floor program, or grm's (registered as generation 0 through grmd, which must run).
-Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const std::string& pin_dir);
+/// How many groups, live generations and sockets per generation a setup has (the scaling
+/// modes vary them; the comparison has one group, one generation, o.receivers sockets).
+struct Shape {
+    int groups = 1;
+    int gens = 1;
+    int socks = 4;
+};
 
-/// What both modes run on: grmd (if asked for) and the client flows, opened after this
-/// process moved into the sandbox's app cgroup.
+/// Where the grm setups' daemon is: its pin directory, and for --daemon, its first program id
+/// (programs are found by id, not by pin).
+struct DaemonRef {
+    std::string pin_dir;
+    std::optional<uint32_t> foreign_ids_before;
+};
+
+/// Opens shape.groups groups of shape.socks sockets on fresh ports and puts them under the
+/// spec's program: none, the floor program, or the daemon's (the sockets registered as
+/// generations 0..gens-1, the last one working; the daemon must run).
+Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const DaemonRef& d,
+                         const Shape& shape);
+/// The comparison's setup: one group of o.receivers sockets, one generation.
+Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const DaemonRef& d);
+
+/// What the modes run on: grmd or --daemon's (if asked for) and the client flows, opened
+/// after this process moved into the sandbox's app cgroup; with `raw`, a raw socket instead
+/// of the flows.
 struct Stage {
     std::optional<test::Daemon> grmd;
+    std::optional<ForeignDaemon> foreign;
     std::vector<Fd> flows;
+    Fd raw;
+    DaemonRef daemon;
 };
-/// Starts o.grmd if `with_grmd`, joins sb.cg_app, opens o.flows flows. The error's context
-/// starts with the step ("grmd: ...", "flows: ...").
-Result<Stage> make_stage(const Options& o, const test::Sandbox& sb, bool with_grmd);
+/// Starts o.daemon or o.grmd (with `grmd_args`) if `with_daemon`, joins sb.cg_app, opens
+/// o.flows flows or the raw socket. The error's context starts with the step ("grmd: ...",
+/// "flows: ...").
+Result<Stage> make_stage(const Options& o, const test::Sandbox& sb, bool with_daemon, bool raw,
+                         std::vector<std::string> grmd_args = {});
 
 } // namespace grm::bench

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <poll.h>
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <fmt/core.h>
@@ -88,9 +89,75 @@ Result<std::vector<uint8_t>> make_payloads(size_t flows, size_t size, uint32_t t
     return out;
 }
 
+namespace {
+
+/// send_load over the raw socket: each batch's headers written for its tuples, then one
+/// sendmmsg to 127.0.0.1.
+SendResult send_raw(const Load& l, const std::atomic<bool>& stop)
+{
+    Tuples& t = *l.tuples;
+    const size_t batch = static_cast<size_t>(l.batch);
+    const size_t frame = kRawHeaders + l.size;
+    const size_t npayloads = l.payloads->size() / l.size;
+    std::vector<uint8_t> frames(batch * frame);
+    std::vector<iovec> iov(batch);
+    std::vector<mmsghdr> msgs(batch);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (size_t i = 0; i < batch; i++) {
+        iov[i] = {frames.data() + i * frame, frame};
+        msgs[i] = {};
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = &to;
+        msgs[i].msg_hdr.msg_namelen = sizeof(to);
+    }
+    SendResult r;
+    r.start = Clock::now();
+    const auto end = r.start + std::chrono::duration_cast<Clock::duration>(
+                                   std::chrono::duration<double>(l.seconds));
+    for (;;) {
+        auto now = Clock::now();
+        if (now >= end || stop || g_interrupted || (l.max_packets && r.sent >= l.max_packets))
+            break;
+        if (l.rate > 0) {
+            auto due =
+                r.start + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(static_cast<double>(r.sent) / l.rate));
+            if (due > now) {
+                std::this_thread::sleep_until(std::min(due, end));
+                continue;
+            }
+        }
+        size_t n = batch;
+        if (l.max_packets)
+            n = std::min<uint64_t>(n, l.max_packets - r.sent);
+        const uint64_t first = t.next;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t k = t.count == 0 ? first + i : (first + i) % t.count;
+            uint8_t* f = frames.data() + i * frame;
+            raw_headers(f, k, t.ports[k % t.ports.size()], l.size);
+            std::memcpy(f + kRawHeaders, l.payloads->data() + (k % npayloads) * l.size, l.size);
+        }
+        t.next += n;
+        int sent = ::sendmmsg(l.raw_fd, msgs.data(), static_cast<unsigned>(n), 0);
+        if (sent > 0)
+            r.sent += static_cast<uint64_t>(sent);
+        else if (errno != EINTR)
+            r.errors++;
+    }
+    r.end = Clock::now();
+    return r;
+}
+
+} // namespace
+
 SendResult send_load(const Load& l, const std::atomic<bool>& stop)
 {
     pin_self(l.cpu);
+    if (l.tuples)
+        return send_raw(l, stop);
     const auto& flows = *l.flows;
     const size_t nflows = flows.size();
     uint8_t* payloads = const_cast<uint8_t*>(l.payloads->data()); // iovec wants non-const

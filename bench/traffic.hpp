@@ -15,6 +15,7 @@
 
 #include "fd.hpp"
 #include "grm/result.hpp"
+#include "rawsend.hpp"
 
 namespace grm::bench {
 
@@ -64,6 +65,11 @@ struct Load {
     double rate;    ///< packets/s, 0 = unpaced
     double seconds; ///< sending stops after this long
     int cpu;
+    /// Raw sending instead of the flows' sockets: raw_fd (raw_socket()) sends `tuples`, tuple
+    /// t with payload t % (number of payloads).
+    int raw_fd = -1;
+    Tuples* tuples = nullptr;
+    uint64_t max_packets = 0; ///< stop after this many (0: no limit)
 };
 
 struct SendResult {
@@ -72,9 +78,9 @@ struct SendResult {
     Clock::time_point start, end;
 };
 
-/// Sends `batch` messages at a time from each flow in turn (sendmmsg on connected sockets)
-/// until `seconds` passed, `stop` is set or the run is interrupted. Runs in the caller's
-/// thread, pinned to l.cpu.
+/// Sends `batch` messages at a time from each flow in turn (sendmmsg on connected sockets),
+/// or from the raw socket over the tuples, until `seconds` passed, max_packets went out,
+/// `stop` is set or the run is interrupted. Runs in the caller's thread, pinned to l.cpu.
 SendResult send_load(const Load& l, const std::atomic<bool>& stop);
 
 /// Drains a set of sockets in a thread of its own (poll + recvmmsg) and counts the packets of

@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: MIT
+// Packets from many 4-tuples without a socket per flow: UDP in IPv4 written whole to a raw
+// socket (IP_HDRINCL) and sent to 127.0.0.1. Tuple i comes from 127.0.0.0 + 1 + i / 50000,
+// port 10000 + i % 50000, so a million flows, or a new flow for every packet, cost nothing to
+// open. The scaling modes and --rx-bound send this way.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "fd.hpp"
+#include "grm/result.hpp"
+
+namespace grm::bench {
+
+/// Which tuples a raw sender cycles over and where they go.
+struct Tuples {
+    uint64_t count = 0;          ///< distinct tuples, cycled over; 0: every packet a new one
+    std::vector<uint16_t> ports; ///< destination ports (groups); tuple i goes to ports[i % n]
+    /// Packets sent so far: the next packet's tuple is next % count (or next itself when count
+    /// is 0: never reused in a run, 8e11 of them before a repeat). Phases carry on where the
+    /// last one stopped, so a cycle covers every tuple even when a phase is shorter.
+    uint64_t next = 0;
+};
+
+/// The raw socket (IPPROTO_RAW: IP_HDRINCL, the kernel fills in length, id and checksum).
+Result<Fd> raw_socket();
+
+/// Tuple i's source address (host order) and port.
+uint32_t tuple_addr(uint64_t i);
+uint16_t tuple_port(uint64_t i);
+
+/// Bytes of IPv4 and UDP header before each payload.
+inline constexpr size_t kRawHeaders = 28;
+
+/// Writes the IPv4 and UDP headers of tuple i, to `dport`, for a `size`-byte payload, at
+/// out[0..kRawHeaders).
+void raw_headers(uint8_t* out, uint64_t i, uint16_t dport, size_t size);
+
+} // namespace grm::bench
