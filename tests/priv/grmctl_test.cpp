@@ -241,3 +241,54 @@ TEST_CASE("grmctl delete: removes one group and all its state, with or without g
     r = run({grmctl(), "--pin-dir=" + sandbox().pin_dir, "delete"});
     CHECK(WEXITSTATUS(r.status) == 2);
 }
+
+TEST_CASE("grmctl memory: every pinned map with its shape and kernel memory, and the sum",
+          "[grmctl-memory]")
+{
+    auto d = Daemon::start(sandbox(), {"--flow-entries=4096"});
+    REQUIRE(d);
+    uint16_t port = 0;
+    auto socks = busy_group(port);
+    const uint32_t gid = gid_of(port);
+    REQUIRE(gid != UINT32_MAX);
+
+    auto r = run({grmctl(), "--pin-dir=" + sandbox().pin_dir, "memory", "--json"});
+    INFO(r.output);
+    REQUIRE(WIFEXITED(r.status));
+    REQUIRE(WEXITSTATUS(r.status) == 0);
+    auto j = nlohmann::json::parse(r.output, nullptr, false);
+    REQUIRE_FALSE(j.is_discarded());
+    uint64_t sum = 0;
+    bool flows = false, set = false;
+    for (const auto& m : j["maps"]) {
+        const uint64_t memlock = m["memlock_bytes"];
+        CHECK(memlock > 0);
+        sum += memlock;
+        if (m["name"] == "grm_flows") {
+            flows = true;
+            CHECK(m["max_entries"] == 4096); // as grmd was told
+            CHECK(m["type"] == BPF_MAP_TYPE_LRU_HASH);
+            // A preallocated table: at least its elements' keys and values.
+            const uint64_t kv = uint64_t(m["key_size"]) + uint64_t(m["value_size"]);
+            CHECK(memlock >= 4096 * kv);
+        }
+        if (m["name"] == fmt::format("grm_sock_set_{}", gid)) {
+            set = true;
+            CHECK(m["type"] == BPF_MAP_TYPE_SOCKMAP);
+        }
+    }
+    CHECK(flows);
+    CHECK(set); // the group's own socket map counts too
+    CHECK(j["total_memlock_bytes"] == sum);
+
+    r = run({grmctl(), "--pin-dir=" + sandbox().pin_dir, "memory"});
+    REQUIRE(WIFEXITED(r.status));
+    CHECK(WEXITSTATUS(r.status) == 0);
+    CHECK(r.output.find(fmt::format("total: {} bytes", sum)) != std::string::npos);
+    CHECK(r.output.find("grm_flows") != std::string::npos);
+
+    // No grmd pins here: an error, not an empty table.
+    r = run({grmctl(), "--pin-dir=" + sandbox().root + "/nowhere", "memory"});
+    REQUIRE(WIFEXITED(r.status));
+    CHECK(WEXITSTATUS(r.status) == 1);
+}

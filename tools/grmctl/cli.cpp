@@ -15,6 +15,7 @@ std::string usage(std::string_view default_pin_dir)
         "  list      groups, socket generations and counters\n"
         "  metrics   counters in Prometheus text format\n"
         "  flows     the FLOW table, by group\n"
+        "  memory    kernel memory of grmd's pinned maps (fdinfo memlock), per map and in all\n"
         "  delete    remove the group ADDR:PORT (required) and all its state; its sockets\n"
         "            keep working as plain SO_REUSEPORT sockets until they register again\n"
         "  owners    per owner uid: groups, sockets and ring records in use, and the calls\n"
@@ -129,6 +130,10 @@ Cli parse_cli(const std::vector<std::string_view>& args, std::string_view defaul
         cli.options.command = Command::owners;
         if (positional.size() > 1)
             fail("owners takes no ADDR:PORT");
+    } else if (positional[0] == "memory") {
+        cli.options.command = Command::memory;
+        if (positional.size() > 1)
+            fail("memory takes no ADDR:PORT");
     } else if (positional[0] == "delete") {
         cli.options.command = Command::del;
         if (positional.size() < 2)

@@ -12,7 +12,7 @@
 
 namespace grm::ctl {
 
-enum class Command { list, metrics, flows, del, owners };
+enum class Command { list, metrics, flows, memory, del, owners };
 
 struct Options {
     Command command = Command::list;

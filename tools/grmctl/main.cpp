@@ -19,6 +19,7 @@
 #include "fd.hpp"
 #include "grm/abi.h"
 #include "grm/result.hpp"
+#include "mapmem.hpp"
 #include "model.hpp"
 #include "pins.hpp"
 #include "render.hpp"
@@ -111,6 +112,33 @@ bool write_all(const std::string& s)
     return std::fwrite(s.data(), 1, s.size(), stdout) == s.size() && std::fflush(stdout) == 0;
 }
 
+/// `grmctl memory`: every pinned map's shape and kernel memory, largest first, and the sum.
+std::string render_memory(const std::vector<mapmem::MapMemory>& maps, bool json)
+{
+    if (json) {
+        nlohmann::ordered_json j;
+        j["version"] = 1;
+        j["total_memlock_bytes"] = mapmem::total(maps);
+        j["maps"] = nlohmann::ordered_json::array();
+        for (const auto& m : maps)
+            j["maps"].push_back({{"name", m.name},
+                                 {"type", m.type},
+                                 {"key_size", m.key_size},
+                                 {"value_size", m.value_size},
+                                 {"max_entries", m.max_entries},
+                                 {"memlock_bytes", m.memlock}});
+        return dump_json(j);
+    }
+    std::string out = fmt::format("{:<32} {:>5} {:>6} {:>6} {:>12} {:>14}\n", "map", "type", "key",
+                                  "value", "max_entries", "memlock");
+    for (const auto& m : maps)
+        out += fmt::format("{:<32} {:>5} {:>6} {:>6} {:>12} {:>14}\n", m.name, m.type, m.key_size,
+                           m.value_size, m.max_entries, m.memlock);
+    out += fmt::format("total: {} bytes ({:.2f} MiB) in {} maps\n", mapmem::total(maps),
+                       static_cast<double>(mapmem::total(maps)) / (1 << 20), maps.size());
+    return out;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -126,6 +154,20 @@ int main(int argc, char** argv)
         return 2;
     }
     const Options& o = cli.options;
+    if (o.command == Command::memory) {
+        auto maps = mapmem::pinned(o.pin_dir);
+        if (maps.empty()) {
+            fmt::print(stderr, "grmctl: no map pinned in {}/maps{}\n", o.pin_dir, open_hint(errno));
+            return 1;
+        }
+        std::sort(maps.begin(), maps.end(),
+                  [](const auto& a, const auto& b) { return a.memlock > b.memlock; });
+        if (!write_all(render_memory(maps, o.json))) {
+            fmt::print(stderr, "grmctl: write: {}\n", std::strerror(errno));
+            return 1;
+        }
+        return 0;
+    }
 
     auto kernel = open_state(o.pin_dir, o.command);
     if (!kernel) {
@@ -172,6 +214,7 @@ int main(int argc, char** argv)
     case Command::owners:
         out = o.json ? dump_json(owners_json(*snap)) : render_owners_text(*snap);
         break;
+    case Command::memory:
     case Command::del:
         break; // handled above
     }
