@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sched.h>
 #include <sstream>
+#include <unistd.h>
 #include <vector>
 
 #include <bpf/bpf.h>
@@ -48,6 +49,8 @@ Cpus pick_cpus()
 
 void pin_self(int cpu)
 {
+    if (g_thread_nice != 0) // best effort, like the pinning
+        ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), g_thread_nice);
     if (cpu < 0)
         return;
     cpu_set_t set;

@@ -24,7 +24,12 @@ struct Cpus {
     int sender = -1, receiver = -1;
 };
 Cpus pick_cpus();
-/// Pins the calling thread to `cpu` (best effort; -1: leaves it alone).
+/// The nice value of grm-bench's sender and receiver threads (--nice): on a busy machine a
+/// negative one keeps them from sharing their CPUs with everything else. Threads only: the
+/// value goes with them.
+inline int g_thread_nice = 0;
+/// Pins the calling thread to `cpu` (best effort; -1: leaves it alone) and gives it
+/// g_thread_nice.
 void pin_self(int cpu);
 
 /// UDP RcvbufErrors of this network namespace (/proc/net/snmp): packets dropped because a

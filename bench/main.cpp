@@ -88,6 +88,7 @@ int main(int argc, char** argv)
         fmt::print(stderr, "grm-bench: {}\n", r.error().message());
     } else {
         const Cpus cpus = pick_cpus();
+        g_thread_nice = o->nice;
         rc = o->restart          ? run_restart(*o, *sb, cpus, argc, argv)
              : !o->scale.empty() ? run_scale(*o, *sb, cpus, argc, argv)
                                  : run_bench(*o, *specs, *sb, cpus, argc, argv);

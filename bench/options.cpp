@@ -40,6 +40,8 @@ const char* const kUsage =
     "  --scale WHAT     a scaling table instead, one of: flows (1k/100k/1M live flows),\n"
     "                   groups (1/100/1000), sockets (1/16/256 per generation), gens\n"
     "                   (1/8/32 live generations), newflows (every packet a new flow)\n"
+    "  --nice N         nice value of the sender and receiver threads, -20..19 (default 0;\n"
+    "                   on a busy machine -20 keeps them from sharing their CPUs)\n"
     "  --restart        restart under load instead: grm (NOOP) and plain SO_REUSEPORT\n";
 
 namespace {
@@ -97,6 +99,7 @@ Result<Options> parse_options(int argc, char** argv)
         kDaemon,
         kFlowEntries,
         kRxBound,
+        kNice,
         kScale,
         kRestart,
         kHelp
@@ -115,6 +118,7 @@ Result<Options> parse_options(int argc, char** argv)
         {"daemon", required_argument, nullptr, kDaemon},
         {"flow-entries", required_argument, nullptr, kFlowEntries},
         {"rx-bound", no_argument, nullptr, kRxBound},
+        {"nice", required_argument, nullptr, kNice},
         {"scale", required_argument, nullptr, kScale},
         {"restart", no_argument, nullptr, kRestart},
         {"help", no_argument, nullptr, kHelp},
@@ -172,6 +176,9 @@ Result<Options> parse_options(int argc, char** argv)
             break;
         case kRxBound:
             o.rx_bound = true;
+            break;
+        case kNice:
+            r = whole(optarg, "--nice", -20, 19, o.nice);
             break;
         case kScale:
             o.scale = optarg;

@@ -27,7 +27,9 @@ struct Options {
     std::string daemon;
     uint32_t flow_entries = 0; ///< grmd --flow-entries (0: grmd's default, or the mode's)
     std::string scale;         ///< the scaling mode: flows, groups, sockets, gens, newflows
-    bool rx_bound = false;     ///< raw sender, the receive path on the second CPU (RPS)
+    bool rx_bound = false;
+    int nice = 0; ///< the sender's and receiver's nice value     ///< raw sender, the receive path
+                  ///< on the second CPU (RPS)
     bool restart = false;
     bool help = false;
 };

@@ -58,6 +58,7 @@ json to_json(const Phase& p)
               {"send_errors", p.send_errors},
               {"rcvbuf_drops", p.rcvbuf_drops},
               {"seconds", p.seconds},
+              {"send_seconds", p.send_seconds},
               {"pps", p.pps}};
     if (p.prog)
         j["prog"] = {{"run_time_ns", p.prog->run_time_ns}, {"run_cnt", p.prog->run_cnt}};
@@ -180,7 +181,7 @@ Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vecto
     for (size_t i = 0; i < n; i++) {
         const Setup& s = setups[i];
         std::vector<double> ns, above, vs_floor, pps, mpps, ratio, ratio_floor, sent_mpps, busy,
-            sirq;
+            sirq, tx_busy, rx_busy, lost;
         uint64_t backlog_drops = 0;
         uint64_t sent = 0, received = 0, drops = 0, stale = 0, send_errors = 0, run_cnt = 0;
         json jrounds = json::array();
@@ -196,10 +197,17 @@ Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vecto
                 plain_i && samples[*plain_i][r].pps > 0 ? x.pps / samples[*plain_i][r].pps : NAN);
             ratio_floor.push_back(
                 floor_i && samples[*floor_i][r].pps > 0 ? x.pps / samples[*floor_i][r].pps : NAN);
-            sent_mpps.push_back(
-                x.rate.seconds > 0 ? static_cast<double>(x.rate.sent) / x.rate.seconds / 1e6 : NAN);
+            sent_mpps.push_back(x.rate.send_seconds > 0
+                                    ? static_cast<double>(x.rate.sent) / x.rate.send_seconds / 1e6
+                                    : NAN);
             busy.push_back(100 * x.rate.cpu.busy(cpus.receiver));
             sirq.push_back(100 * x.rate.cpu.softirq(cpus.receiver));
+            tx_busy.push_back(100 * x.rate.sender_busy);
+            rx_busy.push_back(100 * x.rate.receiver_busy);
+            lost.push_back(x.rate.sent
+                               ? 100.0 * static_cast<double>(x.rate.sent - x.rate.received) /
+                                     static_cast<double>(x.rate.sent)
+                               : NAN);
             backlog_drops += x.rate.cpu.backlog_drops(cpus.receiver);
             for (const Phase* p : {&x.cost, &x.rate}) {
                 sent += p->sent;
@@ -233,6 +241,9 @@ Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vecto
                   {"rate_sent_mpps", to_json(spread(sent_mpps))},
                   {"receiver_cpu_busy_pct", to_json(spread(busy))},
                   {"receiver_cpu_softirq_pct", to_json(spread(sirq))},
+                  {"sender_thread_busy_pct", to_json(spread(tx_busy))},
+                  {"receiver_thread_busy_pct", to_json(spread(rx_busy))},
+                  {"rate_lost_pct", to_json(spread(lost))},
                   {"receiver_cpu_backlog_drops", backlog_drops},
                   {"sent", sent},
                   {"received", received},
@@ -267,8 +278,14 @@ Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vecto
         row.sent = sent;
         row.received = received;
         row.sent_mpps = cell(spread(sent_mpps), "{:.3f}");
-        row.rx_busy = cell(spread(busy), "{:.0f}");
+        row.sender_busy = cell(spread(tx_busy), "{:.0f}");
+        row.receiver_busy = cell(spread(rx_busy), "{:.0f}");
         row.rx_softirq = cell(spread(sirq), "{:.0f}");
+        row.lost = cell(spread(lost), "{:.1f}");
+        // Receive-bound: the receive side could not take what was offered (more than 1% never
+        // arrived, in the median round); else the sender set the pace.
+        const double lost_median = spread(lost).median;
+        row.bound = std::isnan(lost_median) ? "?" : lost_median > 1.0 ? "receive" : "sender";
         row.backlog_drops = backlog_drops;
         out.rows.push_back(row);
     }
@@ -295,16 +312,19 @@ void print_bench_table(const Summary& sum, const std::vector<Setup>& setups, int
 
 void print_rx_bound_table(const Summary& sum, const Cpus& cpus)
 {
-    fmt::print("\nreceive-bound (rate phases; receiver CPU {}):\n{:<14} {:<22} {:<22} {:<22} "
-               "{:<22} {:<16} {:<16} {:>12}\n",
-               cpus.receiver, "setup", "rx Mpps", "pps vs floor", "pps vs plain", "sent Mpps",
-               "rx CPU busy %", "softirq %", "backlog drops");
+    fmt::print("\nreceive-bound run (rate phases; sender on CPU {}, RPS and receiver on CPU {}):\n"
+               "{:<8} {:<20} {:<20} {:<20} {:<20} {:<14} {:<14} {:<14} {:<16} {:>9} {:<8}\n",
+               cpus.sender, cpus.receiver, "setup", "rx Mpps", "pps vs floor", "pps vs plain",
+               "offered Mpps", "sender busy%", "recv busy%", "CPU softirq%", "lost %", "backlog",
+               "bound");
     for (const Row& r : sum.rows)
-        fmt::print("{:<14} {:<22} {:<22} {:<22} {:<22} {:<16} {:<16} {:>12}\n", r.name, r.pps,
-                   r.pps_vs_floor, r.ratio, r.sent_mpps, r.rx_busy, r.rx_softirq, r.backlog_drops);
-    fmt::print("(receive-bound when the receiver CPU is ~100% busy and the sender offers more "
-               "than arrives:\n sent > rx, the rest dropped at the receiver CPU's backlog or "
-               "its sockets' queues; CPU shares are host-wide)\n");
+        fmt::print("{:<8} {:<20} {:<20} {:<20} {:<20} {:<14} {:<14} {:<14} {:<16} {:>9} {:<8}\n",
+                   r.name, r.pps, r.pps_vs_floor, r.ratio, r.sent_mpps, r.sender_busy,
+                   r.receiver_busy, r.rx_softirq, r.lost, r.backlog_drops, r.bound);
+    fmt::print("(offered = sent / sending time; busy% = the thread's CPU time over its run; CPU "
+               "softirq% = the receiver CPU's,\n host-wide; lost % = offered packets that never "
+               "arrived; backlog = drops at the receiver CPU's backlog (host-wide);\n bound: "
+               "receive when over 1% was lost in the median round, else sender)\n");
 }
 
 RestartReport report_restart(const std::vector<RestartResult>& results)
@@ -371,7 +391,12 @@ json environment_json(int argc, char** argv, const Options& o, const Cpus& cpus,
               {"seconds", o.seconds},
               {"rounds", o.rounds},
               {"receivers", o.receivers},
-              {"batch", o.batch}}}};
+              {"batch", o.batch},
+              {"nice", o.nice},
+              {"rx_bound", o.rx_bound},
+              {"scale", o.scale},
+              {"daemon", o.daemon},
+              {"flow_entries", o.flow_entries}}}};
 }
 
 bool write_json(const std::string& path, const json& j)

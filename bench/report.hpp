@@ -22,9 +22,11 @@ using json = nlohmann::json;
 struct Row {
     std::string name, ns, above, vs_floor, target, pps, ratio, pps_vs_floor;
     uint64_t sent = 0, received = 0;
-    /// --rx-bound: the rate phases' sent Mpps, receiver CPU busy and softirq shares, and
-    /// backlog drops on the receiver CPU (packets the receive path had no time for).
-    std::string sent_mpps, rx_busy, rx_softirq;
+    /// --rx-bound, over the rate phases: offered Mpps (sent / sending time), the sender and
+    /// receiver threads' CPU use, the receiver CPU's softirq share (host-wide), the share of
+    /// the offered packets that never arrived, backlog drops on the receiver CPU (packets the
+    /// receive path had no time for) and the verdict: which side limited the rate.
+    std::string sent_mpps, sender_busy, receiver_busy, rx_softirq, lost, bound;
     uint64_t backlog_drops = 0;
 };
 

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <thread>
 
 #include <sys/mount.h>
@@ -52,6 +53,7 @@ Result<Phase> run_phase(Setup& s, const std::vector<Fd>& flows, const Options& o
     Load l{&flows, &*payloads, o.size, o.batch, o.rate, seconds, cpus.sender};
     if (raw) {
         l.raw_fd = s.raw_fd;
+        l.raw_link = s.raw_link;
         l.tuples = &s.tuples;
         l.max_packets = max_packets;
     }
@@ -87,6 +89,11 @@ Result<Phase> run_phase(Setup& s, const std::vector<Fd>& flows, const Options& o
     p.rcvbuf_drops = udp_rcvbuf_errors() - drops0;
     p.cpu = cpu_times() - cpu0;
     p.seconds = secs(std::max(rx.last_rx(), sr.end) - sr.start);
+    p.send_seconds = secs(sr.end - sr.start);
+    if (p.send_seconds > 0)
+        p.sender_busy = sr.cpu_seconds / p.send_seconds;
+    if (rx.wall_seconds() > 0)
+        p.receiver_busy = rx.cpu_seconds() / rx.wall_seconds();
     p.pps = p.seconds > 0 ? static_cast<double>(p.received) / p.seconds : 0;
     return p;
 }
@@ -178,6 +185,7 @@ int run_bench(const Options& o, const std::vector<const SetupSpec*>& specs, cons
             return 1;
         }
         s->raw_fd = stage->raw.valid() ? stage->raw.get() : -1;
+        s->raw_link = o.rx_bound;
         setups.push_back(std::move(*s));
     }
 
@@ -193,6 +201,13 @@ int run_bench(const Options& o, const std::vector<const SetupSpec*>& specs, cons
         ::mkdir(sysfs.c_str(), 0700);
         if (::mount("sysfs", sysfs.c_str(), "sysfs", 0, nullptr) != 0) {
             fmt::print(stderr, "grm-bench: mount sysfs: {}\n", std::strerror(errno));
+            return 1;
+        }
+        // The packet socket's frames arrive on lo like received ones: 127/8 needs this (our
+        // network namespace's lo only).
+        if (std::ofstream f("/proc/sys/net/ipv4/conf/lo/route_localnet"); !(f << "1\n"
+                                                                              << std::flush)) {
+            fmt::print(stderr, "grm-bench: cannot set route_localnet on lo\n");
             return 1;
         }
         if (auto r = set_rps(sysfs, "lo", cpus.receiver); !r) {

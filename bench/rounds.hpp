@@ -22,6 +22,9 @@ namespace grm::bench {
 struct Phase {
     uint64_t sent = 0, received = 0, stale = 0, send_errors = 0, rcvbuf_drops = 0;
     double seconds = 0;            ///< first send to last receive
+    double send_seconds = 0;       ///< first send to last send
+    double sender_busy = NAN;      ///< sender thread's CPU time / send_seconds
+    double receiver_busy = NAN;    ///< receiver thread's CPU time / its life
     double pps = 0;                ///< received / seconds
     std::optional<ProgStats> prog; ///< run-time statistics over the phase (cost phases)
     CpuTimes cpu;                  ///< the CPUs' time over the phase (host-wide)

@@ -158,8 +158,9 @@ Result<std::vector<Measured>> run_config(const Config& c, const Options& o, cons
             else
                 problems.push_back(fmt::format("{} {}: no program run", c.label, s.spec->name));
             m.mpps.push_back(rate->pps / 1e6);
-            m.sent_mpps.push_back(
-                rate->seconds > 0 ? static_cast<double>(rate->sent) / rate->seconds / 1e6 : NAN);
+            m.sent_mpps.push_back(rate->send_seconds > 0
+                                      ? static_cast<double>(rate->sent) / rate->send_seconds / 1e6
+                                      : NAN);
             m.rcvbuf_drops += cost->rcvbuf_drops + rate->rcvbuf_drops;
             if (cost->received + rate->received == 0)
                 problems.push_back(fmt::format("{} {}: nothing received", c.label, s.spec->name));
@@ -221,7 +222,7 @@ int run_scale(const Options& o, const test::Sandbox& sb, const Cpus& cpus, int a
         }
     }
     fmt::print("\n{:<14} {:<8} {:<24} {:<22} {:<22} {:>8} {:>12} {:>12}\n", "config", "setup",
-               "prog ns/pkt", "rx Mpps", "sent Mpps", "hit %", "new flows", "maps MiB");
+               "prog ns/pkt", "rx Mpps", "offered Mpps", "hit %", "new flows", "maps MiB");
     json jrows = json::array();
     for (const auto& m : rows) {
         std::string hit = m.grm && m.processed

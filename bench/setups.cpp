@@ -259,7 +259,7 @@ Result<Stage> make_stage(const Options& o, const test::Sandbox& sb, bool with_da
     if (auto r = test::join_cgroup(sb.cg_app); !r)
         return unexpected(r.error());
     if (raw) {
-        auto s = raw_socket();
+        auto s = o.rx_bound ? packet_socket() : raw_socket();
         if (!s)
             return unexpected(s.error().code, "raw socket: " + s.error().context);
         st.raw = std::move(*s);

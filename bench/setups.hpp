@@ -65,6 +65,7 @@ struct Setup {
     bool foreign = false;        ///< steered by --daemon's program: no grm counters to read
     std::vector<uint16_t> ports; ///< every group's port (the scaling modes make several)
     int raw_fd = -1;             ///< >= 0: traffic from this raw socket over `tuples`
+    bool raw_link = false;       ///< raw_fd is a packet socket (--rx-bound)
     Tuples tuples;               ///< raw traffic: the tuples, to `ports`
 
     std::vector<int> fds() const;
@@ -106,8 +107,8 @@ struct Stage {
     DaemonRef daemon;
 };
 /// Starts o.daemon or o.grmd (with `grmd_args`) if `with_daemon`, joins sb.cg_app, opens
-/// o.flows flows or the raw socket. The error's context starts with the step ("grmd: ...",
-/// "flows: ...").
+/// o.flows flows or the raw socket (--rx-bound: a packet socket on lo). The error's context
+/// starts with the step ("grmd: ...", "flows: ...").
 Result<Stage> make_stage(const Options& o, const test::Sandbox& sb, bool with_daemon, bool raw,
                          std::vector<std::string> grmd_args = {});
 

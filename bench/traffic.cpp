@@ -7,6 +7,7 @@
 #include <poll.h>
 
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <fmt/core.h>
@@ -89,6 +90,14 @@ Result<std::vector<uint8_t>> make_payloads(size_t flows, size_t size, uint32_t t
     return out;
 }
 
+double thread_cpu_seconds()
+{
+    rusage ru{};
+    ::getrusage(RUSAGE_THREAD, &ru);
+    auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+    return s(ru.ru_utime) + s(ru.ru_stime);
+}
+
 namespace {
 
 /// send_load over the raw socket: each batch's headers written for its tuples, then one
@@ -97,7 +106,8 @@ SendResult send_raw(const Load& l, const std::atomic<bool>& stop)
 {
     Tuples& t = *l.tuples;
     const size_t batch = static_cast<size_t>(l.batch);
-    const size_t frame = kRawHeaders + l.size;
+    const size_t eth = l.raw_link ? kEthHeader : 0;
+    const size_t frame = eth + kRawHeaders + l.size;
     const size_t npayloads = l.payloads->size() / l.size;
     std::vector<uint8_t> frames(batch * frame);
     std::vector<iovec> iov(batch);
@@ -110,10 +120,16 @@ SendResult send_raw(const Load& l, const std::atomic<bool>& stop)
         msgs[i] = {};
         msgs[i].msg_hdr.msg_iov = &iov[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_name = &to;
-        msgs[i].msg_hdr.msg_namelen = sizeof(to);
+        if (l.raw_link) { // to the bound device; addresses zero (loopback's), then IPv4
+            frames[i * frame + 12] = 0x08;
+            frames[i * frame + 13] = 0x00;
+        } else {
+            msgs[i].msg_hdr.msg_name = &to;
+            msgs[i].msg_hdr.msg_namelen = sizeof(to);
+        }
     }
     SendResult r;
+    const double cpu0 = thread_cpu_seconds();
     r.start = Clock::now();
     const auto end = r.start + std::chrono::duration_cast<Clock::duration>(
                                    std::chrono::duration<double>(l.seconds));
@@ -136,7 +152,7 @@ SendResult send_raw(const Load& l, const std::atomic<bool>& stop)
         const uint64_t first = t.next;
         for (size_t i = 0; i < n; i++) {
             uint64_t k = t.count == 0 ? first + i : (first + i) % t.count;
-            uint8_t* f = frames.data() + i * frame;
+            uint8_t* f = frames.data() + i * frame + eth;
             raw_headers(f, k, t.ports[k % t.ports.size()], l.size);
             std::memcpy(f + kRawHeaders, l.payloads->data() + (k % npayloads) * l.size, l.size);
         }
@@ -148,6 +164,7 @@ SendResult send_raw(const Load& l, const std::atomic<bool>& stop)
             r.errors++;
     }
     r.end = Clock::now();
+    r.cpu_seconds = thread_cpu_seconds() - cpu0;
     return r;
 }
 
@@ -170,6 +187,7 @@ SendResult send_load(const Load& l, const std::atomic<bool>& stop)
         msgs[i].msg_hdr.msg_iovlen = 1;
     }
     SendResult r;
+    const double cpu0 = thread_cpu_seconds();
     r.start = Clock::now();
     const auto end = r.start + std::chrono::duration_cast<Clock::duration>(
                                    std::chrono::duration<double>(l.seconds));
@@ -195,6 +213,7 @@ SendResult send_load(const Load& l, const std::atomic<bool>& stop)
             r.errors++;
     }
     r.end = Clock::now();
+    r.cpu_seconds = thread_cpu_seconds() - cpu0;
     return r;
 }
 
@@ -223,6 +242,18 @@ void Receiver::stop()
 void Receiver::loop()
 {
     pin_self(cpu_);
+    const double cpu0 = thread_cpu_seconds();
+    const auto born = Clock::now();
+    struct Account { // on every way out of the loop
+        Receiver* self;
+        double cpu0;
+        Clock::time_point born;
+        ~Account()
+        {
+            self->cpu_seconds_ = thread_cpu_seconds() - cpu0;
+            self->wall_seconds_ = secs(Clock::now() - born);
+        }
+    } account{this, cpu0, born};
     // One byte more than sent: a longer datagram arrives truncated and counts as stale.
     const size_t slot = size_ + 1;
     std::vector<uint8_t> bufs(batch_ * slot);

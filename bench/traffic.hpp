@@ -68,6 +68,7 @@ struct Load {
     /// Raw sending instead of the flows' sockets: raw_fd (raw_socket()) sends `tuples`, tuple
     /// t with payload t % (number of payloads).
     int raw_fd = -1;
+    bool raw_link = false; ///< raw_fd is a packet_socket(): frames with an Ethernet header
     Tuples* tuples = nullptr;
     uint64_t max_packets = 0; ///< stop after this many (0: no limit)
 };
@@ -76,7 +77,11 @@ struct SendResult {
     uint64_t sent = 0;
     uint64_t errors = 0; ///< failed sendmmsg calls
     Clock::time_point start, end;
+    double cpu_seconds = 0; ///< the sending thread's CPU time (user + system) over the send
 };
+
+/// CPU time (user + system) the calling thread has used, in seconds.
+double thread_cpu_seconds();
 
 /// Sends `batch` messages at a time from each flow in turn (sendmmsg on connected sockets),
 /// or from the raw socket over the tuples, until `seconds` passed, max_packets went out,
@@ -103,6 +108,9 @@ public:
     uint64_t stale() const { return stale_.load(std::memory_order_relaxed); }
     bool closed() const { return closed_; }
     Clock::time_point closed_at() const { return Clock::time_point(Clock::duration(closed_ns_)); }
+    /// The receiving thread's CPU time and its life (seconds); valid after stop().
+    double cpu_seconds() const { return cpu_seconds_; }
+    double wall_seconds() const { return wall_seconds_; }
     /// When the last packet of the phase arrived (the epoch of Clock if none did).
     Clock::time_point last_rx() const { return Clock::time_point(Clock::duration(last_rx_ns_)); }
 
@@ -117,6 +125,7 @@ private:
     std::atomic<bool> stop_{false}, closing_{false}, closed_{false};
     std::atomic<int64_t> quiet_ns_{0}, deadline_ns_{0}, closed_ns_{0}, last_rx_ns_{0};
     std::atomic<uint64_t> received_{0}, stale_{0};
+    double cpu_seconds_ = 0, wall_seconds_ = 0; ///< written by the thread, read after join
     std::thread thread_;
 };
 
