@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <string_view>
 
 #include <sys/socket.h>
@@ -27,6 +28,7 @@ struct Config {
     Shape shape;
     uint64_t tuples = 0; ///< distinct flows sent over; 0 = a new flow every packet
     uint32_t flow_entries = 0;
+    bool one_group = false; ///< traffic to the first group only (the others exist, idle)
 };
 
 std::vector<Config> configs(const Options& o)
@@ -44,6 +46,10 @@ std::vector<Config> configs(const Options& o)
         // One row: two would double the groups (and 2000 exceed GRM_MAX_GROUPS).
         for (int g : {1, 100, 1000})
             c.push_back({fmt::format("{} groups", g), {"flow"}, {g, 1, 1}, flows, 0});
+        // The same groups, all traffic to one: the cost of their number apart from that of
+        // spreading packets (and cache lines) over all of them.
+        for (int g : {100, 1000})
+            c.push_back({fmt::format("{} groups, 1 busy", g), {"flow"}, {g, 1, 1}, flows, 0, true});
     } else if (o.scale == "sockets") {
         for (int s : {1, 16, 256})
             c.push_back({fmt::format("{} sockets", s), {"noop", "flow"}, {1, 1, s}, flows, 0});
@@ -106,8 +112,9 @@ std::string range(const std::vector<double>& v, const char* f)
                        fmt::format(fmt::runtime(f), *lo), fmt::format(fmt::runtime(f), *hi));
 }
 
-/// One configuration: a fresh grmd (--force: the last configuration's pins go), its setups,
-/// one pass over all tuples to fill the FLOW table, then the rounds.
+/// One configuration: a fresh grmd on an empty pin directory (the last configuration's groups
+/// and flows would stay otherwise: grmd takes pinned state over), its setups, one pass over
+/// all tuples to fill the FLOW table, then the rounds.
 Result<std::vector<Measured>> run_config(const Config& c, const Options& o, const test::Sandbox& sb,
                                          const Cpus& cpus, uint32_t& tag,
                                          std::vector<std::string>& problems)
@@ -115,8 +122,12 @@ Result<std::vector<Measured>> run_config(const Config& c, const Options& o, cons
     Options co = o;
     co.flow_entries = c.flow_entries;
     co.flows = static_cast<int>(std::min<uint64_t>(c.tuples, 20000)); // payloads only
-    std::vector<std::string> args = {"--force"};
-    auto stage = make_stage(co, sb, true, true, args);
+    // The last configuration's grmd has stopped; with its pins go its maps and cgroup links.
+    std::error_code ec;
+    std::filesystem::remove_all(sb.pin_dir, ec);
+    if (ec)
+        return unexpected(ec.value(), "remove " + sb.pin_dir + ": " + ec.message());
+    auto stage = make_stage(co, sb, true, true);
     if (!stage)
         return unexpected(stage.error());
     std::vector<Setup> setups;
@@ -126,6 +137,8 @@ Result<std::vector<Measured>> run_config(const Config& c, const Options& o, cons
             return unexpected(s.error());
         s->raw_fd = stage->raw.get();
         s->tuples.count = c.tuples;
+        if (c.one_group)
+            s->tuples.ports = {s->ports[0]};
         setups.push_back(std::move(*s));
     }
     const std::vector<Fd> no_flows;
@@ -222,17 +235,18 @@ int run_scale(const Options& o, const test::Sandbox& sb, const Cpus& cpus, int a
             return 1;
         }
     }
-    fmt::print("\n{:<14} {:<8} {:<24} {:<22} {:<22} {:>8} {:>12} {:>12}\n", "config", "setup",
+    fmt::print("\n{:<20} {:<8} {:<24} {:<22} {:<22} {:>8} {:>12} {:>12}\n", "config", "setup",
                "prog ns/pkt", "rx Mpps", "offered Mpps", "hit %", "new flows", "maps MiB");
     json jrows = json::array();
     for (const auto& m : rows) {
-        std::string hit = m.grm && m.processed
+        const bool flow = m.setup == "flow"; // hits and new flows mean something there only
+        std::string hit = flow && m.processed
                               ? fmt::format("{:.1f}", 100.0 * static_cast<double>(m.flow_ok) /
                                                           static_cast<double>(m.processed))
                               : "-";
-        fmt::print("{:<14} {:<8} {:<24} {:<22} {:<22} {:>8} {:>12} {:>12.2f}\n", m.config, m.setup,
+        fmt::print("{:<20} {:<8} {:<24} {:<22} {:<22} {:>8} {:>12} {:>12.2f}\n", m.config, m.setup,
                    range(m.ns, "{:.1f}"), range(m.mpps, "{:.3f}"), range(m.sent_mpps, "{:.3f}"),
-                   hit, m.grm ? std::to_string(m.flow_new) : "-",
+                   hit, flow ? std::to_string(m.flow_new) : "-",
                    static_cast<double>(m.memory) / (1 << 20));
         jrows.push_back({{"config", m.config},
                          {"setup", m.setup},
