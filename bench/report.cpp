@@ -307,7 +307,8 @@ void print_bench_table(const Summary& sum, const std::vector<Setup>& setups, int
         "issue's machine, floor 140 ns)\n",
         rounds);
     for (const auto& s : setups)
-        fmt::print("  {:<14} {}\n", s.spec->name, s.spec->what);
+        fmt::print("  {:<14} {}{}\n", s.spec->name, s.spec->what,
+                   s.foreign ? " [steered by --daemon's program, not grm's]" : "");
 }
 
 void print_rx_bound_table(const Summary& sum, const Cpus& cpus)

@@ -222,10 +222,11 @@ int run_bench(const Options& o, const std::vector<const SetupSpec*>& specs, cons
         "{}-byte payloads, {} receiver sockets, batch {}, rate {}{}{}\n",
         o.rounds, setups.size(), o.seconds, o.flows, o.size, o.receivers, o.batch,
         o.rate > 0 ? fmt::format("{:.0f} pps", o.rate) : std::string("unlimited"),
-        o.rx_bound ? fmt::format("; receive-bound: raw sender on CPU {}, RPS and receiver on "
-                                 "CPU {}",
-                                 cpus.sender, cpus.receiver)
-                   : std::string(),
+        o.rx_bound
+            ? fmt::format("; receive-bound: packet-socket sender on CPU {}, RPS and receiver on "
+                          "CPU {}",
+                          cpus.sender, cpus.receiver)
+            : std::string(),
         o.daemon.empty() ? std::string() : "; daemon: " + o.daemon);
     fmt::print("load average at start: {}\n", load_start);
     if (stats_preset)

@@ -51,8 +51,10 @@ std::vector<Config> configs(const Options& o)
         for (int g : {100, 1000})
             c.push_back({fmt::format("{} groups, 1 busy", g), {"flow"}, {g, 1, 1}, flows, 0, true});
     } else if (o.scale == "sockets") {
+        // floor too: more sockets cost the kernel's select and receive path as well
         for (int s : {1, 16, 256})
-            c.push_back({fmt::format("{} sockets", s), {"noop", "flow"}, {1, 1, s}, flows, 0});
+            c.push_back(
+                {fmt::format("{} sockets", s), {"floor", "noop", "flow"}, {1, 1, s}, flows, 0});
     } else if (o.scale == "gens") {
         for (int g : {1, 8, 32})
             c.push_back({fmt::format("{} gens", g), {"noop", "flow"}, {1, g, socks}, flows, 0});
