@@ -129,7 +129,8 @@ Result<std::vector<Measured>> run_config(const Config& c, const Options& o, cons
     std::filesystem::remove_all(sb.pin_dir, ec);
     if (ec)
         return unexpected(ec.value(), "remove " + sb.pin_dir + ": " + ec.message());
-    auto stage = make_stage(co, sb, true, true);
+    // One uid (ours) owns every group: 1000 of them are over grmd's default per-uid limit.
+    auto stage = make_stage(co, sb, true, true, {"--limit-groups-per-uid=0"});
     if (!stage)
         return unexpected(stage.error());
     std::vector<Setup> setups;
