@@ -1,0 +1,259 @@
+// SPDX-License-Identifier: MIT
+#include "topology.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <fcntl.h>
+#include <fstream>
+#include <net/if.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <linux/bpf.h>
+#include <linux/if_link.h>
+#include <sys/stat.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fmt/core.h>
+
+namespace grm::test {
+namespace {
+
+/// Runs `fn` with this thread in the network namespace `ns`, then returns to where it was.
+template <typename Fn>
+Result<void> in_netns(int ns, Fn&& fn)
+{
+    Fd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (!self.valid())
+        return errno_error("open /proc/thread-self/ns/net");
+    if (::setns(ns, CLONE_NEWNET) != 0)
+        return errno_error("setns");
+    Result<void> r = fn();
+    if (::setns(self.get(), CLONE_NEWNET) != 0)
+        return errno_error("setns back"); // cannot happen with a valid fd; fatal to the test
+    return r;
+}
+
+Result<void> write_text(const std::string& path, const std::string& text)
+{
+    std::ofstream f(path);
+    f << text;
+    if (!f)
+        return unexpected(EIO, "write " + path);
+    return {};
+}
+
+} // namespace
+
+Result<Fd> new_netns()
+{
+    Fd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (!self.valid())
+        return errno_error("open /proc/thread-self/ns/net");
+    if (::unshare(CLONE_NEWNET) != 0)
+        return errno_error("unshare(CLONE_NEWNET)");
+    Fd ns(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    int err = errno;
+    if (::setns(self.get(), CLONE_NEWNET) != 0)
+        return errno_error("setns back");
+    if (!ns.valid())
+        return unexpected(err, "open the new network namespace");
+    return ns;
+}
+
+Result<void> attach_xdp_pass(const std::string& ifname)
+{
+    unsigned ifindex = ::if_nametoindex(ifname.c_str());
+    if (ifindex == 0)
+        return errno_error("if_nametoindex " + ifname);
+    const bpf_insn insns[] = {
+        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, XDP_PASS}, // r0 = XDP_PASS
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},                         // return r0
+    };
+    Fd prog(::bpf_prog_load(BPF_PROG_TYPE_XDP, "grm_test_pass", "GPL", insns, 2, nullptr));
+    if (!prog.valid())
+        return errno_error("load an XDP_PASS program");
+    if (int err =
+            ::bpf_xdp_attach(static_cast<int>(ifindex), prog.get(), XDP_FLAGS_DRV_MODE, nullptr);
+        err != 0)
+        return unexpected(-err, "attach XDP_PASS to " + ifname);
+    return {}; // the link holds the program; it goes with the interface
+}
+
+Result<Topology> Topology::build(const Sandbox& sb, int nhosts)
+{
+    Topology t;
+    t.root_ = sb.root + "/topology";
+    ::mkdir(t.root_.c_str(), 0700);
+    auto client = new_netns();
+    auto router = new_netns();
+    if (!client || !router)
+        return unexpected(!client ? client.error() : router.error());
+    t.client_ = std::move(*client);
+    t.router_ = std::move(*router);
+    const pid_t self = ::getpid();
+    auto ns_path = [&](int fd) { return fmt::format("/proc/{}/fd/{}", self, fd); };
+
+    // The router: a link to the client, a bridge to the hosts, ECMP to the VIP with L4 hashing.
+    std::string rb = "link set lo up\n"
+                     "link add br0 type bridge forward_delay 0 mcast_snooping 0\n"
+                     "addr add 10.0.0.1/24 dev br0\n"
+                     "addr add fd00::1/64 dev br0 nodad\n"
+                     "link set br0 up\n";
+    rb += fmt::format("link add rc type veth peer name c0 netns {}\n", ns_path(t.client_.get()));
+    rb += "addr add 10.1.0.1/24 dev rc\n"
+          "addr add fd01::1/64 dev rc nodad\n"
+          "link set rc up\n";
+    std::string via4, via6;
+    for (int i = 1; i <= nhosts; i++) {
+        Host h;
+        h.name = fmt::format("h{}", i);
+        h.server_id = fmt::format("0a{:02x}", i);
+        h.addr4 = fmt::format("10.0.0.{}", 10 + i);
+        h.addr6 = fmt::format("fd00::{}", 10 + i);
+        h.mac = fmt::format("02:00:00:00:00:{:02x}", 0x10 + i);
+        auto ns = new_netns();
+        if (!ns)
+            return unexpected(ns.error());
+        h.netns = std::move(*ns);
+        h.sb = sb;
+        h.sb.netns = h.netns.get();
+        h.sb.cg_app = fmt::format("{}/grm-test-{}-{}", sb.cgroup2, self, h.name);
+        h.sb.pin_dir = fmt::format("{}/bpf/grm-{}", sb.root, h.name);
+        if (::mkdir(h.sb.cg_app.c_str(), 0755) != 0 && errno != EEXIST)
+            return errno_error("mkdir " + h.sb.cg_app);
+        rb += fmt::format("link add r{} type veth peer name eth0 netns {} address {}\n", i,
+                          ns_path(h.netns.get()), h.mac);
+        rb += fmt::format("link set r{} master br0\nlink set r{} up\n", i, i);
+        via4 += fmt::format(" nexthop via {} dev br0", h.addr4);
+        via6 += fmt::format(" nexthop via {} dev br0", h.addr6);
+        t.hosts_.push_back(std::move(h));
+    }
+    rb += fmt::format("route add {}/32{}\n", kVip4, via4);
+    rb += fmt::format("route add {}/128{}\n", kVip6, via6);
+    auto batch = [&](int ns, const std::string& name, const std::string& text) -> Result<void> {
+        std::string path = t.root_ + "/" + name + ".ip";
+        if (auto w = write_text(path, text); !w)
+            return w;
+        auto r = t.run_in(ns, {"ip", "-batch", path});
+        if (r.status != 0)
+            return unexpected(EIO, fmt::format("ip -batch ({}): {}", name, r.output));
+        return {};
+    };
+    auto sysctl = [&](int ns, std::vector<std::string> kv) -> Result<void> {
+        kv.insert(kv.begin(), {"sysctl", "-q", "-w"});
+        auto r = t.run_in(ns, kv);
+        if (r.status != 0)
+            return unexpected(EIO, "sysctl: " + r.output);
+        return {};
+    };
+    if (auto r = sysctl(t.router_.get(), {"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+                                          "net.ipv4.fib_multipath_hash_policy=1",
+                                          "net.ipv6.fib_multipath_hash_policy=1"});
+        !r)
+        return unexpected(r.error());
+    if (auto r = batch(t.router_.get(), "router", rb); !r)
+        return unexpected(r.error());
+    // XDP_TX on a host's eth0 hands the frame to its peer r<i>: a veth takes XDP frames only
+    // when an XDP program (or GRO) is on that side.
+    for (int i = 1; i <= nhosts; i++)
+        if (auto r =
+                in_netns(t.router_.get(), [&] { return attach_xdp_pass(fmt::format("r{}", i)); });
+            !r)
+            return unexpected(r.error());
+
+    std::string cb = "link set lo up\n"
+                     "addr add 10.1.0.2/24 dev c0\n"
+                     "addr add fd01::2/64 dev c0 nodad\n"
+                     "link set c0 up\n"
+                     "route add default via 10.1.0.1\n"
+                     "route add ::/0 via fd01::1\n";
+    if (auto r = batch(t.client_.get(), "client", cb); !r)
+        return unexpected(r.error());
+
+    // The hosts: direct-routing real servers. The VIP on lo, never answered for in ARP
+    // (arp_ignore 1: only addresses of the asking interface; arp_announce 2: the best local
+    // source), and no reverse-path filter (a forwarded packet comes from a peer's segment).
+    for (auto& h : t.hosts_) {
+        if (auto r = sysctl(h.netns.get(),
+                            {"net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
+                             "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+                             "net.ipv4.conf.eth0.rp_filter=0"});
+            !r)
+            return unexpected(r.error());
+        std::string hb = "link set lo up\n";
+        hb += fmt::format("addr add {}/32 dev lo\n", kVip4);
+        hb += fmt::format("addr add {}/128 dev lo\n", kVip6);
+        hb += fmt::format("addr add {}/24 dev eth0\n", h.addr4);
+        hb += fmt::format("addr add {}/64 dev eth0 nodad\n", h.addr6);
+        hb += "link set eth0 up\n"
+              "route add default via 10.0.0.1\n"
+              "route add ::/0 via fd00::1\n";
+        if (auto r = batch(h.netns.get(), h.name, hb); !r)
+            return unexpected(r.error());
+    }
+    return t;
+}
+
+Topology::~Topology()
+{
+    for (auto& h : hosts_) {
+        h.grmd.reset();
+        ::rmdir(h.sb.cg_app.c_str());
+    }
+}
+
+std::string Topology::hosts_json(size_t i, const std::vector<size_t>& listed, bool xdp,
+                                 uint16_t port) const
+{
+    std::string out = fmt::format(R"({{"config_rotation": 0, "server_id_length": 2, )"
+                                  R"("server_id": "{}",)",
+                                  hosts_[i].server_id);
+    if (xdp)
+        out += fmt::format(R"( "xdp": {{"interfaces": ["eth0"], "attach": "native", )"
+                           R"("vips": ["{}:{}", "[{}]:{}"]}},)",
+                           kVip4, port, kVip6, port);
+    out += R"( "hosts": [)";
+    for (size_t k = 0; k < listed.size(); k++)
+        out += fmt::format(R"({}{{"server_id": "{}", "address": "{}"}})", k ? ", " : "",
+                           hosts_[listed[k]].server_id, hosts_[listed[k]].addr4);
+    return out + "]}\n";
+}
+
+Result<void> Topology::start_grmd(size_t i, const std::vector<size_t>& listed, bool xdp,
+                                  uint16_t port)
+{
+    Host& h = hosts_[i];
+    h.hosts_file = fmt::format("{}/{}.json", root_, h.name);
+    if (auto w = write_text(h.hosts_file, hosts_json(i, listed, xdp, port)); !w)
+        return w;
+    auto d = Daemon::start(h.sb, {"--hosts", h.hosts_file});
+    if (!d)
+        return unexpected(d.error().code, h.name + ": " + d.error().context);
+    h.grmd.emplace(std::move(*d));
+    return {};
+}
+
+Result<void> Topology::reload_grmd(size_t i, const std::vector<size_t>& listed, bool xdp,
+                                   uint16_t port)
+{
+    Host& h = hosts_[i];
+    if (!h.grmd)
+        return unexpected(ESRCH, h.name + ": no grmd");
+    if (auto w = write_text(h.hosts_file, hosts_json(i, listed, xdp, port)); !w)
+        return w;
+    if (::kill(h.grmd->pid(), SIGHUP) != 0)
+        return errno_error("SIGHUP grmd of " + h.name);
+    return {};
+}
+
+RunResult Topology::run_in(int ns, const std::vector<std::string>& argv) const
+{
+    std::vector<std::string> a = {"/usr/bin/nsenter",
+                                  fmt::format("--net=/proc/{}/fd/{}", ::getpid(), ns)};
+    a.insert(a.end(), argv.begin(), argv.end());
+    return run(a);
+}
+
+} // namespace grm::test
