@@ -9,11 +9,23 @@
 //     "config_rotation": 0,          // QUIC-LB config rotation bits, 0..6 (default 0)
 //     "server_id_length": 2,         // bytes, 1..6
 //     "server_id": "0a01",           // this host, hex, server_id_length bytes
+//     "xdp": {                       // optional: the forwarding tier (absent: none)
+//       "interfaces": ["eth0"],      // grmd attaches its XDP program to each (must exist)
+//       "attach": "native",          // "native" (default) or "generic"
+//       "vips": ["10.0.0.100:443", "[fd00::100]:443"]  // UDP VIP:port pairs it looks at
+//     },
 //     "hosts": [                     // every host behind the balancer (this one may appear)
-//       {"server_id": "0a02", "address": "10.0.0.2"},
-//       {"server_id": "0a03", "address": "fd00::3"}
+//       {"server_id": "0a02", "address": "10.0.0.2"},                  // "forward": "dr"
+//       {"server_id": "0a03", "address": "10.2.0.3", "forward": "ipip"}
 //     ]
 //   }
+//
+// With "xdp", a packet to a VIP:port whose QUIC DCID carries another listed host's server ID
+// is forwarded to that host if its next hop resolves (route to "address", then the kernel's
+// neighbour entry): "dr" (default) rewrites the destination MAC (the host shares the L2
+// segment and holds the VIP on lo), "ipip" wraps it in IPv4-in-IPv4 / IPv6-in-IPv6 to
+// "address" (family of the packet and of the address must match). Everything else passes to
+// the local stack, counted by reason; nothing is dropped. docs/multihost.md has the details.
 #pragma once
 
 #include <cstdint>
