@@ -610,8 +610,13 @@ Result<Report> run(const Scenario& s, const Env& env,
     std::vector<Instance*> to_stop; // old instances to SIGTERM once they drain (sigterm_draining)
     double junk_from = 0.5 * interval, junk_until = s.restarts * interval + 0.5, next_junk = 0;
 
+    size_t next_event = 0;
     for (;;) {
         double t = now_s();
+        while (next_event < s.events.size() && t >= s.events[next_event].at_s) {
+            log(fmt::format("[{:5.2f}s] event {}", t, next_event + 1));
+            s.events[next_event++].fn();
+        }
         while (next_wave < wave_at.size() && t >= wave_at[next_wave]) {
             for (int i = 0; i < s.per_wave; i++)
                 launch(static_cast<int>(next_wave), i);
@@ -687,8 +692,8 @@ Result<Report> run(const Scenario& s, const Env& env,
                 running = true;
             }
         }
-        bool timeline_done =
-            next_wave == wave_at.size() && next_restart == restart_at.size() && !pending;
+        bool timeline_done = next_wave == wave_at.size() && next_restart == restart_at.size() &&
+                             !pending && next_event == s.events.size();
         if (timeline_done && !running)
             break;
         if (t > deadline) {

@@ -74,6 +74,12 @@ struct Scenario {
     std::string target = "127.0.0.1"; ///< the address clients connect to
     int client_netns = -1;            ///< clients' network namespace fd (-1: ours)
     uint16_t port = 0;                ///< fixed port (0: the first instance picks one)
+    /// Actions at given times (seconds after the first instances were ready), in order.
+    struct Event {
+        double at_s = 0;
+        std::function<void()> fn;
+    };
+    std::vector<Event> events;
 };
 
 /// Paths of what the harness runs and where it writes.

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: MIT
 #include "topology.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <fcntl.h>
 #include <fstream>
 #include <net/if.h>
 #include <sched.h>
+#include <thread>
 #include <unistd.h>
 
 #include <linux/bpf.h>
@@ -16,6 +18,8 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fmt/core.h>
+
+#include "pins.hpp"
 
 namespace grm::test {
 namespace {
@@ -105,7 +109,6 @@ Result<Topology> Topology::build(const Sandbox& sb, int nhosts)
     rb += "addr add 10.1.0.1/24 dev rc\n"
           "addr add fd01::1/64 dev rc nodad\n"
           "link set rc up\n";
-    std::string via4, via6;
     for (int i = 1; i <= nhosts; i++) {
         Host h;
         h.name = fmt::format("h{}", i);
@@ -126,12 +129,8 @@ Result<Topology> Topology::build(const Sandbox& sb, int nhosts)
         rb += fmt::format("link add r{} type veth peer name eth0 netns {} address {}\n", i,
                           ns_path(h.netns.get()), h.mac);
         rb += fmt::format("link set r{} master br0\nlink set r{} up\n", i, i);
-        via4 += fmt::format(" nexthop via {} dev br0", h.addr4);
-        via6 += fmt::format(" nexthop via {} dev br0", h.addr6);
         t.hosts_.push_back(std::move(h));
     }
-    rb += fmt::format("route add {}/32{}\n", kVip4, via4);
-    rb += fmt::format("route add {}/128{}\n", kVip6, via6);
     auto batch = [&](int ns, const std::string& name, const std::string& text) -> Result<void> {
         std::string path = t.root_ + "/" + name + ".ip";
         if (auto w = write_text(path, text); !w)
@@ -154,6 +153,11 @@ Result<Topology> Topology::build(const Sandbox& sb, int nhosts)
         !r)
         return unexpected(r.error());
     if (auto r = batch(t.router_.get(), "router", rb); !r)
+        return unexpected(r.error());
+    std::vector<size_t> all;
+    for (size_t i = 0; i < t.hosts_.size(); i++)
+        all.push_back(i);
+    if (auto r = t.set_ecmp(all); !r)
         return unexpected(r.error());
     // XDP_TX on a host's eth0 hands the frame to its peer r<i>: a veth takes XDP frames only
     // when an XDP program (or GRO) is on that side.
@@ -246,6 +250,94 @@ Result<void> Topology::reload_grmd(size_t i, const std::vector<size_t>& listed, 
     if (::kill(h.grmd->pid(), SIGHUP) != 0)
         return errno_error("SIGHUP grmd of " + h.name);
     return {};
+}
+
+Result<void> Topology::set_ecmp(const std::vector<size_t>& listed)
+{
+    std::string via4, via6;
+    for (size_t i : listed) {
+        via4 += fmt::format(" nexthop via {} dev br0", hosts_[i].addr4);
+        via6 += fmt::format(" nexthop via {} dev br0", hosts_[i].addr6);
+    }
+    std::string text =
+        fmt::format("route replace {}/32{}\nroute replace {}/128{}\n", kVip4, via4, kVip6, via6);
+    std::string path = root_ + "/ecmp.ip";
+    if (auto w = write_text(path, text); !w)
+        return w;
+    auto r = run_in(router_.get(), {"ip", "-batch", path});
+    if (r.status != 0)
+        return unexpected(EIO, "ip route replace (ECMP): " + r.output);
+    return {};
+}
+
+uint64_t Topology::XdpCounters::forwarded_total() const
+{
+    uint64_t n = 0;
+    for (const auto& [id, count] : forwarded)
+        n += count;
+    return n;
+}
+
+Topology::XdpCounters Topology::xdp(size_t i) const
+{
+    XdpCounters out;
+    const std::string& dir = hosts_[i].sb.pin_dir;
+    const int ncpu = libbpf_num_possible_cpus();
+    std::vector<uint64_t> percpu(static_cast<size_t>(std::max(ncpu, 1)));
+    auto hex = [](const grm_xdp_sid& sid) {
+        return fmt::format("{:02x}{:02x}", sid.id[0], sid.id[1]); // the topology's IDs: 2 bytes
+    };
+    auto sum = [&] {
+        uint64_t n = 0;
+        for (uint64_t v : percpu)
+            n += v;
+        return n;
+    };
+    if (Fd pass(::bpf_obj_get(pins::map(dir, "grm_xdp_pass").c_str())); pass.valid())
+        for (uint32_t r = 0; r < GRM_XDP_REASONS; r++)
+            if (::bpf_map_lookup_elem(pass.get(), &r, percpu.data()) == 0)
+                out.passed[r] = sum();
+    if (Fd fwd(::bpf_obj_get(pins::map(dir, "grm_xdp_fwd").c_str())); fwd.valid()) {
+        grm_xdp_sid key{}, next{};
+        const void* prev = nullptr;
+        while (::bpf_map_get_next_key(fwd.get(), prev, &next) == 0) {
+            if (::bpf_map_lookup_elem(fwd.get(), &next, percpu.data()) == 0)
+                out.forwarded[hex(next)] = sum();
+            key = next;
+            prev = &key;
+        }
+    }
+    if (Fd hosts(::bpf_obj_get(pins::map(dir, "grm_xdp_hosts").c_str())); hosts.valid()) {
+        grm_xdp_sid key{}, next{};
+        const void* prev = nullptr;
+        while (::bpf_map_get_next_key(hosts.get(), prev, &next) == 0) {
+            grm_xdp_host h{};
+            if (::bpf_map_lookup_elem(hosts.get(), &next, &h) == 0)
+                out.live[hex(next)] = (h.flags & GRM_XDP_HOST_LIVE) != 0;
+            key = next;
+            prev = &key;
+        }
+    }
+    return out;
+}
+
+Result<void> Topology::wait_live(size_t i, const std::vector<size_t>& listed,
+                                 std::chrono::milliseconds timeout)
+{
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        auto c = xdp(i);
+        std::string missing;
+        for (size_t k : listed)
+            if (k != i && !c.live[hosts_[k].server_id])
+                missing += " " + hosts_[k].server_id;
+        if (missing.empty())
+            return {};
+        if (std::chrono::steady_clock::now() > deadline)
+            return unexpected(ETIMEDOUT, fmt::format("{}: hosts not live within {} ms:{}",
+                                                     hosts_[i].name, timeout.count(), missing));
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
 }
 
 RunResult Topology::run_in(int ns, const std::vector<std::string>& argv) const

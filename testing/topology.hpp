@@ -13,12 +13,16 @@
 //   VIP 192.0.2.100/32 and fd02::100/128 on each host's lo
 #pragma once
 
+#include <array>
+#include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "fd.hpp"
+#include "grm/abi.h"
 #include "grm/result.hpp"
 #include "sandbox.hpp"
 
@@ -59,6 +63,21 @@ public:
     Result<void> start_grmd(size_t i, const std::vector<size_t>& listed, bool xdp, uint16_t port);
     /// Rewrites host i's hosts file and applies it (SIGHUP).
     Result<void> reload_grmd(size_t i, const std::vector<size_t>& listed, bool xdp, uint16_t port);
+    /// The router's ECMP route to the VIP (both families) over the hosts in `listed`.
+    Result<void> set_ecmp(const std::vector<size_t>& listed);
+
+    /// Host i's XDP tier, read from its pinned maps (all zero without the tier).
+    struct XdpCounters {
+        std::array<uint64_t, GRM_XDP_REASONS> passed{};
+        std::map<std::string, uint64_t> forwarded; ///< by server ID (hex)
+        std::map<std::string, bool> live;          ///< by server ID: grm_xdp_hosts' LIVE flag
+        uint64_t forwarded_total() const;
+    };
+    XdpCounters xdp(size_t i) const;
+    /// Waits until host i's tier holds every other host in `listed` live.
+    Result<void> wait_live(size_t i, const std::vector<size_t>& listed,
+                           std::chrono::milliseconds timeout);
+
     /// Runs argv (searched in PATH) inside the network namespace `ns`.
     RunResult run_in(int ns, const std::vector<std::string>& argv) const;
 
