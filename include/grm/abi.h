@@ -650,14 +650,20 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
 #define GRM_XDP_MAX_HOSTS 4096
 #define GRM_XDP_MAX_VIPS 256
 
-/* grm_xdp_conf[0]: this host's QUIC-LB layout; server_id_len 0 = the tier passes everything. */
+/* grm_xdp_conf[0]: this host's QUIC-LB layout; server_id_len 0 = the tier passes everything.
+ * grmd loads the object (unattached without an "xdp" section) whenever it has --hosts, so
+ * that `grmctl hosts set` finds its pid here and sees its reload applied or refused. */
 struct grm_xdp_conf {
     __u8 config_rotation;
     __u8 server_id_len;
-    __u8 _pad[2];
+    __u8 attached;     /* the program is attached to n interfaces */
+    __u8 generic;      /* in skb mode */
     __u8 server_id[8]; /* first server_id_len bytes, rest zero */
+    __u32 pid;         /* grmd's */
+    __u32 applied;     /* configurations put in force, the first included */
+    __u32 refused;     /* reloads refused */
 };
-GRM_ABI_ASSERT(sizeof(struct grm_xdp_conf) == 12);
+GRM_ABI_ASSERT(sizeof(struct grm_xdp_conf) == 24);
 
 /* grm_xdp_vips key: a UDP VIP:port the tier looks at. */
 struct grm_xdp_vip {
@@ -681,17 +687,27 @@ struct grm_xdp_mac {
 };
 GRM_ABI_ASSERT(sizeof(struct grm_xdp_mac) == 8);
 
+enum grm_xdp_host_state {
+    GRM_XDP_LIVE = 0,
+    GRM_XDP_SELF,       /* this host's ID: never forwarded to */
+    GRM_XDP_NO_ROUTE,   /* no route to its address */
+    GRM_XDP_LOCAL_ADDR, /* its address is this host's */
+    GRM_XDP_GATEWAY,    /* "dr" through a gateway: DR needs one L2 */
+    GRM_XDP_NO_NEIGH,   /* the next hop's MAC is not resolved (yet) */
+    GRM_XDP_NO_TIER,    /* no "xdp" section: the table is not used */
+};
+
 #define GRM_XDP_HOST_LIVE 1u /* next hop resolved: forward */
 #define GRM_XDP_HOST_IPIP 2u /* encapsulate (else DR: MAC rewrite) */
 
 /* grm_xdp_hosts value: where a server ID's packets go. Writer: daemon (neighbour refresh). */
 struct grm_xdp_host {
-    __u32 flags;   /* GRM_XDP_HOST_* */
-    __u32 ifindex; /* egress interface (XDP_TX when it is the ingress one) */
-    __u8 dmac[6];  /* next hop's MAC */
-    __u8 smac[6];  /* egress interface's MAC */
-    __u16 family;  /* of daddr/saddr (IPIP outer header) */
-    __u16 _pad;
+    __u32 flags;    /* GRM_XDP_HOST_* */
+    __u32 ifindex;  /* egress interface (XDP_TX when it is the ingress one) */
+    __u8 dmac[6];   /* next hop's MAC */
+    __u8 smac[6];   /* egress interface's MAC */
+    __u16 family;   /* of daddr/saddr (IPIP outer header) */
+    __u16 state;    /* enum grm_xdp_host_state: live, or why not */
     __u8 saddr[16]; /* IPIP: this host's source address on the route */
     __u8 daddr[16]; /* IPIP: the host's address */
 };
@@ -717,11 +733,15 @@ enum grm_xdp_reason {
 /* The XDP object's maps, checked against bpf/xdp.bpf.o by [abi-layout-xdp] as the table
  * above is against grm.bpf.o. */
 #define GRM_ABI_XDP_STRUCTS(S, F)                                                                  \
-    S(grm_xdp_conf, 12)                                                                            \
+    S(grm_xdp_conf, 24)                                                                            \
     F(grm_xdp_conf, config_rotation, 0, 1)                                                         \
     F(grm_xdp_conf, server_id_len, 1, 1)                                                           \
-    F(grm_xdp_conf, _pad, 2, 2)                                                                    \
+    F(grm_xdp_conf, attached, 2, 1)                                                                \
+    F(grm_xdp_conf, generic, 3, 1)                                                                 \
     F(grm_xdp_conf, server_id, 4, 8)                                                               \
+    F(grm_xdp_conf, pid, 12, 4)                                                                    \
+    F(grm_xdp_conf, applied, 16, 4)                                                                \
+    F(grm_xdp_conf, refused, 20, 4)                                                                \
     S(grm_xdp_vip, 24)                                                                             \
     F(grm_xdp_vip, family, 0, 2)                                                                   \
     F(grm_xdp_vip, port, 2, 2)                                                                     \
@@ -738,12 +758,12 @@ enum grm_xdp_reason {
     F(grm_xdp_host, dmac, 8, 6)                                                                    \
     F(grm_xdp_host, smac, 14, 6)                                                                   \
     F(grm_xdp_host, family, 20, 2)                                                                 \
-    F(grm_xdp_host, _pad, 22, 2)                                                                   \
+    F(grm_xdp_host, state, 22, 2)                                                                  \
     F(grm_xdp_host, saddr, 24, 16)                                                                 \
     F(grm_xdp_host, daddr, 40, 16)
 
 #define GRM_ABI_XDP_MAPS(M)                                                                        \
-    M(grm_xdp_conf, ARRAY, __u32, 4, grm_xdp_conf, 12, 1, 0)                                       \
+    M(grm_xdp_conf, ARRAY, __u32, 4, grm_xdp_conf, 24, 1, 0)                                       \
     M(grm_xdp_vips, HASH, grm_xdp_vip, 24, __u32, 4, 256, 0)                                       \
     M(grm_xdp_hosts, HASH, grm_xdp_sid, 8, grm_xdp_host, 56, 4096, 0)                              \
     M(grm_xdp_peers, HASH, grm_xdp_mac, 8, __u32, 4, 4096, 0)                                      \
