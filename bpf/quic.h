@@ -104,7 +104,7 @@ static __always_inline void grm_quic_parse(void* ctx, __u32 cid_len, __u32 cooki
  * first byte (config rotation, length self-encoding) and the server ID after it. */
 enum grm_qlb_kind {
     GRM_QLB_TRUNCATED = 0, /* the datagram ends inside the header or the DCID */
-    GRM_QLB_NOT_QUIC,      /* fixed bit 0, a bad long header, an unknown version */
+    GRM_QLB_NOT_QUIC,      /* a bad long header, an unknown version */
     GRM_QLB_UNROUTABLE,    /* rotation 7 or another one; DCID too short for the ID */
     GRM_QLB_ID,            /* `sid` holds the server ID */
 };
@@ -128,10 +128,9 @@ static __always_inline void grm_quic_lb_read(void* ctx, __u32 sid_len, __u32 rot
     __builtin_memset(c, 0, sizeof(*c));
     if (GRM_QUIC_LOAD(ctx, 0, b, 1))
         return;
-    if (!(b[0] & 0x40)) {
-        c->kind = GRM_QLB_NOT_QUIC; /* RFC 9000 17.2/17.3: the fixed bit is 1 */
-        return;
-    }
+    /* The fixed bit (0x40) says nothing: a peer that received grease_quic_bit (RFC 9287;
+     * ngtcp2 always sends it) sets it at random, and a packet passed for it here would reach
+     * a host that does not know its connection. */
     GRM_QUIC_OPAQUE(len);
     if (len < 1 || len > 6) {
         c->kind = GRM_QLB_UNROUTABLE;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <fcntl.h>
 #include <fstream>
 #include <net/if.h>
@@ -12,7 +13,11 @@
 #include <unistd.h>
 
 #include <linux/bpf.h>
+#include <linux/ethtool.h>
 #include <linux/if_link.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <bpf/bpf.h>
@@ -45,6 +50,21 @@ Result<void> write_text(const std::string& path, const std::string& text)
     f << text;
     if (!f)
         return unexpected(EIO, "write " + path);
+    return {};
+}
+
+/// Turns transmit checksum offload off on `ifname` (ETHTOOL_STXCSUM, as `ethtool -K tx off`).
+Result<void> tx_checksum_off(const std::string& ifname)
+{
+    Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!s.valid())
+        return errno_error("socket");
+    ethtool_value v{ETHTOOL_STXCSUM, 0};
+    ifreq ifr{};
+    std::snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname.c_str());
+    ifr.ifr_data = reinterpret_cast<char*>(&v);
+    if (::ioctl(s.get(), SIOCETHTOOL, &ifr) != 0)
+        return errno_error("ETHTOOL_STXCSUM off on " + ifname);
     return {};
 }
 
@@ -175,6 +195,12 @@ Result<Topology> Topology::build(const Sandbox& sb, int nhosts)
                      "route add ::/0 via fd01::1\n";
     if (auto r = batch(t.client_.get(), "client", cb); !r)
         return unexpected(r.error());
+    // A veth hands its peer the sender's skb with the UDP checksum still to be done
+    // (CHECKSUM_PARTIAL); a host's XDP program sees only the bytes, and a frame it sends on
+    // with XDP_TX arrives with a checksum that was never computed (UdpInCsumErrors). A real NIC
+    // delivers complete checksums: make the client's veth do the same.
+    if (auto r = in_netns(t.client_.get(), [] { return tx_checksum_off("c0"); }); !r)
+        return unexpected(r.error());
 
     // The hosts: direct-routing real servers. The VIP on lo, never answered for in ARP
     // (arp_ignore 1: only addresses of the asking interface; arp_announce 2: the best local
@@ -293,11 +319,11 @@ Topology::XdpCounters Topology::xdp(size_t i) const
             n += v;
         return n;
     };
-    if (Fd pass(::bpf_obj_get(pins::map(dir, "grm_xdp_pass").c_str())); pass.valid())
+    if (Fd pass(::bpf_obj_get(pins::xdp_map(dir, "grm_xdp_pass").c_str())); pass.valid())
         for (uint32_t r = 0; r < GRM_XDP_REASONS; r++)
             if (::bpf_map_lookup_elem(pass.get(), &r, percpu.data()) == 0)
                 out.passed[r] = sum();
-    if (Fd fwd(::bpf_obj_get(pins::map(dir, "grm_xdp_fwd").c_str())); fwd.valid()) {
+    if (Fd fwd(::bpf_obj_get(pins::xdp_map(dir, "grm_xdp_fwd").c_str())); fwd.valid()) {
         grm_xdp_sid key{}, next{};
         const void* prev = nullptr;
         while (::bpf_map_get_next_key(fwd.get(), prev, &next) == 0) {
@@ -307,7 +333,7 @@ Topology::XdpCounters Topology::xdp(size_t i) const
             prev = &key;
         }
     }
-    if (Fd hosts(::bpf_obj_get(pins::map(dir, "grm_xdp_hosts").c_str())); hosts.valid()) {
+    if (Fd hosts(::bpf_obj_get(pins::xdp_map(dir, "grm_xdp_hosts").c_str())); hosts.valid()) {
         grm_xdp_sid key{}, next{};
         const void* prev = nullptr;
         while (::bpf_map_get_next_key(hosts.get(), prev, &next) == 0) {
@@ -329,13 +355,22 @@ Result<void> Topology::wait_live(size_t i, const std::vector<size_t>& listed,
         auto c = xdp(i);
         std::string missing;
         for (size_t k : listed)
-            if (k != i && !c.live[hosts_[k].server_id])
+            if (k != i && !(c.live.count(hosts_[k].server_id) && c.live[hosts_[k].server_id]))
                 missing += " " + hosts_[k].server_id;
         if (missing.empty())
             return {};
-        if (std::chrono::steady_clock::now() > deadline)
-            return unexpected(ETIMEDOUT, fmt::format("{}: hosts not live within {} ms:{}",
-                                                     hosts_[i].name, timeout.count(), missing));
+        if (std::chrono::steady_clock::now() > deadline) {
+            std::string table;
+            for (const auto& [id, live] : c.live)
+                table += fmt::format(" {}{}", id, live ? "(live)" : "");
+            auto neigh = run_in(hosts_[i].netns.get(), {"ip", "neigh", "show"});
+            return unexpected(
+                ETIMEDOUT,
+                fmt::format("{}: hosts not live within {} ms:{}; table:{}; neighbours:\n{}grmd "
+                            "log:\n{}",
+                            hosts_[i].name, timeout.count(), missing, table, neigh.output,
+                            hosts_[i].grmd ? hosts_[i].grmd->log() : std::string("none")));
+        }
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
 }

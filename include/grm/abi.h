@@ -717,7 +717,7 @@ GRM_ABI_ASSERT(sizeof(struct grm_xdp_host) == 56);
 enum grm_xdp_reason {
     GRM_XDP_NOT_IP = 0,   /* not IPv4/IPv6 UDP (or options, extension headers, a fragment) */
     GRM_XDP_NO_VIP,       /* UDP, not to a VIP:port */
-    GRM_XDP_NOT_QUIC,     /* fixed bit 0, unknown version, bad long header */
+    GRM_XDP_NOT_QUIC,     /* unknown version, bad long header (the fixed bit is greased) */
     GRM_XDP_TRUNCATED,    /* the datagram ends inside the header or the DCID */
     GRM_XDP_UNROUTABLE,   /* rotation 7 or not this configuration's; DCID too short for the ID */
     GRM_XDP_UNKNOWN_ID,   /* no host has the ID */
