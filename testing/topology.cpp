@@ -29,21 +29,6 @@
 namespace grm::test {
 namespace {
 
-/// Runs `fn` with this thread in the network namespace `ns`, then returns to where it was.
-template <typename Fn>
-Result<void> in_netns(int ns, Fn&& fn)
-{
-    Fd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-    if (!self.valid())
-        return errno_error("open /proc/thread-self/ns/net");
-    if (::setns(ns, CLONE_NEWNET) != 0)
-        return errno_error("setns");
-    Result<void> r = fn();
-    if (::setns(self.get(), CLONE_NEWNET) != 0)
-        return errno_error("setns back"); // cannot happen with a valid fd; fatal to the test
-    return r;
-}
-
 Result<void> write_text(const std::string& path, const std::string& text)
 {
     std::ofstream f(path);
@@ -69,6 +54,19 @@ Result<void> tx_checksum_off(const std::string& ifname)
 }
 
 } // namespace
+
+Result<void> in_netns(int ns, const std::function<Result<void>()>& fn)
+{
+    Fd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (!self.valid())
+        return errno_error("open /proc/thread-self/ns/net");
+    if (::setns(ns, CLONE_NEWNET) != 0)
+        return errno_error("setns");
+    Result<void> r = fn();
+    if (::setns(self.get(), CLONE_NEWNET) != 0)
+        return errno_error("setns back");
+    return r;
+}
 
 Result<Fd> new_netns()
 {
@@ -183,7 +181,8 @@ Result<Topology> Topology::build(const Sandbox& sb, int nhosts)
     // when an XDP program (or GRO) is on that side.
     for (int i = 1; i <= nhosts; i++)
         if (auto r =
-                in_netns(t.router_.get(), [&] { return attach_xdp_pass(fmt::format("r{}", i)); });
+                in_netns(t.router_.get(),
+                         [&]() -> Result<void> { return attach_xdp_pass(fmt::format("r{}", i)); });
             !r)
             return unexpected(r.error());
 
@@ -199,7 +198,8 @@ Result<Topology> Topology::build(const Sandbox& sb, int nhosts)
     // (CHECKSUM_PARTIAL); a host's XDP program sees only the bytes, and a frame it sends on
     // with XDP_TX arrives with a checksum that was never computed (UdpInCsumErrors). A real NIC
     // delivers complete checksums: make the client's veth do the same.
-    if (auto r = in_netns(t.client_.get(), [] { return tx_checksum_off("c0"); }); !r)
+    if (auto r = in_netns(t.client_.get(), []() -> Result<void> { return tx_checksum_off("c0"); });
+        !r)
         return unexpected(r.error());
 
     // The hosts: direct-routing real servers. The VIP on lo, never answered for in ARP

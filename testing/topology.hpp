@@ -16,6 +16,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -87,6 +88,10 @@ private:
     Fd client_, router_;
     std::vector<Host> hosts_;
 };
+
+/// Runs `fn` with this thread in the network namespace `ns` (sockets it opens stay there),
+/// then returns the thread to where it was.
+Result<void> in_netns(int ns, const std::function<Result<void>()>& fn);
 
 /// A new network namespace (loopback down); the caller's namespace is left as it was.
 Result<Fd> new_netns();
