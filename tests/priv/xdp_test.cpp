@@ -17,6 +17,7 @@
 #include <bpf/libbpf.h>
 #include <catch2/catch.hpp>
 #include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "helpers.hpp"
 #include "net.hpp"
@@ -479,9 +480,41 @@ TEST_CASE("xdp: SIGHUP removes and adds hosts live; a bad file keeps the running
     CHECK(ca.conf().attached == 1);
     expect_at(e, AF_INET, quic_short(cid(0x0b), 2), true);
 
-    // B removed: its ID is unknown at once.
-    write_file("hosts-a.json", hosts_a("", false, true));
-    reload(d, ca, true);
+    // grmctl sees it: B live with its MAC, the counters, Prometheus.
+    auto list = run({binary("grmctl"), "--pin-dir=" + sandbox().pin_dir, "hosts", "--json"});
+    INFO(list.output);
+    REQUIRE(list.status == 0);
+    auto j = nlohmann::json::parse(list.output);
+    CHECK(j["server_id"] == "0a");
+    bool seen_b = false;
+    for (const auto& h : j["hosts"])
+        if (h["server_id"] == "0b") {
+            seen_b = true;
+            CHECK(h["live"] == true);
+            CHECK(h["mac"] == "02:00:00:00:00:0b");
+            CHECK(h["forwarded"].get<uint64_t>() >= 2);
+        } else if (h["server_id"] == "0c") {
+            CHECK(h["state"] == "no_neigh");
+        }
+    CHECK(seen_b);
+    CHECK(j["refused"] == 2);
+    auto metrics = run({binary("grmctl"), "--pin-dir=" + sandbox().pin_dir, "metrics"});
+    CHECK(metrics.output.find("grm_xdp_forwarded_total{server_id=\"0b\"} ") != std::string::npos);
+    CHECK(metrics.output.find("grm_xdp_passed_total{reason=\"unknown_id\"} ") != std::string::npos);
+
+    // `grmctl hosts set` refuses a bad file itself, nothing changes.
+    std::string bad = write_file("bad.json", R"({"server_id_length": 1, "server_id": "0a0a"})");
+    auto refused = run({binary("grmctl"), "--pin-dir=" + sandbox().pin_dir, "hosts", "set", bad});
+    CHECK(refused.status != 0);
+    CHECK(refused.output.find("not 1 bytes of hex") != std::string::npos);
+    CHECK(ca.live(0x0b));
+
+    // B removed with `grmctl hosts set`: its ID is unknown at once.
+    std::string without_b = write_file("without-b.json", hosts_a("", false, true));
+    auto set = run({binary("grmctl"), "--pin-dir=" + sandbox().pin_dir, "hosts", "set", without_b});
+    INFO(set.output);
+    CHECK(set.status == 0);
+    CHECK(set.output.find("in force") != std::string::npos);
     CHECK_FALSE(ca.host(0x0b));
     uint64_t unknown = ca.passed(GRM_XDP_UNKNOWN_ID);
     expect_at(e, AF_INET, quic_short(cid(0x0b), 3), false);
