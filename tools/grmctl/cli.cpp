@@ -17,6 +17,9 @@ std::string usage(std::string_view default_pin_dir)
         "  flows     the FLOW table, by group\n"
         "  delete    remove the group ADDR:PORT (required) and all its state; its sockets\n"
         "            keep working as plain SO_REUSEPORT sockets until they register again\n"
+        "  hosts     the XDP tier: host table (live or why not, forwarded) and pass counters\n"
+        "  hosts set FILE  check FILE with grmd's parser, put it over grmd's --hosts file and\n"
+        "            have grmd apply it (SIGHUP); says whether grmd took it\n"
         "options:\n"
         "  -p, --pin-dir=DIR  grmd's bpffs directory (default {})\n"
         "  -v, --verbose      list: socket indexes and SO_COOKIEs, dead sockets, zero counters;\n"
@@ -123,6 +126,17 @@ Cli parse_cli(const std::vector<std::string_view>& args, std::string_view defaul
         cli.options.command = Command::metrics;
     } else if (positional[0] == "flows") {
         cli.options.command = Command::flows;
+    } else if (positional[0] == "hosts") {
+        cli.options.command = Command::hosts;
+        if (positional.size() > 1) {
+            if (positional[1] != "set")
+                fail(fmt::format("unknown hosts subcommand '{}'", positional[1]));
+            else if (positional.size() != 3)
+                fail("hosts set needs FILE");
+            else
+                cli.options.hosts_file = std::string(positional[2]);
+        }
+        return cli;
     } else if (positional[0] == "delete") {
         cli.options.command = Command::del;
         if (positional.size() < 2)
