@@ -354,7 +354,11 @@ TEST_CASE("xdp: DR forwarding to the host a server ID names, everything else loc
         expect_at(e, family, quic_short(cid(b_id), 1), true);
         expect_at(e, family, quic_long(QuicType::handshake, kQuicV1, cid(b_id), cid(9), 2), true);
         expect_at(e, family, quic_long(QuicType::initial, kQuicV2, cid(b_id), {}, 3), true);
-        CHECK(ca.forwarded(b_id) == fwd + 3);
+        // The fixed bit cleared, as a peer that got grease_quic_bit (RFC 9287) may send it.
+        auto greased = quic_short(cid(b_id), 4);
+        greased[0] &= 0xbf;
+        expect_at(e, family, greased, true);
+        CHECK(ca.forwarded(b_id) == fwd + 4);
 
         struct Local {
             uint32_t reason;
@@ -364,7 +368,7 @@ TEST_CASE("xdp: DR forwarding to the host a server ID names, everything else loc
             {GRM_XDP_LOCAL_ID, quic_short(cid(0x0a), 10)},
             {GRM_XDP_UNKNOWN_ID, quic_short(cid(0x0d), 11)},
             {GRM_XDP_DEAD_HOST, quic_short(cid(0x0c), 12)},
-            {GRM_XDP_NOT_QUIC, std::vector<uint8_t>(40, 0x00)},
+            {GRM_XDP_UNROUTABLE, std::vector<uint8_t>(40, 0x00)}, // short, a 1-byte DCID
             {GRM_XDP_NOT_QUIC, quic_long(QuicType::handshake, 0x0a0a0a0a, cid(b_id), {}, 13)},
             {GRM_XDP_TRUNCATED, {0x41, 0x07, b_id, 0x01}},
             {GRM_XDP_TRUNCATED, {0xc1, 0, 0, 0, 1, 8, 0x07, b_id}},
@@ -392,7 +396,7 @@ TEST_CASE("xdp: DR forwarding to the host a server ID names, everything else loc
             CHECK(arrives(other.get(), p));
         }
         CHECK(ca.passed(GRM_XDP_NO_VIP) > no_vip);
-        CHECK(ca.forwarded(b_id) == fwd + 3);
+        CHECK(ca.forwarded(b_id) == fwd + 4);
     }
 
     // A frame from B's MAC naming B is never sent back: A keeps it.
