@@ -114,7 +114,8 @@ sockaddr_in vip(uint16_t port)
 Fd client_socket(Topology& t, uint16_t port)
 {
     Fd fd;
-    must(in_netns(t.client_ns(), [&]() -> Result<void> {
+    must([&]() -> Result<void> {
+        Netns::Enter in(t.client());
         fd = Fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
         sockaddr_in a{};
         a.sin_family = AF_INET;
@@ -123,7 +124,7 @@ Fd client_socket(Topology& t, uint16_t port)
         if (!fd.valid() || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0)
             return errno_error("bind the client socket");
         return {};
-    }));
+    }());
     return fd;
 }
 
@@ -159,7 +160,8 @@ void send_burst(int fd, uint16_t port, const std::vector<uint8_t>& d, size_t n)
 Fd xdp_prog(Topology& t, size_t i)
 {
     Fd prog;
-    must(in_netns(t.hosts()[i].netns.get(), [&]() -> Result<void> {
+    must([&]() -> Result<void> {
+        Netns::Enter in(*t.hosts()[i].ns);
         int ifindex = static_cast<int>(::if_nametoindex("eth0"));
         __u32 id = 0;
         if (ifindex == 0 || ::bpf_xdp_query_id(ifindex, XDP_FLAGS_DRV_MODE, &id) != 0 || !id)
@@ -168,7 +170,7 @@ Fd xdp_prog(Topology& t, size_t i)
         if (!prog.valid())
             return errno_error("bpf_prog_get_fd_by_id");
         return {};
-    }));
+    }());
     return prog;
 }
 
@@ -227,7 +229,8 @@ Rate rate(Topology& t, int flows, double seconds)
 {
     std::vector<Fd> rx;
     for (auto& h : t.hosts())
-        must(in_netns(h.netns.get(), [&]() -> Result<void> {
+        must([&]() -> Result<void> {
+            Netns::Enter in(*h.ns);
             Fd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
             int buf = 8 << 20;
             ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf));
@@ -236,7 +239,7 @@ Rate rate(Topology& t, int flows, double seconds)
                 return errno_error("bind the VIP in " + h.name);
             rx.push_back(std::move(fd));
             return {};
-        }));
+        }());
     std::vector<Fd> tx;
     for (int i = 0; i < flows; i++)
         tx.push_back(client_socket(t, 0));
@@ -385,13 +388,14 @@ int main(int argc, char** argv)
         while (!detached && Clock::now() < deadline) {
             detached = true;
             for (size_t i = 0; i < 3; i++)
-                must(in_netns(t.hosts()[i].netns.get(), [&]() -> Result<void> {
+                must([&]() -> Result<void> {
+                    Netns::Enter in(*t.hosts()[i].ns);
                     __u32 id = 0;
                     ::bpf_xdp_query_id(static_cast<int>(::if_nametoindex("eth0")),
                                        XDP_FLAGS_DRV_MODE, &id);
                     detached = detached && id == 0;
                     return {};
-                }));
+                }());
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
         if (!detached)

@@ -38,92 +38,61 @@ Result<void> write_text(const std::string& path, const std::string& text)
     return {};
 }
 
-/// Turns transmit checksum offload off on `ifname` (ETHTOOL_STXCSUM, as `ethtool -K tx off`).
-Result<void> tx_checksum_off(const std::string& ifname)
+/// An fd of a namespace (children join it with setns).
+Result<Fd> ns_fd(const Netns& ns)
 {
-    Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!s.valid())
-        return errno_error("socket");
-    ethtool_value v{ETHTOOL_STXCSUM, 0};
-    ifreq ifr{};
-    std::snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname.c_str());
-    ifr.ifr_data = reinterpret_cast<char*>(&v);
-    if (::ioctl(s.get(), SIOCETHTOOL, &ifr) != 0)
-        return errno_error("ETHTOOL_STXCSUM off on " + ifname);
+    Fd fd(::open(fmt::format("/proc/{}/ns/net", ns.pid()).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid())
+        return errno_error("open the namespace of " + std::to_string(ns.pid()));
+    return fd;
+}
+
+/// `ip -batch` of `text` inside `ns` (the file is kept in `dir` for a look after a failure).
+Result<void> ip_batch(const Netns& ns, const std::string& dir, const std::string& name,
+                      const std::string& text)
+{
+    std::string path = dir + "/" + name + ".ip";
+    if (auto w = write_text(path, text); !w)
+        return w;
+    return ip(&ns, {"-batch", path});
+}
+
+Result<void> sysctl(const Netns& ns, std::vector<std::string> kv)
+{
+    kv.insert(kv.begin(), {"/usr/sbin/sysctl", "-q", "-w"});
+    auto r = ns.run(kv);
+    if (r.status != 0)
+        return unexpected(EIO, "sysctl: " + r.output);
     return {};
 }
 
 } // namespace
-
-Result<void> in_netns(int ns, const std::function<Result<void>()>& fn)
-{
-    Fd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-    if (!self.valid())
-        return errno_error("open /proc/thread-self/ns/net");
-    if (::setns(ns, CLONE_NEWNET) != 0)
-        return errno_error("setns");
-    Result<void> r = fn();
-    if (::setns(self.get(), CLONE_NEWNET) != 0)
-        return errno_error("setns back");
-    return r;
-}
-
-Result<Fd> new_netns()
-{
-    Fd self(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-    if (!self.valid())
-        return errno_error("open /proc/thread-self/ns/net");
-    if (::unshare(CLONE_NEWNET) != 0)
-        return errno_error("unshare(CLONE_NEWNET)");
-    Fd ns(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-    int err = errno;
-    if (::setns(self.get(), CLONE_NEWNET) != 0)
-        return errno_error("setns back");
-    if (!ns.valid())
-        return unexpected(err, "open the new network namespace");
-    return ns;
-}
-
-Result<void> attach_xdp_pass(const std::string& ifname)
-{
-    unsigned ifindex = ::if_nametoindex(ifname.c_str());
-    if (ifindex == 0)
-        return errno_error("if_nametoindex " + ifname);
-    const bpf_insn insns[] = {
-        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, XDP_PASS}, // r0 = XDP_PASS
-        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},                         // return r0
-    };
-    Fd prog(::bpf_prog_load(BPF_PROG_TYPE_XDP, "grm_test_pass", "GPL", insns, 2, nullptr));
-    if (!prog.valid())
-        return errno_error("load an XDP_PASS program");
-    if (int err =
-            ::bpf_xdp_attach(static_cast<int>(ifindex), prog.get(), XDP_FLAGS_DRV_MODE, nullptr);
-        err != 0)
-        return unexpected(-err, "attach XDP_PASS to " + ifname);
-    return {}; // the link holds the program; it goes with the interface
-}
 
 Result<Topology> Topology::build(const Sandbox& sb, int nhosts)
 {
     Topology t;
     t.root_ = sb.root + "/topology";
     ::mkdir(t.root_.c_str(), 0700);
-    auto client = new_netns();
-    auto router = new_netns();
-    if (!client || !router)
-        return unexpected(!client ? client.error() : router.error());
-    t.client_ = std::move(*client);
-    t.router_ = std::move(*router);
+    auto client = Netns::create();
+    if (!client)
+        return unexpected(client.error());
+    t.client_.emplace(std::move(*client));
+    auto router = Netns::create();
+    if (!router)
+        return unexpected(router.error());
+    t.router_.emplace(std::move(*router));
+    auto cfd = ns_fd(*t.client_);
+    if (!cfd)
+        return unexpected(cfd.error());
+    t.client_fd_ = std::move(*cfd);
     const pid_t self = ::getpid();
-    auto ns_path = [&](int fd) { return fmt::format("/proc/{}/fd/{}", self, fd); };
 
     // The router: a link to the client, a bridge to the hosts, ECMP to the VIP with L4 hashing.
-    std::string rb = "link set lo up\n"
-                     "link add br0 type bridge forward_delay 0 mcast_snooping 0\n"
+    std::string rb = "link add br0 type bridge forward_delay 0 mcast_snooping 0\n"
                      "addr add 10.0.0.1/24 dev br0\n"
                      "addr add fd00::1/64 dev br0 nodad\n"
                      "link set br0 up\n";
-    rb += fmt::format("link add rc type veth peer name c0 netns {}\n", ns_path(t.client_.get()));
+    rb += fmt::format("link add rc type veth peer name c0 netns {}\n", t.client_->pid());
     rb += "addr add 10.1.0.1/24 dev rc\n"
           "addr add fd01::1/64 dev rc nodad\n"
           "link set rc up\n";
@@ -134,10 +103,14 @@ Result<Topology> Topology::build(const Sandbox& sb, int nhosts)
         h.addr4 = fmt::format("10.0.0.{}", 10 + i);
         h.addr6 = fmt::format("fd00::{}", 10 + i);
         h.mac = fmt::format("02:00:00:00:00:{:02x}", 0x10 + i);
-        auto ns = new_netns();
+        auto ns = Netns::create();
         if (!ns)
             return unexpected(ns.error());
-        h.netns = std::move(*ns);
+        h.ns.emplace(std::move(*ns));
+        auto fd = ns_fd(*h.ns);
+        if (!fd)
+            return unexpected(fd.error());
+        h.netns = std::move(*fd);
         h.sb = sb;
         h.sb.netns = h.netns.get();
         h.sb.cg_app = fmt::format("{}/grm-test-{}-{}", sb.cgroup2, self, h.name);
@@ -145,32 +118,16 @@ Result<Topology> Topology::build(const Sandbox& sb, int nhosts)
         if (::mkdir(h.sb.cg_app.c_str(), 0755) != 0 && errno != EEXIST)
             return errno_error("mkdir " + h.sb.cg_app);
         rb += fmt::format("link add r{} type veth peer name eth0 netns {} address {}\n", i,
-                          ns_path(h.netns.get()), h.mac);
+                          h.ns->pid(), h.mac);
         rb += fmt::format("link set r{} master br0\nlink set r{} up\n", i, i);
         t.hosts_.push_back(std::move(h));
     }
-    auto batch = [&](int ns, const std::string& name, const std::string& text) -> Result<void> {
-        std::string path = t.root_ + "/" + name + ".ip";
-        if (auto w = write_text(path, text); !w)
-            return w;
-        auto r = t.run_in(ns, {"ip", "-batch", path});
-        if (r.status != 0)
-            return unexpected(EIO, fmt::format("ip -batch ({}): {}", name, r.output));
-        return {};
-    };
-    auto sysctl = [&](int ns, std::vector<std::string> kv) -> Result<void> {
-        kv.insert(kv.begin(), {"sysctl", "-q", "-w"});
-        auto r = t.run_in(ns, kv);
-        if (r.status != 0)
-            return unexpected(EIO, "sysctl: " + r.output);
-        return {};
-    };
-    if (auto r = sysctl(t.router_.get(), {"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
-                                          "net.ipv4.fib_multipath_hash_policy=1",
-                                          "net.ipv6.fib_multipath_hash_policy=1"});
+    if (auto r = sysctl(*t.router_, {"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+                                     "net.ipv4.fib_multipath_hash_policy=1",
+                                     "net.ipv6.fib_multipath_hash_policy=1"});
         !r)
         return unexpected(r.error());
-    if (auto r = batch(t.router_.get(), "router", rb); !r)
+    if (auto r = ip_batch(*t.router_, t.root_, "router", rb); !r)
         return unexpected(r.error());
     std::vector<size_t> all;
     for (size_t i = 0; i < t.hosts_.size(); i++)
@@ -178,49 +135,49 @@ Result<Topology> Topology::build(const Sandbox& sb, int nhosts)
     if (auto r = t.set_ecmp(all); !r)
         return unexpected(r.error());
     // XDP_TX on a host's eth0 hands the frame to its peer r<i>: a veth takes XDP frames only
-    // when an XDP program (or GRO) is on that side.
-    for (int i = 1; i <= nhosts; i++)
-        if (auto r =
-                in_netns(t.router_.get(),
-                         [&]() -> Result<void> { return attach_xdp_pass(fmt::format("r{}", i)); });
-            !r)
-            return unexpected(r.error());
+    // when an XDP program is on that side (on 6.18 GRO on the peer is not enough).
+    {
+        Netns::Enter in(*t.router_);
+        for (int i = 1; i <= nhosts; i++)
+            if (auto r = xdp_pass_on(fmt::format("r{}", i)); !r)
+                return unexpected(r.error());
+    }
 
-    std::string cb = "link set lo up\n"
-                     "addr add 10.1.0.2/24 dev c0\n"
+    std::string cb = "addr add 10.1.0.2/24 dev c0\n"
                      "addr add fd01::2/64 dev c0 nodad\n"
                      "link set c0 up\n"
                      "route add default via 10.1.0.1\n"
                      "route add ::/0 via fd01::1\n";
-    if (auto r = batch(t.client_.get(), "client", cb); !r)
+    if (auto r = ip_batch(*t.client_, t.root_, "client", cb); !r)
         return unexpected(r.error());
     // A veth hands its peer the sender's skb with the UDP checksum still to be done
     // (CHECKSUM_PARTIAL); a host's XDP program sees only the bytes, and a frame it sends on
     // with XDP_TX arrives with a checksum that was never computed (UdpInCsumErrors). A real NIC
     // delivers complete checksums: make the client's veth do the same.
-    if (auto r = in_netns(t.client_.get(), []() -> Result<void> { return tx_checksum_off("c0"); });
-        !r)
-        return unexpected(r.error());
+    {
+        Netns::Enter in(*t.client_);
+        if (auto r = tx_csum_off("c0"); !r)
+            return unexpected(r.error());
+    }
 
     // The hosts: direct-routing real servers. The VIP on lo, never answered for in ARP
     // (arp_ignore 1: only addresses of the asking interface; arp_announce 2: the best local
     // source), and no reverse-path filter (a forwarded packet comes from a peer's segment).
     for (auto& h : t.hosts_) {
-        if (auto r = sysctl(h.netns.get(),
-                            {"net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
-                             "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
-                             "net.ipv4.conf.eth0.rp_filter=0"});
+        if (auto r =
+                sysctl(*h.ns, {"net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
+                               "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+                               "net.ipv4.conf.eth0.rp_filter=0"});
             !r)
             return unexpected(r.error());
-        std::string hb = "link set lo up\n";
-        hb += fmt::format("addr add {}/32 dev lo\n", kVip4);
+        std::string hb = fmt::format("addr add {}/32 dev lo\n", kVip4);
         hb += fmt::format("addr add {}/128 dev lo\n", kVip6);
         hb += fmt::format("addr add {}/24 dev eth0\n", h.addr4);
         hb += fmt::format("addr add {}/64 dev eth0 nodad\n", h.addr6);
         hb += "link set eth0 up\n"
               "route add default via 10.0.0.1\n"
               "route add ::/0 via fd00::1\n";
-        if (auto r = batch(h.netns.get(), h.name, hb); !r)
+        if (auto r = ip_batch(*h.ns, t.root_, h.name, hb); !r)
             return unexpected(r.error());
     }
     return t;
@@ -287,12 +244,8 @@ Result<void> Topology::set_ecmp(const std::vector<size_t>& listed)
     }
     std::string text =
         fmt::format("route replace {}/32{}\nroute replace {}/128{}\n", kVip4, via4, kVip6, via6);
-    std::string path = root_ + "/ecmp.ip";
-    if (auto w = write_text(path, text); !w)
-        return w;
-    auto r = run_in(router_.get(), {"ip", "-batch", path});
-    if (r.status != 0)
-        return unexpected(EIO, "ip route replace (ECMP): " + r.output);
+    if (auto r = ip_batch(*router_, root_, "ecmp", text); !r)
+        return unexpected(EIO, "the ECMP route: " + r.error().context);
     return {};
 }
 
@@ -363,7 +316,7 @@ Result<void> Topology::wait_live(size_t i, const std::vector<size_t>& listed,
             std::string table;
             for (const auto& [id, live] : c.live)
                 table += fmt::format(" {}{}", id, live ? "(live)" : "");
-            auto neigh = run_in(hosts_[i].netns.get(), {"ip", "neigh", "show"});
+            auto neigh = hosts_[i].ns->run({"/usr/sbin/ip", "neigh", "show"});
             return unexpected(
                 ETIMEDOUT,
                 fmt::format("{}: hosts not live within {} ms:{}; table:{}; neighbours:\n{}grmd "
@@ -373,14 +326,6 @@ Result<void> Topology::wait_live(size_t i, const std::vector<size_t>& listed,
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-}
-
-RunResult Topology::run_in(int ns, const std::vector<std::string>& argv) const
-{
-    std::vector<std::string> a = {"/usr/bin/nsenter",
-                                  fmt::format("--net=/proc/{}/fd/{}", ::getpid(), ns)};
-    a.insert(a.end(), argv.begin(), argv.end());
-    return run(a);
 }
 
 } // namespace grm::test

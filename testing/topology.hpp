@@ -16,7 +16,6 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -25,6 +24,7 @@
 #include "fd.hpp"
 #include "grm/abi.h"
 #include "grm/result.hpp"
+#include "netns.hpp"
 #include "sandbox.hpp"
 
 namespace grm::test {
@@ -40,7 +40,8 @@ public:
         std::string name;      ///< h1, h2, ...
         std::string server_id; ///< hex, 2 bytes: 0a01, 0a02, ...
         std::string addr4, addr6, mac;
-        Fd netns;
+        std::optional<Netns> ns;
+        Fd netns;   ///< an fd of `ns` (for setns in children: Sandbox::netns, the harness)
         Sandbox sb; ///< the host's share of the sandbox: its cgroup and pin directory
         std::optional<Daemon> grmd;
         std::string hosts_file;
@@ -52,8 +53,9 @@ public:
     Topology& operator=(Topology&&) = delete;
     ~Topology();
 
-    int client_ns() const { return client_.get(); }
-    int router_ns() const { return router_.get(); }
+    int client_ns() const { return client_fd_.get(); }
+    const Netns& client() const { return *client_; }
+    const Netns& router() const { return *router_; }
     std::vector<Host>& hosts() { return hosts_; }
 
     /// The hosts file of host i: this host's server ID, every host in `listed` (indices), and
@@ -79,25 +81,12 @@ public:
     Result<void> wait_live(size_t i, const std::vector<size_t>& listed,
                            std::chrono::milliseconds timeout);
 
-    /// Runs argv (searched in PATH) inside the network namespace `ns`.
-    RunResult run_in(int ns, const std::vector<std::string>& argv) const;
-
 private:
     Topology() = default;
     std::string root_;
-    Fd client_, router_;
+    std::optional<Netns> client_, router_;
+    Fd client_fd_;
     std::vector<Host> hosts_;
 };
-
-/// Runs `fn` with this thread in the network namespace `ns` (sockets it opens stay there),
-/// then returns the thread to where it was.
-Result<void> in_netns(int ns, const std::function<Result<void>()>& fn);
-
-/// A new network namespace (loopback down); the caller's namespace is left as it was.
-Result<Fd> new_netns();
-
-/// Attaches a two-instruction XDP_PASS program to `ifname` in the current network namespace:
-/// a veth whose peer runs XDP_TX or redirects needs an XDP program (or GRO) on its side.
-Result<void> attach_xdp_pass(const std::string& ifname);
 
 } // namespace grm::test
