@@ -41,6 +41,7 @@
 #include "cli.hpp"
 #include "fd.hpp"
 #include "host.hpp"
+#include "quic_packets.hpp"
 #include "sandbox.hpp"
 #include "topology.hpp"
 
@@ -77,28 +78,28 @@ T must(Result<T> r)
         return std::move(*r);
 }
 
-/// A short-header packet whose DCID carries server ID `sid` (2 bytes) in QUIC-LB layout.
-std::vector<uint8_t> short_packet(uint16_t sid, std::mt19937_64& rng)
+/// A connection ID in QUIC-LB layout (config rotation 0, length self-encoding) with server ID
+/// `sid` (2 bytes), the rest random.
+std::vector<uint8_t> lb_cid(uint16_t sid, std::mt19937_64& rng)
 {
-    std::vector<uint8_t> d(kSize);
-    for (auto& b : d)
+    std::vector<uint8_t> cid(kCidLen);
+    for (auto& b : cid)
         b = static_cast<uint8_t>(rng());
-    d[0] = static_cast<uint8_t>(0x40 | (d[0] & 0x3f));
-    d[1] = static_cast<uint8_t>(kCidLen - 1); // config rotation 0, length self-encoding
-    d[2] = static_cast<uint8_t>(sid >> 8);
-    d[3] = static_cast<uint8_t>(sid);
-    return d;
+    cid[0] = static_cast<uint8_t>(kCidLen - 1);
+    cid[1] = static_cast<uint8_t>(sid >> 8);
+    cid[2] = static_cast<uint8_t>(sid);
+    return cid;
 }
 
+std::vector<uint8_t> short_packet(uint16_t sid, std::mt19937_64& rng)
+{
+    return quic_short(lb_cid(sid, rng), rng(), kSize);
+}
+
+/// A Handshake long header of version 0x0a0a0a0a (reserved: neither v1 nor v2).
 std::vector<uint8_t> unknown_version_packet(std::mt19937_64& rng)
 {
-    std::vector<uint8_t> d(kSize);
-    for (auto& b : d)
-        b = static_cast<uint8_t>(rng());
-    d[0] = 0xc0;
-    d[1] = d[2] = d[3] = d[4] = 0x0a; // version 0x0a0a0a0a: reserved, not v1/v2
-    d[5] = static_cast<uint8_t>(kCidLen);
-    return d;
+    return quic_long(QuicType::handshake, 0x0a0a0a0a, lb_cid(0x0a01, rng), {}, rng(), kSize);
 }
 
 sockaddr_in vip(uint16_t port)
