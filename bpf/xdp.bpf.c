@@ -73,10 +73,25 @@ struct xdp_payload {
     __u32 off; /* of the UDP payload in the frame */
 };
 
+/* Short constant reads straight from the frame where it is linear; the helper otherwise
+ * (variable lengths, multi-buffer frames). */
 static __always_inline int xdp_payload_load(void* ctx, __u32 off, void* dst, __u32 len)
 {
     struct xdp_payload* p = ctx;
 
+    if (__builtin_constant_p(len) && len <= 6) {
+        __u8* data = (void*)(long)p->md->data;
+        __u8* end = (void*)(long)p->md->data_end;
+        __u8* d = dst;
+        __u32 o = p->off + off;
+        OPAQUE(o);
+        o &= 0x1ff;
+        if (data + o + len <= end) {
+            for (__u32 i = 0; i < len; i++)
+                d[i] = data[o + i];
+            return 0;
+        }
+    }
     return bpf_xdp_load_bytes(p->md, p->off + (off & 0xff), dst, len);
 }
 

@@ -201,13 +201,13 @@ Result<void> Rtnl::solicit(int family, int ifindex, const in6_addr& addr)
     return {};
 }
 
-Result<Mac> interface_mac(int ifindex)
+Result<Mac> Rtnl::interface_mac(int ifindex)
 {
     ifreq ifr{};
     if (!::if_indextoname(static_cast<unsigned>(ifindex), ifr.ifr_name))
         return errno_error(fmt::format("interface {}", ifindex));
-    Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!s.valid() || ::ioctl(s.get(), SIOCGIFHWADDR, &ifr) != 0)
+    // Any socket reaches the device ioctls; netlink's is the one grmd may open.
+    if (::ioctl(fd_.get(), SIOCGIFHWADDR, &ifr) != 0)
         return errno_error(fmt::format("MAC of {}", ifr.ifr_name));
     Mac m;
     std::memcpy(m.data(), ifr.ifr_hwaddr.sa_data, 6);

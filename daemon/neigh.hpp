@@ -42,6 +42,9 @@ public:
     /// Asks the kernel to resolve the neighbour (NTF_USE): creates the entry if needed and
     /// sends a solicitation; the answer lands in the table, read again by neighbour().
     Result<void> solicit(int family, int ifindex, const in6_addr& addr);
+    /// An interface's MAC (SIOCGIFHWADDR, asked through the netlink socket: grmd's unit
+    /// allows AF_UNIX and AF_NETLINK only).
+    Result<Mac> interface_mac(int ifindex);
 
 private:
     explicit Rtnl(Fd fd) : fd_(std::move(fd)) {}
@@ -50,8 +53,5 @@ private:
     Fd fd_;
     uint32_t seq_ = 0;
 };
-
-/// An interface's MAC (SIOCGIFHWADDR).
-Result<Mac> interface_mac(int ifindex);
 
 } // namespace grm::daemon

@@ -233,7 +233,7 @@ grm_xdp_host XdpTier::resolve(const HostEntry& h)
         return e;
     }
     auto mac = rtnl_.neighbour(h.family, r->ifindex, r->via);
-    auto smac = interface_mac(r->ifindex);
+    auto smac = rtnl_.interface_mac(r->ifindex);
     if (!mac || !*mac || !smac) {
         if (auto s = rtnl_.solicit(h.family, r->ifindex, r->via); !s)
             log::debug("xdp: solicit {}: {}", h.address, s.error().message());

@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <linux/if_ether.h>
+#include <linux/if_link.h>
 #include <linux/if_packet.h>
 
 #include <bpf/bpf.h>
@@ -540,4 +541,55 @@ TEST_CASE("xdp: SIGHUP removes and adds hosts live; a bad file keeps the running
     uint64_t fwd = ca.forwarded(0x0b);
     expect_at(e, AF_INET, quic_short(cid(0x0b), 5), false);
     CHECK(ca.forwarded(0x0b) == fwd);
+}
+
+TEST_CASE("xdp: per-packet cost of pass-local, forward and non-QUIC packets (BPF run-time "
+          "statistics)",
+          "[xdp-cost]")
+{
+    Topo t = build();
+    Counters ca{sandbox().pin_dir};
+    Daemon d = start_a(write_file("hosts-a.json", hosts_a("")), ca);
+    uint32_t id = 0;
+    REQUIRE(bpf_xdp_query_id(static_cast<int>(::if_nametoindex("ethA")), XDP_FLAGS_DRV_MODE, &id) ==
+            0);
+    Fd prog(bpf_prog_get_fd_by_id(id));
+    REQUIRE(prog.valid());
+    // Statistics while this fd is open (BPF_ENABLE_STATS: no global sysctl to restore).
+    Fd stats(bpf_enable_stats(BPF_STATS_RUN_TIME));
+    REQUIRE(stats.valid());
+    auto info = [&] {
+        bpf_prog_info i{};
+        uint32_t len = sizeof(i);
+        REQUIRE(bpf_obj_get_info_by_fd(prog.get(), &i, &len) == 0);
+        return i;
+    };
+    Ends e = ends(t, AF_INET);
+    constexpr int kPackets = 2000;
+    struct Kind {
+        const char* name;
+        std::vector<uint8_t> packet;
+    };
+    for (const Kind& k : {Kind{"pass-local", quic_short(cid(0x0a), 1, 1200)},
+                          Kind{"forward", quic_short(cid(0x0b), 2, 1200)},
+                          Kind{"non-QUIC", std::vector<uint8_t>(1200, 0)}}) {
+        drain(e.a.get());
+        drain(e.b.get());
+        bpf_prog_info before = info();
+        for (int i = 0; i < kPackets; i++)
+            send_to_vip(e.s.get(), AF_INET, k.packet);
+        // All of them ran the program (ARP/ND may add a few).
+        bpf_prog_info after{};
+        REQUIRE(poll_until(
+            [&] {
+                after = info();
+                return after.run_cnt - before.run_cnt >= kPackets;
+            },
+            10s));
+        uint64_t n = after.run_cnt - before.run_cnt;
+        double ns =
+            static_cast<double>(after.run_time_ns - before.run_time_ns) / static_cast<double>(n);
+        WARN(fmt::format("xdp cost {}: {:.0f} ns/packet over {} runs", k.name, ns, n));
+        CHECK(ns > 0);
+    }
 }
