@@ -250,8 +250,17 @@ TEST_CASE("quic-lb read: the XDP tier's server ID, short and long headers", "[qu
               quic_long(QuicType::handshake, kQuicV1, std::vector<uint8_t>{7, 0x0b}, {}, 1), 2, 0)
               .kind == GRM_QLB_UNROUTABLE);
 
-    // Not QUIC: fixed bit 0, an unknown version, a DCID longer than 20.
-    CHECK(quic_lb_read(std::vector<uint8_t>(30, 0), 2, 0).kind == GRM_QLB_NOT_QUIC);
+    // The fixed bit cleared (RFC 9287 greasing, which ngtcp2 peers do): still read.
+    auto greased = quic_short(cid, 1);
+    greased[0] &= 0xbf;
+    c = quic_lb_read(greased, 2, 0);
+    CHECK(c.kind == GRM_QLB_ID);
+    CHECK(sid(c) == want2);
+    auto greased_long = quic_long(QuicType::handshake, kQuicV1, cid, cid, 1);
+    greased_long[0] &= 0xbf;
+    CHECK(quic_lb_read(greased_long, 2, 0).kind == GRM_QLB_ID);
+
+    // Not QUIC: an unknown version, a DCID longer than 20.
     CHECK(quic_lb_read(quic_long(QuicType::handshake, 0x0a0a0a0a, cid, cid, 1), 2, 0).kind ==
           GRM_QLB_NOT_QUIC);
     auto big = quic_long(QuicType::handshake, kQuicV1, cid, cid, 1);
