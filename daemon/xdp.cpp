@@ -38,6 +38,12 @@ uint64_t key_of(const Mac& m)
     return v;
 }
 
+/// The ID bytes of a key (the key is the zero-padded ID).
+const uint8_t* id_of(const uint64_t& k)
+{
+    return reinterpret_cast<const uint8_t*>(&k);
+}
+
 bool same(const grm_xdp_host& a, const grm_xdp_host& b)
 {
     return std::memcmp(&a, &b, sizeof(a)) == 0;
@@ -237,8 +243,11 @@ void XdpTier::refresh()
         bpf_map_update_elem(fwd_fd, &k, zero.data(), BPF_NOEXIST);
         bool was = old != hosts_.end() && (old->second.flags & GRM_XDP_HOST_LIVE);
         if (was != bool(e.flags & GRM_XDP_HOST_LIVE) || old == hosts_.end())
-            log::info("xdp: host {} {}", fmt::format("{:016x}", k),
-                      (e.flags & GRM_XDP_HOST_LIVE) ? "live" : "not live");
+            log::info("xdp: host {} {}",
+                      hex(std::vector<uint8_t>(id_of(k), id_of(k) + cfg_.server_id_len)),
+                      (e.flags & GRM_XDP_HOST_LIVE)
+                          ? "live"
+                          : "not live (state " + std::to_string(e.state) + ")");
     }
     for (uint64_t m : peers_)
         if (!peers.count(m))
