@@ -38,6 +38,12 @@ uint64_t key_of(const Mac& m)
     return v;
 }
 
+/// The ID bytes of a key (the key is the zero-padded ID).
+const uint8_t* id_of(const uint64_t& k)
+{
+    return reinterpret_cast<const uint8_t*>(&k);
+}
+
 bool same(const grm_xdp_host& a, const grm_xdp_host& b)
 {
     return std::memcmp(&a, &b, sizeof(a)) == 0;
@@ -112,16 +118,9 @@ void XdpTier::count_refused()
 
 void XdpTier::detach_all()
 {
-    int prog = bpf_program__fd(skel_->progs.grm_xdp);
-    for (const auto& [name, a] : attached_) {
-        LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = prog);
-        uint32_t mode = a.generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
-        if (int r = bpf_xdp_detach(a.ifindex, mode | XDP_FLAGS_REPLACE, &opts); r != 0)
-            log::warning("xdp: detach from {}: {}", name, std::strerror(-r));
-        else
-            log::info("xdp: detached from {}", name);
-    }
-    attached_.clear();
+    for (const auto& [name, a] : attached_)
+        log::info("xdp: detached from {}", name);
+    attached_.clear(); // closing a link detaches
 }
 
 Result<void> XdpTier::attach(const XdpConfig& x)
@@ -132,72 +131,36 @@ Result<void> XdpTier::attach(const XdpConfig& x)
         int ifindex = static_cast<int>(::if_nametoindex(name.c_str()));
         if (ifindex == 0)
             return unexpected(ENODEV, fmt::format("xdp: no interface '{}'", name));
-        want[name] = Attached{ifindex, x.generic};
+        want[name] = Attached{ifindex, x.generic, nullptr};
     }
-    // Whatever changes interface or mode is detached first, then the new ones attached; a
-    // failed attach undoes this call's attachments.
-    std::map<std::string, Attached> keep;
-    for (const auto& [name, a] : attached_) {
-        auto w = want.find(name);
-        if (w != want.end() && w->second.ifindex == a.ifindex && w->second.generic == a.generic)
-            keep[name] = a;
-    }
-    std::map<std::string, Attached> fresh;
-    for (const auto& [name, a] : want) {
-        if (keep.count(name))
+    // Kept: same interface, same mode. The others are made first; only when all of them
+    // worked do the ones no longer wanted go (a mode change on an interface detaches first).
+    std::map<std::string, Attached> next;
+    for (const auto& [name, w] : want) {
+        auto old = attached_.find(name);
+        if (old != attached_.end() && old->second.ifindex == w.ifindex &&
+            old->second.generic == w.generic) {
+            next[name] = old->second;
             continue;
-        uint32_t id = 0;
-        uint32_t mode = a.generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
-        bool ours = attached_.count(name) != 0;
-        if (!ours && bpf_xdp_query_id(a.ifindex, mode, &id) == 0 && id != 0) {
-            // Another program: grm's own from a grmd that died is replaced, anything else kept.
-            int fd = bpf_prog_get_fd_by_id(id);
-            bpf_prog_info info{};
-            uint32_t len = sizeof(info);
-            bool grm = fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
-                       std::strcmp(info.name, "grm_xdp") == 0;
-            if (fd >= 0)
-                ::close(fd);
-            if (!grm) {
-                for (const auto& [n, f] : fresh)
-                    bpf_xdp_detach(f.ifindex, f.generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE,
-                                   nullptr);
-                return unexpected(EBUSY, fmt::format("xdp: {} already has another XDP program "
-                                                     "(id {}); grmd does not replace it",
-                                                     name, id));
-            }
         }
-        uint32_t flags = mode;
-        if (ours) {
-            // Mode change on the same interface: ours goes first.
-            const auto& old = attached_.at(name);
-            LIBBPF_OPTS(bpf_xdp_attach_opts, o, .old_prog_fd = prog);
-            bpf_xdp_detach(
-                old.ifindex,
-                (old.generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE) | XDP_FLAGS_REPLACE, &o);
-            attached_.erase(name);
+        if (old != attached_.end())
+            attached_.erase(old); // mode change: the interface takes one XDP program
+        LIBBPF_OPTS(bpf_link_create_opts, o,
+                    .flags = w.generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE);
+        int link = bpf_link_create(prog, w.ifindex, BPF_XDP, &o);
+        if (link < 0) {
+            int e = errno;
+            return unexpected(e, fmt::format("xdp: attach to {} ({}){}", name,
+                                             w.generic ? "generic" : "native",
+                                             e == EBUSY ? ": it has another XDP program" : ""));
         }
-        if (int r = bpf_xdp_attach(a.ifindex, prog, flags, nullptr); r != 0) {
-            for (const auto& [n, f] : fresh)
-                bpf_xdp_detach(f.ifindex, f.generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE,
-                               nullptr);
-            return unexpected(
-                -r, fmt::format("xdp: attach to {} ({})", name, a.generic ? "generic" : "native"));
-        }
-        fresh[name] = a;
-        log::info("xdp: attached to {} ({})", name, a.generic ? "generic" : "native");
+        next[name] = Attached{w.ifindex, w.generic, std::make_shared<Fd>(link)};
+        log::info("xdp: attached to {} ({})", name, w.generic ? "generic" : "native");
     }
-    for (const auto& [name, a] : attached_) {
-        if (keep.count(name))
-            continue;
-        LIBBPF_OPTS(bpf_xdp_attach_opts, o, .old_prog_fd = prog);
-        bpf_xdp_detach(a.ifindex,
-                       (a.generic ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE) | XDP_FLAGS_REPLACE,
-                       &o);
-        log::info("xdp: detached from {}", name);
-    }
-    attached_ = std::move(keep);
-    attached_.insert(fresh.begin(), fresh.end());
+    for (const auto& [name, a] : attached_)
+        if (!next.count(name))
+            log::info("xdp: detached from {}", name);
+    attached_ = std::move(next);
     return {};
 }
 
@@ -280,8 +243,11 @@ void XdpTier::refresh()
         bpf_map_update_elem(fwd_fd, &k, zero.data(), BPF_NOEXIST);
         bool was = old != hosts_.end() && (old->second.flags & GRM_XDP_HOST_LIVE);
         if (was != bool(e.flags & GRM_XDP_HOST_LIVE) || old == hosts_.end())
-            log::info("xdp: host {} {}", fmt::format("{:016x}", k),
-                      (e.flags & GRM_XDP_HOST_LIVE) ? "live" : "not live");
+            log::info("xdp: host {} {}",
+                      hex(std::vector<uint8_t>(id_of(k), id_of(k) + cfg_.server_id_len)),
+                      (e.flags & GRM_XDP_HOST_LIVE)
+                          ? "live"
+                          : "not live (state " + std::to_string(e.state) + ")");
     }
     for (uint64_t m : peers_)
         if (!peers.count(m))

@@ -3,7 +3,7 @@
 // (its maps pinned under PIN_DIR/xdp/ for grmctl), attaches the program to the interfaces of
 // the file's "xdp" section, and keeps the host table filled from the kernel's routes and
 // neighbours (daemon/neigh.hpp), once a second. Everything is grmd's: its destructor
-// detaches the program and removes the pins.
+// detaches the program (bpf_links: also when grmd dies) and removes the pins.
 #pragma once
 
 #include <map>
@@ -11,6 +11,7 @@
 #include <set>
 #include <string>
 
+#include "fd.hpp"
 #include "grm/abi.h"
 #include "grm/result.hpp"
 #include "hosts.hpp"
@@ -44,9 +45,12 @@ private:
     void write_conf();
     grm_xdp_host resolve(const HostEntry& h);
 
+    /// One interface's attachment: a bpf_link, so the program leaves the interface with
+    /// grmd whatever way grmd ends (a crashed grmd forwards nothing with a stale table).
     struct Attached {
         int ifindex;
         bool generic;
+        std::shared_ptr<Fd> link;
     };
     grm_xdp_bpf* skel_;
     std::string pin_dir_;

@@ -541,6 +541,18 @@ TEST_CASE("xdp: SIGHUP removes and adds hosts live; a bad file keeps the running
     uint64_t fwd = ca.forwarded(0x0b);
     expect_at(e, AF_INET, quic_short(cid(0x0b), 5), false);
     CHECK(ca.forwarded(0x0b) == fwd);
+
+    // Back on, then grmd killed: its links go with it, nothing forwards with a stale table.
+    write_file("hosts-a.json", good);
+    reload(d, ca, true);
+    int eth_a = static_cast<int>(::if_nametoindex("ethA"));
+    auto attached = [eth_a] {
+        uint32_t id = 0;
+        return bpf_xdp_query_id(eth_a, XDP_FLAGS_SKB_MODE, &id) == 0 && id != 0;
+    };
+    CHECK(attached());
+    d.stop(SIGKILL);
+    CHECK(poll_until([&] { return !attached(); }, 5s));
 }
 
 TEST_CASE("xdp: per-packet cost of pass-local, forward and non-QUIC packets (BPF run-time "
