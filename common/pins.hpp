@@ -3,6 +3,8 @@
 //   maps/<map name>            every map; they outlive grmd, so a restart loses nothing
 //   progs/<hook>               the programs, for `grmd --install` run as a separate process
 //   links/<cgroup inode>_<hook> one bpf_link per hook per installed cgroup
+//   xdp/<map name>             the XDP tier's maps (grmd --hosts): made by each grmd, removed
+//                              when it exits
 #pragma once
 
 #include <string>
@@ -18,6 +20,10 @@ inline std::string map(const std::string& dir, const std::string& name)
 inline std::string prog(const std::string& dir, const std::string& hook)
 {
     return dir + "/progs/" + hook;
+}
+inline std::string xdp_map(const std::string& dir, const std::string& name)
+{
+    return dir + "/xdp/" + name;
 }
 inline std::string links_dir(const std::string& dir)
 {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The user-space twin of the reuseport program's QUIC parser: the same source (bpf/quic.h)
-// over a bounds-checked byte buffer, for tests and fuzzers.
+// over a bounds-checked byte buffer, for tests and fuzzers; and the XDP tier's QUIC-LB reading.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +39,16 @@ inline grm_quic_hdr quic_parse(std::span<const uint8_t> payload, uint32_t cid_le
     grm_quic_hdr h;
     grm_quic_parse(&b, cid_len, cookie_off, &h);
     return h;
+}
+
+/// Reads the QUIC-LB server ID exactly as the XDP tier does.
+inline grm_quic_lb_cid quic_lb_read(std::span<const uint8_t> payload, uint32_t sid_len,
+                                    uint32_t rotation)
+{
+    quic_detail::Buf b{payload.data(), payload.size()};
+    grm_quic_lb_cid c;
+    grm_quic_lb_read(&b, sid_len, rotation, &c);
+    return c;
 }
 
 } // namespace grm

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <net/if.h>
 #include <set>
 #include <sstream>
 
@@ -11,6 +12,8 @@
 
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
+
+#include "cli.hpp"
 
 namespace grm::daemon {
 namespace {
@@ -64,7 +67,117 @@ Result<void> only_keys(const json& obj, std::initializer_list<std::string_view> 
     return {};
 }
 
+Result<in6_addr> parse_ip(const std::string& text, int& family)
+{
+    in6_addr a{};
+    if (::inet_pton(AF_INET, text.c_str(), &a) == 1)
+        family = AF_INET;
+    else if (::inet_pton(AF_INET6, text.c_str(), &a) == 1)
+        family = AF_INET6;
+    else
+        return unexpected(EINVAL, "not an IPv4 or IPv6 address");
+    return a;
+}
+
+/// "10.0.0.100:443" or "[fd00::100]:443".
+Result<Vip> parse_vip(const json& v, const std::string& where)
+{
+    if (!v.is_string())
+        return unexpected(EINVAL, where + ": a string ADDRESS:PORT is expected");
+    Vip out;
+    out.text = v.get<std::string>();
+    const std::string& s = out.text;
+    std::string addr, port;
+    if (!s.empty() && s[0] == '[') {
+        auto close = s.find("]:");
+        if (close == std::string::npos)
+            return unexpected(EINVAL, fmt::format("{}: '{}' is not [IPV6]:PORT", where, s));
+        addr = s.substr(1, close - 1);
+        port = s.substr(close + 2);
+    } else {
+        auto colon = s.rfind(':');
+        if (colon == std::string::npos || s.find(':') != colon)
+            return unexpected(EINVAL,
+                              fmt::format("{}: '{}' is not IPV4:PORT or [IPV6]:PORT", where, s));
+        addr = s.substr(0, colon);
+        port = s.substr(colon + 1);
+    }
+    auto a = parse_ip(addr, out.family);
+    if (!a)
+        return unexpected(EINVAL, fmt::format("{}: '{}': {}", where, addr, a.error().context));
+    out.addr = *a;
+    if (s[0] == '[' && out.family != AF_INET6)
+        return unexpected(EINVAL, fmt::format("{}: '{}' in brackets is not IPv6", where, addr));
+    auto p = cli::parse_port(port, where + " port");
+    if (!p)
+        return unexpected(EINVAL, fmt::format("{}: '{}' is not a port 1..65535", where, port));
+    out.port = *p;
+    return out;
+}
+
+Result<XdpConfig> parse_xdp(const json& x)
+{
+    if (!x.is_object())
+        return unexpected(EINVAL, "xdp: an object is expected");
+    if (auto r = only_keys(x, {"interfaces", "attach", "vips"}, "xdp"); !r)
+        return unexpected(r.error());
+    XdpConfig c;
+    if (!x.contains("interfaces") || !x["interfaces"].is_array() || x["interfaces"].empty())
+        return unexpected(EINVAL, "xdp.interfaces: a non-empty array of names is expected");
+    std::set<std::string> seen;
+    for (size_t i = 0; i < x["interfaces"].size(); i++) {
+        const json& n = x["interfaces"][i];
+        std::string where = fmt::format("xdp.interfaces[{}]", i);
+        if (!n.is_string() || n.get<std::string>().empty() ||
+            n.get<std::string>().size() >= IFNAMSIZ)
+            return unexpected(EINVAL, where + ": an interface name is expected");
+        if (!seen.insert(n.get<std::string>()).second)
+            return unexpected(EINVAL,
+                              fmt::format("{}: '{}' is listed twice", where, n.get<std::string>()));
+        c.interfaces.push_back(n.get<std::string>());
+    }
+    if (x.contains("attach")) {
+        const json& a = x["attach"];
+        if (a == "generic")
+            c.generic = true;
+        else if (a != "native")
+            return unexpected(EINVAL, "xdp.attach: \"native\" or \"generic\" is expected");
+    }
+    if (!x.contains("vips") || !x["vips"].is_array() || x["vips"].empty())
+        return unexpected(EINVAL, "xdp.vips: a non-empty array of ADDRESS:PORT is expected");
+    if (x["vips"].size() > GRM_XDP_MAX_VIPS)
+        return unexpected(EINVAL, fmt::format("xdp.vips: at most {}", GRM_XDP_MAX_VIPS));
+    for (size_t i = 0; i < x["vips"].size(); i++) {
+        auto v = parse_vip(x["vips"][i], fmt::format("xdp.vips[{}]", i));
+        if (!v)
+            return unexpected(v.error());
+        for (const auto& o : c.vips)
+            if (o.family == v->family && o.port == v->port &&
+                std::memcmp(&o.addr, &v->addr, sizeof(o.addr)) == 0)
+                return unexpected(EINVAL,
+                                  fmt::format("xdp.vips[{}]: '{}' is listed twice", i, v->text));
+        c.vips.push_back(*v);
+    }
+    return c;
+}
+
 } // namespace
+
+const char* forward_name(Forward f)
+{
+    return f == Forward::ipip ? "ipip" : "dr";
+}
+
+Result<void> check_host_config_system(const HostConfig& c)
+{
+    if (!c.xdp)
+        return {};
+    for (size_t i = 0; i < c.xdp->interfaces.size(); i++)
+        if (::if_nametoindex(c.xdp->interfaces[i].c_str()) == 0)
+            return unexpected(EINVAL, fmt::format("xdp.interfaces[{}]: no interface '{}'", i,
+                                                  c.xdp->interfaces[i]));
+    return {};
+}
 
 std::string hex(const std::vector<uint8_t>& id)
 {
@@ -79,8 +192,9 @@ Result<HostConfig> parse_host_config(std::string_view text)
     json doc = json::parse(text, nullptr, false);
     if (doc.is_discarded() || !doc.is_object())
         return unexpected(EINVAL, "not a JSON object");
-    if (auto r = only_keys(doc, {"config_rotation", "server_id_length", "server_id", "hosts"},
-                           "configuration");
+    if (auto r =
+            only_keys(doc, {"config_rotation", "server_id_length", "server_id", "xdp", "hosts"},
+                      "configuration");
         !r)
         return unexpected(r.error());
     HostConfig c;
@@ -114,7 +228,7 @@ Result<HostConfig> parse_host_config(std::string_view text)
             const json& h = hosts[i];
             if (!h.is_object())
                 return unexpected(EINVAL, where + ": an object is expected");
-            if (auto r = only_keys(h, {"server_id", "address"}, where); !r)
+            if (auto r = only_keys(h, {"server_id", "address", "forward"}, where); !r)
                 return unexpected(r.error());
             if (!h.contains("server_id") || !h.contains("address"))
                 return unexpected(EINVAL, where + ": server_id and address are required");
@@ -129,16 +243,28 @@ Result<HostConfig> parse_host_config(std::string_view text)
             if (!h["address"].is_string())
                 return unexpected(EINVAL, where + ".address: a string is expected");
             e.address = h["address"].get<std::string>();
-            if (::inet_pton(AF_INET, e.address.c_str(), &e.addr) == 1)
-                e.family = AF_INET;
-            else if (::inet_pton(AF_INET6, e.address.c_str(), &e.addr) == 1)
-                e.family = AF_INET6;
-            else
+            auto a = parse_ip(e.address, e.family);
+            if (!a)
                 return unexpected(EINVAL, fmt::format("{}.address: '{}' is not an IPv4 or IPv6 "
                                                       "address",
                                                       where, e.address));
+            e.addr = *a;
+            if (h.contains("forward")) {
+                if (h["forward"] == "ipip")
+                    e.forward = Forward::ipip;
+                else if (h["forward"] != "dr")
+                    return unexpected(EINVAL, where + ".forward: \"dr\" or \"ipip\" is expected");
+            }
             c.hosts.push_back(std::move(e));
         }
+    }
+    if (c.hosts.size() > GRM_XDP_MAX_HOSTS)
+        return unexpected(EINVAL, fmt::format("hosts: at most {}", GRM_XDP_MAX_HOSTS));
+    if (doc.contains("xdp")) {
+        auto x = parse_xdp(doc["xdp"]);
+        if (!x)
+            return unexpected(x.error());
+        c.xdp = std::move(*x);
     }
     return c;
 }
@@ -153,6 +279,8 @@ Result<HostConfig> load_host_config(const std::string& path)
     auto c = parse_host_config(ss.str());
     if (!c)
         return unexpected(c.error().code, path + ": " + c.error().context);
+    if (auto r = check_host_config_system(*c); !r)
+        return unexpected(r.error().code, path + ": " + r.error().context);
     return c;
 }
 

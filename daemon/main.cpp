@@ -26,14 +26,16 @@
 #include "registry.hpp"
 #include "sys.hpp"
 #include "tubular.hpp"
+#include "xdp.hpp"
 
 namespace {
 
 using namespace grm;
 using namespace grm::daemon;
 
-constexpr uint64_t kSweepUsec = 500 * 1000; // closed sockets leave their slots within this
-constexpr uint64_t kTickUsec = 100 * 1000;  // resolution of flow and handshake timeouts
+constexpr uint64_t kSweepUsec = 500 * 1000;       // closed sockets leave their slots within this
+constexpr uint64_t kTickUsec = 100 * 1000;        // resolution of flow and handshake timeouts
+constexpr uint64_t kXdpRefreshUsec = 1000 * 1000; // next hops of the XDP tier's hosts
 // udpgrm's exit code when its pin directory is taken; operators' scripts read it. grmd uses
 // it when the pin directory is served by another grmd or holds state it will not take over.
 constexpr int kExitPinDirTaken = 255;
@@ -345,11 +347,13 @@ int on_cbpf_done(sd_event_source*, int, uint32_t, void* ctx)
     return 0;
 }
 
-/// The host configuration in force: what getsockopt(UDP_GRM_QUIC_LB) answers.
+/// The host configuration in force: what getsockopt(UDP_GRM_QUIC_LB) answers, and the XDP
+/// tier (with --hosts).
 struct Hosts {
     std::optional<std::string> path;
     int map_fd;
     HostConfig running;
+    std::unique_ptr<XdpTier> xdp;
 };
 
 /// Reads --hosts (no --hosts: no server ID).
@@ -358,9 +362,13 @@ Result<HostConfig> read_hosts(const std::optional<std::string>& path)
     return path ? load_host_config(*path) : Result<HostConfig>(HostConfig{});
 }
 
-/// Puts a configuration in force (map grm_host).
+/// Puts a configuration in force (the XDP tier first: its interfaces can refuse; then map
+/// grm_host).
 Result<void> apply_hosts(Hosts& h, HostConfig c)
 {
+    if (h.xdp)
+        if (auto r = h.xdp->apply(c); !r)
+            return r;
     uint32_t zero = 0;
     grm_quic_lb lb = quic_lb_of(c);
     if (bpf_map_update_elem(h.map_fd, &zero, &lb, BPF_ANY) != 0)
@@ -378,12 +386,22 @@ int on_sighup(sd_event_source*, const signalfd_siginfo*, void* ctx)
 {
     auto* h = static_cast<Hosts*>(ctx);
     auto c = read_hosts(h->path);
+    if (c)
+        if (auto r = apply_hosts(*h, std::move(*c)); !r)
+            c = unexpected(r.error());
     if (!c) {
         log::err("hosts: reload refused, the running configuration stays: {}", c.error().message());
-        return 0;
+        if (h->xdp)
+            h->xdp->count_refused();
     }
-    if (auto r = apply_hosts(*h, std::move(*c)); !r)
-        log::err("hosts: reload refused, the running configuration stays: {}", r.error().message());
+    return 0;
+}
+
+/// Keeps the XDP tier's next hops fresh.
+int on_xdp_refresh(sd_event_source* s, uint64_t usec, void* ctx)
+{
+    static_cast<XdpTier*>(ctx)->refresh();
+    sd_event_source_set_time(s, usec + kXdpRefreshUsec);
     return 0;
 }
 
@@ -493,7 +511,15 @@ int run_daemon(const Options& o)
         size_t n = reg.retake([](const grm_group& g) { return !label_of(g).empty(); });
         log::info("tubular: {} registered socket(s) of labelled groups kept again", n);
     }
-    Hosts hosts{o.hosts, bpf_map__fd(s->maps.grm_host), {}};
+    Hosts hosts{o.hosts, bpf_map__fd(s->maps.grm_host), {}, nullptr};
+    if (o.hosts) {
+        auto t = XdpTier::load(o.pin_dir);
+        if (!t) {
+            log::err("hosts: {}", t.error().message());
+            return 1;
+        }
+        hosts.xdp = std::move(*t);
+    }
     if (auto r = apply_hosts(hosts, std::move(*host_config)); !r) {
         log::err("hosts: {}", r.error().message());
         return 1;
@@ -552,6 +578,12 @@ int run_daemon(const Options& o)
                       now + static_cast<uint64_t>(tubular_period.count()), 0, on_tubular_check,
                       &tubular);
     sd_event_source_set_enabled(tubular_check, SD_EVENT_ON);
+    if (hosts.xdp) {
+        sd_event_source* xdp_refresh = nullptr;
+        sd_event_add_time(ev, &xdp_refresh, CLOCK_MONOTONIC, now + kXdpRefreshUsec, 0,
+                          on_xdp_refresh, hosts.xdp.get());
+        sd_event_source_set_enabled(xdp_refresh, SD_EVENT_ON);
+    }
     if (o.tubular)
         log::info("tubular hand-off to {}", *o.tubular);
     sd_event_set_watchdog(ev, true);

@@ -13,6 +13,7 @@
 #include <optional>
 #include <poll.h>
 #include <random>
+#include <sched.h>
 #include <sstream>
 #include <unistd.h>
 
@@ -106,10 +107,10 @@ std::string tail_lines(const std::string& s, int n)
     return s.substr(pos == 0 ? 0 : pos + 1);
 }
 
-/// Starts argv with stdout to `out_fd` (or a file) and stderr to a file, in `cgroup` if one is
-/// given; -1 if it could not be started.
+/// Starts argv with stdout to `out_fd` (or a file) and stderr to a file, in `cgroup` and the
+/// network namespace `netns` if given; -1 if it could not be started.
 pid_t spawn(const std::vector<std::string>& argv, int out_fd, const std::string& out_file,
-            const std::string& err_file, const std::string& cgroup)
+            const std::string& err_file, const std::string& cgroup, int netns)
 {
     proc::SpawnOptions o;
     o.argv = argv;
@@ -119,6 +120,11 @@ pid_t spawn(const std::vector<std::string>& argv, int out_fd, const std::string&
     o.cgroup = cgroup;
     // Whatever happens to the harness (a test timeout, ^C), nothing it started outlives it.
     o.pdeathsig = SIGKILL;
+    if (netns >= 0)
+        o.in_child = [netns] {
+            if (::setns(netns, CLONE_NEWNET) != 0)
+                ::_exit(126);
+        };
     auto pid = proc::spawn(o);
     return pid ? *pid : -1;
 }
@@ -429,7 +435,10 @@ Result<Report> run(const Scenario& s, const Env& env,
     Clock::time_point t0{};
     auto now_s = [&] { return secs(Clock::now() - t0); };
 
-    auto start_instance = [&](uint16_t port) -> Result<Instance*> {
+    const std::vector<Scenario::Host> hosts =
+        s.hosts.empty() ? std::vector<Scenario::Host>{Scenario::Host{}} : s.hosts;
+    std::vector<Instance*> current(hosts.size(), nullptr); // each host's serving instance
+    auto start_instance = [&](uint16_t port, size_t host) -> Result<Instance*> {
         int p[2];
         if (::pipe2(p, O_CLOEXEC) != 0)
             return unexpected(errno, "pipe2");
@@ -441,6 +450,8 @@ Result<Report> run(const Scenario& s, const Env& env,
             argv.push_back(std::move(value));
         };
         opt("--port", std::to_string(port));
+        if (!hosts[host].addr.empty())
+            opt("--addr", hosts[host].addr);
         opt("--sockets", std::to_string(s.sockets));
         opt("--cert", env.workdir + "/cert.pem");
         opt("--key", env.workdir + "/key.pem");
@@ -452,14 +463,16 @@ Result<Report> run(const Scenario& s, const Env& env,
             argv.push_back("--no-grm");
         else
             opt("--dissector", s.routing == Routing::quic ? "quic" : "flow");
-        pid_t pid = spawn(argv, p[1], "", env.workdir + "/server-" + std::to_string(n) + ".log",
-                          s.server_cgroup);
+        const std::string& cg = hosts[host].cgroup.empty() ? s.server_cgroup : hosts[host].cgroup;
+        pid_t pid = spawn(argv, p[1], "", env.workdir + "/server-" + std::to_string(n) + ".log", cg,
+                          hosts[host].netns);
         ::close(p[1]);
         in->out = Fd(p[0]);
         if (pid < 0)
             return unexpected(errno, "fork");
         ::fcntl(in->out.get(), F_SETFL, O_NONBLOCK);
         in->r.pid = pid;
+        in->r.host = host;
         inst.push_back(std::move(in));
         return inst.back().get();
     };
@@ -506,19 +519,27 @@ Result<Report> run(const Scenario& s, const Env& env,
         return {};
     };
 
-    // The first instance.
-    auto first = start_instance(0);
-    if (!first)
-        return unexpected(first.error());
-    if (auto r = wait_ready(*first, 10s); !r) {
-        kill_all();
-        return unexpected(r.error());
+    // The first instance of each host.
+    uint16_t port = s.port;
+    for (size_t h = 0; h < hosts.size(); h++) {
+        auto first = start_instance(port, h);
+        if (!first)
+            return unexpected(first.error());
+        if (auto r = wait_ready(*first, 10s); !r) {
+            kill_all();
+            return unexpected(r.error());
+        }
+        port = (*first)->port;
+        current[h] = *first;
     }
     t0 = Clock::now();
-    (*first)->r.ready_s = 0;
-    const uint16_t port = (*first)->port;
-    log(fmt::format("[{:5.2f}s] instance 1 (gen {}, pid {}) serving on 127.0.0.1:{}", 0.0,
-                    (*first)->r.gen, (*first)->r.pid, port));
+    for (size_t h = 0; h < hosts.size(); h++) {
+        current[h]->r.ready_s = 0;
+        log(fmt::format("[{:5.2f}s] instance {} (gen {}, pid {}) serving on {}:{}{}", 0.0, h + 1,
+                        current[h]->r.gen, current[h]->r.pid,
+                        hosts[h].addr.empty() ? "127.0.0.1" : hosts[h].addr, port,
+                        hosts.size() > 1 ? fmt::format(" (host {})", h + 1) : ""));
+    }
 
     std::optional<Junk> junk;
     if (s.bad_actors)
@@ -561,12 +582,14 @@ Result<Report> run(const Scenario& s, const Env& env,
             argv.push_back("--change-local-addr=" + std::to_string(move_ms) + "ms");
         if (c->r.move == Move::rebind_early || c->r.move == Move::rebind_late)
             argv.push_back("--nat-rebinding");
-        argv.push_back("127.0.0.1");
+        const std::string authority =
+            s.target.find(':') != std::string::npos ? "[" + s.target + "]" : s.target;
+        argv.push_back(s.target);
         argv.push_back(std::to_string(port));
         for (int j = 0; j < s.streams; j++)
-            argv.push_back(fmt::format("https://127.0.0.1:{}/grm/c{}-r{}", port, c->r.id, j));
+            argv.push_back(fmt::format("https://{}:{}/grm/c{}-r{}", authority, port, c->r.id, j));
         c->r.start_s = now_s();
-        c->pid = spawn(argv, -1, c->log, c->log + ".err", "");
+        c->pid = spawn(argv, -1, c->log, c->log + ".err", "", s.client_netns);
         c->running = c->pid > 0;
         clients.push_back(std::move(c));
     };
@@ -583,12 +606,17 @@ Result<Report> run(const Scenario& s, const Env& env,
     const double deadline = std::max(last_wave, restart_at.empty() ? 0 : restart_at.back()) +
                             (s.interval.count() + kExtraDelayMs.back() + idle_ms) / 1000.0 + 6;
     size_t next_wave = 0, next_restart = 0;
-    Instance* pending = nullptr;    // a new instance not ready yet
+    Instance* pending = nullptr;    // a new instance not ready yet (of host pending->r.host)
     std::vector<Instance*> to_stop; // old instances to SIGTERM once they drain (sigterm_draining)
     double junk_from = 0.5 * interval, junk_until = s.restarts * interval + 0.5, next_junk = 0;
 
+    size_t next_event = 0;
     for (;;) {
         double t = now_s();
+        while (next_event < s.events.size() && t >= s.events[next_event].at_s) {
+            log(fmt::format("[{:5.2f}s] event {}", t, next_event + 1));
+            s.events[next_event++].fn();
+        }
         while (next_wave < wave_at.size() && t >= wave_at[next_wave]) {
             for (int i = 0; i < s.per_wave; i++)
                 launch(static_cast<int>(next_wave), i);
@@ -597,7 +625,7 @@ Result<Report> run(const Scenario& s, const Env& env,
             next_wave++;
         }
         if (!pending && next_restart < restart_at.size() && t >= restart_at[next_restart]) {
-            auto in = start_instance(port);
+            auto in = start_instance(port, next_restart % hosts.size());
             if (!in) {
                 kill_all();
                 return unexpected(in.error());
@@ -608,10 +636,13 @@ Result<Report> run(const Scenario& s, const Env& env,
         reap_instances();
         if (pending && pending->ready) {
             pending->r.ready_s = now_s();
-            Instance* old = inst[inst.size() - 2].get();
+            Instance* old = current[pending->r.host];
+            current[pending->r.host] = pending;
             RestartResult rr;
             rr.at_s = pending->r.ready_s;
-            rr.from = static_cast<uint32_t>(inst.size() - 1);
+            rr.from = static_cast<uint32_t>(
+                std::find_if(inst.begin(), inst.end(), [&](auto& i) { return i.get() == old; }) -
+                inst.begin() + 1);
             rr.to = static_cast<uint32_t>(inst.size());
             rep.restarts.push_back(rr);
             if (signal_old)
@@ -661,8 +692,8 @@ Result<Report> run(const Scenario& s, const Env& env,
                 running = true;
             }
         }
-        bool timeline_done =
-            next_wave == wave_at.size() && next_restart == restart_at.size() && !pending;
+        bool timeline_done = next_wave == wave_at.size() && next_restart == restart_at.size() &&
+                             !pending && next_event == s.events.size();
         if (timeline_done && !running)
             break;
         if (t > deadline) {
@@ -689,7 +720,8 @@ Result<Report> run(const Scenario& s, const Env& env,
     // The last instance is the service; stop it too, then wait for every instance to exit.
     if (before_stop)
         before_stop(port);
-    ::kill(inst.back()->r.pid, SIGTERM);
+    for (Instance* in : current)
+        ::kill(in->r.pid, SIGTERM);
     auto stop_deadline = Clock::now() + drain_timeout + 5s;
     for (;;) {
         reap_instances();
@@ -737,8 +769,10 @@ Result<Report> run(const Scenario& s, const Env& env,
         std::set<uint32_t> by_instance;
         for (uint32_t pid : c.gens)
             for (size_t i = 0; i < inst.size(); i++)
-                if (static_cast<uint32_t>(inst[i]->r.pid) == pid)
+                if (static_cast<uint32_t>(inst[i]->r.pid) == pid) {
                     by_instance.insert(static_cast<uint32_t>(i + 1));
+                    c.hosts.insert(inst[i]->r.host);
+                }
         c.gens = by_instance; // from here on: instance numbers (1-based)
     }
     for (auto& rr : rep.restarts) {

@@ -61,6 +61,25 @@ struct Scenario {
     /// grace": longer, and the new connections its sockets keep receiving stall with it).
     std::chrono::milliseconds plain_grace{1000};
     std::string server_cgroup; ///< cgroup for the server processes; empty: ours
+
+    // Several hosts (testing/topology.hpp): one chain of instances per host, restarts go
+    // round the hosts (restart k restarts host (k - 1) % hosts.size()), clients connect to
+    // `target` from their own network namespace. Empty `hosts`: one host, ours, loopback.
+    struct Host {
+        int netns = -1;     ///< network namespace fd (-1: ours)
+        std::string cgroup; ///< the host's cgroup (its grmd's --install)
+        std::string addr;   ///< the server's --addr (the VIP)
+    };
+    std::vector<Host> hosts;
+    std::string target = "127.0.0.1"; ///< the address clients connect to
+    int client_netns = -1;            ///< clients' network namespace fd (-1: ours)
+    uint16_t port = 0;                ///< fixed port (0: the first instance picks one)
+    /// Actions at given times (seconds after the first instances were ready), in order.
+    struct Event {
+        double at_s = 0;
+        std::function<void()> fn;
+    };
+    std::vector<Event> events;
 };
 
 /// Paths of what the harness runs and where it writes.
@@ -80,6 +99,7 @@ struct ClientResult {
     int requests = 0;        ///< asked
     int completed = 0;       ///< whole responses on disk
     std::set<uint32_t> gens; ///< generations that answered
+    std::set<size_t> hosts;  ///< hosts whose instances answered
     bool killed = false;     ///< still running at the deadline
     std::string log_tail;    ///< last lines of its stderr
     bool ok() const { return completed == requests && !killed; }
@@ -87,6 +107,7 @@ struct ClientResult {
 
 struct InstanceResult {
     uint32_t gen = 0;
+    size_t host = 0; ///< index into Scenario::hosts (0 with one host)
     int pid = 0;
     double ready_s = 0, exit_s = -1;
     std::string ready_extra;       ///< what the ready line says after "pid N"

@@ -220,7 +220,9 @@ Result<Daemon> Daemon::launch(const std::string& grmd_path, const Sandbox& sb,
     so.stderr_to_stdout = true;
     // A test killed by its timeout must not leave its grmd behind.
     so.pdeathsig = SIGKILL;
-    so.in_child = [] {
+    so.in_child = [netns = sb.netns] {
+        if (netns >= 0 && ::setns(netns, CLONE_NEWNET) != 0)
+            ::_exit(126);
         // grmd must work without raising RLIMIT_MEMLOCK (kernel memory is memcg-accounted):
         // take the limit to 0 and the capability that could lift it away.
         rlimit zero{0, 0};

@@ -23,6 +23,7 @@ struct Sandbox {
     std::string cgroup2; ///< private cgroup2 mount (root of our cgroup namespace)
     std::string cg_app;  ///< child cgroup where grm is installed and tests run
     std::string pin_dir; ///< pin directory on the private bpffs
+    int netns = -1;      ///< network namespace fd for Daemon::start (-1: ours)
 };
 
 /// Checks root, unshares, mounts; on failure the error says why (the caller SKIPs).

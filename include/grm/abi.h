@@ -687,10 +687,137 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
     M(grm_owners, HASH, __u32, 4, grm_owner, 32, 4096, 0)                                          \
     M(grm_owner_use, HASH, __u32, 4, grm_owner_use, 16, 4096, 0)
 
+/* The XDP tier (bpf/xdp.bpf.c, its own object; grmd --hosts with an "xdp" section): pinned
+ * under the pin directory for grmctl, made afresh by every grmd from its hosts file (nothing
+ * in them outlives grmd or migrates: grmd detaches the program on exit). */
+#define GRM_XDP_MAX_HOSTS 4096
+#define GRM_XDP_MAX_VIPS 256
+
+/* grm_xdp_conf[0]: this host's QUIC-LB layout; server_id_len 0 = the tier passes everything.
+ * grmd loads the object (unattached without an "xdp" section) whenever it has --hosts, so
+ * that `grmctl hosts set` finds its pid here and sees its reload applied or refused. */
+struct grm_xdp_conf {
+    __u8 config_rotation;
+    __u8 server_id_len;
+    __u8 attached;     /* the program is attached to n interfaces */
+    __u8 generic;      /* in skb mode */
+    __u8 server_id[8]; /* first server_id_len bytes, rest zero */
+    __u32 pid;         /* grmd's */
+    __u32 applied;     /* configurations put in force, the first included */
+    __u32 refused;     /* reloads refused */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_xdp_conf) == 24);
+
+/* grm_xdp_vips key: a UDP VIP:port the tier looks at. */
+struct grm_xdp_vip {
+    __u16 family; /* AF_INET or AF_INET6 */
+    __be16 port;
+    __u32 _pad;
+    __u8 addr[16]; /* IPv4: the first 4 bytes, rest zero */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_xdp_vip) == 24);
+
+/* grm_xdp_hosts and grm_xdp_fwd key: a server ID, zero-padded. */
+struct grm_xdp_sid {
+    __u8 id[8];
+};
+GRM_ABI_ASSERT(sizeof(struct grm_xdp_sid) == 8);
+
+/* grm_xdp_peers key: the MAC of a host the tier forwards to on the same L2. */
+struct grm_xdp_mac {
+    __u8 mac[6];
+    __u8 _pad[2];
+};
+GRM_ABI_ASSERT(sizeof(struct grm_xdp_mac) == 8);
+
+enum grm_xdp_host_state {
+    GRM_XDP_LIVE = 0,
+    GRM_XDP_SELF,       /* this host's ID: never forwarded to */
+    GRM_XDP_NO_ROUTE,   /* no route to its address */
+    GRM_XDP_LOCAL_ADDR, /* its address is this host's */
+    GRM_XDP_GATEWAY,    /* "dr" through a gateway: DR needs one L2 */
+    GRM_XDP_NO_NEIGH,   /* the next hop's MAC is not resolved (yet) */
+    GRM_XDP_NO_TIER,    /* no "xdp" section: the table is not used */
+};
+
+#define GRM_XDP_HOST_LIVE 1u /* next hop resolved: forward */
+#define GRM_XDP_HOST_IPIP 2u /* encapsulate (else DR: MAC rewrite) */
+
+/* grm_xdp_hosts value: where a server ID's packets go. Writer: daemon (neighbour refresh). */
+struct grm_xdp_host {
+    __u32 flags;    /* GRM_XDP_HOST_* */
+    __u32 ifindex;  /* egress interface (XDP_TX when it is the ingress one) */
+    __u8 dmac[6];   /* next hop's MAC */
+    __u8 smac[6];   /* egress interface's MAC */
+    __u16 family;   /* of daddr/saddr (IPIP outer header) */
+    __u16 state;    /* enum grm_xdp_host_state: live, or why not */
+    __u8 saddr[16]; /* IPIP: this host's source address on the route */
+    __u8 daddr[16]; /* IPIP: the host's address */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_xdp_host) == 56);
+
+/* grm_xdp_pass index: why a packet was passed to the local stack (never dropped). */
+enum grm_xdp_reason {
+    GRM_XDP_NOT_IP = 0,   /* not IPv4/IPv6 UDP (or options, extension headers, a fragment) */
+    GRM_XDP_NO_VIP,       /* UDP, not to a VIP:port */
+    GRM_XDP_NOT_QUIC,     /* unknown version, bad long header (the fixed bit is greased) */
+    GRM_XDP_TRUNCATED,    /* the datagram ends inside the header or the DCID */
+    GRM_XDP_UNROUTABLE,   /* rotation 7 or not this configuration's; DCID too short for the ID */
+    GRM_XDP_UNKNOWN_ID,   /* no host has the ID */
+    GRM_XDP_LOCAL_ID,     /* this host's ID */
+    GRM_XDP_DEAD_HOST,    /* listed, next hop unresolved */
+    GRM_XDP_FROM_PEER,    /* would forward, but a peer host sent the frame: never twice */
+    GRM_XDP_FAMILY,       /* IPIP to an address of the other family */
+    GRM_XDP_ENCAP_FAILED, /* no headroom for the outer header */
+    GRM_XDP_DECAP,        /* an IPIP packet from a peer to a VIP:port, unwrapped and passed */
+    GRM_XDP_REASONS
+};
+
+/* The XDP object's maps, checked against bpf/xdp.bpf.o by [abi-layout-xdp] as the table
+ * above is against grm.bpf.o. */
+#define GRM_ABI_XDP_STRUCTS(S, F)                                                                  \
+    S(grm_xdp_conf, 24)                                                                            \
+    F(grm_xdp_conf, config_rotation, 0, 1)                                                         \
+    F(grm_xdp_conf, server_id_len, 1, 1)                                                           \
+    F(grm_xdp_conf, attached, 2, 1)                                                                \
+    F(grm_xdp_conf, generic, 3, 1)                                                                 \
+    F(grm_xdp_conf, server_id, 4, 8)                                                               \
+    F(grm_xdp_conf, pid, 12, 4)                                                                    \
+    F(grm_xdp_conf, applied, 16, 4)                                                                \
+    F(grm_xdp_conf, refused, 20, 4)                                                                \
+    S(grm_xdp_vip, 24)                                                                             \
+    F(grm_xdp_vip, family, 0, 2)                                                                   \
+    F(grm_xdp_vip, port, 2, 2)                                                                     \
+    F(grm_xdp_vip, _pad, 4, 4)                                                                     \
+    F(grm_xdp_vip, addr, 8, 16)                                                                    \
+    S(grm_xdp_sid, 8)                                                                              \
+    F(grm_xdp_sid, id, 0, 8)                                                                       \
+    S(grm_xdp_mac, 8)                                                                              \
+    F(grm_xdp_mac, mac, 0, 6)                                                                      \
+    F(grm_xdp_mac, _pad, 6, 2)                                                                     \
+    S(grm_xdp_host, 56)                                                                            \
+    F(grm_xdp_host, flags, 0, 4)                                                                   \
+    F(grm_xdp_host, ifindex, 4, 4)                                                                 \
+    F(grm_xdp_host, dmac, 8, 6)                                                                    \
+    F(grm_xdp_host, smac, 14, 6)                                                                   \
+    F(grm_xdp_host, family, 20, 2)                                                                 \
+    F(grm_xdp_host, state, 22, 2)                                                                  \
+    F(grm_xdp_host, saddr, 24, 16)                                                                 \
+    F(grm_xdp_host, daddr, 40, 16)
+
+#define GRM_ABI_XDP_MAPS(M)                                                                        \
+    M(grm_xdp_conf, ARRAY, __u32, 4, grm_xdp_conf, 24, 1, 0)                                       \
+    M(grm_xdp_vips, HASH, grm_xdp_vip, 24, __u32, 4, 256, 0)                                       \
+    M(grm_xdp_hosts, HASH, grm_xdp_sid, 8, grm_xdp_host, 56, 4096, 0)                              \
+    M(grm_xdp_peers, HASH, grm_xdp_mac, 8, __u32, 4, 4096, 0)                                      \
+    M(grm_xdp_pass, PERCPU_ARRAY, __u32, 4, __u64, 8, 12, 0)                                       \
+    M(grm_xdp_fwd, PERCPU_HASH, grm_xdp_sid, 8, __u64, 8, 4096, 0)
+
 #define GRM_ABI_CHECK_S(s, n) GRM_ABI_ASSERT(sizeof(struct s) == (n));
 #define GRM_ABI_CHECK_F(s, f, off, n)                                                              \
     GRM_ABI_ASSERT(__builtin_offsetof(struct s, f) == (off) && sizeof(((struct s*)0)->f) == (n));
 GRM_ABI_PINNED_STRUCTS(GRM_ABI_CHECK_S, GRM_ABI_CHECK_F)
+GRM_ABI_XDP_STRUCTS(GRM_ABI_CHECK_S, GRM_ABI_CHECK_F)
 #undef GRM_ABI_CHECK_S
 #undef GRM_ABI_CHECK_F
 

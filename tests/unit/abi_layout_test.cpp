@@ -18,6 +18,7 @@
 #include "layout.hpp"
 #include "v2.hpp"
 #include "v3.hpp"
+#include "xdp.skel.h"
 
 using namespace grm::daemon::upgrade;
 
@@ -209,4 +210,52 @@ TEST_CASE("abi layout: conversion by field name keeps fields, zeroes or fills ne
     CHECK(got.gid == 7);
     CHECK(got.working_gen[1] == 9);
     CHECK(got.fallback_gen[0] == GRM_NO_GEN); // new field, filled
+}
+
+TEST_CASE("abi layout: the XDP tier's tables are xdp.bpf.o's BTF and maps", "[abi-layout-xdp][abi]")
+{
+    grm_xdp_bpf* p = grm_xdp_bpf__open();
+    REQUIRE(p);
+    const btf* b = bpf_object__btf(p->obj);
+    REQUIRE(b);
+    std::string want, got;
+#define GRM_XS(s, n)                                                                               \
+    {                                                                                              \
+        want += fmt::format("S {} {}\n", #s, (n));                                                 \
+        int id = btf__find_by_name_kind(b, #s, BTF_KIND_STRUCT);                                   \
+        REQUIRE(id > 0);                                                                           \
+        const btf_type* t = btf__type_by_id(b, static_cast<uint32_t>(id));                         \
+        got += fmt::format("S {} {}\n", #s, t->size);                                              \
+        const btf_member* m = btf_members(t);                                                      \
+        for (uint16_t i = 0; i < btf_vlen(t); i++, m++)                                            \
+            got += fmt::format("F {} {} {} {}\n", #s, btf__name_by_offset(b, m->name_off),         \
+                               btf_member_bit_offset(t, i) / 8, btf__resolve_size(b, m->type));    \
+    }
+#define GRM_XF(s, f, off, n) want += fmt::format("F {} {} {} {}\n", #s, #f, (off), (n));
+    GRM_ABI_XDP_STRUCTS(GRM_XS, GRM_XF)
+#undef GRM_XS
+#undef GRM_XF
+    INFO(diff(want, got));
+    CHECK(want == got);
+
+    std::string wm, gm;
+#define GRM_XM(name, type, k, ks, v, vs, max, flags)                                               \
+    wm += fmt::format("{} {} {} {} {} {} {} {}\n", #name, static_cast<int>(BPF_MAP_TYPE_##type),   \
+                      #k, ks, #v, vs, max, flags);
+    GRM_ABI_XDP_MAPS(GRM_XM)
+#undef GRM_XM
+    bpf_map* m;
+    bpf_object__for_each_map (m, p->obj) {
+        if (bpf_map__is_internal(m))
+            continue;
+        gm += fmt::format("{} {} {} {} {} {} {} {}\n", bpf_map__name(m),
+                          static_cast<int>(bpf_map__type(m)),
+                          btf_name(b, bpf_map__btf_key_type_id(m)), bpf_map__key_size(m),
+                          btf_name(b, bpf_map__btf_value_type_id(m)), bpf_map__value_size(m),
+                          bpf_map__max_entries(m), bpf_map__map_flags(m));
+    }
+    INFO(diff(wm, gm));
+    CHECK(diff(wm, gm).empty()); // the object lists its maps in its own order
+    CHECK(wm.size() == gm.size());
+    grm_xdp_bpf__destroy(p);
 }

@@ -218,3 +218,62 @@ TEST_CASE("quic cids: a cookie offset inside the server ID, a bad rotation or an
     CHECK(client::mint_cid(cid, grm_cookie(0, 1), 1, none));
     CHECK(client::cid_cookie(cid, 1)->cookie == grm_cookie(0, 1));
 }
+
+TEST_CASE("quic-lb read: the XDP tier's server ID, short and long headers", "[quic-lb-read]")
+{
+    const std::vector<uint8_t> cid = {0x07, 0x0b, 0x0c, 1, 2, 3, 4, 5};
+    auto sid = [](const grm_quic_lb_cid& c) { return std::vector<uint8_t>(c.sid, c.sid + 8); };
+    const std::vector<uint8_t> want2 = {0x0b, 0x0c, 0, 0, 0, 0, 0, 0};
+
+    auto c = quic_lb_read(quic_short(cid, 1), 2, 0);
+    CHECK(c.kind == GRM_QLB_ID);
+    CHECK(sid(c) == want2);
+    c = quic_lb_read(quic_long(QuicType::handshake, kQuicV1, cid, cid, 1), 2, 0);
+    CHECK(c.kind == GRM_QLB_ID);
+    CHECK(sid(c) == want2);
+    c = quic_lb_read(quic_long(QuicType::initial, kQuicV2, cid, {}, 1), 1, 0);
+    CHECK(c.kind == GRM_QLB_ID);
+    CHECK(sid(c) == std::vector<uint8_t>{0x0b, 0, 0, 0, 0, 0, 0, 0});
+
+    // Another rotation, rotation 7, a DCID too short for the ID: unroutable.
+    auto rot1 = cid;
+    rot1[0] = 0x27;
+    CHECK(quic_lb_read(quic_short(rot1, 1), 2, 0).kind == GRM_QLB_UNROUTABLE);
+    CHECK(quic_lb_read(quic_short(rot1, 1), 2, 1).kind == GRM_QLB_ID);
+    auto rot7 = cid;
+    rot7[0] = 0xe7;
+    CHECK(quic_lb_read(quic_short(rot7, 1), 2, 7).kind == GRM_QLB_UNROUTABLE);
+    auto tiny = cid;
+    tiny[0] = 0x01; // a 2-byte DCID cannot hold a 2-byte ID after its first byte
+    CHECK(quic_lb_read(quic_short(tiny, 1), 2, 0).kind == GRM_QLB_UNROUTABLE);
+    CHECK(quic_lb_read(
+              quic_long(QuicType::handshake, kQuicV1, std::vector<uint8_t>{7, 0x0b}, {}, 1), 2, 0)
+              .kind == GRM_QLB_UNROUTABLE);
+
+    // The fixed bit cleared (RFC 9287 greasing, which ngtcp2 peers do): still read.
+    auto greased = quic_short(cid, 1);
+    greased[0] &= 0xbf;
+    c = quic_lb_read(greased, 2, 0);
+    CHECK(c.kind == GRM_QLB_ID);
+    CHECK(sid(c) == want2);
+    auto greased_long = quic_long(QuicType::handshake, kQuicV1, cid, cid, 1);
+    greased_long[0] &= 0xbf;
+    CHECK(quic_lb_read(greased_long, 2, 0).kind == GRM_QLB_ID);
+
+    // Not QUIC: an unknown version, a DCID longer than 20.
+    CHECK(quic_lb_read(quic_long(QuicType::handshake, 0x0a0a0a0a, cid, cid, 1), 2, 0).kind ==
+          GRM_QLB_NOT_QUIC);
+    auto big = quic_long(QuicType::handshake, kQuicV1, cid, cid, 1);
+    big[5] = 21;
+    CHECK(quic_lb_read(big, 2, 0).kind == GRM_QLB_NOT_QUIC);
+
+    // Truncated: empty, the DCID its first byte announces does not fit, a cut long header.
+    CHECK(quic_lb_read({}, 2, 0).kind == GRM_QLB_TRUNCATED);
+    CHECK(quic_lb_read(std::vector<uint8_t>{0x41, 0x07, 0x0b, 0x0c, 1}, 2, 0).kind ==
+          GRM_QLB_TRUNCATED);
+    CHECK(quic_lb_read(std::vector<uint8_t>{0xc1, 0, 0, 0, 1, 8, 0x07}, 2, 0).kind ==
+          GRM_QLB_TRUNCATED);
+    // A bad configured length is never read as an ID.
+    CHECK(quic_lb_read(quic_short(cid, 1), 0, 0).kind == GRM_QLB_UNROUTABLE);
+    CHECK(quic_lb_read(quic_short(cid, 1), 7, 0).kind == GRM_QLB_UNROUTABLE);
+}

@@ -20,6 +20,9 @@ std::string usage(std::string_view default_pin_dir)
         "            keep working as plain SO_REUSEPORT sockets until they register again\n"
         "  owners    per owner uid: groups, sockets and ring records in use, and the calls\n"
         "            the limits refused (grmd --limit-*-per-uid)\n"
+        "  hosts     the XDP tier: host table (live or why not, forwarded) and pass counters\n"
+        "  hosts set FILE  check FILE with grmd's parser, put it over grmd's --hosts file and\n"
+        "            have grmd apply it (SIGHUP); says whether grmd took it\n"
         "options:\n"
         "  -p, --pin-dir=DIR  grmd's bpffs directory (default {})\n"
         "  -v, --verbose      list: socket indexes and SO_COOKIEs, dead sockets, zero counters;\n"
@@ -134,6 +137,17 @@ Cli parse_cli(const std::vector<std::string_view>& args, std::string_view defaul
         cli.options.command = Command::memory;
         if (positional.size() > 1)
             fail("memory takes no ADDR:PORT");
+    } else if (positional[0] == "hosts") {
+        cli.options.command = Command::hosts;
+        if (positional.size() > 1) {
+            if (positional[1] != "set")
+                fail(fmt::format("unknown hosts subcommand '{}'", positional[1]));
+            else if (positional.size() != 3)
+                fail("hosts set needs FILE");
+            else
+                cli.options.hosts_file = std::string(positional[2]);
+        }
+        return cli;
     } else if (positional[0] == "delete") {
         cli.options.command = Command::del;
         if (positional.size() < 2)

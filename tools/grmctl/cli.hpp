@@ -12,7 +12,7 @@
 
 namespace grm::ctl {
 
-enum class Command { list, metrics, flows, memory, del, owners };
+enum class Command { list, metrics, flows, memory, del, owners, hosts };
 
 struct Options {
     Command command = Command::list;
@@ -22,6 +22,7 @@ struct Options {
     std::optional<sys::Endpoint>
         filter;             ///< only the group bound to this address (delete: required)
     bool all_netns = false; ///< delete: also groups of other network namespaces
+    std::optional<std::string> hosts_file; ///< hosts set FILE
 };
 
 /// Outcome of parse_cli: run with the options, print usage and exit 0 (-h), or exit 2.

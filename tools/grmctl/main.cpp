@@ -26,6 +26,7 @@
 #include "snapshot.hpp"
 #include "sys.hpp"
 #include "teardown.hpp"
+#include "tier.hpp"
 
 #ifndef GRM_VERSION
 #define GRM_VERSION "unknown"
@@ -169,6 +170,23 @@ int main(int argc, char** argv)
         return 0;
     }
 
+    if (o.command == Command::hosts) {
+        if (o.hosts_file) {
+            auto r = hosts_set(o.pin_dir, *o.hosts_file);
+            if (!r) {
+                fmt::print(stderr, "grmctl: hosts set: {}\n", r.error().message());
+                return 1;
+            }
+            return write_all(*r) ? 0 : 1;
+        }
+        auto x = read_xdp(o.pin_dir);
+        if (!x) {
+            fmt::print(stderr, "grmctl: {} (is grmd running with --hosts?)\n", x.error().message());
+            return 1;
+        }
+        return write_all(o.json ? render_hosts_json(*x) : render_hosts_text(*x)) ? 0 : 1;
+    }
+
     auto kernel = open_state(o.pin_dir, o.command);
     if (!kernel) {
         fmt::print(stderr, "grmctl: {}{}\n", kernel.error().message(),
@@ -207,6 +225,8 @@ int main(int argc, char** argv)
         break;
     case Command::metrics:
         out = o.json ? dump_json(groups_json(*snap)) : render_prometheus(*snap, GRM_VERSION);
+        if (auto x = read_xdp(o.pin_dir); x && !o.json)
+            out += render_xdp_prometheus(*x); // grmd runs with --hosts
         break;
     case Command::flows:
         out = o.json ? dump_json(flows_json(*snap)) : render_flows_text(*snap, o.verbose);
@@ -216,6 +236,7 @@ int main(int argc, char** argv)
         break;
     case Command::memory:
     case Command::del:
+    case Command::hosts:
         break; // handled above
     }
     if (!write_all(out)) {
