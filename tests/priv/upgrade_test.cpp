@@ -41,6 +41,24 @@ std::pair<uint32_t, uint32_t> pinned_map(const char* name)
     return {info.id, info.max_entries};
 }
 
+/// Id and size of the one group table grm_flow_sets (or grm_hs_sets) holds; {0, 0}: none.
+std::pair<uint32_t, uint32_t> group_table(const char* outer)
+{
+    Fd sets(bpf_obj_get(pins::map(sandbox().pin_dir, outer).c_str()));
+    for (__u32 gid = 0; sets.valid() && gid < GRM_MAX_GROUPS; gid++) {
+        __u32 id = 0;
+        if (bpf_map_lookup_elem(sets.get(), &gid, &id) != 0 || id == 0)
+            continue;
+        Fd t(bpf_map_get_fd_by_id(id));
+        bpf_map_info info{};
+        uint32_t len = sizeof(info);
+        if (!t.valid() || bpf_obj_get_info_by_fd(t.get(), &info, &len) != 0)
+            return {0, 0};
+        return {info.id, info.max_entries};
+    }
+    return {0, 0};
+}
+
 /// How many packets a program has run on (BPF stats must be on).
 uint64_t run_count(int prog_fd)
 {
@@ -282,7 +300,7 @@ TEST_CASE("upgrade: pinned state of an unknown ABI version is refused with the r
         CHECK(r.output.find(fmt::format("ABI version {}", v)) != std::string::npos);
         CHECK(r.output.find(v > GRM_ABI_VERSION ? "newer" : "older") != std::string::npos);
         // Every version it takes over is named, the released ones and its own last.
-        CHECK(r.output.find(fmt::format("takes over versions 2, {})", GRM_ABI_VERSION)) !=
+        CHECK(r.output.find(fmt::format("takes over versions 2, 3, {})", GRM_ABI_VERSION)) !=
               std::string::npos);
         CHECK(pinned_map("grm_groups") == ids); // nothing replaced
         // The old programs still steer every flow home and answer the options.
@@ -291,8 +309,9 @@ TEST_CASE("upgrade: pinned state of an unknown ABI version is refused with the r
     }
 }
 
-TEST_CASE("upgrade: a resized flow table is copied into a new map and swapped in; flows, "
-          "sockets and groups stay; a crashed copy's leftovers are cleared",
+TEST_CASE("upgrade: grmd with another --flow-entries copies each group's flow table into one "
+          "of the new size and swaps it in; flows, sockets and groups stay; a crashed copy's "
+          "leftovers are cleared",
           "[upgrade-flow-resize][upgrade]")
 {
     auto d = Daemon::start(sandbox());
@@ -304,17 +323,17 @@ TEST_CASE("upgrade: a resized flow table is copied into a new map and swapped in
     });
     REQUIRE(WEXITSTATUS(d->stop(SIGTERM)) == 0);
     auto socks = pinned_map("grm_socks");
-    auto table = pinned_map("grm_flows");
-    REQUIRE(table.second == 131072);
+    auto table = group_table("grm_flow_sets");
+    REQUIRE(table.second == GRM_FLOW_ENTRIES_DEFAULT);
 
     // What a grmd that died in the middle of a copy leaves: a half-built maps_next/, here with
-    // a map under grm_flows' name that fits nothing. Cleared, never taken for state.
+    // a map under grm_flow_sets' name that fits nothing. Cleared, never taken for state.
     const std::string next = sandbox().pin_dir + "/maps_next";
     REQUIRE(::mkdir(next.c_str(), 0700) == 0);
     {
         Fd junk(bpf_map_create(BPF_MAP_TYPE_ARRAY, "junk", 4, 4, 1, nullptr));
         REQUIRE(junk.valid());
-        REQUIRE(bpf_obj_pin(junk.get(), (next + "/grm_flows").c_str()) == 0);
+        REQUIRE(bpf_obj_pin(junk.get(), (next + "/grm_flow_sets").c_str()) == 0);
     }
 
     Traffic traffic(flows, flow.port, raw(flow.socks),
@@ -329,8 +348,9 @@ TEST_CASE("upgrade: a resized flow table is copied into a new map and swapped in
                traffic.sent(), traffic.received(), traffic.misplaced());
     CHECK(traffic.received() == traffic.sent());
     CHECK(traffic.misplaced() == 0);
-    CHECK(d2->log().find("grm_flows copied (40 entries)") != std::string::npos);
-    auto now = pinned_map("grm_flows");
+    CHECK(d2->log().find(fmt::format("resized {} -> 4096 entries (40 copied)",
+                                     GRM_FLOW_ENTRIES_DEFAULT)) != std::string::npos);
+    auto now = group_table("grm_flow_sets");
     CHECK(now.first != table.first);
     CHECK(now.second == 4096);
     CHECK(pinned_map("grm_socks") == socks); // the sockets' map itself is kept
