@@ -6,6 +6,7 @@
 #include <csignal>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <set>
 #include <thread>
 #include <unistd.h>
@@ -18,9 +19,11 @@
 #include <fmt/core.h>
 
 #include "grm/client.hpp"
+#include "grm/quic.hpp"
 #include "helpers.hpp"
 #include "pins.hpp"
 #include "process.hpp"
+#include "quic_packets.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -272,6 +275,87 @@ TEST_CASE("upgrade: release v0.1.0's grmd replaced by this one on its pins under
     CHECK(WEXITSTATUS(list.status) == 0);
     CHECK(list.output.find(fmt::format(":{}", flow.port)) != std::string::npos);
     CHECK(list.output.find(fmt::format(":{}", noop.port)) != std::string::npos);
+}
+
+TEST_CASE("upgrade: the grmd of ABI version 3 (one FLOW and one handshake table for all groups) "
+          "replaced by this one: each group's entries move into its own table, flows and "
+          "handshakes stay on their socket, the shared tables' pins go",
+          "[upgrade-abi3-tables][upgrade]")
+{
+    const std::string old_grmd = binary("grmd_abi3");
+    REQUIRE(::access(old_grmd.c_str(), X_OK) == 0);
+    auto old = Daemon::start(old_grmd, sandbox());
+    if (!old)
+        FAIL(old.error().message());
+    // FLOW: 40 flows on generation 1, then generation 2 takes new flows.
+    auto flows = clients_of(AF_INET, 40);
+    std::vector<size_t> home;
+    auto flow = two_gens(DISSECTOR_FLOW, [&](const std::vector<int>& g1, uint16_t port) {
+        home = landing(flows, AF_INET, port, g1, 1);
+    });
+    // QUIC: 20 connections' first Initials on generation 0.
+    auto q0 = server_sockets(AF_INET, 0, 2);
+    const uint16_t qport = local_port(q0[0].get());
+    REQUIRE(client::set_dissector(q0[0].get(), client::make_quic_dissector()));
+    REQUIRE(client::register_sockets(raw(q0), 0, 10s));
+    REQUIRE(client::set_working_gen(q0[0].get(), 0));
+    auto q1 = server_sockets(AF_INET, qport, 2);
+    REQUIRE(client::register_sockets(raw(q1), 1, 10s));
+    std::vector<int> qall = raw(q0);
+    for (int f : raw(q1))
+        qall.push_back(f);
+    auto conns = clients_of(AF_INET, 20);
+    auto initials = [&](uint64_t base) {
+        for (size_t i = 0; i < conns.size(); i++) {
+            std::vector<uint8_t> dcid(18, static_cast<uint8_t>(i + 1));
+            REQUIRE(send_raw(conns[i].get(), AF_INET, qport,
+                             quic_long(QuicType::initial, kQuicV1, dcid, {}, base + i)));
+        }
+        auto got = drain_raw(qall, conns.size());
+        REQUIRE(got.size() == conns.size());
+        std::map<uint64_t, size_t> where;
+        for (const auto& g : got)
+            where[quic_tag(g.data) - base] = g.socket;
+        return where;
+    };
+    auto first = initials(100);
+    for (const auto& [i, w] : first)
+        REQUIRE(w < 2);
+    REQUIRE(pinned_map("grm_flows").first != 0);
+    REQUIRE(WEXITSTATUS(old->stop(SIGTERM)) == 0);
+
+    auto d = Daemon::start(sandbox());
+    if (!d)
+        FAIL(d.error().message());
+    INFO(d->log());
+    CHECK(d->log().find("grm_flows split into the tables of 1 groups (40 entries)") !=
+          std::string::npos);
+    CHECK(d->log().find("grm_handshakes split into the tables of 1 groups (20 entries)") !=
+          std::string::npos);
+    CHECK(pinned_map("grm_flows").first == 0);
+    CHECK(pinned_map("grm_handshakes").first == 0);
+    CHECK(group_table("grm_flow_sets").second == GRM_FLOW_ENTRIES_DEFAULT);
+    CHECK(group_table("grm_hs_sets").second == GRM_HANDSHAKE_ENTRIES_DEFAULT);
+
+    // Flows and handshakes stay where they were, across the QUIC group's flip too.
+    CHECK(landing(flows, AF_INET, flow.port, raw(flow.socks), 2) == home);
+    REQUIRE(client::set_working_gen(q1[0].get(), 1));
+    auto again = initials(200);
+    int stayed = 0;
+    for (const auto& [i, w] : first)
+        stayed += again[i] == w;
+    fmt::print("upgrade from ABI version 3: {} of {} handshakes on their first socket\n", stayed,
+               first.size());
+    CHECK(stayed == static_cast<int>(first.size()));
+    auto fresh = clients_of(AF_INET, 10);
+    for (size_t w : landing(fresh, AF_INET, flow.port, raw(flow.socks), 3))
+        CHECK(w >= 2); // new flows: generation 2
+
+    // The copies count as inserts: nothing shows as evicted.
+    auto list = run({binary("grmctl"), "-p", sandbox().pin_dir, "list"});
+    INFO(list.output);
+    CHECK(list.output.find("flow table: 50 of 131072 entries, 0 evicted") != std::string::npos);
+    CHECK(list.output.find("handshake table: 20 of 16384 entries, 0 evicted") != std::string::npos);
 }
 
 TEST_CASE("upgrade: pinned state of an unknown ABI version is refused with the reason; the "
