@@ -273,3 +273,42 @@ TEST_CASE("flowcap: another uid's QUIC Initials with more new DCIDs than a hands
     CHECK(other["handshake_table"]["capacity"] == GRM_HANDSHAKE_ENTRIES_DEFAULT);
     CHECK(other["handshake_table"]["evicted"].get<int>() >= kChurn - GRM_HANDSHAKE_ENTRIES_DEFAULT);
 }
+
+TEST_CASE("flowcap: a FLOW group without a registered socket has no table yet: FLOW_ASSURE "
+          "and sends succeed (fail open) and are counted; its first registration makes the "
+          "table, which then learns",
+          "[flowcap-no-table][flow]")
+{
+    Daemon d = start({"--flow-entries=512"});
+    auto socks = server_sockets(AF_INET, 0, 1);
+    const uint16_t port = local_port(socks[0].get());
+    REQUIRE(client::set_dissector(socks[0].get(), client::make_dissector(DISSECTOR_FLOW)));
+    sockaddr_in peer{};
+    peer.sin_family = AF_INET;
+    peer.sin_port = htons(4000);
+    peer.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    auto* sa = reinterpret_cast<sockaddr*>(&peer);
+    CHECK(client::flow_assure(socks[0].get(), sa, sizeof(peer)));
+    CHECK(::sendto(socks[0].get(), "x", 1, 0, sa, sizeof(peer)) == 1);
+
+    auto g = group_json(grmctl_json(), port);
+    REQUIRE(g != nullptr);
+    INFO(g["flow_table"].dump());
+    CHECK(g["flow_table"]["present"] == false);
+    CHECK(g["flow_table"]["no_table"] == 2);
+    CHECK(run({binary("grmctl"), "-p", sandbox().pin_dir, "list"})
+              .output.find("flow table: none yet (no registered socket), 2 failed open") !=
+          std::string::npos);
+
+    // Registered: the table is there, of the size asked for, and FLOW_ASSURE learns.
+    const int fd = socks[0].get();
+    REQUIRE(client::register_sockets({&fd, 1}, 0, 10s));
+    CHECK(client::flow_assure(fd, sa, sizeof(peer)));
+    g = group_json(grmctl_json(), port);
+    INFO(g["flow_table"].dump());
+    CHECK(g["flow_table"]["present"] == true);
+    CHECK(g["flow_table"]["capacity"] == 512);
+    CHECK(g["flow_table"]["entries"] == 1);
+    CHECK(g["flow_table"]["inserts"] == 1);
+    CHECK(g["flow_table"]["no_table"] == 2);
+}
