@@ -266,18 +266,15 @@ void Registry::ensure_table(const grm_group& g)
     auto t = table_for(g.type);
     if (!t)
         return;
+    // Looked up at every registration (three syscalls), not remembered: `grmctl delete` may
+    // have dropped the table of a group whose id and address came back since.
     const uint32_t gid = g.gid % GRM_MAX_GROUPS;
-    if (auto it = tables_.find(gid);
-        it != tables_.end() && std::memcmp(&it->second, &g.key, sizeof(g.key)) == 0)
-        return;
     const TableShape sh = table_shape(*t);
     const uint32_t want = *t == Table::flows ? flow_entries_ : hs_entries_;
     const bool resize = *t == Table::flows ? resize_flows_ : resize_hs_;
     auto size = k_.table_size(*t, gid);
-    if (size && (*size == want || !resize)) {
-        tables_[gid] = g.key;
+    if (size && (*size == want || !resize))
         return;
-    }
     if (!size && size.error().code != ENOENT) {
         log::warning("{}: {} of group {}: {}", key_str(g.key), sh.what, gid,
                      size.error().message());
@@ -290,7 +287,6 @@ void Registry::ensure_table(const grm_group& g)
                      made.error().message());
         return;
     }
-    tables_[gid] = g.key;
     if (size)
         log::info("{}: {} of group {} resized {} -> {} entries ({} copied)", key_str(g.key),
                   sh.what, gid, *size, want, *made);
@@ -841,7 +837,6 @@ void Registry::free_group(const grm_group_key& key, const grm_group& g, const ch
     const uint32_t gid = g.gid % GRM_MAX_GROUPS;
     auto t = delete_group(k_, key, g);
     idle_.erase(gid);
-    tables_.erase(gid);
     cbpf_loaded_.erase(gid);
     cbpf_failed_.erase(gid);
     if (!t) {

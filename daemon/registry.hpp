@@ -193,8 +193,6 @@ private:
     std::optional<std::set<uint64_t>> netns_alive_; // the last scan's namespaces
     uint64_t netns_scanned_ns_ = 0;
     OnRegistered on_registered_;
-    // The groups' own tables (tables.hpp): gid -> the group whose table is in place.
-    std::map<uint32_t, grm_group_key> tables_;
     uint32_t flow_entries_ = GRM_FLOW_ENTRIES_DEFAULT;
     uint32_t hs_entries_ = GRM_HANDSHAKE_ENTRIES_DEFAULT;
     bool resize_flows_ = false, resize_hs_ = false;
