@@ -317,4 +317,8 @@ TEST_CASE("flowcap: a FLOW group without a registered socket has no table yet: F
     CHECK(g["flow_table"]["entries"] == 1);
     CHECK(g["flow_table"]["inserts"] == 1);
     CHECK(g["flow_table"]["no_table"] == 2);
+    // `grmctl flows` reads the group's own table.
+    auto listed = run({binary("grmctl"), "-p", sandbox().pin_dir, "flows"});
+    INFO(listed.output);
+    CHECK(listed.output.find("127.0.0.1:4000") != std::string::npos);
 }
