@@ -397,6 +397,20 @@ Result<uint32_t> BpfKernel::table_size(Table t, uint32_t gid)
     return info.max_entries;
 }
 
+Result<uint64_t> BpfKernel::table_memory(Table t, uint32_t gid)
+{
+    auto m = table(t, gid);
+    if (!m)
+        return unexpected(m.error());
+    const std::string path = "/proc/self/fdinfo/" + std::to_string(m->get());
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("memlock:", 0) == 0)
+            return std::strtoull(line.c_str() + 8, nullptr, 10);
+    return unexpected(ENOTSUP, "no memlock in " + path);
+}
+
 // A resize copies into the new table before it is swapped in: BPF keeps using the old one
 // until the outer map's update, so only its writes during the copy are lost.
 Result<uint32_t> BpfKernel::make_table(Table t, uint32_t gid, uint32_t entries)

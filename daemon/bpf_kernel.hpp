@@ -62,6 +62,7 @@ public:
     Result<void> drop_socket_set(uint32_t gid) override;
 
     Result<uint32_t> table_size(Table t, uint32_t gid) override;
+    Result<uint64_t> table_memory(Table t, uint32_t gid) override;
     Result<uint32_t> make_table(Table t, uint32_t gid, uint32_t entries) override;
     Result<uint32_t> drop_table(Table t, uint32_t gid) override;
     Result<void> walk_table(Table t, uint32_t gid,

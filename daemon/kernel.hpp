@@ -190,6 +190,12 @@ public:
 
     /// Group gid's FLOW or handshake table (tables.hpp): its size (ENOENT: it has none).
     virtual Result<uint32_t> table_size(Table t, uint32_t gid) = 0;
+    /// Kernel memory group gid's table takes (its fdinfo `memlock`; preallocated, so the same
+    /// empty or full). ENOTSUP where the kernel cannot be asked (the unit tests' fake).
+    virtual Result<uint64_t> table_memory(Table, uint32_t)
+    {
+        return unexpected(ENOTSUP, "table memory");
+    }
     /// Gives group gid a table of `entries`: a new, empty one; or, when it has one of another
     /// size, a copy of it in one of this size, swapped in (entries BPF writes meanwhile into
     /// the old one are lost). Returns the entries copied.

@@ -150,6 +150,9 @@ void victim_keeps_flows(const char* what, const std::function<uint16_t()>& churn
     INFO(victim["flow_table"].dump() << " " << other["flow_table"].dump());
     CHECK(victim["flow_table"]["present"] == true);
     CHECK(victim["flow_table"]["capacity"] == kCapacity);
+    // Preallocated: at least key and value of every entry, whatever the table holds.
+    CHECK(victim["flow_table"]["memory_bytes"].get<uint64_t>() >=
+          kCapacity * (sizeof(grm_flow_key) + sizeof(grm_flow)));
     CHECK(victim["flow_table"]["entries"] == kFlows + 20);
     CHECK(victim["flow_table"]["evicted"] == 0);
     CHECK(other["flow_table"]["capacity"] == kCapacity);

@@ -28,6 +28,7 @@ struct Registration {
 struct TableUse {
     bool present = false;  ///< grmd has made the table (at the group's first registration)
     uint32_t capacity = 0; ///< its max_entries
+    uint64_t memory = 0;   ///< kernel memory it takes (preallocated), bytes; 0: unknown
     uint64_t entries = 0;  ///< entries in it now (timed-out ones included until reused)
     uint64_t inserts = 0;  ///< new keys BPF put in
     uint64_t deletes = 0;  ///< keys BPF deleted (owner closed); handshakes: none

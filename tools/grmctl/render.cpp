@@ -298,6 +298,8 @@ std::string table_line(const char* what, const TableUse& t)
     std::string out = t.present ? fmt::format("\t{}: {} of {} entries, {} evicted", what, t.entries,
                                               t.capacity, t.evicted())
                                 : fmt::format("\t{}: none yet (no registered socket)", what);
+    if (t.memory)
+        out += fmt::format(", {:.1f} MiB", static_cast<double>(t.memory) / (1 << 20));
     if (t.no_table)
         out += fmt::format(", {} failed open without a table", t.no_table);
     return out + "\n";
@@ -305,9 +307,9 @@ std::string table_line(const char* what, const TableUse& t)
 
 Json table_json(const TableUse& t)
 {
-    return {{"present", t.present},  {"capacity", t.capacity}, {"entries", t.entries},
-            {"inserts", t.inserts},  {"deletes", t.deletes},   {"evicted", t.evicted()},
-            {"no_table", t.no_table}};
+    return {{"present", t.present},   {"capacity", t.capacity}, {"memory_bytes", t.memory},
+            {"entries", t.entries},   {"inserts", t.inserts},   {"deletes", t.deletes},
+            {"evicted", t.evicted()}, {"no_table", t.no_table}};
 }
 
 } // namespace
@@ -535,6 +537,8 @@ std::string render_prometheus(const Snapshot& s, std::string_view version)
          [](const TableUse& t) -> uint64_t { return t.capacity; }},
         {"table_entries", "Entries in a group's own table now", MetricKind::gauge,
          [](const TableUse& t) -> uint64_t { return t.entries; }},
+        {"table_memory_bytes", "Kernel memory a group's own table takes (preallocated)",
+         MetricKind::gauge, [](const TableUse& t) { return t.memory; }},
         {"table_evictions", "Entries evicted from a group's table to make room for its new ones",
          MetricKind::counter, [](const TableUse& t) { return t.evicted(); }},
         {"table_no_table", "Packets and sends that failed open: the group had no table yet",

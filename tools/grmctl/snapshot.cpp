@@ -98,6 +98,7 @@ Result<GroupState> read_group_state(Kernel& k, const grm_group_key& key, const g
         }
         use->present = true;
         use->capacity = *size;
+        use->memory = k.table_memory(t, gid).value_or(0);
         if (auto w = k.walk_table(t, gid, [use](const void*, const void*) { use->entries++; }); !w)
             return unexpected(w.error());
     }
