@@ -13,4 +13,17 @@ static __always_inline struct grm_stats* stats_of(__u32 gid)
     return bpf_map_lookup_elem(&grm_stats, &gid);
 }
 
+/* gid's table counters (grm_tbl_stats); NULL for an id out of range. */
+static __always_inline struct grm_table_stats* table_stats_of(__u32 gid)
+{
+    return bpf_map_lookup_elem(&grm_tbl_stats, &gid);
+}
+
+#define table_count(gid, field)                                                                    \
+    do {                                                                                           \
+        struct grm_table_stats* ts__ = table_stats_of(gid);                                        \
+        if (ts__)                                                                                  \
+            ts__->field++;                                                                         \
+    } while (0)
+
 #endif

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* The FLOW table (grm_flows, DISSECTOR_FLOW): learnt on send (sendmsg hooks, FLOW_ASSURE)
- * with udpgrm's TX rules, and followed on receive, where a new flow is pinned to the socket
- * its first packet reached. */
+/* The FLOW tables (grm_flow_sets: one per group, DISSECTOR_FLOW): learnt on send (sendmsg
+ * hooks, FLOW_ASSURE) with udpgrm's TX rules, and followed on receive, where a new flow is
+ * pinned to the socket its first packet reached. A group whose table grmd has not created
+ * yet fails open (abi.h): nothing is learnt, every packet is a new flow. */
 #ifndef GRM_FLOW_BPF_H
 #define GRM_FLOW_BPF_H
 
@@ -22,23 +23,32 @@ static __always_inline __u64 flow_timeout_ns(const struct grm_group* g)
 }
 
 /* udpgrm's TX update: create, refresh own entry, take over an expired one; a live entry of
- * another socket is kept (-EEXIST). "Own" is either of the socket's two socks keys; an entry
- * it creates names the index key when the socket is registered (the packet path selects that
- * from the group's SOCKMAP, a SO_COOKIE through the SOCKHASH). */
+ * another socket is kept (-EEXIST). No table yet: succeeds without an entry (fail open). "Own" is
+ * either of the socket's two socks keys; an entry it creates names the index key when the socket is
+ * registered (the packet path selects that from the group's SOCKMAP, a SO_COOKIE through the
+ * SOCKHASH). */
 static __noinline int flow_tx(struct grm_stats* s, struct grm_flow_key* fk, __u64 so_cookie,
                               __u64 idx_key, __u64 timeout_ns)
 {
     __u64 now = clock_ns(), me = idx_key ? idx_key : so_cookie;
+    __u32 gid = fk->gid;
     struct grm_flow* f;
+    void* table;
 
     s->tx_total++;
-    f = bpf_map_lookup_elem(&grm_flows, fk);
+    table = bpf_map_lookup_elem(&grm_flow_sets, &gid);
+    if (!table) {
+        table_count(gid, flow_no_table);
+        return 0;
+    }
+    f = bpf_map_lookup_elem(table, fk);
     if (!f) {
         struct grm_flow nf = {.last_ns = now, .owner = me};
-        if (bpf_map_update_elem(&grm_flows, fk, &nf, BPF_NOEXIST)) {
+        if (bpf_map_update_elem(table, fk, &nf, BPF_NOEXIST)) {
             s->tx_flow_create_error++;
             return -EEXIST;
         }
+        table_count(gid, flow_inserts);
         s->tx_flow_create_ok++;
         return 0;
     }
@@ -123,6 +133,7 @@ static __always_inline int dispatch_flow(struct sk_reuseport_md* md, struct grm_
     struct grm_flow_key fk;
     struct grm_flow* f;
     __u64 now, key;
+    void* table;
     int err;
 
     __builtin_memset(&fk, 0, sizeof(fk));
@@ -133,8 +144,15 @@ static __always_inline int dispatch_flow(struct sk_reuseport_md* md, struct grm_
     }
     s->rx_dissected_ok_total++;
 
+    table = bpf_map_lookup_elem(&grm_flow_sets, &fk.gid);
+    if (!table) {
+        /* No table yet (grmd makes it at the first registration): a new flow, unlearnt. */
+        table_count(fk.gid, flow_no_table);
+        s->rx_flow_new_unseen++;
+        return dispatch_new(md, g, s, 0) != 0;
+    }
     now = clock_ns();
-    f = bpf_map_lookup_elem(&grm_flows, &fk);
+    f = bpf_map_lookup_elem(table, &fk);
     if (f) {
         __u64 age = age_ns(now, f->last_ns);
         if (age <= flow_timeout_ns(g)) {
@@ -151,7 +169,8 @@ static __always_inline int dispatch_flow(struct sk_reuseport_md* md, struct grm_
                 s->rx_flow_rg_conflict++;
             } else {
                 s->rx_flow_other_error++; /* owner closed: the flow starts over */
-                bpf_map_delete_elem(&grm_flows, &fk);
+                if (!bpf_map_delete_elem(table, &fk))
+                    table_count(fk.gid, flow_deletes);
                 f = 0;
             }
         } else {
@@ -166,7 +185,8 @@ static __always_inline int dispatch_flow(struct sk_reuseport_md* md, struct grm_
     if (key) {
         struct grm_flow nf = {.last_ns = now, .owner = key};
         /* Expired or orphaned entries are taken over; a live one (rg conflict) is kept. */
-        bpf_map_update_elem(&grm_flows, &fk, &nf, f ? BPF_EXIST : BPF_NOEXIST);
+        if (!bpf_map_update_elem(table, &fk, &nf, f ? BPF_EXIST : BPF_NOEXIST) && !f)
+            table_count(fk.gid, flow_inserts);
     }
     return key != 0;
 }

@@ -102,26 +102,53 @@ struct {
     __type(value, struct grm_sk);
 } grm_sk SEC(".maps");
 
-/* FLOW table shared by all groups, keyed by the full (gid, remote) tuple so that groups and
- * flows never alias; one common LRU so that a busy CPU cannot exhaust its own share while
- * others sit empty. Writer: reuseport program, sendmsg hooks, FLOW_ASSURE. The daemon sets
- * max_entries (--flow-entries, default 131072, about 12 MiB). */
-struct {
+/* One group's FLOW table (grm_flow_sets) and QUIC handshake table (grm_hs_sets): LRU, so
+ * that a full table evicts that group's oldest entry and never blocks. These are templates:
+ * grmd creates each group's table with the size of its options (abi.h). Sizes, not types:
+ * clang leaves a struct named only here as a forward declaration in BTF, which libbpf
+ * cannot size. */
+struct grm_flow_table {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
-    __uint(max_entries, 131072);
-    __type(key, struct grm_flow_key);
-    __type(value, struct grm_flow);
-} grm_flows SEC(".maps");
+    __uint(max_entries, 1024);
+    __uint(key_size, sizeof(struct grm_flow_key));
+    __uint(value_size, sizeof(struct grm_flow));
+};
+struct grm_hs_table {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 1024);
+    __uint(key_size, sizeof(struct grm_hs_key));
+    __uint(value_size, sizeof(struct grm_flow));
+};
 
-/* QUIC handshakes in flight: client address + client-chosen DCID -> the socket its first
- * Initial reached (value: grm_flow, owner = that socket's index key). Entries live
- * GRM_HANDSHAKE_TIMEOUT_NS; LRU, so a flood of Initials evicts the oldest, never blocks. */
+/* FLOW tables by gid, one per group so that one group's churn cannot evict another's flows
+ * (issue 12). Writers: reuseport program, sendmsg hooks, FLOW_ASSURE (entries); daemon (the
+ * tables: created at a FLOW group's first registration, dropped with the group). An absent
+ * table fails open: see abi.h. */
 struct {
-    __uint(type, BPF_MAP_TYPE_LRU_HASH);
-    __uint(max_entries, 16384);
-    __type(key, struct grm_hs_key);
-    __type(value, struct grm_flow);
-} grm_handshakes SEC(".maps");
+    __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+    __uint(max_entries, GRM_MAX_GROUPS);
+    __type(key, __u32);
+    __array(values, struct grm_flow_table);
+} grm_flow_sets SEC(".maps");
+
+/* QUIC handshakes in flight by gid: client address + client-chosen DCID -> the socket its
+ * first Initial reached (value: grm_flow, owner = that socket's index key). Entries live
+ * GRM_HANDSHAKE_TIMEOUT_NS. Writers as grm_flow_sets, for QUIC groups. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+    __uint(max_entries, GRM_MAX_GROUPS);
+    __type(key, __u32);
+    __array(values, struct grm_hs_table);
+} grm_hs_sets SEC(".maps");
+
+/* Per-group table counters (struct grm_table_stats), index gid: a map of its own so that
+ * grm_stats keeps its pinned layout. Writer: BPF only; per CPU, no atomics. */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, GRM_MAX_GROUPS);
+    __type(key, __u32);
+    __type(value, struct grm_table_stats);
+} grm_tbl_stats SEC(".maps");
 
 /* Translated cBPF programs, index gid; GRM_CBPF_DISPATCH holds grm_cbpf_dispatch. Writer:
  * daemon. Pinned, so the programs survive a daemon restart. */

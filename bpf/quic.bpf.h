@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* QUIC steering (DISSECTOR_QUIC): quic.h parses the header from the packet; a cookie in a
  * server-chosen DCID names the socket, and handshake packets that still carry the client's
- * DCID follow the connection's first Initial through grm_handshakes. */
+ * DCID follow the connection's first Initial through the group's handshake table
+ * (grm_hs_sets). */
 #ifndef GRM_QUIC_BPF_H
 #define GRM_QUIC_BPF_H
 
 #include "defs.bpf.h"
 #include "maps.bpf.h"
 #include "clock.bpf.h"
+#include "counters.bpf.h"
 #include "packet.bpf.h"
 #include "select.bpf.h"
 
@@ -16,13 +18,15 @@
 #include "quic.h"
 
 /* Initial and 0-RTT packets may still carry the DCID the client chose: they follow the
- * connection's first Initial through grm_handshakes. */
+ * connection's first Initial through the group's handshake table; without one (grmd has
+ * not made it yet) they fail open: cookie, then new flow, nothing recorded. */
 static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct grm_group* g,
                                             struct grm_stats* s, struct grm_quic_hdr* h)
 {
     struct grm_hs_key hk;
-    struct grm_flow* f;
+    struct grm_flow* f = 0;
     __u64 now = clock_ns(), key;
+    void* table;
 
     __builtin_memset(&hk, 0, sizeof(hk));
     hk.gid = g->gid;
@@ -33,7 +37,11 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
         s->rx_flow_new_unseen++;
         return dispatch_new(md, g, s, 0) != 0;
     }
-    f = bpf_map_lookup_elem(&grm_handshakes, &hk);
+    table = bpf_map_lookup_elem(&grm_hs_sets, &hk.gid);
+    if (table)
+        f = bpf_map_lookup_elem(table, &hk);
+    else
+        table_count(hk.gid, hs_no_table);
     if (f && age_ns(now, f->last_ns) <= GRM_HANDSHAKE_TIMEOUT_NS) {
         if (!select_owner(md, f->owner)) {
             s->rx_quic_handshake_hit++;
@@ -55,9 +63,10 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
     }
     s->rx_flow_new_unseen++;
     key = dispatch_new(md, g, s, 0);
-    if (key) {
+    if (key && table) {
         struct grm_flow nf = {.last_ns = now, .owner = key};
-        bpf_map_update_elem(&grm_handshakes, &hk, &nf, BPF_ANY);
+        if (!bpf_map_update_elem(table, &hk, &nf, BPF_ANY) && !f)
+            table_count(hk.gid, hs_inserts);
     }
     return key != 0;
 }

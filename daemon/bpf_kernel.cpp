@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 #include <unistd.h>
+#include <vector>
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -360,6 +361,135 @@ Result<void> BpfKernel::drop_socket_set(uint32_t gid)
         return unexpected(saved, "delete from " + where(MapId::sock_sets));
     if (!entered && !pinned)
         return unexpected(ENOENT, "group " + std::to_string(gid) + " has no socket map");
+    return {};
+}
+
+Result<Fd> BpfKernel::table(Table t, uint32_t gid)
+{
+    const TableShape sh = table_shape(t);
+    const int outer = outer_fd(t);
+    if (outer < 0)
+        return unexpected(ENOENT, std::string("no ") + sh.outer);
+    __u32 id = 0;
+    if (bpf_map_lookup_elem(outer, &gid, &id) != 0) {
+        if (errno != ENOENT)
+            return errno_error(fmt::format("lookup {}[{}]", sh.outer, gid));
+        id = 0;
+    }
+    if (id == 0)
+        return unexpected(ENOENT, fmt::format("group {} has no {}", gid, sh.what));
+    Fd m(bpf_map_get_fd_by_id(id));
+    if (!m.valid()) // dropped between the two calls
+        return unexpected(errno == ENOENT ? ENOENT : errno,
+                          fmt::format("open the {} of group {}", sh.what, gid));
+    return m;
+}
+
+Result<uint32_t> BpfKernel::table_size(Table t, uint32_t gid)
+{
+    auto m = table(t, gid);
+    if (!m)
+        return unexpected(m.error());
+    bpf_map_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(m->get(), &info, &len) != 0)
+        return errno_error(fmt::format("inspect the {} of group {}", table_shape(t).what, gid));
+    return info.max_entries;
+}
+
+Result<uint64_t> BpfKernel::table_memory(Table t, uint32_t gid)
+{
+    auto m = table(t, gid);
+    if (!m)
+        return unexpected(m.error());
+    const std::string path = "/proc/self/fdinfo/" + std::to_string(m->get());
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("memlock:", 0) == 0)
+            return std::strtoull(line.c_str() + 8, nullptr, 10);
+    return unexpected(ENOTSUP, "no memlock in " + path);
+}
+
+// A resize copies into the new table before it is swapped in: BPF keeps using the old one
+// until the outer map's update, so only its writes during the copy are lost.
+Result<uint32_t> BpfKernel::make_table(Table t, uint32_t gid, uint32_t entries)
+{
+    const TableShape sh = table_shape(t);
+    const int outer = outer_fd(t);
+    if (outer < 0)
+        return unexpected(ENOENT, std::string("no ") + sh.outer);
+    auto fresh = create_table(t, gid, entries);
+    if (!fresh)
+        return unexpected(fresh.error());
+    uint32_t copied = 0;
+    if (auto old = table(t, gid)) {
+        std::vector<uint8_t> key(sh.key_size), next(sh.key_size), val(sh.value_size);
+        bool first = true;
+        for (uint64_t n = 0; n < 2ull * entries + 2ull * 65536; n++) {
+            if (bpf_map_get_next_key(old->get(), first ? nullptr : key.data(), next.data()) != 0)
+                break;
+            first = false;
+            key = next;
+            if (bpf_map_lookup_elem(old->get(), key.data(), val.data()) != 0)
+                continue; // evicted or deleted since
+            if (bpf_map_update_elem(fresh->get(), key.data(), val.data(), BPF_ANY) == 0)
+                copied++;
+        }
+    } else if (old.error().code != ENOENT) {
+        return unexpected(old.error());
+    }
+    __u32 value = static_cast<__u32>(fresh->get());
+    if (bpf_map_update_elem(outer, &gid, &value, BPF_ANY) != 0)
+        return errno_error(fmt::format("update {}[{}]", sh.outer, gid));
+    return copied;
+}
+
+Result<uint32_t> BpfKernel::drop_table(Table t, uint32_t gid)
+{
+    const TableShape sh = table_shape(t);
+    const int outer = outer_fd(t);
+    if (outer < 0)
+        return unexpected(ENOENT, std::string("no ") + sh.outer);
+    uint32_t n = 0;
+    auto counted = walk_table(t, gid, [&n](const void*, const void*) { n++; });
+    if (!counted)
+        return unexpected(counted.error());
+    if (bpf_map_delete_elem(outer, &gid) != 0)
+        return errno == ENOENT ? unexpected(ENOENT, fmt::format("group {} has no {}", gid, sh.what))
+                               : errno_error(fmt::format("delete {}[{}]", sh.outer, gid));
+    return n;
+}
+
+Result<void> BpfKernel::walk_table(Table t, uint32_t gid,
+                                   const std::function<void(const void*, const void*)>& f)
+{
+    const TableShape sh = table_shape(t);
+    auto m = table(t, gid);
+    if (!m)
+        return unexpected(m.error());
+    bpf_map_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(m->get(), &info, &len) != 0)
+        return errno_error(fmt::format("inspect the {} of group {}", sh.what, gid));
+    std::vector<uint8_t> key(sh.key_size), next(sh.key_size), val(sh.value_size);
+    std::set<std::vector<uint8_t>> seen;
+    bool first = true;
+    // Bounded like for_each_key: a walk restarts from the first key when its key was evicted
+    // meanwhile, so keys seen before are skipped (each entry counts once).
+    for (uint64_t n = 0; n < 2ull * info.max_entries + 16; n++) {
+        if (bpf_map_get_next_key(m->get(), first ? nullptr : key.data(), next.data()) != 0) {
+            if (errno == ENOENT)
+                return {};
+            return errno_error(fmt::format("walk the {} of group {}", sh.what, gid));
+        }
+        first = false;
+        key = next;
+        if (!seen.insert(key).second)
+            continue;
+        if (bpf_map_lookup_elem(m->get(), key.data(), val.data()) == 0)
+            f(key.data(), val.data());
+    }
     return {};
 }
 

@@ -61,6 +61,13 @@ public:
     Result<void> clear_socket(uint32_t gid, uint32_t index) override;
     Result<void> drop_socket_set(uint32_t gid) override;
 
+    Result<uint32_t> table_size(Table t, uint32_t gid) override;
+    Result<uint64_t> table_memory(Table t, uint32_t gid) override;
+    Result<uint32_t> make_table(Table t, uint32_t gid, uint32_t entries) override;
+    Result<uint32_t> drop_table(Table t, uint32_t gid) override;
+    Result<void> walk_table(Table t, uint32_t gid,
+                            const std::function<void(const void*, const void*)>& f) override;
+
     Result<void> attach_select(int fd) override;
     cbpf::Target cbpf_target() const override;
     Result<Fd> load_cbpf(std::span<const bpf_insn> insns, std::string* log) override;
@@ -74,6 +81,12 @@ private:
     Result<void> fill_info(); // max_entries_ and the CPU count
     /// Group gid's SOCKMAP, from its pin (create: made, pinned and entered if there is none).
     Result<Fd> socket_set(uint32_t gid, bool create);
+    /// Group gid's table, opened by the id its outer map holds (ENOENT: none).
+    Result<Fd> table(Table t, uint32_t gid);
+    int outer_fd(Table t) const
+    {
+        return fd(t == Table::flows ? MapId::flow_sets : MapId::hs_sets);
+    }
 
     Fds fds_{};
     std::array<Fd, kMapCount> owned_{}; ///< open_pinned's fds

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <set>
 #include <span>
 #include <string>
@@ -19,6 +20,7 @@
 #include "fd.hpp"
 #include "grm/abi.h"
 #include "grm/result.hpp"
+#include "tables.hpp"
 
 namespace grm::daemon {
 
@@ -32,7 +34,6 @@ enum class MapId : uint8_t {
     regs,       ///< grm_regs: SO_COOKIE -> registration
     socks,      ///< grm_socks: SO_COOKIE or grm_sock_idx_key -> socket (SOCKHASH)
     sk,         ///< grm_sk: socket fd -> per-socket state (SK_STORAGE)
-    flows,      ///< grm_flows: FLOW table
     stats,      ///< grm_stats: gid -> BPF counters (per CPU)
     dstats,     ///< grm_dstats: gid -> daemon counters
     meta,       ///< grm_meta: ABI version and creator
@@ -40,13 +41,15 @@ enum class MapId : uint8_t {
     cbpf_out,   ///< grm_cbpf_out: the translated programs' outcome (per CPU)
     dropped,    ///< grm_dropped: gid -> registrations dropped, their process gone
     sock_sets,  ///< grm_sock_sets: gid -> id of the group's SOCKMAP (ARRAY_OF_MAPS)
-    handshakes, ///< grm_handshakes: QUIC handshakes in flight
     gstate,     ///< grm_gstate: gid -> lifetime and cBPF load state, for grmctl
     owner_ring, ///< grm_owner_ring: uid -> SOCKET_GEN records sent and read
     owners,     ///< grm_owners: uid -> groups made and refusals (BPF's)
     owner_use,  ///< grm_owner_use: uid -> groups and sockets as grmd counted them
+    flow_sets,  ///< grm_flow_sets: gid -> id of the group's FLOW table (ARRAY_OF_MAPS)
+    hs_sets,    ///< grm_hs_sets: gid -> id of the group's handshake table (ARRAY_OF_MAPS)
+    tbl_stats,  ///< grm_tbl_stats: gid -> the tables' BPF counters (per CPU)
 };
-inline constexpr size_t kMapCount = static_cast<size_t>(MapId::owner_use) + 1;
+inline constexpr size_t kMapCount = static_cast<size_t>(MapId::tbl_stats) + 1;
 
 /// Key and value types of each map, for the typed helpers below.
 template <MapId M>
@@ -65,7 +68,6 @@ GRM_MAP_TYPES(slots, __u32, grm_slot_state);
 GRM_MAP_TYPES(regs, __u64, grm_reg);
 GRM_MAP_TYPES(socks, __u64, __u64);
 GRM_MAP_TYPES(sk, int, grm_sk);
-GRM_MAP_TYPES(flows, grm_flow_key, grm_flow);
 GRM_MAP_TYPES(stats, __u32, grm_stats); // per CPU: see percpu_value_size()
 GRM_MAP_TYPES(dstats, __u32, grm_dstats);
 GRM_MAP_TYPES(meta, __u32, grm_meta);
@@ -73,11 +75,13 @@ GRM_MAP_TYPES(cbpf_progs, __u32, __u32);
 GRM_MAP_TYPES(cbpf_out, __u32, grm_cbpf_out); // per CPU
 GRM_MAP_TYPES(dropped, __u32, __u64);
 GRM_MAP_TYPES(sock_sets, __u32, __u32); // map fd in, map id out
-GRM_MAP_TYPES(handshakes, grm_hs_key, grm_flow);
 GRM_MAP_TYPES(gstate, __u32, grm_gstate);
 GRM_MAP_TYPES(owner_ring, __u32, grm_owner_ring);
 GRM_MAP_TYPES(owners, __u32, grm_owner);
 GRM_MAP_TYPES(owner_use, __u32, grm_owner_use);
+GRM_MAP_TYPES(flow_sets, __u32, __u32);           // map fd in, map id out
+GRM_MAP_TYPES(hs_sets, __u32, __u32);             // map fd in, map id out
+GRM_MAP_TYPES(tbl_stats, __u32, grm_table_stats); // per CPU
 #undef GRM_MAP_TYPES
 
 /// A map's pin name and the key/value sizes abi.h gives it (per-CPU maps: one CPU's value).
@@ -105,7 +109,6 @@ inline constexpr MapShape kMapShapes[kMapCount] = {
     detail::shape<MapId::regs>("grm_regs"),
     detail::shape<MapId::socks>("grm_socks"),
     detail::shape<MapId::sk>("grm_sk"),
-    detail::shape<MapId::flows>("grm_flows"),
     detail::shape<MapId::stats>("grm_stats", true),
     detail::shape<MapId::dstats>("grm_dstats"),
     detail::shape<MapId::meta>("grm_meta"),
@@ -113,11 +116,13 @@ inline constexpr MapShape kMapShapes[kMapCount] = {
     detail::shape<MapId::cbpf_out>("grm_cbpf_out", true),
     detail::shape<MapId::dropped>("grm_dropped"),
     detail::shape<MapId::sock_sets>("grm_sock_sets"),
-    detail::shape<MapId::handshakes>("grm_handshakes"),
     detail::shape<MapId::gstate>("grm_gstate"),
     detail::shape<MapId::owner_ring>("grm_owner_ring"),
     detail::shape<MapId::owners>("grm_owners"),
     detail::shape<MapId::owner_use>("grm_owner_use"),
+    detail::shape<MapId::flow_sets>("grm_flow_sets"),
+    detail::shape<MapId::hs_sets>("grm_hs_sets"),
+    detail::shape<MapId::tbl_stats>("grm_tbl_stats", true),
 };
 
 constexpr const MapShape& shape_of(MapId m)
@@ -188,6 +193,25 @@ public:
     virtual Result<void> clear_socket(uint32_t gid, uint32_t index) = 0;
     /// Drops group gid's SOCKMAP, at the group's deletion (ENOENT: it had none).
     virtual Result<void> drop_socket_set(uint32_t gid) = 0;
+
+    /// Group gid's FLOW or handshake table (tables.hpp): its size (ENOENT: it has none).
+    virtual Result<uint32_t> table_size(Table t, uint32_t gid) = 0;
+    /// Kernel memory group gid's table takes (its fdinfo `memlock`; preallocated, so the same
+    /// empty or full). ENOTSUP where the kernel cannot be asked (the unit tests' fake).
+    virtual Result<uint64_t> table_memory(Table, uint32_t)
+    {
+        return unexpected(ENOTSUP, "table memory");
+    }
+    /// Gives group gid a table of `entries`: a new, empty one; or, when it has one of another
+    /// size, a copy of it in one of this size, swapped in (entries BPF writes meanwhile into
+    /// the old one are lost). Returns the entries copied.
+    virtual Result<uint32_t> make_table(Table t, uint32_t gid, uint32_t entries) = 0;
+    /// Drops group gid's table, at the group's deletion. Returns the entries it held
+    /// (ENOENT: it had none).
+    virtual Result<uint32_t> drop_table(Table t, uint32_t gid) = 0;
+    /// Calls f(key, value) for each entry of group gid's table (sizes: table_shape(t)).
+    virtual Result<void> walk_table(Table t, uint32_t gid,
+                                    const std::function<void(const void*, const void*)>& f) = 0;
 
     /// Attaches grm_select_sk to the reuseport group of socket fd (SO_ATTACH_REUSEPORT_EBPF).
     virtual Result<void> attach_select(int fd) = 0;

@@ -153,18 +153,17 @@ Result<SkelPtr> load(const LoadOptions& o)
         return errno_error("open BPF object");
     // Which pinned maps are kept, copied (an older release's layout, a resized table) or
     // refused: daemon/upgrade/. Nothing changes in pin_dir before load.
-    auto plan = upgrade::prepare(skel->obj, o.pin_dir, abi ? *abi : 0, o.flow_entries);
+    auto plan =
+        upgrade::prepare(skel->obj, o.pin_dir, abi ? *abi : 0, o.flow_entries, o.handshake_entries);
     if (!plan && plan.error().code == EPROTO && o.force) {
         if (auto r = discard_state(o.pin_dir, plan.error().message()); !r)
             return unexpected(r.error());
-        plan = upgrade::prepare(skel->obj, o.pin_dir, 0, o.flow_entries);
+        plan = upgrade::prepare(skel->obj, o.pin_dir, 0, o.flow_entries, o.handshake_entries);
     }
     if (!plan)
         return unexpected(plan.error());
     if (!plan->maps.empty() && plan->from_abi != 0)
         log::info("{}", upgrade::summary(*plan));
-    if (o.flow_entries && plan->maps["grm_flows"] == upgrade::MapAction::fresh)
-        bpf_map__set_max_entries(skel->maps.grm_flows, o.flow_entries);
 
     skel->rodata->grm_limit_groups = o.limits.groups;
     skel->rodata->grm_limit_sockets = o.limits.sockets;

@@ -53,7 +53,10 @@ struct Limits {
 
 struct LoadOptions {
     std::string pin_dir;
-    uint32_t flow_entries = 0; ///< 0 = the pinned table's size, else the default (131072)
+    /// Sizes of the groups' tables that an upgrade from ABI version 3's shared tables makes
+    /// (0: the defaults); Registry::set_table_sizes sizes the rest.
+    uint32_t flow_entries = 0;
+    uint32_t handshake_entries = 0;
     /// Pinned state this grmd cannot take over (a version without a reader, unreadable,
     /// maps that fit no known layout) is discarded and replaced by fresh state, instead of
     /// refused.

@@ -49,7 +49,8 @@ struct Options {
     std::optional<std::string> install;   // "" = the cgroup v2 root
     std::optional<std::string> uninstall; // likewise
     std::string pin_dir = pins::kDefaultDir;
-    uint32_t flow_entries = 0;
+    uint32_t flow_entries = 0;          // 0: GRM_FLOW_ENTRIES_DEFAULT, and tables keep their size
+    uint32_t handshake_entries = 0;     // likewise, GRM_HANDSHAKE_ENTRIES_DEFAULT
     std::optional<std::string> hosts;   // --hosts: QUIC-LB server ID and host table (JSON)
     std::optional<std::string> tubular; // SEQPACKET socket of the Tubular daemon
     std::chrono::nanoseconds tubular_keep = std::chrono::seconds(10); // kept sockets' lifetime
@@ -67,8 +68,11 @@ void usage(FILE* to)
                  "                          below CGROUP (for ExecStartPre=grmd --install --self)\n"
                  "      --uninstall[=CGROUP] detach the hooks from CGROUP\n"
                  "  -p, --pin-dir=DIR       bpffs directory (default %s)\n"
-                 "      --flow-entries=N    FLOW table size (default 131072); a pinned table of\n"
-                 "                          another size is copied into one of this size\n"
+                 "      --flow-entries=N    FLOW table size of each FLOW group (default 131072,\n"
+                 "                          13 MiB); tables of another size are copied\n"
+                 "                          into ones of this size\n"
+                 "      --handshake-entries=N  QUIC handshake table size of each QUIC group\n"
+                 "                          (default 16384, 2 MiB); the same\n"
                  "  -f, --force             with --daemon: discard pinned state this grmd cannot\n"
                  "                          take over (docs/upgrading.md) instead of refusing\n"
                  "      --without-sendmsg   install no sendmsg hooks: FLOW learns nothing from\n"
@@ -99,6 +103,7 @@ std::optional<Options> parse(int argc, char** argv)
     enum {
         kUninstall = 1000,
         kFlowEntries,
+        kHandshakeEntries,
         kWithoutSendmsg,
         kTubularKeep,
         kHosts,
@@ -114,6 +119,7 @@ std::optional<Options> parse(int argc, char** argv)
         {"uninstall", optional_argument, nullptr, kUninstall},
         {"pin-dir", required_argument, nullptr, 'p'},
         {"flow-entries", required_argument, nullptr, kFlowEntries},
+        {"handshake-entries", required_argument, nullptr, kHandshakeEntries},
         {"tubular", required_argument, nullptr, 't'},
         {"tubular-keep", required_argument, nullptr, kTubularKeep},
         {"hosts", required_argument, nullptr, kHosts},
@@ -155,6 +161,15 @@ std::optional<Options> parse(int argc, char** argv)
                 return std::nullopt;
             }
             o.flow_entries = *n;
+            break;
+        }
+        case kHandshakeEntries: {
+            auto n = cli::parse<uint32_t>(optarg, "--handshake-entries", 1, 1u << 22);
+            if (!n) {
+                log::err("{}", n.error().context);
+                return std::nullopt;
+            }
+            o.handshake_entries = *n;
             break;
         }
         case 't':
@@ -445,7 +460,7 @@ int run_daemon(const Options& o)
         log::err("{}", lock.error().message());
         return lock.error().code == EBUSY ? kExitPinDirTaken : 1;
     }
-    auto skel = load({o.pin_dir, o.flow_entries, o.force, o.limits});
+    auto skel = load({o.pin_dir, o.flow_entries, o.handshake_entries, o.force, o.limits});
     if (!skel) {
         log::err("{}", skel.error().message());
         return skel.error().code == EPROTO ? kExitPinDirTaken : 1; // state --force would discard
@@ -469,7 +484,6 @@ int run_daemon(const Options& o)
     set_map(MapId::regs, s->maps.grm_regs);
     set_map(MapId::socks, s->maps.grm_socks);
     set_map(MapId::sk, s->maps.grm_sk);
-    set_map(MapId::flows, s->maps.grm_flows);
     set_map(MapId::stats, s->maps.grm_stats);
     set_map(MapId::dstats, s->maps.grm_dstats);
     set_map(MapId::meta, s->maps.grm_meta);
@@ -477,11 +491,13 @@ int run_daemon(const Options& o)
     set_map(MapId::cbpf_out, s->maps.grm_cbpf_out);
     set_map(MapId::dropped, s->maps.grm_dropped);
     set_map(MapId::sock_sets, s->maps.grm_sock_sets);
-    set_map(MapId::handshakes, s->maps.grm_handshakes);
     set_map(MapId::gstate, s->maps.grm_gstate);
     set_map(MapId::owner_ring, s->maps.grm_owner_ring);
     set_map(MapId::owners, s->maps.grm_owners);
     set_map(MapId::owner_use, s->maps.grm_owner_use);
+    set_map(MapId::flow_sets, s->maps.grm_flow_sets);
+    set_map(MapId::hs_sets, s->maps.grm_hs_sets);
+    set_map(MapId::tbl_stats, s->maps.grm_tbl_stats);
     fds.select_prog = bpf_program__fd(s->progs.grm_select_sk);
     auto kernel = BpfKernel::borrow(fds, o.pin_dir); // the skeleton outlives it
     if (!kernel) {
@@ -490,6 +506,7 @@ int run_daemon(const Options& o)
     }
     Registry reg(*kernel);
     reg.set_group_grace(static_cast<uint64_t>(o.group_grace.count()));
+    reg.set_table_sizes(o.flow_entries, o.handshake_entries);
     // Kept sockets are not pinned: a restarted grmd takes them again from the apps that
     // registered them (udpgrm's restart loses them).
     Tubular tubular(*kernel, o.tubular, o.tubular_keep);

@@ -261,8 +261,59 @@ Result<size_t> Registry::reload()
                 owner_use_[uid] = *u;
         });
     refill_sockets();
+    sync_tables();
     sweep();
     return regs_.size();
+}
+
+// A group's table is made at its first registration: before that no socket of it can take a
+// flow, and the implicit FLOW groups that never register (any bound socket that sets an
+// option) cost no memory.
+void Registry::ensure_table(const grm_group& g)
+{
+    auto t = table_for(g.type);
+    if (!t)
+        return;
+    // Looked up at every registration (three syscalls), not remembered: `grmctl delete` may
+    // have dropped the table of a group whose id and address came back since.
+    const uint32_t gid = g.gid % GRM_MAX_GROUPS;
+    const TableShape sh = table_shape(*t);
+    const uint32_t want = *t == Table::flows ? flow_entries_ : hs_entries_;
+    const bool resize = *t == Table::flows ? resize_flows_ : resize_hs_;
+    auto size = k_.table_size(*t, gid);
+    if (size && (*size == want || !resize))
+        return;
+    if (!size && size.error().code != ENOENT) {
+        log::warning("{}: {} of group {}: {}", key_str(g.key), sh.what, gid,
+                     size.error().message());
+        return;
+    }
+    auto made = k_.make_table(*t, gid, want);
+    if (!made) {
+        // Fails open (abi.h), counted in grm_tbl_stats; the next registration tries again.
+        log::warning("{}: no {} for group {}: {}", key_str(g.key), sh.what, gid,
+                     made.error().message());
+        return;
+    }
+    if (size)
+        log::info("{}: {} of group {} resized {} -> {} entries ({} copied)", key_str(g.key),
+                  sh.what, gid, *size, want, *made);
+    else if (log_ok(g.owner_uid))
+        log::info("{}: {} of group {} created ({} entries)", key_str(g.key), sh.what, gid, want);
+}
+
+/// At start: the tables of every group with a registered socket, in place and of the sizes
+/// asked for.
+void Registry::sync_tables()
+{
+    std::set<uint32_t> registered;
+    for (const auto& [cookie, r] : regs_)
+        registered.insert(r.gid);
+    std::vector<grm_group_key> keys;
+    (void)for_each_key<MapId::groups>(k_, [&keys](const grm_group_key& k) { keys.push_back(k); });
+    for (const grm_group_key& key : keys)
+        if (auto g = read_group(k_, key); g && registered.count(g->gid % GRM_MAX_GROUPS))
+            ensure_table(*g);
 }
 
 size_t Registry::refill_sockets()
@@ -743,6 +794,7 @@ void Registry::on_register(const grm_event& ev, bool retry)
     if (auto set = k_.set_socket(gid, grm_sock_set_index(slot, idx), fd); !set)
         log::warning("insert socket 0x{:x} into the group's socket map: {}", ev.so_cookie,
                      set.error().message());
+    ensure_table(*g);
 
     grm_reg r{};
     r.gid = gid;

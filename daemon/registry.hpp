@@ -70,6 +70,18 @@ public:
     /// budget), or registrations deferred to the next turn (an owner's flood).
     bool work_pending() const { return expire_pending_ || !deferred_.empty(); }
     void set_group_grace(uint64_t ns) { grace_ns_ = ns; }
+    /// Sizes of the groups' own tables (grmd --flow-entries, --handshake-entries): a FLOW
+    /// group gets a flow table of `flows` entries, a QUIC group a handshake table of
+    /// `handshakes`, at its first registration. 0: the default (abi.h), and tables of
+    /// another size that a previous grmd made keep theirs; otherwise they are copied into
+    /// ones of this size (at reload and registration).
+    void set_table_sizes(uint32_t flows, uint32_t handshakes)
+    {
+        flow_entries_ = flows ? flows : GRM_FLOW_ENTRIES_DEFAULT;
+        hs_entries_ = handshakes ? handshakes : GRM_HANDSHAKE_ENTRIES_DEFAULT;
+        resize_flows_ = flows != 0;
+        resize_hs_ = handshakes != 0;
+    }
 
     size_t registered() const { return regs_.size(); }
     /// Registrations waiting for room in a full generation.
@@ -142,6 +154,8 @@ private:
     void write_gstate(uint32_t gid, const std::function<void(grm_gstate&)>& change);
     bool apply_cbpf_job();
     void free_group(const grm_group_key& key, const grm_group& g, const char* why);
+    void ensure_table(const grm_group& g);
+    void sync_tables();
 
     Kernel& k_;
     std::map<uint64_t, grm_reg> regs_;            // by SO_COOKIE
@@ -195,6 +209,9 @@ private:
     std::optional<std::set<uint64_t>> netns_alive_; // the last scan's namespaces
     uint64_t netns_scanned_ns_ = 0;
     OnRegistered on_registered_;
+    uint32_t flow_entries_ = GRM_FLOW_ENTRIES_DEFAULT;
+    uint32_t hs_entries_ = GRM_HANDSHAKE_ENTRIES_DEFAULT;
+    bool resize_flows_ = false, resize_hs_ = false;
 };
 
 } // namespace grm::daemon

@@ -112,38 +112,20 @@ Result<Teardown> delete_group(Kernel& k, const grm_group_key& key, const grm_gro
         if (auto r = zero_elem(k, MapId::dropped, gid, sizeof(__u64)); !r)
             return unexpected(r.error());
 
-    // Flows of the gid would steer a later group that gets the id to sockets of this one.
-    std::vector<grm_flow_key> flows;
-    auto fw = for_each_key<MapId::flows>(k, [&](const grm_flow_key& f) {
-        if (f.gid == gid)
-            flows.push_back(f);
-    });
-    if (!fw)
-        return unexpected(fw.error());
-    for (const auto& f : flows) {
-        if (auto r = erase<MapId::flows>(k, f))
-            d.flows++;
-        else if (r.error().code != ENOENT)
-            return unexpected(r.error().code, "delete a flow from " + k.where(MapId::flows));
+    // The group's own tables: a later group that gets the id starts with none.
+    for (Table t : {Table::flows, Table::handshakes}) {
+        if (!k.has(t == Table::flows ? MapId::flow_sets : MapId::hs_sets))
+            continue;
+        auto n = k.drop_table(t, gid);
+        if (!n && n.error().code != ENOENT)
+            return unexpected(n.error());
+        (t == Table::flows ? d.flows : d.handshakes) = n ? *n : 0;
     }
-
-    // QUIC handshakes in flight of the gid: the same, for 10 s.
-    if (k.has(MapId::handshakes)) {
-        std::vector<grm_hs_key> hs;
-        auto hw = for_each_key<MapId::handshakes>(k, [&](const grm_hs_key& h) {
-            if (h.gid == gid)
-                hs.push_back(h);
-        });
-        if (!hw)
-            return unexpected(hw.error());
-        for (const auto& h : hs) {
-            if (auto r = erase<MapId::handshakes>(k, h))
-                d.handshakes++;
-            else if (r.error().code != ENOENT)
-                return unexpected(r.error().code,
-                                  "delete a handshake from " + k.where(MapId::handshakes));
-        }
-    }
+    if (k.has(MapId::tbl_stats))
+        if (auto r = zero_elem(k, MapId::tbl_stats, gid,
+                               percpu_value_size(sizeof(grm_table_stats), k.possible_cpus()));
+            !r)
+            return unexpected(r.error());
     if (k.has(MapId::gstate))
         if (auto r = zero_elem(k, MapId::gstate, gid, sizeof(grm_gstate)); !r)
             return unexpected(r.error());

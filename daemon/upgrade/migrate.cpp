@@ -22,6 +22,7 @@
 #include "log.hpp"
 #include "pins.hpp"
 #include "sys.hpp"
+#include "tables.hpp"
 #include "v2.hpp"
 #include "v3.hpp"
 
@@ -192,10 +193,12 @@ std::string supported_versions()
 }
 
 Result<Plan> prepare(bpf_object* obj, const std::string& pin_dir, uint32_t pinned_abi,
-                     uint32_t flow_entries)
+                     uint32_t flow_entries, uint32_t handshake_entries)
 {
     Plan plan;
     plan.from_abi = pinned_abi;
+    plan.flow_entries = flow_entries ? flow_entries : GRM_FLOW_ENTRIES_DEFAULT;
+    plan.handshake_entries = handshake_entries ? handshake_entries : GRM_HANDSHAKE_ENTRIES_DEFAULT;
     const Layout cur = current_layout();
     if (pinned_abi == 0 || pinned_abi == GRM_ABI_VERSION) {
         plan.from = cur;
@@ -238,7 +241,6 @@ Result<Plan> prepare(bpf_object* obj, const std::string& pin_dir, uint32_t pinne
             continue;
         }
         auto from = plan.from.maps.find(name);
-        const bool flows = name == "grm_flows";
         if (from == plan.from.maps.end() || info->type != type_of(from->second.type) ||
             info->key_size != from->second.key_size ||
             info->value_size != from->second.value_size ||
@@ -249,13 +251,9 @@ Result<Plan> prepare(bpf_object* obj, const std::string& pin_dir, uint32_t pinne
                                     "that made it, use another --pin-dir, or --force to "
                                     "discard it",
                                     name, pin_dir, pinned_abi));
-        const uint32_t want_max =
-            flows ? (flow_entries ? flow_entries : info->max_entries) : to->second.max_entries;
         if (plan.from.same_map(cur, name) &&
-            (info->max_entries == want_max || to->second.type == "SK_STORAGE")) {
+            (info->max_entries == to->second.max_entries || to->second.type == "SK_STORAGE")) {
             plan.maps[name] = MapAction::reuse;
-            if (flows)
-                bpf_map__set_max_entries(m, want_max);
             continue;
         }
         if (is_scratch(name) || to->second.type == "PROG_ARRAY" || to->second.type == "RINGBUF" ||
@@ -279,8 +277,6 @@ Result<Plan> prepare(bpf_object* obj, const std::string& pin_dir, uint32_t pinne
             return unexpected(r.error());
         plan.maps[name] = MapAction::convert;
         plan.staged = true;
-        if (flows)
-            bpf_map__set_max_entries(m, want_max);
     }
     if (plan.staged) {
         // Everything that is not kept is rebuilt, scratch and ring included: translated
@@ -326,8 +322,89 @@ static Result<void> write_meta(bpf_object* obj)
     return {};
 }
 
+/// ABI version 3 and older kept one FLOW table and one handshake table for all groups. Their
+/// entries go into the groups' own tables, made here, by the gid their keys start with; the
+/// copies count as inserts in grm_tbl_stats (evictions = inserts - deletes - entries).
+/// Unstaged, the old pins are removed here; staged, the swap retires them with the rest.
+static Result<void> split_shared_tables(const Plan& plan, bpf_object* obj,
+                                        const std::string& pin_dir)
+{
+    struct Shared {
+        const char* name;
+        Table table;
+        uint32_t entries;
+        __u64 grm_table_stats::*inserts;
+    };
+    const Shared shared[] = {
+        {"grm_flows", Table::flows, plan.flow_entries, &grm_table_stats::flow_inserts},
+        {"grm_handshakes", Table::handshakes, plan.handshake_entries, &grm_table_stats::hs_inserts},
+    };
+    const int stats = bpf_object__find_map_fd_by_name(obj, "grm_tbl_stats");
+    const int cpus = libbpf_num_possible_cpus();
+    for (const Shared& sh : shared) {
+        if (!plan.from.maps.count(sh.name))
+            continue;
+        const std::string path = pins::map(pin_dir, sh.name);
+        Fd old(bpf_obj_get(path.c_str()));
+        if (!old.valid()) {
+            if (errno == ENOENT)
+                continue;
+            return errno_error("open " + path);
+        }
+        const TableShape ts = table_shape(sh.table);
+        const int outer = bpf_object__find_map_fd_by_name(obj, ts.outer);
+        if (outer < 0)
+            return unexpected(ENOENT, std::string("no ") + ts.outer);
+        std::map<uint32_t, Fd> tables;
+        std::map<uint32_t, uint64_t> copied;
+        std::vector<uint8_t> key(ts.key_size), next(ts.key_size), val(ts.value_size);
+        bool first = true;
+        size_t n = 0;
+        while (bpf_map_get_next_key(old.get(), first ? nullptr : key.data(), next.data()) == 0) {
+            first = false;
+            key = next;
+            if (bpf_map_lookup_elem(old.get(), key.data(), val.data()) != 0)
+                continue; // evicted since
+            uint32_t gid = 0;
+            std::memcpy(&gid, key.data(), sizeof(gid)); // both keys start with the gid
+            gid &= GRM_MAX_GROUPS - 1;
+            auto t = tables.find(gid);
+            if (t == tables.end()) {
+                auto made = create_table(sh.table, gid, sh.entries);
+                if (!made)
+                    return unexpected(made.error());
+                __u32 fd = static_cast<__u32>(made->get());
+                if (bpf_map_update_elem(outer, &gid, &fd, BPF_ANY) != 0)
+                    return errno_error(fmt::format("update {}[{}]", ts.outer, gid));
+                t = tables.emplace(gid, std::move(*made)).first;
+            }
+            if (bpf_map_update_elem(t->second.get(), key.data(), val.data(), BPF_ANY) == 0) {
+                copied[gid]++;
+                n++;
+            }
+        }
+        if (errno != ENOENT)
+            return errno_error("walk pinned " + std::string(sh.name));
+        for (const auto& [gid, c] : copied) {
+            std::vector<grm_table_stats> per(static_cast<size_t>(cpus));
+            if (stats < 0 || bpf_map_lookup_elem(stats, &gid, per.data()) != 0)
+                break; // counters only: evictions then read low by the copies
+            per[0].*sh.inserts += c;
+            (void)bpf_map_update_elem(stats, &gid, per.data(), BPF_ANY);
+        }
+        log::info("upgrade: {} split into the tables of {} groups ({} entries)", sh.name,
+                  tables.size(), n);
+        if (!plan.staged && ::unlink(path.c_str()) != 0)
+            log::warning("upgrade: {} left pinned: {}", path, std::strerror(errno));
+    }
+    return {};
+}
+
 Result<void> finish(const Plan& plan, bpf_object* obj, const std::string& pin_dir)
 {
+    if (plan.from_abi != 0 && plan.from_abi != GRM_ABI_VERSION)
+        if (auto r = split_shared_tables(plan, obj, pin_dir); !r)
+            return unexpected(r.error().code, "split the shared tables: " + r.error().context);
     if (!plan.staged) {
         // An older version whose maps all kept their layout (the new version only added
         // maps): nothing was copied, the state is this version's now.

@@ -29,6 +29,8 @@ struct Plan {
     bool staged = false;
     std::map<std::string, MapAction> maps;
     Layout from; ///< layout of the pinned state
+    /// Sizes of the groups' tables made from shared tables of ABI version 3 and older.
+    uint32_t flow_entries = 0, handshake_entries = 0;
 };
 
 /// Unpins every entry of dir, keeping the directory; a missing dir is fine.
@@ -40,13 +42,15 @@ std::string supported_versions();
 
 /// Before load: decides for every map of obj and sets its pin path. Refuses, with EPROTO and
 /// a message saying why and what to do, state of an unknown version or a map that matches
-/// neither its version's layout nor can be copied. flow_entries: the wanted size of the
-/// FLOW table (0: keep the pinned one's).
+/// neither its version's layout nor can be copied. flow_entries, handshake_entries: sizes
+/// of the groups' tables made from an older version's shared ones (0: the defaults).
 Result<Plan> prepare(bpf_object* obj, const std::string& pin_dir, uint32_t pinned_abi,
-                     uint32_t flow_entries);
+                     uint32_t flow_entries, uint32_t handshake_entries);
 
-/// After load: fills the converted maps from the pinned ones, then swaps maps_next/ in. On
-/// an error before the swap, the old state is untouched.
+/// After load: fills the converted maps from the pinned ones, splits the shared FLOW and
+/// handshake tables of ABI version 3 and older into the groups' own tables (by the gid in
+/// each key), then swaps maps_next/ in. On an error before the swap, the old state is
+/// untouched.
 Result<void> finish(const Plan& plan, bpf_object* obj, const std::string& pin_dir);
 
 /// One line for the log: which maps were kept, copied, created.

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
-// ABI version 3 (main before the per-owner limits; never released): the pinned layout grmd
-// of that version left, frozen, so that a grmd of a later version takes its state over
-// (migrate.cpp). Never edit it: a new layout is a new version with a file of its own
-// (docs/upgrading.md).
+// ABI version 3 (the state grmd left before per-group flow tables): the pinned layout as it
+// was, frozen. grmd reads state of this version through it (migrate.cpp): its shared
+// grm_flows and grm_handshakes are copied into the groups' own tables. Never edit it: a new
+// layout is a new version with a file of its own (docs/upgrading.md).
 #pragma once
 
 #include <cstdint>
@@ -11,7 +11,7 @@
 namespace grm::daemon::upgrade::v3 {
 
 inline constexpr uint32_t kAbiVersion = 3;
-inline constexpr const char* kRelease = "main before the per-owner limits (unreleased)";
+inline constexpr const char* kRelease = "main at 5476c3d, before the per-owner limits and per-group tables (unreleased)";
 inline constexpr uint64_t kFingerprint = 0xd1d190c1a3ac36deull;
 inline constexpr std::string_view kLayout = R"(
 S grm_group_key 24

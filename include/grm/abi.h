@@ -197,7 +197,9 @@ static inline __u32 grm_answer_len(__u32 optlen, __u32 size)
  * grm_sock_sets (select by index), grm_dropped (records of gone processes), grm_host (QUIC-LB
  * server ID), grm_gstate (group lifetime), grm_owner_ring (ring share per uid); grm_event's
  * _pad named uid; 4 = new maps grm_owners (BPF's per-uid counters) and grm_owner_use (grmd's
- * per-uid count of groups and sockets), for the per-owner limits. */
+ * per-uid count of groups and sockets), for the per-owner limits; per-group FLOW and handshake
+ * tables: grm_flows and grm_handshakes gave way to grm_flow_sets and grm_hs_sets (one
+ * LRU_HASH per group), and grm_tbl_stats counts their inserts, deletes and fail-opens. */
 #define GRM_ABI_VERSION 4
 #define GRM_MAX_GROUPS 1024 /* power of two: group ids index arrays, masked */
 /* Network namespaces that may use one ip:port at once. The packet path looks at the first
@@ -291,9 +293,10 @@ static inline __u64 grm_sock_idx_key(__u32 gid, __u32 slot, __u32 idx)
            ((__u64)(slot & (GRM_MAX_SLOTS - 1)) << 8) | (idx & (GRM_MAX_SOCKS - 1));
 }
 
-/* Flow table (LRU map grm_flows) key: one entry per (group, remote address, remote port).
- * The full tuple is the key, so flows never collide; IPv4 is stored IPv4-mapped so that a
- * dual-stack socket learns and matches the same entry for v4 peers. */
+/* Flow table key (a group's LRU table in grm_flow_sets): one entry per (group, remote
+ * address, remote port). The gid stays in the key although each group has a table of its
+ * own: entries copied between tables (upgrades, resizes) carry their group; IPv4 is stored
+ * IPv4-mapped so that a dual-stack socket learns and matches the same entry for v4 peers. */
 struct grm_flow_key {
     __u32 gid;
     __be16 port; /* remote port, network order */
@@ -348,8 +351,8 @@ struct grm_stats {
 };
 GRM_ABI_ASSERT(sizeof(struct grm_stats) == 26 * 8);
 
-/* QUIC handshakes in flight (LRU map grm_handshakes): the first Initial of a connection is
- * dispatched as a new flow and recorded here, keyed by the client's address and the DCID it
+/* QUIC handshakes in flight (a group's LRU table in grm_hs_sets): the first Initial of a connection
+ * is dispatched as a new flow and recorded here, keyed by the client's address and the DCID it
  * chose, so its other Initial and 0-RTT packets (ClientHello split over several datagrams,
  * retransmits) reach the same socket even if the working generation flips in between. */
 struct grm_hs_key {
@@ -362,6 +365,27 @@ struct grm_hs_key {
 };
 GRM_ABI_ASSERT(sizeof(struct grm_hs_key) == 44);
 #define GRM_HANDSHAKE_TIMEOUT_NS (10ull * 1000000000ull)
+
+/* Per-group FLOW and handshake tables (ARRAY_OF_MAPS grm_flow_sets and grm_hs_sets, index
+ * gid, each entry an LRU_HASH of that group alone): one group's churn evicts only its own
+ * entries. grmd creates a group's table when its first socket registers (FLOW groups: a flow
+ * table of --flow-entries; QUIC groups: a handshake table of --handshake-entries) and drops
+ * it with the group. Until then the packet path fails open: every packet is a new flow,
+ * nothing is learnt, and FLOW_ASSURE and sends succeed without an entry (counted below). */
+#define GRM_FLOW_ENTRIES_DEFAULT 131072
+#define GRM_HANDSHAKE_ENTRIES_DEFAULT 16384
+
+/* Per-group table counters (PERCPU_ARRAY grm_tbl_stats, index gid). Written only by BPF;
+ * grmd zeroes a group's at its teardown. Entries that left a table by LRU eviction are
+ * inserts - deletes - entries present (grmctl shows it). */
+struct grm_table_stats {
+    __u64 flow_inserts;  /* new keys BPF put into the group's FLOW table */
+    __u64 flow_deletes;  /* keys BPF deleted from it (their owner socket had closed) */
+    __u64 flow_no_table; /* packets, sends and FLOW_ASSUREs that found no table: failed open */
+    __u64 hs_inserts;    /* new keys BPF put into the group's handshake table */
+    __u64 hs_no_table;   /* Initial/0-RTT packets that found no handshake table: failed open */
+};
+GRM_ABI_ASSERT(sizeof(struct grm_table_stats) == 40);
 
 /* Counters written only by the daemon (ARRAY grm_dstats, index gid). */
 struct grm_dstats {
@@ -510,7 +534,8 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
  * Everything a later grmd finds in the pin directory: each struct stored in a pinned map or
  * in the ring (S: name, size; F: field, byte offset, byte size) and each pinned map (M: name,
  * BPF_MAP_TYPE_ suffix, key type and size, value type and size, max_entries as the object
- * has it (grmd may size grm_flows otherwise), flags). The asserts below hold the table to the
+ * has it, flags; the inner tables of grm_flow_sets and grm_hs_sets are grmd's, sized by
+ * its options). The asserts below hold the table to the
  * compiled structs, in clang -target bpf and in g++; the unit test [abi-layout] holds it to
  * the BPF object's BTF (every field, by name) and to the layouts of released versions
  * (daemon/upgrade/): a changed pinned layout without a new GRM_ABI_VERSION and a table
@@ -657,7 +682,13 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
     S(grm_owner_use, 16)                                                                           \
     F(grm_owner_use, groups_made_seen, 0, 8)                                                       \
     F(grm_owner_use, groups, 8, 4)                                                                 \
-    F(grm_owner_use, sockets, 12, 4)
+    F(grm_owner_use, sockets, 12, 4)                                                               \
+    S(grm_table_stats, 40)                                                                         \
+    F(grm_table_stats, flow_inserts, 0, 8)                                                         \
+    F(grm_table_stats, flow_deletes, 8, 8)                                                         \
+    F(grm_table_stats, flow_no_table, 16, 8)                                                       \
+    F(grm_table_stats, hs_inserts, 24, 8)                                                          \
+    F(grm_table_stats, hs_no_table, 32, 8)
 
 #define GRM_ABI_PINNED_MAPS(M)                                                                     \
     M(grm_groups, HASH, grm_group_key, 24, __u32, 4, 1024, 0)                                      \
@@ -669,8 +700,6 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
     M(grm_regs, HASH, __u64, 8, grm_reg, 32, 65536, BPF_F_NO_PREALLOC)                             \
     M(grm_socks, SOCKHASH, __u64, 8, __u64, 8, 65536, 0)                                           \
     M(grm_sk, SK_STORAGE, int, 4, grm_sk, 24, 0, BPF_F_NO_PREALLOC)                                \
-    M(grm_flows, LRU_HASH, grm_flow_key, 24, grm_flow, 16, 131072, 0)                              \
-    M(grm_handshakes, LRU_HASH, grm_hs_key, 44, grm_flow, 16, 16384, 0)                            \
     M(grm_cbpf_progs, PROG_ARRAY, __u32, 4, __u32, 4, 1025, 0)                                     \
     M(grm_cbpf_out, PERCPU_ARRAY, __u32, 4, grm_cbpf_out, 8, 1, 0)                                 \
     M(grm_cbpf_inst, PERCPU_ARRAY, __u32, 4, __u64, 8, 1, 0)                                       \
@@ -685,7 +714,10 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
     M(grm_gstate, ARRAY, __u32, 4, grm_gstate, 136, 1024, 0)                                       \
     M(grm_owner_ring, LRU_HASH, __u32, 4, grm_owner_ring, 16, 4096, 0)                             \
     M(grm_owners, HASH, __u32, 4, grm_owner, 32, 4096, 0)                                          \
-    M(grm_owner_use, HASH, __u32, 4, grm_owner_use, 16, 4096, 0)
+    M(grm_owner_use, HASH, __u32, 4, grm_owner_use, 16, 4096, 0)                                   \
+    M(grm_flow_sets, ARRAY_OF_MAPS, __u32, 4, none, 4, 1024, 0)                                    \
+    M(grm_hs_sets, ARRAY_OF_MAPS, __u32, 4, none, 4, 1024, 0)                                      \
+    M(grm_tbl_stats, PERCPU_ARRAY, __u32, 4, grm_table_stats, 40, 1024, 0)
 
 /* The XDP tier (bpf/xdp.bpf.c, its own object; grmd --hosts with an "xdp" section): pinned
  * under the pin directory for grmctl, made afresh by every grmd from its hosts file (nothing

@@ -47,7 +47,7 @@ struct GidState {
 GidState state_of(uint32_t gid)
 {
     Map regs("grm_regs"), socks("grm_socks"), slots("grm_slots"), stats("grm_stats"),
-        dstats("grm_dstats"), gids("grm_gids"), flows("grm_flows");
+        dstats("grm_dstats"), gids("grm_gids"), flow_sets("grm_flow_sets");
     GidState s;
     __u64 key = 0, next = 0;
     bool first = true;
@@ -85,13 +85,19 @@ GidState state_of(uint32_t gid)
         s.rx += p.rx_processed_total;
     REQUIRE(bpf_map_lookup_elem(dstats.get(), &gid, &s.dstats) == 0);
     REQUIRE(bpf_map_lookup_elem(gids.get(), &gid, &s.gid_used) == 0);
-    grm_flow_key fk{}, fnext{};
-    first = true;
-    while (bpf_map_get_next_key(flows.get(), first ? nullptr : &fk, &fnext) == 0) {
-        if (fnext.gid == gid)
-            s.flows++;
-        fk = fnext;
-        first = false;
+    // The group's own FLOW table, through the id grm_flow_sets holds for it.
+    __u32 table_id = 0;
+    if (bpf_map_lookup_elem(flow_sets.get(), &gid, &table_id) == 0 && table_id != 0) {
+        Fd flows(bpf_map_get_fd_by_id(table_id));
+        REQUIRE(flows.valid());
+        grm_flow_key fk{}, fnext{};
+        first = true;
+        while (bpf_map_get_next_key(flows.get(), first ? nullptr : &fk, &fnext) == 0) {
+            if (fnext.gid == gid)
+                s.flows++;
+            fk = fnext;
+            first = false;
+        }
     }
     return s;
 }

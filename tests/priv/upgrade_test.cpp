@@ -6,6 +6,7 @@
 #include <csignal>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <set>
 #include <thread>
 #include <unistd.h>
@@ -18,9 +19,11 @@
 #include <fmt/core.h>
 
 #include "grm/client.hpp"
+#include "grm/quic.hpp"
 #include "helpers.hpp"
 #include "pins.hpp"
 #include "process.hpp"
+#include "quic_packets.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -39,6 +42,42 @@ std::pair<uint32_t, uint32_t> pinned_map(const char* name)
     if (!f.valid() || bpf_obj_get_info_by_fd(f.get(), &info, &len) != 0)
         return {0, 0};
     return {info.id, info.max_entries};
+}
+
+/// Id and size of the one group table grm_flow_sets (or grm_hs_sets) holds; {0, 0}: none.
+std::pair<uint32_t, uint32_t> group_table(const char* outer)
+{
+    Fd sets(bpf_obj_get(pins::map(sandbox().pin_dir, outer).c_str()));
+    for (__u32 gid = 0; sets.valid() && gid < GRM_MAX_GROUPS; gid++) {
+        __u32 id = 0;
+        if (bpf_map_lookup_elem(sets.get(), &gid, &id) != 0 || id == 0)
+            continue;
+        Fd t(bpf_map_get_fd_by_id(id));
+        bpf_map_info info{};
+        uint32_t len = sizeof(info);
+        if (!t.valid() || bpf_obj_get_info_by_fd(t.get(), &info, &len) != 0)
+            return {0, 0};
+        return {info.id, info.max_entries};
+    }
+    return {0, 0};
+}
+
+/// Entries of a handshake table (key bytes -> the owner they name), from an open map fd.
+std::map<std::vector<uint8_t>, uint64_t> handshakes_in(int fd)
+{
+    std::map<std::vector<uint8_t>, uint64_t> out;
+    grm_hs_key k{}, next{};
+    bool first = true;
+    while (fd >= 0 && bpf_map_get_next_key(fd, first ? nullptr : &k, &next) == 0) {
+        grm_flow f{};
+        if (bpf_map_lookup_elem(fd, &next, &f) == 0) {
+            auto* b = reinterpret_cast<const uint8_t*>(&next);
+            out[std::vector<uint8_t>(b, b + sizeof(next))] = f.owner;
+        }
+        k = next;
+        first = false;
+    }
+    return out;
 }
 
 /// How many packets a program has run on (BPF stats must be on).
@@ -256,6 +295,93 @@ TEST_CASE("upgrade: release v0.1.0's grmd replaced by this one on its pins under
     CHECK(list.output.find(fmt::format(":{}", noop.port)) != std::string::npos);
 }
 
+TEST_CASE("upgrade: the grmd of ABI version 3 (one FLOW and one handshake table for all groups) "
+          "replaced by this one: each group's entries move into its own table, flows and "
+          "handshakes stay on their socket, the shared tables' pins go",
+          "[upgrade-abi3-tables][upgrade]")
+{
+    const std::string old_grmd = binary("grmd_abi3");
+    REQUIRE(::access(old_grmd.c_str(), X_OK) == 0);
+    auto old = Daemon::start(old_grmd, sandbox());
+    if (!old)
+        FAIL(old.error().message());
+    // FLOW: 40 flows on generation 1, then generation 2 takes new flows.
+    auto flows = clients_of(AF_INET, 40);
+    std::vector<size_t> home;
+    auto flow = two_gens(DISSECTOR_FLOW, [&](const std::vector<int>& g1, uint16_t port) {
+        home = landing(flows, AF_INET, port, g1, 1);
+    });
+    // QUIC: 20 connections' first Initials on generation 0.
+    auto q0 = server_sockets(AF_INET, 0, 2);
+    const uint16_t qport = local_port(q0[0].get());
+    REQUIRE(client::set_dissector(q0[0].get(), client::make_quic_dissector()));
+    REQUIRE(client::register_sockets(raw(q0), 0, 10s));
+    REQUIRE(client::set_working_gen(q0[0].get(), 0));
+    auto q1 = server_sockets(AF_INET, qport, 2);
+    REQUIRE(client::register_sockets(raw(q1), 1, 10s));
+    std::vector<int> qall = raw(q0);
+    for (int f : raw(q1))
+        qall.push_back(f);
+    auto conns = clients_of(AF_INET, 20);
+    auto initials = [&](uint64_t base) {
+        for (size_t i = 0; i < conns.size(); i++) {
+            std::vector<uint8_t> dcid(18, static_cast<uint8_t>(i + 1));
+            REQUIRE(send_raw(conns[i].get(), AF_INET, qport,
+                             quic_long(QuicType::initial, kQuicV1, dcid, {}, base + i)));
+        }
+        auto got = drain_raw(qall, conns.size());
+        REQUIRE(got.size() == conns.size());
+        std::map<uint64_t, size_t> where;
+        for (const auto& g : got)
+            where[quic_tag(g.data) - base] = g.socket;
+        return where;
+    };
+    auto first = initials(100);
+    for (const auto& [i, w] : first)
+        REQUIRE(w < 2);
+    Fd shared_hs(bpf_obj_get(pins::map(sandbox().pin_dir, "grm_handshakes").c_str()));
+    const auto old_hs = handshakes_in(shared_hs.get());
+    REQUIRE(old_hs.size() == conns.size());
+    REQUIRE(pinned_map("grm_flows").first != 0);
+    REQUIRE(WEXITSTATUS(old->stop(SIGTERM)) == 0);
+
+    auto d = Daemon::start(sandbox());
+    if (!d)
+        FAIL(d.error().message());
+    INFO(d->log());
+    CHECK(d->log().find("grm_flows split into the tables of 1 groups (40 entries)") !=
+          std::string::npos);
+    CHECK(d->log().find("grm_handshakes split into the tables of 1 groups (20 entries)") !=
+          std::string::npos);
+    CHECK(pinned_map("grm_flows").first == 0);
+    CHECK(pinned_map("grm_handshakes").first == 0);
+    CHECK(group_table("grm_flow_sets").second == GRM_FLOW_ENTRIES_DEFAULT);
+    CHECK(group_table("grm_hs_sets").second == GRM_HANDSHAKE_ENTRIES_DEFAULT);
+
+    // Each handshake is in the QUIC group's own table, naming the same socket. (Read, not
+    // steered: entries live 10 s from the first Initial, and a loaded machine's grmd start
+    // alone can take that long.)
+    __u32 hs_id = 0;
+    Fd hs_sets(bpf_obj_get(pins::map(sandbox().pin_dir, "grm_hs_sets").c_str()));
+    for (__u32 gid = 0; hs_sets.valid() && gid < GRM_MAX_GROUPS && hs_id == 0; gid++)
+        if (bpf_map_lookup_elem(hs_sets.get(), &gid, &hs_id) != 0)
+            hs_id = 0;
+    Fd own_hs(bpf_map_get_fd_by_id(hs_id));
+    CHECK(handshakes_in(own_hs.get()) == old_hs);
+
+    // Flows stay where they were; new ones go to generation 2.
+    CHECK(landing(flows, AF_INET, flow.port, raw(flow.socks), 2) == home);
+    auto fresh = clients_of(AF_INET, 10);
+    for (size_t w : landing(fresh, AF_INET, flow.port, raw(flow.socks), 3))
+        CHECK(w >= 2); // new flows: generation 2
+
+    // The copies count as inserts: nothing shows as evicted.
+    auto list = run({binary("grmctl"), "-p", sandbox().pin_dir, "list"});
+    INFO(list.output);
+    CHECK(list.output.find("flow table: 50 of 131072 entries, 0 evicted") != std::string::npos);
+    CHECK(list.output.find("handshake table: 20 of 16384 entries, 0 evicted") != std::string::npos);
+}
+
 TEST_CASE("upgrade: pinned state of an unknown ABI version is refused with the reason; the "
           "old hooks keep steering and answering",
           "[upgrade-refuse][upgrade]")
@@ -291,8 +417,9 @@ TEST_CASE("upgrade: pinned state of an unknown ABI version is refused with the r
     }
 }
 
-TEST_CASE("upgrade: a resized flow table is copied into a new map and swapped in; flows, "
-          "sockets and groups stay; a crashed copy's leftovers are cleared",
+TEST_CASE("upgrade: grmd with another --flow-entries copies each group's flow table into one "
+          "of the new size and swaps it in; flows, sockets and groups stay; a crashed copy's "
+          "leftovers are cleared",
           "[upgrade-flow-resize][upgrade]")
 {
     auto d = Daemon::start(sandbox());
@@ -304,17 +431,17 @@ TEST_CASE("upgrade: a resized flow table is copied into a new map and swapped in
     });
     REQUIRE(WEXITSTATUS(d->stop(SIGTERM)) == 0);
     auto socks = pinned_map("grm_socks");
-    auto table = pinned_map("grm_flows");
-    REQUIRE(table.second == 131072);
+    auto table = group_table("grm_flow_sets");
+    REQUIRE(table.second == GRM_FLOW_ENTRIES_DEFAULT);
 
     // What a grmd that died in the middle of a copy leaves: a half-built maps_next/, here with
-    // a map under grm_flows' name that fits nothing. Cleared, never taken for state.
+    // a map under grm_flow_sets' name that fits nothing. Cleared, never taken for state.
     const std::string next = sandbox().pin_dir + "/maps_next";
     REQUIRE(::mkdir(next.c_str(), 0700) == 0);
     {
         Fd junk(bpf_map_create(BPF_MAP_TYPE_ARRAY, "junk", 4, 4, 1, nullptr));
         REQUIRE(junk.valid());
-        REQUIRE(bpf_obj_pin(junk.get(), (next + "/grm_flows").c_str()) == 0);
+        REQUIRE(bpf_obj_pin(junk.get(), (next + "/grm_flow_sets").c_str()) == 0);
     }
 
     Traffic traffic(flows, flow.port, raw(flow.socks),
@@ -329,8 +456,9 @@ TEST_CASE("upgrade: a resized flow table is copied into a new map and swapped in
                traffic.sent(), traffic.received(), traffic.misplaced());
     CHECK(traffic.received() == traffic.sent());
     CHECK(traffic.misplaced() == 0);
-    CHECK(d2->log().find("grm_flows copied (40 entries)") != std::string::npos);
-    auto now = pinned_map("grm_flows");
+    CHECK(d2->log().find(fmt::format("resized {} -> 4096 entries (40 copied)",
+                                     GRM_FLOW_ENTRIES_DEFAULT)) != std::string::npos);
+    auto now = group_table("grm_flow_sets");
     CHECK(now.first != table.first);
     CHECK(now.second == 4096);
     CHECK(pinned_map("grm_socks") == socks); // the sockets' map itself is kept

@@ -44,6 +44,13 @@ public:
     /// grm_sock_sets: gid -> index -> SO_COOKIE of the socket set_socket put there
     std::map<uint32_t, std::map<uint32_t, uint64_t>> sock_sets;
     std::set<uint64_t> live_netns = {0}; ///< netns_cookies(): make_group's namespace
+    /// The groups' own tables: (table, gid) -> max_entries and entries.
+    struct FakeTable {
+        uint32_t capacity = 0;
+        std::map<Bytes, Bytes> entries;
+    };
+    std::map<std::pair<Table, uint32_t>, FakeTable> tables;
+    int tables_made = 0;
 
     FakeKernel()
     {
@@ -75,6 +82,7 @@ public:
         case MapId::meta:
         case MapId::cbpf_out:
         case MapId::gstate:
+        case MapId::tbl_stats:
             return true;
         default:
             return false;
@@ -179,6 +187,54 @@ public:
         return {};
     }
 
+    Result<uint32_t> table_size(Table t, uint32_t gid) override
+    {
+        auto it = tables.find({t, gid});
+        if (it == tables.end())
+            return unexpected(ENOENT, "no table");
+        return it->second.capacity;
+    }
+    Result<uint32_t> make_table(Table t, uint32_t gid, uint32_t entries) override
+    {
+        if (fail_update_errno)
+            return unexpected(fail_update_errno, "injected");
+        tables_made++;
+        FakeTable& ft = tables[{t, gid}];
+        ft.capacity = entries;
+        return static_cast<uint32_t>(ft.entries.size());
+    }
+    Result<uint32_t> drop_table(Table t, uint32_t gid) override
+    {
+        auto it = tables.find({t, gid});
+        if (it == tables.end())
+            return unexpected(ENOENT, "no table");
+        auto n = static_cast<uint32_t>(it->second.entries.size());
+        tables.erase(it);
+        return n;
+    }
+    Result<void> walk_table(Table t, uint32_t gid,
+                            const std::function<void(const void*, const void*)>& f) override
+    {
+        auto it = tables.find({t, gid});
+        if (it == tables.end())
+            return unexpected(ENOENT, "no table");
+        for (const auto& [k, v] : it->second.entries)
+            f(k.data(), v.data());
+        return {};
+    }
+    /// An entry as BPF would put it into group gid's table (made if absent).
+    void add_entry(Table t, uint32_t gid, uint16_t port)
+    {
+        FakeTable& ft = tables[{t, gid}];
+        if (!ft.capacity)
+            ft.capacity = 16;
+        const TableShape sh = table_shape(t);
+        Bytes k(sh.key_size), v(sh.value_size);
+        std::memcpy(k.data(), &gid, sizeof(gid));
+        std::memcpy(k.data() + 4, &port, sizeof(port));
+        ft.entries[k] = v;
+    }
+
     Result<void> next_key(MapId m, const void* key, void* next) override
     {
         auto& mm = map(m);
@@ -202,6 +258,7 @@ public:
         case MapId::dstats:
         case MapId::dropped:
         case MapId::gstate:
+        case MapId::tbl_stats:
             return GRM_MAX_GROUPS;
         case MapId::stats:
             return GRM_MAX_GROUPS + 1;
@@ -712,12 +769,15 @@ TEST_CASE("teardown: delete_group removes one group's state and nothing else", "
     reg.on_event(register_event(g, 0x12, 1));
     reg.on_event(register_event(other, 0x13, 1));
     REQUIRE(reg.registered() == 3);
-    for (uint32_t gid : {7u, 8u, 7u}) {
-        grm_flow_key fk{};
-        fk.gid = gid;
-        fk.port = htons(static_cast<uint16_t>(1000 + k.entries(MapId::flows)));
-        REQUIRE(put<MapId::flows>(k, fk, grm_flow{}));
-    }
+    // Registration made both groups' FLOW tables.
+    REQUIRE(k.tables.count({Table::flows, 7}));
+    REQUIRE(k.tables.count({Table::flows, 8}));
+    k.add_entry(Table::flows, 7, 1000);
+    k.add_entry(Table::flows, 8, 1001);
+    k.add_entry(Table::flows, 7, 1002);
+    std::vector<uint8_t> tstats(percpu_value_size(sizeof(grm_table_stats), 2), 0xff);
+    uint32_t tgid = 7;
+    REQUIRE(k.update(MapId::tbl_stats, &tgid, tstats.data()));
     REQUIRE(put<MapId::cbpf_progs>(k, 7, 42));
     std::vector<uint8_t> stats(percpu_value_size(sizeof(grm_stats), 2), 0xff);
     uint32_t gid7 = 7;
@@ -743,7 +803,10 @@ TEST_CASE("teardown: delete_group removes one group's state and nothing else", "
     REQUIRE(k.lookup(MapId::stats, &gid7, stats.data()));
     CHECK(std::all_of(stats.begin(), stats.end(), [](uint8_t b) { return b == 0; }));
     CHECK_FALSE(get<MapId::cbpf_progs>(k, 7));
-    CHECK(k.entries(MapId::flows) == 1);
+    CHECK_FALSE(k.tables.count({Table::flows, 7}));
+    CHECK(k.tables.at({Table::flows, 8}).entries.size() == 1);
+    REQUIRE(k.lookup(MapId::tbl_stats, &tgid, tstats.data()));
+    CHECK(std::all_of(tstats.begin(), tstats.end(), [](uint8_t b) { return b == 0; }));
 
     // The other group keeps everything.
     CHECK(read_group(k, other.key));
@@ -833,12 +896,8 @@ TEST_CASE("registry: a group without registered sockets is freed after the grace
     const grm_group busy = make_group(k, 4434, 6);
     make_socket(k, 7, 0xc1, 1);
     reg.on_event(register_event(busy, 0xc1, 1));
-    grm_flow_key fk{};
-    fk.gid = 5;
-    REQUIRE(put<MapId::flows>(k, fk, grm_flow{}));
-    grm_hs_key hk{};
-    hk.gid = 5;
-    REQUIRE(put<MapId::handshakes>(k, hk, grm_flow{}));
+    k.add_entry(Table::flows, 5, 1);
+    k.add_entry(Table::handshakes, 5, 1);
 
     CHECK(reg.expire_groups() == 0); // idle from now: waits for the grace
     auto st = get<MapId::gstate>(k, 5);
@@ -873,8 +932,8 @@ TEST_CASE("registry: a group without registered sockets is freed after the grace
         CHECK_FALSE(read_group(k, g.key));
         CHECK(*get<MapId::gids>(k, 5) == 0);
         CHECK(*get<MapId::ports>(k, 4433) == 0);
-        CHECK(k.entries(MapId::flows) == 0);
-        CHECK(k.entries(MapId::handshakes) == 0);
+        CHECK_FALSE(k.tables.count({Table::flows, 5}));
+        CHECK_FALSE(k.tables.count({Table::handshakes, 5}));
         CHECK(get<MapId::gstate>(k, 5)->free_at_ns == 0);
         CHECK(read_group(k, busy.key)); // the busy one stays
     }
@@ -916,4 +975,51 @@ TEST_CASE("registry: a batch drops superseded records and searches each fd table
     CHECK(k.getfd_calls == 50); // one pass over the process's 50 fds for all 50 sockets
     for (int i = 0; i < 50; i++)
         CHECK(get<MapId::regs>(k, 0x100 + static_cast<uint64_t>(i))->gen == 2);
+}
+
+TEST_CASE("registry: a FLOW or QUIC group gets a table of its own at its first registration, "
+          "of the size asked for; a restart with another size resizes it, without one keeps it",
+          "[registry-tables][registry]")
+{
+    FakeKernel k;
+    const grm_group flow = make_group(k, 4433, 3);
+    const grm_group quic = make_group(k, 4434, 4, DISSECTOR_QUIC);
+    const grm_group noop = make_group(k, 4435, 5, DISSECTOR_NOOP);
+    const grm_group idle = make_group(k, 4436, 6); // FLOW, never registers
+    {
+        Registry reg(k);
+        reg.set_table_sizes(1000, 0);
+        make_socket(k, 11, 0x11, 1);
+        make_socket(k, 12, 0x12, 1);
+        make_socket(k, 13, 0x13, 1);
+        reg.on_event(register_event(flow, 0x11, 1));
+        reg.on_event(register_event(quic, 0x12, 1));
+        reg.on_event(register_event(noop, 0x13, 1));
+        CHECK(k.tables.size() == 2);
+        CHECK(k.tables.at({Table::flows, 3}).capacity == 1000);
+        CHECK(k.tables.at({Table::handshakes, 4}).capacity == GRM_HANDSHAKE_ENTRIES_DEFAULT);
+        CHECK_FALSE(k.tables.count({Table::flows, idle.gid}));
+        // A second socket finds the table in place: not made again.
+        const int made = k.tables_made;
+        make_socket(k, 14, 0x14, 1);
+        reg.on_event(register_event(flow, 0x14, 1));
+        CHECK(k.tables_made == made);
+    }
+    k.add_entry(Table::flows, 3, 7);
+    SECTION("a grmd without sizes keeps the tables")
+    {
+        Registry reg(k);
+        REQUIRE(reg.reload());
+        CHECK(k.tables.at({Table::flows, 3}).capacity == 1000);
+        CHECK(k.tables.at({Table::flows, 3}).entries.size() == 1);
+    }
+    SECTION("a grmd with another flow size resizes the FLOW table only")
+    {
+        Registry reg(k);
+        reg.set_table_sizes(4096, 0);
+        REQUIRE(reg.reload());
+        CHECK(k.tables.at({Table::flows, 3}).capacity == 4096);
+        CHECK(k.tables.at({Table::flows, 3}).entries.size() == 1);
+        CHECK(k.tables.at({Table::handshakes, 4}).capacity == GRM_HANDSHAKE_ENTRIES_DEFAULT);
+    }
 }

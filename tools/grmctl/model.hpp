@@ -23,6 +23,24 @@ struct Registration {
     bool live = false;
 };
 
+/// A group's own FLOW or handshake table (grm_flow_sets / grm_hs_sets) and its counters
+/// (grm_tbl_stats, summed over CPUs).
+struct TableUse {
+    bool present = false;  ///< grmd has made the table (at the group's first registration)
+    uint32_t capacity = 0; ///< its max_entries
+    uint64_t memory = 0;   ///< kernel memory it takes (preallocated), bytes; 0: unknown
+    uint64_t entries = 0;  ///< entries in it now (timed-out ones included until reused)
+    uint64_t inserts = 0;  ///< new keys BPF put in
+    uint64_t deletes = 0;  ///< keys BPF deleted (owner closed); handshakes: none
+    uint64_t no_table = 0; ///< packets (FLOW: also sends, FLOW_ASSUREs) that failed open
+    /// Entries the LRU evicted to make room: inserts - deletes - entries (0 if negative: the
+    /// counters restart with the group, and entries copied in by a resize are not inserts).
+    uint64_t evicted() const
+    {
+        return inserts > deletes + entries ? inserts - deletes - entries : 0;
+    }
+};
+
 /// One group: its record, the 32 slot states, counters and registrations.
 struct GroupState {
     grm_group_key key{};
@@ -31,10 +49,12 @@ struct GroupState {
     grm_stats stats{};                                 ///< grm_stats[gid], summed over CPUs
     grm_dstats dstats{};                               ///< grm_dstats[gid]
     std::vector<Registration> regs;                    ///< this group's, by (slot, idx)
-    grm_gstate gstate{}; ///< grm_gstate[gid]: idle, freed when; cBPF load (zero if absent)
+    grm_gstate gstate{};      ///< grm_gstate[gid]: idle, freed when; cBPF load (zero if absent)
+    TableUse flow_table;      ///< FLOW groups
+    TableUse handshake_table; ///< QUIC groups
 };
 
-/// One grm_flows entry; owner_live: its owner key is in grm_socks.
+/// One entry of a group's FLOW table; owner_live: its owner key is in grm_socks.
 struct FlowEntry {
     grm_flow_key key{};
     grm_flow flow{};
@@ -85,7 +105,7 @@ struct Deleted {
     grm_group group{};
     uint32_t registrations = 0;     ///< grm_regs entries of the gid deleted
     uint32_t socket_index_keys = 0; ///< their GRM_SOCK_IDX_KEY entries deleted from grm_socks
-    uint32_t flows = 0;             ///< grm_flows entries of the gid deleted
+    uint32_t flows = 0;             ///< entries of the group's FLOW table, dropped with it
     bool cbpf_program = false;      ///< grm_cbpf_progs[gid] held a program
 };
 

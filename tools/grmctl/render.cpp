@@ -288,6 +288,32 @@ std::string cbpf_error_of(const grm_gstate& st)
     return std::string(st.cbpf_error, strnlen(st.cbpf_error, sizeof(st.cbpf_error)));
 }
 
+namespace {
+
+/// "flow table" / "handshake table" line of a group, if it has the table or failed open.
+std::string table_line(const char* what, const TableUse& t)
+{
+    if (!t.present && t.no_table == 0)
+        return "";
+    std::string out = t.present ? fmt::format("\t{}: {} of {} entries, {} evicted", what, t.entries,
+                                              t.capacity, t.evicted())
+                                : fmt::format("\t{}: none yet (no registered socket)", what);
+    if (t.memory)
+        out += fmt::format(", {:.1f} MiB", static_cast<double>(t.memory) / (1 << 20));
+    if (t.no_table)
+        out += fmt::format(", {} failed open without a table", t.no_table);
+    return out + "\n";
+}
+
+Json table_json(const TableUse& t)
+{
+    return {{"present", t.present},   {"capacity", t.capacity}, {"memory_bytes", t.memory},
+            {"entries", t.entries},   {"inserts", t.inserts},   {"deletes", t.deletes},
+            {"evicted", t.evicted()}, {"no_table", t.no_table}};
+}
+
+} // namespace
+
 std::string render_list_text(const Snapshot& s, bool verbose)
 {
     std::string out;
@@ -318,6 +344,8 @@ std::string render_list_text(const Snapshot& s, bool verbose)
         else if (st.cbpf == GRM_CBPF_LOAD_FAILED)
             out += fmt::format("\tcbpf program: failed ({}), not retried: {}\n",
                                std::strerror(static_cast<int>(st.cbpf_errno)), cbpf_error_of(st));
+        out += table_line("flow table", g.flow_table);
+        out += table_line("handshake table", g.handshake_table);
 
         out += "\tsocket generations:\n";
         for (const Generation& gen : generations_of(g)) {
@@ -431,6 +459,8 @@ Json groups_json(const Snapshot& s)
              {{"state", cbpf_load_name(g.gstate.cbpf)},
               {"errno", g.gstate.cbpf_errno},
               {"error", cbpf_error_of(g.gstate)}}},
+            {"flow_table", table_json(g.flow_table)},
+            {"handshake_table", table_json(g.handshake_table)},
         });
     }
     return {
@@ -515,6 +545,35 @@ std::string render_prometheus(const Snapshot& s, std::string_view version)
                            o.counters.refused_sockets);
         out += fmt::format("grm_owner_refused_total{{uid=\"{}\",limit=\"ring\"}} {}\n", o.uid,
                            o.counters.refused_ring);
+    }
+
+    // The groups' own tables, for the groups that have one.
+    struct TableMetric {
+        const char* name;
+        const char* help;
+        MetricKind kind;
+        uint64_t (*value)(const TableUse&);
+    };
+    const TableMetric table_metrics[] = {
+        {"table_capacity", "Entries a group's own FLOW or handshake table holds", MetricKind::gauge,
+         [](const TableUse& t) -> uint64_t { return t.capacity; }},
+        {"table_entries", "Entries in a group's own table now", MetricKind::gauge,
+         [](const TableUse& t) -> uint64_t { return t.entries; }},
+        {"table_memory_bytes", "Kernel memory a group's own table takes (preallocated)",
+         MetricKind::gauge, [](const TableUse& t) { return t.memory; }},
+        {"table_evictions", "Entries evicted from a group's table to make room for its new ones",
+         MetricKind::counter, [](const TableUse& t) { return t.evicted(); }},
+        {"table_no_table", "Packets and sends that failed open: the group had no table yet",
+         MetricKind::counter, [](const TableUse& t) { return t.no_table; }},
+    };
+    for (const TableMetric& m : table_metrics) {
+        family(m.name, m.help, m.kind);
+        for (size_t i = 0; i < s.groups.size(); i++)
+            for (auto [name, t] : {std::pair{"flows", &s.groups[i].flow_table},
+                                   std::pair{"handshakes", &s.groups[i].handshake_table}})
+                if (t->present || t->no_table)
+                    out += fmt::format("grm_{}{{socket=\"{}\",table=\"{}\"}} {}\n", m.name,
+                                       sockets[i], name, m.value(*t));
     }
     return out;
 }

@@ -68,6 +68,40 @@ Result<GroupState> read_group_state(Kernel& k, const grm_group_key& key, const g
     if (k.has(MapId::gstate)) // state of a grmd before group lifetimes lacks it
         if (auto st = daemon::get<MapId::gstate>(k, gid))
             gs.gstate = *st;
+
+    grm_table_stats ts{};
+    if (k.has(MapId::tbl_stats)) {
+        std::vector<grm_table_stats> per(ncpu);
+        if (auto r = k.lookup(MapId::tbl_stats, &gid, per.data()); !r)
+            return unexpected(r.error().code,
+                              fmt::format("read {}[{}]", k.where(MapId::tbl_stats), gid));
+        for (const grm_table_stats& c : per) {
+            ts.flow_inserts += c.flow_inserts;
+            ts.flow_deletes += c.flow_deletes;
+            ts.flow_no_table += c.flow_no_table;
+            ts.hs_inserts += c.hs_inserts;
+            ts.hs_no_table += c.hs_no_table;
+        }
+    }
+    gs.flow_table = {
+        .inserts = ts.flow_inserts, .deletes = ts.flow_deletes, .no_table = ts.flow_no_table};
+    gs.handshake_table = {.inserts = ts.hs_inserts, .no_table = ts.hs_no_table};
+    for (auto [t, use] : {std::pair{daemon::Table::flows, &gs.flow_table},
+                          std::pair{daemon::Table::handshakes, &gs.handshake_table}}) {
+        if (!k.has(t == daemon::Table::flows ? MapId::flow_sets : MapId::hs_sets))
+            continue;
+        auto size = k.table_size(t, gid);
+        if (!size) {
+            if (size.error().code == ENOENT)
+                continue;
+            return unexpected(size.error());
+        }
+        use->present = true;
+        use->capacity = *size;
+        use->memory = k.table_memory(t, gid).value_or(0);
+        if (auto w = k.walk_table(t, gid, [use](const void*, const void*) { use->entries++; }); !w)
+            return unexpected(w.error());
+    }
     return gs;
 }
 
@@ -115,17 +149,25 @@ Result<std::vector<OwnerState>> read_owners(Kernel& k)
 Result<daemon::BpfKernel> open_state(const std::string& pin_dir, Command c)
 {
     using Pin = daemon::BpfKernel::Pin;
-    std::vector<Pin> pins = {{MapId::groups}, {MapId::group_recs}, {MapId::meta},
-                             {MapId::regs},   {MapId::slots},      {MapId::socks},
-                             {MapId::stats},  {MapId::dstats},     {MapId::gstate, true}};
+    std::vector<Pin> pins = {{MapId::groups},
+                             {MapId::group_recs},
+                             {MapId::meta},
+                             {MapId::regs},
+                             {MapId::slots},
+                             {MapId::socks},
+                             {MapId::stats},
+                             {MapId::dstats},
+                             {MapId::gstate, true},
+                             // The groups' own tables and their counters.
+                             {MapId::flow_sets, true},
+                             {MapId::hs_sets, true},
+                             {MapId::tbl_stats, true}};
     if (c == Command::owners || c == Command::metrics) {
         // State of a grmd before the per-owner limits lacks these maps.
         pins.push_back({MapId::owners, true});
         pins.push_back({MapId::owner_use, true});
         pins.push_back({MapId::owner_ring, true});
     }
-    if (c == Command::flows || c == Command::del)
-        pins.push_back({MapId::flows});
     if (c == Command::del) {
         pins.push_back({MapId::gids});
         // State of a grm without cBPF, the port index or the socket maps lacks these maps.
@@ -208,14 +250,17 @@ Result<Snapshot> read_snapshot(Kernel& k, const Options& o)
 
     if (o.command == Command::flows) {
         std::map<grm_flow_key, grm_flow, FlowKeyLess> flows;
-        auto fw = daemon::for_each_key<MapId::flows>(k, [&](const grm_flow_key& key) {
-            if (o.filter && !gids.count(key.gid))
-                return;
-            if (auto f = daemon::get<MapId::flows>(k, key))
-                flows[key] = *f;
-        });
-        if (!fw)
-            return unexpected(fw.error());
+        for (uint32_t gid : gids) {
+            auto fw = k.walk_table(daemon::Table::flows, gid, [&](const void* kp, const void* vp) {
+                grm_flow_key key;
+                grm_flow f;
+                std::memcpy(&key, kp, sizeof(key));
+                std::memcpy(&f, vp, sizeof(f));
+                flows[key] = f;
+            });
+            if (!fw && fw.error().code != ENOENT)
+                return unexpected(fw.error());
+        }
         std::map<uint64_t, bool> live;
         for (const auto& [key, f] : flows) {
             auto it = live.find(f.owner);
