@@ -11,7 +11,8 @@
 namespace grm::daemon::upgrade::v3 {
 
 inline constexpr uint32_t kAbiVersion = 3;
-inline constexpr const char* kRelease = "main at 5476c3d, before the per-owner limits and per-group tables (unreleased)";
+inline constexpr const char* kRelease =
+    "main at 5476c3d, before the per-owner limits and per-group tables (unreleased)";
 inline constexpr uint64_t kFingerprint = 0xd1d190c1a3ac36deull;
 inline constexpr std::string_view kLayout = R"(
 S grm_group_key 24
