@@ -262,6 +262,10 @@ TEST_CASE("errno: WORKING_GEN, SOCKET_GEN, SOCKET_APP, FLOW_ASSURE", "[errno-opt
         Fd a = server_socket(AF_INET, 0);
         Fd b = server_socket(AF_INET, local_port(a.get()));
         REQUIRE(client::set_dissector(a.get(), dissector(DISSECTOR_FLOW)));
+        // A group gets its own FLOW table at its first registration; before that FLOW_ASSURE
+        // fails open (flowcap-no-table), so register a for the EEXIST checks below.
+        const int afd = a.get();
+        REQUIRE(client::register_sockets({&afd, 1}, 0, std::chrono::seconds(10)));
         sockaddr_storage unix_peer{};
         unix_peer.ss_family = AF_UNIX;
         CHECK(set_opt(a.get(), UDP_GRM_FLOW_ASSURE, &unix_peer, sizeof(sockaddr_in)) == EPERM);
