@@ -265,25 +265,21 @@ TEST_CASE("grmctl memory: every pinned map with its shape and kernel memory, and
     auto j = nlohmann::json::parse(r.output, nullptr, false);
     REQUIRE_FALSE(j.is_discarded());
     uint64_t sum = 0;
-    bool flows = false, set = false;
+    bool flow_sets = false, set = false;
     for (const auto& m : j["maps"]) {
         const uint64_t memlock = m["memlock_bytes"];
         CHECK(memlock > 0);
         sum += memlock;
-        if (m["name"] == "grm_flows") {
-            flows = true;
-            CHECK(m["max_entries"] == 4096); // as grmd was told
-            CHECK(m["type"] == BPF_MAP_TYPE_LRU_HASH);
-            // A preallocated table: at least its elements' keys and values.
-            const uint64_t kv = uint64_t(m["key_size"]) + uint64_t(m["value_size"]);
-            CHECK(memlock >= 4096 * kv);
+        if (m["name"] == "grm_flow_sets") {
+            flow_sets = true; // the groups' FLOW tables hang off it (ABI 4)
+            CHECK(m["type"] == BPF_MAP_TYPE_ARRAY_OF_MAPS);
         }
         if (m["name"] == fmt::format("grm_sock_set_{}", gid)) {
             set = true;
             CHECK(m["type"] == BPF_MAP_TYPE_SOCKMAP);
         }
     }
-    CHECK(flows);
+    CHECK(flow_sets);
     CHECK(set); // the group's own socket map counts too
     CHECK(j["total_memlock_bytes"] == sum);
 
@@ -291,7 +287,23 @@ TEST_CASE("grmctl memory: every pinned map with its shape and kernel memory, and
     REQUIRE(WIFEXITED(r.status));
     CHECK(WEXITSTATUS(r.status) == 0);
     CHECK(r.output.find(fmt::format("total: {} bytes", sum)) != std::string::npos);
-    CHECK(r.output.find("grm_flows") != std::string::npos);
+    CHECK(r.output.find("grm_flow_sets") != std::string::npos);
+
+    // The group's own FLOW table is not pinned: `list` shows its memory, at the size grmd was
+    // told, preallocated (at least its elements' keys and values: 24 + 16 bytes each).
+    r = run({grmctl(), "--pin-dir=" + sandbox().pin_dir, "list", "--json"});
+    INFO(r.output);
+    auto l = nlohmann::json::parse(r.output, nullptr, false);
+    REQUIRE_FALSE(l.is_discarded());
+    bool table = false;
+    for (const auto& g : l["groups"])
+        if (std::string(g["address"]).ends_with(":" + std::to_string(port))) {
+            table = true;
+            CHECK(g["flow_table"]["present"] == true);
+            CHECK(g["flow_table"]["capacity"] == 4096);
+            CHECK(uint64_t(g["flow_table"]["memory_bytes"]) >= 4096 * (24 + 16));
+        }
+    CHECK(table);
 
     // No grmd pins here: an error, not an empty table.
     r = run({grmctl(), "--pin-dir=" + sandbox().root + "/nowhere", "memory"});
