@@ -148,6 +148,19 @@ std::optional<int> wait_exit(pid_t pid, std::chrono::milliseconds timeout)
     }
 }
 
+std::string describe_status(int status)
+{
+    if (WIFEXITED(status))
+        return "exit status " + std::to_string(WEXITSTATUS(status));
+    if (WIFSIGNALED(status)) {
+        const char* name = ::sigabbrev_np(WTERMSIG(status));
+        std::string s = name ? std::string("killed by SIG") + name
+                             : "killed by signal " + std::to_string(WTERMSIG(status));
+        return WCOREDUMP(status) ? s + " (core dumped)" : s;
+    }
+    return "wait status " + std::to_string(status);
+}
+
 int stop(pid_t pid, int sig)
 {
     int status = -1;

@@ -44,6 +44,9 @@ Result<pid_t> spawn(const SpawnOptions& o);
 /// Waits up to `timeout` for pid to exit: its wait status, or nullopt while it still runs.
 std::optional<int> wait_exit(pid_t pid, std::chrono::milliseconds timeout);
 
+/// A wait status in words: "exit status N", "killed by SIGKILL" (with " (core dumped)").
+std::string describe_status(int status);
+
 /// Sends sig (after SIGCONT, in case it was stopped) and reaps; the wait status.
 int stop(pid_t pid, int sig);
 

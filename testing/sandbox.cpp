@@ -221,8 +221,11 @@ Result<Daemon> Daemon::launch(const std::string& grmd_path, const Sandbox& sb,
     // A test killed by its timeout must not leave its grmd behind.
     so.pdeathsig = SIGKILL;
     so.in_child = [netns = sb.netns] {
-        if (netns >= 0 && ::setns(netns, CLONE_NEWNET) != 0)
+        if (netns >= 0 && ::setns(netns, CLONE_NEWNET) != 0) {
+            static const char msg[] = "test launcher: setns into the sandbox's netns failed\n";
+            (void)!::write(2, msg, sizeof(msg) - 1); // the log; async-signal-safe
             ::_exit(126);
+        }
         // grmd must work without raising RLIMIT_MEMLOCK (kernel memory is memcg-accounted):
         // take the limit to 0 and the capability that could lift it away.
         rlimit zero{0, 0};
@@ -249,7 +252,10 @@ Result<Daemon> Daemon::launch(const std::string& grmd_path, const Sandbox& sb,
         int status = 0;
         if (::waitpid(pid, &status, WNOHANG) == pid) {
             d.pid_ = -1;
-            return unexpected(ECHILD, "grmd exited before READY: " + d.log());
+            // What it said, and how it ended: a child step that failed before the exec (joining
+            // the netns) ends it with 126 and says nothing.
+            return unexpected(ECHILD, "grmd exited before READY (" + proc::describe_status(status) +
+                                          "): " + d.log());
         }
     }
     return unexpected(ETIMEDOUT, "grmd not ready within 20 s: " + d.log());

@@ -140,6 +140,8 @@ TEST_CASE("proc: spawn, wait, run", "[proc]")
     int status = proc::stop(*pid, SIGTERM);
     CHECK(WIFSIGNALED(status));
     CHECK(WTERMSIG(status) == SIGTERM);
+    CHECK(proc::describe_status(status) == "killed by SIGTERM");
+    CHECK(proc::describe_status(out->status) == "exit status 3");
 
     proc::SpawnOptions e;
     e.argv = {"/bin/sh", "-c", "test \"$ONLY\" = yes && test -z \"$HOME\""};
