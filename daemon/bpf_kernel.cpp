@@ -364,12 +364,21 @@ Result<void> BpfKernel::drop_socket_set(uint32_t gid)
     return {};
 }
 
+Result<int> BpfKernel::outer_fd(Table t) const
+{
+    const int outer = fd(t == Table::flows ? MapId::flow_sets : MapId::hs_sets);
+    if (outer < 0)
+        return unexpected(ENOENT, std::string("no ") + table_shape(t).outer);
+    return outer;
+}
+
 Result<Fd> BpfKernel::table(Table t, uint32_t gid)
 {
     const TableShape sh = table_shape(t);
-    const int outer = outer_fd(t);
-    if (outer < 0)
-        return unexpected(ENOENT, std::string("no ") + sh.outer);
+    auto outer_or = outer_fd(t);
+    if (!outer_or)
+        return unexpected(outer_or.error());
+    const int outer = *outer_or;
     __u32 id = 0;
     if (bpf_map_lookup_elem(outer, &gid, &id) != 0) {
         if (errno != ENOENT)
@@ -416,9 +425,10 @@ Result<uint64_t> BpfKernel::table_memory(Table t, uint32_t gid)
 Result<uint32_t> BpfKernel::make_table(Table t, uint32_t gid, uint32_t entries)
 {
     const TableShape sh = table_shape(t);
-    const int outer = outer_fd(t);
-    if (outer < 0)
-        return unexpected(ENOENT, std::string("no ") + sh.outer);
+    auto outer_or = outer_fd(t);
+    if (!outer_or)
+        return unexpected(outer_or.error());
+    const int outer = *outer_or;
     auto fresh = create_table(t, gid, entries);
     if (!fresh)
         return unexpected(fresh.error());
@@ -448,9 +458,10 @@ Result<uint32_t> BpfKernel::make_table(Table t, uint32_t gid, uint32_t entries)
 Result<uint32_t> BpfKernel::drop_table(Table t, uint32_t gid)
 {
     const TableShape sh = table_shape(t);
-    const int outer = outer_fd(t);
-    if (outer < 0)
-        return unexpected(ENOENT, std::string("no ") + sh.outer);
+    auto outer_or = outer_fd(t);
+    if (!outer_or)
+        return unexpected(outer_or.error());
+    const int outer = *outer_or;
     uint32_t n = 0;
     auto counted = walk_table(t, gid, [&n](const void*, const void*) { n++; });
     if (!counted)

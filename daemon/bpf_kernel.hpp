@@ -83,10 +83,8 @@ private:
     Result<Fd> socket_set(uint32_t gid, bool create);
     /// Group gid's table, opened by the id its outer map holds (ENOENT: none).
     Result<Fd> table(Table t, uint32_t gid);
-    int outer_fd(Table t) const
-    {
-        return fd(t == Table::flows ? MapId::flow_sets : MapId::hs_sets);
-    }
+    /// The outer map holding table t of every group (ENOENT: not open).
+    Result<int> outer_fd(Table t) const;
 
     Fds fds_{};
     std::array<Fd, kMapCount> owned_{}; ///< open_pinned's fds
