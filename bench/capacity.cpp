@@ -79,22 +79,33 @@ Result<std::vector<std::vector<Search>>> search_all(std::vector<Setup>& setups,
                 if (step > 0 && se.limit_passed)
                     continue;
                 const double rate = step == 0 ? o.rate : (se.lo + se.hi) / 2;
-                auto t = run_trial(setups[i], flows, o, cpus, tag++, rate);
-                if (!t)
-                    return failed(setups[i], t.error());
+                // A failed trial is run again (o.retries times) and the rate passes if any
+                // run passed: the rest of the machine only ever makes a trial fail (a build
+                // starving the sender or ksoftirqd, backlog drops), never pass, and one such
+                // moment would otherwise cap the search for the whole round.
+                Trial t;
+                for (int attempt = 0; attempt <= o.retries; attempt++) {
+                    auto tr = run_trial(setups[i], flows, o, cpus, tag++, rate);
+                    if (!tr)
+                        return failed(setups[i], tr.error());
+                    t = *tr;
+                    if (step == 0 || t.pass || attempt == o.retries)
+                        break;
+                    se.trials.push_back(t);
+                }
                 if (step == 0) {
-                    se.probe = *t;
-                    se.hi = o.rate > 0 ? o.rate : t->offered;
-                    if (t->pass) {
+                    se.probe = t;
+                    se.hi = o.rate > 0 ? o.rate : t.offered;
+                    if (t.pass) {
                         se.lo = se.hi;
                         se.limit_passed = true;
                     }
-                } else if (t->pass) {
+                } else if (t.pass) {
                     se.lo = rate;
                 } else {
                     se.hi = rate;
                 }
-                se.trials.push_back(*t);
+                se.trials.push_back(t);
             }
         }
         fmt::print(stderr, "round {}/{} done\n", round + 1, o.rounds);
@@ -141,13 +152,18 @@ int run_capacity(std::vector<Setup>& setups, const std::vector<Fd>& flows, const
         json jrounds = json::array();
         for (size_t r = 0; r < (*searches)[i].size(); r++) {
             const Search& se = (*searches)[i][r];
-            const double c = se.lo > 0 ? se.lo : NAN;
+            // A round where even the probe passed measured the sender, not the receive side:
+            // left out of the medians and of every ratio with it.
+            auto capacity = [](const Search& x) {
+                return x.lo > 0 && !x.limit_passed ? x.lo : NAN;
+            };
+            const double c = capacity(se);
             cap.push_back(c / 1e6);
             auto ratio = [&](std::optional<size_t> ref) -> double {
                 if (!ref)
                     return NAN;
-                const double d = (*searches)[*ref][r].lo;
-                return d > 0 ? c / d : NAN;
+                const double d = capacity((*searches)[*ref][r]);
+                return c / d; // NaN if either is
             };
             vs_floor.push_back(ratio(floor_i));
             vs_plain.push_back(ratio(plain_i));
@@ -203,7 +219,7 @@ int run_capacity(std::vector<Setup>& setups, const std::vector<Fd>& flows, const
                "the round's bisection\n ({} steps of {} s each below the flat-out probe); vs floor "
                "and vs plain are per round; flat-out = the\n probe, the sender unpaced (the old "
                "method); limit = rounds where even the probe passed, so the\n sender, not the "
-               "receive side, set the rate)\n",
+               "receive side, set the rate: left out of the medians and ratios)\n",
                o.rounds, o.steps, o.seconds);
     for (const auto& p : problems)
         fmt::print(stderr, "INSANE: {}\n", p);

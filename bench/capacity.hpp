@@ -49,7 +49,8 @@ struct Search {
     std::vector<Trial> trials;
 };
 
-/// After the warm-ups: o.rounds rounds, each a probe per setup and o.steps bisection steps,
+/// After the warm-ups: o.rounds rounds, each a probe per setup and o.steps bisection steps
+/// (a failed step tried again up to o.retries times),
 /// the setups taking turns in a rotating order within every step; then the table (and the
 /// JSON). Returns the exit status, as run_bench.
 int run_capacity(std::vector<Setup>& setups, const std::vector<Fd>& flows, const Options& o,

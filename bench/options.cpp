@@ -40,7 +40,8 @@ const char* const kUsage =
     "                   setup the loss-free rate, found by a bisection over paced trials\n"
     "                   of --seconds each (default 0.4); --rate caps the search (default:\n"
     "                   the flat-out sending rate)\n"
-    "  --steps N        --rx-bound: bisection steps per setup per round, 1..20 (default 8)\n"
+    "  --steps N        --rx-bound: bisection steps per setup per round, 1..20 (default 7)\n"
+    "  --retries N      --rx-bound: a failed step is tried N more times, 0..5 (default 1)\n"
     "  --rx-flood       --rx-bound without the search: flat-out rounds (the older method)\n"
     "  --scale WHAT     a scaling table instead, one of: flows (1k/100k/1M live flows),\n"
     "                   groups (1/100/1000), sockets (1/16/256 per generation), gens\n"
@@ -106,6 +107,7 @@ Result<Options> parse_options(int argc, char** argv)
         kRxBound,
         kRxFlood,
         kSteps,
+        kRetries,
         kNice,
         kScale,
         kRestart,
@@ -127,6 +129,7 @@ Result<Options> parse_options(int argc, char** argv)
         {"rx-bound", no_argument, nullptr, kRxBound},
         {"rx-flood", no_argument, nullptr, kRxFlood},
         {"steps", required_argument, nullptr, kSteps},
+        {"retries", required_argument, nullptr, kRetries},
         {"nice", required_argument, nullptr, kNice},
         {"scale", required_argument, nullptr, kScale},
         {"restart", no_argument, nullptr, kRestart},
@@ -191,6 +194,9 @@ Result<Options> parse_options(int argc, char** argv)
             break;
         case kSteps:
             r = whole(optarg, "--steps", 1, 20, o.steps);
+            break;
+        case kRetries:
+            r = whole(optarg, "--retries", 0, 5, o.retries);
             break;
         case kNice:
             r = whole(optarg, "--nice", -20, 19, o.nice);

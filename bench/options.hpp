@@ -30,8 +30,9 @@ struct Options {
     bool rx_bound = false;     ///< raw sender, the receive path on the second CPU (RPS)
     /// --rx-bound the old way: flat-out rounds (cost and rate phases), no capacity search.
     bool rx_flood = false;
-    int steps = 8; ///< --rx-bound: bisection steps per setup per round
-    int nice = 0;  ///< the sender's and receiver's nice value
+    int steps = 7;   ///< --rx-bound: bisection steps per setup per round
+    int retries = 1; ///< --rx-bound: runs more of a failed step before it counts as failed
+    int nice = 0;    ///< the sender's and receiver's nice value
     bool restart = false;
     bool help = false;
 };

@@ -385,6 +385,7 @@ json environment_json(int argc, char** argv, const Options& o, const Cpus& cpus,
               {"rx_bound", o.rx_bound},
               {"rx_flood", o.rx_flood},
               {"steps", o.steps},
+              {"retries", o.retries},
               {"scale", o.scale},
               {"daemon", o.daemon},
               {"flow_entries", o.flow_entries}}}};
