@@ -36,7 +36,13 @@ const char* const kUsage =
     "                   by the sandbox's (its bpffs is also mounted on /sys/fs/bpf)\n"
     "  --flow-entries N grmd's FLOW table size (default grmd's; --scale flows: 2097152)\n"
     "  --rx-bound       receive-bound throughput: a raw sender on the first CPU, the\n"
-    "                   receive path (RPS on lo) and the receiver on the second\n"
+    "                   receive path (RPS on lo) and the receiver on the second; per\n"
+    "                   setup the loss-free rate, found by a bisection over paced trials\n"
+    "                   of --seconds each (default 0.4); --rate caps the search (default:\n"
+    "                   the flat-out sending rate)\n"
+    "  --steps N        --rx-bound: bisection steps per setup per round, 1..20 (default 7)\n"
+    "  --retries N      --rx-bound: a failed step is tried N more times, 0..5 (default 1)\n"
+    "  --rx-flood       --rx-bound without the search: flat-out rounds (the older method)\n"
     "  --scale WHAT     a scaling table instead, one of: flows (1k/100k/1M live flows),\n"
     "                   groups (1/100/1000), sockets (1/16/256 per generation), gens\n"
     "                   (1/8/32 live generations), newflows (every packet a new flow)\n"
@@ -99,6 +105,9 @@ Result<Options> parse_options(int argc, char** argv)
         kDaemon,
         kFlowEntries,
         kRxBound,
+        kRxFlood,
+        kSteps,
+        kRetries,
         kNice,
         kScale,
         kRestart,
@@ -118,6 +127,9 @@ Result<Options> parse_options(int argc, char** argv)
         {"daemon", required_argument, nullptr, kDaemon},
         {"flow-entries", required_argument, nullptr, kFlowEntries},
         {"rx-bound", no_argument, nullptr, kRxBound},
+        {"rx-flood", no_argument, nullptr, kRxFlood},
+        {"steps", required_argument, nullptr, kSteps},
+        {"retries", required_argument, nullptr, kRetries},
         {"nice", required_argument, nullptr, kNice},
         {"scale", required_argument, nullptr, kScale},
         {"restart", no_argument, nullptr, kRestart},
@@ -177,6 +189,15 @@ Result<Options> parse_options(int argc, char** argv)
         case kRxBound:
             o.rx_bound = true;
             break;
+        case kRxFlood:
+            o.rx_bound = o.rx_flood = true;
+            break;
+        case kSteps:
+            r = whole(optarg, "--steps", 1, 20, o.steps);
+            break;
+        case kRetries:
+            r = whole(optarg, "--retries", 0, 5, o.retries);
+            break;
         case kNice:
             r = whole(optarg, "--nice", -20, 19, o.nice);
             break;
@@ -205,6 +226,8 @@ Result<Options> parse_options(int argc, char** argv)
         return unexpected(EINVAL, "--restart, --rx-bound and --scale exclude each other");
     if (!o.daemon.empty() && (o.restart || !o.scale.empty()))
         return unexpected(EINVAL, "--daemon goes with the comparison table (and --rx-bound)");
+    if (o.rx_bound && !o.rx_flood && !seconds_given)
+        o.seconds = 0.4; // one trial
     if (o.restart) {
         // Restart runs count losses: an uncapped sender would overflow receive queues and
         // blur what the restart itself lost.

@@ -27,9 +27,12 @@ struct Options {
     std::string daemon;
     uint32_t flow_entries = 0; ///< grmd --flow-entries (0: grmd's default, or the mode's)
     std::string scale;         ///< the scaling mode: flows, groups, sockets, gens, newflows
-    bool rx_bound = false;
-    int nice = 0; ///< the sender's and receiver's nice value     ///< raw sender, the receive path
-                  ///< on the second CPU (RPS)
+    bool rx_bound = false;     ///< raw sender, the receive path on the second CPU (RPS)
+    /// --rx-bound the old way: flat-out rounds (cost and rate phases), no capacity search.
+    bool rx_flood = false;
+    int steps = 7;   ///< --rx-bound: bisection steps per setup per round
+    int retries = 1; ///< --rx-bound: runs more of a failed step before it counts as failed
+    int nice = 0;    ///< the sender's and receiver's nice value
     bool restart = false;
     bool help = false;
 };

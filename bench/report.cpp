@@ -18,14 +18,6 @@
 
 namespace grm::bench {
 
-namespace {
-
-/// A value over the rounds: median and range (NaNs left out), and every round's value.
-struct Spread {
-    double median = NAN, min = NAN, max = NAN;
-    std::vector<double> values;
-};
-
 Spread spread(std::vector<double> v)
 {
     Spread s;
@@ -50,12 +42,13 @@ json to_json(const Spread& s)
     return {{"median", num(s.median)}, {"min", num(s.min)}, {"max", num(s.max)}, {"rounds", vals}};
 }
 
-json to_json(const Phase& p)
+json phase_json(const Phase& p)
 {
     json j = {{"sent", p.sent},
               {"received", p.received},
               {"stale", p.stale},
               {"send_errors", p.send_errors},
+              {"received_at_send_end", p.received_at_send_end},
               {"rcvbuf_drops", p.rcvbuf_drops},
               {"seconds", p.seconds},
               {"send_seconds", p.send_seconds},
@@ -64,6 +57,8 @@ json to_json(const Phase& p)
         j["prog"] = {{"run_time_ns", p.prog->run_time_ns}, {"run_cnt", p.prog->run_cnt}};
     return j;
 }
+
+namespace {
 
 json to_json(const grm_stats& c)
 {
@@ -108,8 +103,9 @@ std::string steering_problems(const grm_stats& d, bool routes_by_payload)
     return bad;
 }
 
-/// "median [min..max]" with format f for each; "-" when there is no value.
-std::string cell(const Spread& s, const char* f, bool sign = false)
+} // namespace
+
+std::string cell(const Spread& s, const char* f, bool sign)
 {
     if (std::isnan(s.median))
         return "-";
@@ -127,12 +123,6 @@ std::string now_utc()
     std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
     return buf;
 }
-
-/// What only a setup's own program can get wrong: its JSON fields and its problems.
-struct ProgramCheck {
-    json fields = json::object();
-    std::vector<std::string> problems;
-};
 
 ProgramCheck check_program(const Setup& s, const std::string& pin_dir)
 {
@@ -162,8 +152,6 @@ ProgramCheck check_program(const Setup& s, const std::string& pin_dir)
     }
     return c;
 }
-
-} // namespace
 
 Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vector<Sample>>& samples,
                   const std::string& pin_dir, const Cpus& cpus)
@@ -226,7 +214,7 @@ Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vecto
                                                    s.spec->name, r + 1, x.ns,
                                                    x.cost.prog ? x.cost.prog->run_cnt : 0));
             }
-            jrounds.push_back({{"cost", to_json(x.cost)}, {"rate", to_json(x.rate)}});
+            jrounds.push_back({{"cost", phase_json(x.cost)}, {"rate", phase_json(x.rate)}});
         }
         if (received == 0)
             problems.push_back(fmt::format("{}: no packet received", s.spec->name));
@@ -395,6 +383,9 @@ json environment_json(int argc, char** argv, const Options& o, const Cpus& cpus,
               {"batch", o.batch},
               {"nice", o.nice},
               {"rx_bound", o.rx_bound},
+              {"rx_flood", o.rx_flood},
+              {"steps", o.steps},
+              {"retries", o.retries},
               {"scale", o.scale},
               {"daemon", o.daemon},
               {"flow_entries", o.flow_entries}}}};

@@ -3,6 +3,7 @@
 // trusted (never timing thresholds), the tables on stdout and the JSON file.
 #pragma once
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,28 @@
 namespace grm::bench {
 
 using json = nlohmann::json;
+
+/// A value over the rounds: median and range (NaNs left out), and every round's value.
+struct Spread {
+    double median = NAN, min = NAN, max = NAN;
+    std::vector<double> values;
+};
+Spread spread(std::vector<double> v);
+json to_json(const Spread& s);
+/// "median [min..max]" with format f for each; "-" when there is no value.
+std::string cell(const Spread& s, const char* f, bool sign = false);
+/// A phase's counts as JSON.
+json phase_json(const Phase& p);
+/// Now, as 2026-12-02T09:01:00Z.
+std::string now_utc();
+
+/// What only a setup's own program can get wrong: its JSON fields and its problems (a floor
+/// whose select failed, a grm group whose counters say it did not steer as set up).
+struct ProgramCheck {
+    json fields = json::object();
+    std::vector<std::string> problems;
+};
+ProgramCheck check_program(const Setup& s, const std::string& pin_dir);
 
 /// A line of the comparison table: median [min..max] cells, already formatted.
 struct Row {

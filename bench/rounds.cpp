@@ -15,6 +15,7 @@
 
 #include <fmt/core.h>
 
+#include "capacity.hpp"
 #include "report.hpp"
 #include "traffic.hpp"
 #include "udp.hpp"
@@ -62,6 +63,7 @@ Result<Phase> run_phase(Setup& s, const std::vector<Fd>& flows, const Options& o
     SendResult sr;
     std::thread sender([&] { sr = send_load(l, stop); });
     sender.join();
+    const uint64_t at_send_end = rx.received();
 
     auto deadline = Clock::now() + 3s;
     uint64_t seen = rx.received();
@@ -84,6 +86,7 @@ Result<Phase> run_phase(Setup& s, const std::vector<Fd>& flows, const Options& o
     }
     p.sent = sr.sent;
     p.received = rx.received();
+    p.received_at_send_end = at_send_end;
     p.stale = rx.stale();
     p.send_errors = sr.errors;
     p.rcvbuf_drops = udp_rcvbuf_errors() - drops0;
@@ -97,8 +100,6 @@ Result<Phase> run_phase(Setup& s, const std::vector<Fd>& flows, const Options& o
     p.pps = p.seconds > 0 ? static_cast<double>(p.received) / p.seconds : 0;
     return p;
 }
-
-namespace {
 
 /// Traffic not recorded: caches, the FLOW table's entries, first page faults. A grm setup
 /// repeats it (for at most 10 s) while its group still counts packets that came before its
@@ -130,6 +131,8 @@ Result<void> warm_up(Setup& s, const std::vector<Fd>& flows, const Options& o, c
             return unexpected(ETIMEDOUT, "the program is not ready after 10 s of traffic");
     }
 }
+
+namespace {
 
 /// Every setup's turn in every round, the setups in a rotating order: no setup always runs
 /// first, or right after the same neighbour. Returns samples[setup][round].
@@ -218,10 +221,16 @@ int run_bench(const Options& o, const std::vector<const SetupSpec*>& specs, cons
     const bool stats_preset = RunTimeStats::on_by_sysctl();
     const std::string load_start = loadavg();
     fmt::print(
-        "grm-bench: {} rounds x {} setups x {} s (1/3 cost phase, 2/3 rate phase); {} flows, "
-        "{}-byte payloads, {} receiver sockets, batch {}, rate {}{}{}\n",
-        o.rounds, setups.size(), o.seconds, o.flows, o.size, o.receivers, o.batch,
-        o.rate > 0 ? fmt::format("{:.0f} pps", o.rate) : std::string("unlimited"),
+        "grm-bench: {} rounds x {} setups x {}; {} flows, {}-byte payloads, {} receiver "
+        "sockets, batch {}, rate {}{}{}\n",
+        o.rounds, setups.size(),
+        o.rx_bound && !o.rx_flood
+            ? fmt::format("(1 + {} steps) trials of {} s (capacity search)", o.steps, o.seconds)
+            : fmt::format("{} s (1/3 cost phase, 2/3 rate phase)", o.seconds),
+        o.flows, o.size, o.receivers, o.batch,
+        o.rate > 0                  ? fmt::format("{:.0f} pps", o.rate)
+        : o.rx_bound && !o.rx_flood ? std::string("searched")
+                                    : std::string("unlimited"),
         o.rx_bound
             ? fmt::format("; receive-bound: packet-socket sender on CPU {}, RPS and receiver on "
                           "CPU {}",
@@ -241,6 +250,8 @@ int run_bench(const Options& o, const std::vector<const SetupSpec*>& specs, cons
             return 1;
         }
     }
+    if (o.rx_bound && !o.rx_flood)
+        return run_capacity(setups, flows, o, cpus, tag, sb.pin_dir, load_start, argc, argv);
     auto samples = run_rounds(setups, flows, o, cpus, tag);
     if (!samples) {
         fmt::print(stderr, "grm-bench: {}\n", samples.error().message());

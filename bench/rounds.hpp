@@ -21,6 +21,9 @@ namespace grm::bench {
 /// One sender run against a setup, and what came of it.
 struct Phase {
     uint64_t sent = 0, received = 0, stale = 0, send_errors = 0, rcvbuf_drops = 0;
+    /// Received when the last packet had been sent: sent minus this is what was still queued
+    /// (socket queues, backlog) at that moment.
+    uint64_t received_at_send_end = 0;
     double seconds = 0;            ///< first send to last receive
     double send_seconds = 0;       ///< first send to last send
     double sender_busy = NAN;      ///< sender thread's CPU time / send_seconds
@@ -43,6 +46,11 @@ struct Sample {
 /// max_packets (0: no limit).
 Result<Phase> run_phase(Setup& s, const std::vector<Fd>& flows, const Options& o, const Cpus& cpus,
                         uint32_t tag, double seconds, bool cost, uint64_t max_packets = 0);
+
+/// Traffic not recorded, before a setup's first measured phase (caches, FLOW entries; a cBPF
+/// group's program coming ready). Advances tag.
+Result<void> warm_up(Setup& s, const std::vector<Fd>& flows, const Options& o, const Cpus& cpus,
+                     uint32_t& tag, const std::string& pin_dir);
 
 /// Interleaved rounds over the setups in the sandbox; prints the table (and writes the JSON)
 /// and returns the exit status: 0, or 1 on an error or results that cannot be trusted.
