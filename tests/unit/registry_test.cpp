@@ -736,7 +736,7 @@ TEST_CASE("registry: per-owner use follows registrations, closes, groups and fre
     CHECK(use(1001).sockets == 0);
 
     // Groups: grmd's count goes with the groups_made it read first.
-    REQUIRE(put<MapId::owners>(k, 1000, grm_owner{5, 0, 0, 0}));
+    REQUIRE(put<MapId::owners>(k, 1000, grm_owner{5, 0, 0, 0, 0}));
     reg.count_groups();
     CHECK(use(1000).groups == 1);
     CHECK(use(1000).groups_made_seen == 5);
