@@ -621,9 +621,12 @@ void Registry::count_groups()
         if (!g || !seen.insert(g->gid % GRM_MAX_GROUPS).second)
             return;
         live[g->owner_uid]++;
-        if (auto t = table_for(g->type))
-            if (auto m = k_.table_memory(*t, g->gid % GRM_MAX_GROUPS))
-                table_bytes[g->owner_uid] += *m;
+        const uint32_t gid = g->gid % GRM_MAX_GROUPS;
+        if (auto t = table_for(g->type); t && k_.table_size(*t, gid)) {
+            // No memlock to read (an old kernel): the table counts at what a new one costs.
+            auto m = k_.table_memory(*t, gid);
+            table_bytes[g->owner_uid] += m ? *m : *t == Table::flows ? flow_cost_ : hs_cost_;
+        }
     });
     if (!walked)
         return; // counted next time; the hook goes on with the last count

@@ -470,8 +470,9 @@ GRM_ABI_ASSERT(sizeof(struct grm_owner_ring) == 16);
  *           table (registrations in flight together all passed the hook). */
 #define GRM_LIMIT_GROUPS_PER_OWNER 256   /* default of grmd --limit-groups-per-uid */
 #define GRM_LIMIT_SOCKETS_PER_OWNER 4096 /* default of grmd --limit-sockets-per-uid */
-/* Default of grmd --limit-table-memory-per-uid, bytes: about 34 FLOW groups' tables at the
- * default --flow-entries (about 15 MB each), or about 200 QUIC groups' handshake tables. */
+/* Default of grmd --limit-table-memory-per-uid, bytes: 39 FLOW groups' tables at the default
+ * --flow-entries (13.0 MiB each, fdinfo memlock on Linux 6.x), or 255 QUIC groups' handshake
+ * tables (2.0 MiB each). */
 #define GRM_LIMIT_TABLE_MEMORY_PER_OWNER (512ull << 20)
 
 /* Per uid, written by BPF only (atomic adds) (HASH grm_owners, key uid). */
