@@ -261,6 +261,7 @@ Result<size_t> Registry::reload()
                 owner_use_[uid] = *u;
         });
     refill_sockets();
+    count_groups(); // the owners' table memory, before sync_tables checks it
     sync_tables();
     sweep();
     return regs_.size();
