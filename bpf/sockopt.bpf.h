@@ -174,6 +174,8 @@ static __always_inline int opt_socket_gen(struct bpf_sockopt* ctx, struct grm_gr
     /* A socket registered already moves between generations: it adds no socket. */
     if (!r && (err = owner_check_socket(uid, in_ring)))
         return sockopt_fail(-err); /* the owner's limit of sockets */
+    if (!r && (err = owner_check_table(g)))
+        return sockopt_fail(-err); /* the group's owner's table memory budget */
     if ((err = owner_check_ring(uid, in_ring)))
         return sockopt_fail(-err); /* nothing changed; the app may retry */
     ev = bpf_ringbuf_reserve(&grm_events, sizeof(*ev), 0);

@@ -49,6 +49,37 @@ Result<uint64_t> parse_uint(std::string_view s, uint64_t min, uint64_t max, std:
     return whole<uint64_t>(s, min, max, what);
 }
 
+Result<uint64_t> parse_size(std::string_view s, uint64_t max, std::string_view what)
+{
+    uint64_t unit = 1;
+    std::string_view digits = s;
+    if (!s.empty()) {
+        switch (s.back()) {
+        case 'K':
+        case 'k':
+            unit = uint64_t{1} << 10;
+            break;
+        case 'M':
+            unit = uint64_t{1} << 20;
+            break;
+        case 'G':
+            unit = uint64_t{1} << 30;
+            break;
+        default:
+            break;
+        }
+        if (unit != 1)
+            digits.remove_suffix(1);
+    }
+    auto n = parse_uint(digits, 0, max / unit, what);
+    if (!n) {
+        if (n.error().code == ERANGE)
+            return bad(what, s, fmt::format("is out of range 0..{} bytes", max), ERANGE);
+        return bad(what, s, "is not a size (a whole number of bytes, or with K, M or G)");
+    }
+    return *n * unit;
+}
+
 Result<uint16_t> parse_port(std::string_view s, std::string_view what, bool zero_ok)
 {
     return parse<uint16_t>(s, what, zero_ok ? 0 : 1, 65535);

@@ -38,6 +38,10 @@ Result<T> parse(std::string_view s, std::string_view what, T min = std::numeric_
     }
 }
 
+/// A size in bytes: a whole number, or one with the suffix K, M or G (powers of 1024: "512M"),
+/// in 0..max. EINVAL for anything else, ERANGE past max.
+Result<uint64_t> parse_size(std::string_view s, uint64_t max, std::string_view what);
+
 /// A UDP port, 1..65535 (0 too with zero_ok: "let the kernel choose").
 Result<uint16_t> parse_port(std::string_view s, std::string_view what, bool zero_ok = false);
 

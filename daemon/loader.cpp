@@ -168,6 +168,9 @@ Result<SkelPtr> load(const LoadOptions& o)
     skel->rodata->grm_limit_groups = o.limits.groups;
     skel->rodata->grm_limit_sockets = o.limits.sockets;
     skel->rodata->grm_limit_ring = o.limits.ring;
+    skel->rodata->grm_limit_table_memory = o.limits.table_memory;
+    skel->rodata->grm_flow_table_cost = o.limits.flow_table_cost;
+    skel->rodata->grm_hs_table_cost = o.limits.hs_table_cost;
     if (int err = grm_bpf__load(skel.get()); err != 0)
         return unexpected(-err, "load BPF programs (run with -v for the verifier log)");
     if (auto r = upgrade::finish(*plan, skel->obj, o.pin_dir); !r)

@@ -49,6 +49,10 @@ struct Limits {
     uint32_t groups = GRM_LIMIT_GROUPS_PER_OWNER;   ///< groups one uid owns
     uint32_t sockets = GRM_LIMIT_SOCKETS_PER_OWNER; ///< sockets registered or waiting, per uid
     uint32_t ring = GRM_RING_PER_OWNER;             ///< SOCKET_GEN records in the ring, per uid
+    uint64_t table_memory = GRM_LIMIT_TABLE_MEMORY_PER_OWNER; ///< bytes of the uid's tables
+    /// What one new FLOW / handshake table costs (tables.hpp table_cost), for the budget.
+    uint64_t flow_table_cost = 0;
+    uint64_t hs_table_cost = 0;
 };
 
 struct LoadOptions {

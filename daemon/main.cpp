@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <unistd.h>
 #include <vector>
 
@@ -25,6 +26,7 @@
 #include "pins.hpp"
 #include "registry.hpp"
 #include "sys.hpp"
+#include "tables.hpp"
 #include "tubular.hpp"
 #include "xdp.hpp"
 
@@ -91,6 +93,12 @@ void usage(FILE* to)
                  "                          waiting (default %u): SOCKET_GEN fails EDQUOT\n"
                  "      --limit-ring-per-uid=N     SOCKET_GEN records of one uid in the ring\n"
                  "                          (default %u): SOCKET_GEN fails EAGAIN\n"
+                 "      --limit-table-memory-per-uid=SIZE  kernel memory of the FLOW and\n"
+                 "                          handshake tables of one uid's groups, bytes or\n"
+                 "                          with K, M, G (default 512M: 39 FLOW groups'\n"
+                 "                          tables at the default --flow-entries): the first\n"
+                 "                          SOCKET_GEN of a group that would need one more\n"
+                 "                          table fails EDQUOT\n"
                  "                          (0: no limit; uid 0 is limited like any other)\n"
                  "  -v, --verbose           debug output, libbpf's included\n"
                  "  -h, --help\n",
@@ -111,6 +119,7 @@ std::optional<Options> parse(int argc, char** argv)
         kLimitGroups,
         kLimitSockets,
         kLimitRing,
+        kLimitTableMemory,
     };
     static const option longopts[] = {
         {"daemon", no_argument, nullptr, 'd'},
@@ -127,6 +136,7 @@ std::optional<Options> parse(int argc, char** argv)
         {"limit-groups-per-uid", required_argument, nullptr, kLimitGroups},
         {"limit-sockets-per-uid", required_argument, nullptr, kLimitSockets},
         {"limit-ring-per-uid", required_argument, nullptr, kLimitRing},
+        {"limit-table-memory-per-uid", required_argument, nullptr, kLimitTableMemory},
         {"verbose", no_argument, nullptr, 'v'},
         {"force", no_argument, nullptr, 'f'},
         {"without-sendmsg", no_argument, nullptr, kWithoutSendmsg},
@@ -210,6 +220,15 @@ std::optional<Options> parse(int argc, char** argv)
             (c == kLimitGroups    ? o.limits.groups
              : c == kLimitSockets ? o.limits.sockets
                                   : o.limits.ring) = *n;
+            break;
+        }
+        case kLimitTableMemory: {
+            auto n = cli::parse_size(optarg, UINT64_MAX / 2, "--limit-table-memory-per-uid");
+            if (!n) {
+                log::err("{}", n.error().context);
+                return std::nullopt;
+            }
+            o.limits.table_memory = *n;
             break;
         }
         case 'v':
@@ -460,7 +479,23 @@ int run_daemon(const Options& o)
         log::err("{}", lock.error().message());
         return lock.error().code == EBUSY ? kExitPinDirTaken : 1;
     }
-    auto skel = load({o.pin_dir, o.flow_entries, o.handshake_entries, o.force, o.limits});
+    // What the budget counts a new table at: a probe of each size, measured once.
+    Limits limits = o.limits;
+    for (auto [t, entries, cost] :
+         {std::tuple{Table::flows, o.flow_entries ? o.flow_entries : GRM_FLOW_ENTRIES_DEFAULT,
+                     &limits.flow_table_cost},
+          std::tuple{Table::handshakes,
+                     o.handshake_entries ? o.handshake_entries : GRM_HANDSHAKE_ENTRIES_DEFAULT,
+                     &limits.hs_table_cost}}) {
+        auto c = table_cost(t, entries);
+        if (!c) {
+            log::err("measure a {} of {} entries: {}", table_shape(t).what, entries,
+                     c.error().message());
+            return 1;
+        }
+        *cost = *c;
+    }
+    auto skel = load({o.pin_dir, o.flow_entries, o.handshake_entries, o.force, limits});
     if (!skel) {
         log::err("{}", skel.error().message());
         return skel.error().code == EPROTO ? kExitPinDirTaken : 1; // state --force would discard
@@ -507,6 +542,7 @@ int run_daemon(const Options& o)
     Registry reg(*kernel);
     reg.set_group_grace(static_cast<uint64_t>(o.group_grace.count()));
     reg.set_table_sizes(o.flow_entries, o.handshake_entries);
+    reg.set_table_budget(limits.table_memory, limits.flow_table_cost, limits.hs_table_cost);
     // Kept sockets are not pinned: a restarted grmd takes them again from the apps that
     // registered them (udpgrm's restart loses them).
     Tubular tubular(*kernel, o.tubular, o.tubular_keep);

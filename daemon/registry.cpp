@@ -261,6 +261,7 @@ Result<size_t> Registry::reload()
                 owner_use_[uid] = *u;
         });
     refill_sockets();
+    count_groups(); // the owners' table memory, before sync_tables checks it
     sync_tables();
     sweep();
     return regs_.size();
@@ -288,12 +289,37 @@ void Registry::ensure_table(const grm_group& g)
                      size.error().message());
         return;
     }
+    if (!size && table_limit_) {
+        // The hook checked the budget, but the first registrations of several groups of one
+        // owner may have passed it together on the same count: checked again here.
+        const uint64_t cost = *t == Table::flows ? flow_cost_ : hs_cost_;
+        auto u = owner_use_.find(g.owner_uid);
+        const uint64_t used = u == owner_use_.end() ? 0 : u->second.table_bytes;
+        if (used + cost > table_limit_) {
+            bump_dstat(gid, &grm_dstats::table_refused, 1);
+            if (log_ok(g.owner_uid, true))
+                log::warning("{}: no {} for group {}: uid {} has {} bytes of tables, one more "
+                             "({} bytes) passes its budget of {} "
+                             "(--limit-table-memory-per-uid); the group fails open",
+                             key_str(g.key), sh.what, gid, g.owner_uid, used, cost, table_limit_);
+            return;
+        }
+    }
     auto made = k_.make_table(*t, gid, want);
     if (!made) {
         // Fails open (abi.h), counted in grm_tbl_stats; the next registration tries again.
         log::warning("{}: no {} for group {}: {}", key_str(g.key), sh.what, gid,
                      made.error().message());
         return;
+    }
+    if (!size) {
+        // Counted at once, so that the hook refuses the next table on this count; the sweep
+        // counts again from the tables themselves.
+        auto u = owner_use_.find(g.owner_uid);
+        grm_owner_use use = u == owner_use_.end() ? grm_owner_use{} : u->second;
+        use.table_bytes +=
+            k_.table_memory(*t, gid).value_or(*t == Table::flows ? flow_cost_ : hs_cost_);
+        write_owner_use({{g.owner_uid, use}});
     }
     if (size)
         log::info("{}: {} of group {} resized {} -> {} entries ({} copied)", key_str(g.key),
@@ -459,6 +485,7 @@ size_t Registry::sweep()
     expire_groups();
     count_groups();
     count_sockets();
+    forget_idle_owners();
     return closed;
 }
 
@@ -588,11 +615,19 @@ void Registry::count_groups()
     });
     refused_logged_once_ = true;
     std::map<uint32_t, uint32_t> live;
+    std::map<uint32_t, uint64_t> table_bytes;
     std::set<uint32_t> seen;
     auto walked = for_each_key<MapId::groups>(k_, [&](const grm_group_key& key) {
         auto g = read_group(k_, key);
-        if (g && seen.insert(g->gid % GRM_MAX_GROUPS).second)
-            live[g->owner_uid]++;
+        if (!g || !seen.insert(g->gid % GRM_MAX_GROUPS).second)
+            return;
+        live[g->owner_uid]++;
+        const uint32_t gid = g->gid % GRM_MAX_GROUPS;
+        if (auto t = table_for(g->type); t && k_.table_size(*t, gid)) {
+            // No memlock to read (an old kernel): the table counts at what a new one costs.
+            auto m = k_.table_memory(*t, gid);
+            table_bytes[g->owner_uid] += m ? *m : *t == Table::flows ? flow_cost_ : hs_cost_;
+        }
     });
     if (!walked)
         return; // counted next time; the hook goes on with the last count
@@ -613,10 +648,61 @@ void Registry::count_groups()
     for (auto& [uid, u] : want) {
         auto m = made.find(uid);
         auto l = live.find(uid);
+        auto b = table_bytes.find(uid);
         u.groups_made_seen = m == made.end() ? 0 : m->second;
         u.groups = l == live.end() ? 0 : l->second;
+        u.table_bytes = b == table_bytes.end() ? 0 : b->second;
     }
     write_owner_use(want);
+}
+
+size_t Registry::forget_idle_owners()
+{
+    if (!k_.has(MapId::owners) || !k_.has(MapId::owner_use))
+        return 0;
+    const uint64_t now = k_.now_ns();
+    std::set<uint32_t> uids;
+    for (const auto& [uid, u] : owner_use_)
+        uids.insert(uid);
+    (void)for_each_key<MapId::owners>(k_, [&uids](const __u32& uid) { uids.insert(uid); });
+    size_t gone = 0;
+    for (uint32_t uid : uids) {
+        auto u = owner_use_.find(uid);
+        bool idle = u == owner_use_.end() ||
+                    (u->second.groups == 0 && u->second.sockets == 0 && u->second.table_bytes == 0);
+        if (idle && k_.has(MapId::owner_ring))
+            if (auto r = get<MapId::owner_ring>(k_, uid); r && r->sent != r->done)
+                idle = false;
+        if (idle)
+            if (auto o = get<MapId::owners>(k_, uid);
+                o && u != owner_use_.end() && o->groups_made != u->second.groups_made_seen)
+                idle = false; // a group made since the last count
+        if (!idle) {
+            idle_owners_.erase(uid);
+            continue;
+        }
+        auto [it, fresh] = idle_owners_.try_emplace(uid, now);
+        if (fresh || now - it->second < grace_ns_)
+            continue;
+        // The race left: the hook may add to this uid's grm_owners entry (a new group, a
+        // refusal) between the checks above and the deletes. grm_owner_use goes first: without
+        // it the hook counts every group made since grm_owners' entry was made, too many
+        // rather than too few. An add to the grm_owners entry deleted here is lost: a group
+        // made in that instant is missing from the hook's count (never more than the groups
+        // being created at that moment) until the next sweep counts the group records, and a
+        // refusal in that instant goes uncounted. The records themselves are never touched.
+        (void)erase<MapId::owner_use>(k_, uid);
+        owner_use_.erase(uid);
+        (void)erase<MapId::owners>(k_, uid);
+        refused_seen_.erase(uid);
+        // grm_owner_ring is left to its LRU: a `sent` the hook adds to an entry deleted here
+        // would be lost while grmd's `done` is not, and the uid's share would look used up.
+        idle_owners_.erase(it);
+        log::debug("uid {}: no group, socket or table for {:.0f}s: its per-owner entries removed",
+                   uid, static_cast<double>(grace_ns_) / 1e9);
+        gone++;
+    }
+    return gone;
 }
 
 /// Rewrites a slot's list of sockets for new flows: the live registered sockets of the

@@ -83,6 +83,16 @@ public:
         resize_hs_ = handshakes != 0;
     }
 
+    /// The per-owner table memory budget (grmd --limit-table-memory-per-uid; 0 = none) and
+    /// what a new FLOW or handshake table costs: a table that would take its group's owner
+    /// past the budget is not made (the group fails open, grm_dstats.table_refused counts it).
+    void set_table_budget(uint64_t limit, uint64_t flow_cost, uint64_t hs_cost)
+    {
+        table_limit_ = limit;
+        flow_cost_ = flow_cost;
+        hs_cost_ = hs_cost;
+    }
+
     size_t registered() const { return regs_.size(); }
     /// Registrations waiting for room in a full generation.
     size_t waiting() const { return waiting_.size(); }
@@ -117,8 +127,13 @@ public:
     void count_critical(uint32_t gid) { critical(gid, true); }
     /// Per-owner use for the limits' checks (grm_owner_use, abi.h): counts every uid's live
     /// groups (reading grm_owners' groups_made first) and writes what changed. The sweep
-    /// calls it; a group freed or deleted leaves the count there.
+    /// calls it; a group freed or deleted leaves the count there. It counts the groups'
+    /// table memory (table_bytes) too, so a table dropped gives its budget back here.
     void count_groups();
+    /// Removes the per-uid entries (grm_owner_use, grm_owners; grm_owner_ring is an LRU) of uids
+    /// that had nothing (no group, socket, ring record or table) for the group grace period, so
+    /// that the 4096 entries go to uids in use. The sweep calls it. Returns how many went.
+    size_t forget_idle_owners();
 
     /// What grmd last wrote to grm_owner_use, by uid.
     const std::map<uint32_t, grm_owner_use>& owner_use() const { return owner_use_; }
@@ -212,6 +227,8 @@ private:
     uint32_t flow_entries_ = GRM_FLOW_ENTRIES_DEFAULT;
     uint32_t hs_entries_ = GRM_HANDSHAKE_ENTRIES_DEFAULT;
     bool resize_flows_ = false, resize_hs_ = false;
+    uint64_t table_limit_ = 0, flow_cost_ = 0, hs_cost_ = 0;
+    std::map<uint32_t, uint64_t> idle_owners_; // uid -> since when it has had nothing
 };
 
 } // namespace grm::daemon

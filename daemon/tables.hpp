@@ -16,6 +16,7 @@
 #include "fd.hpp"
 #include "grm/abi.h"
 #include "grm/result.hpp"
+#include "mapmem.hpp"
 
 namespace grm::daemon {
 
@@ -64,6 +65,21 @@ inline Result<Fd> create_table(Table t, uint32_t gid, uint32_t entries)
     if (!m.valid())
         return errno_error("create " + name);
     return m;
+}
+
+/// What one table of `entries` costs in kernel memory: the fdinfo memlock of a probe made
+/// and dropped here (grmctl's table_memory_bytes reads the same of the real ones). The
+/// per-owner table memory budget counts each new table at this cost.
+inline Result<uint64_t> table_cost(Table t, uint32_t entries)
+{
+    auto probe = create_table(t, 0, entries);
+    if (!probe)
+        return unexpected(probe.error());
+    const uint64_t bytes = mapmem::fd_memlock(probe->get());
+    if (bytes == 0)
+        return unexpected(ENOTSUP,
+                          std::string("no memlock in the fdinfo of a ") + table_shape(t).what);
+    return bytes;
 }
 
 } // namespace grm::daemon

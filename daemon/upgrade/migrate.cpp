@@ -25,6 +25,7 @@
 #include "tables.hpp"
 #include "v2.hpp"
 #include "v3.hpp"
+#include "v4.hpp"
 
 namespace grm::daemon::upgrade {
 namespace {
@@ -33,7 +34,8 @@ namespace {
 const std::map<uint32_t, std::string_view>& released()
 {
     static const std::map<uint32_t, std::string_view> r = {{v2::kAbiVersion, v2::kLayout},
-                                                           {v3::kAbiVersion, v3::kLayout}};
+                                                           {v3::kAbiVersion, v3::kLayout},
+                                                           {v4::kAbiVersion, v4::kLayout}};
     return r;
 }
 

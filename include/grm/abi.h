@@ -199,8 +199,10 @@ static inline __u32 grm_answer_len(__u32 optlen, __u32 size)
  * _pad named uid; 4 = new maps grm_owners (BPF's per-uid counters) and grm_owner_use (grmd's
  * per-uid count of groups and sockets), for the per-owner limits; per-group FLOW and handshake
  * tables: grm_flows and grm_handshakes gave way to grm_flow_sets and grm_hs_sets (one
- * LRU_HASH per group), and grm_tbl_stats counts their inserts, deletes and fail-opens. */
-#define GRM_ABI_VERSION 4
+ * LRU_HASH per group), and grm_tbl_stats counts their inserts, deletes and fail-opens; 5 = the
+ * per-owner table memory budget: grm_owners' refused_tables, grm_owner_use's table_bytes,
+ * grm_dstats' table_refused. */
+#define GRM_ABI_VERSION 5
 #define GRM_MAX_GROUPS 1024 /* power of two: group ids index arrays, masked */
 /* Network namespaces that may use one ip:port at once. The packet path looks at the first
  * record only, unless nothing there could take the packet: one namespace costs nothing. */
@@ -393,8 +395,10 @@ struct grm_dstats {
     __u64 socket_critical;       /* registrations that failed, ever */
     __u64 registered;            /* successful registrations */
     __u64 closed;                /* registered sockets seen closed */
+    __u64 table_refused;         /* times grmd did not make the group's table: its owner's table
+                                    memory budget (the group then fails open) */
 };
-GRM_ABI_ASSERT(sizeof(struct grm_dstats) == 32);
+GRM_ABI_ASSERT(sizeof(struct grm_dstats) == 40);
 
 /* What grmd tells operators about a group (ARRAY grm_gstate, index gid): when it frees the
  * group, and how its cBPF program's load went. Written only by grmd, read by grmctl; all zero
@@ -459,9 +463,17 @@ GRM_ABI_ASSERT(sizeof(struct grm_owner_ring) == 16);
  *   sockets: SOCKET_GEN of a socket not registered yet gets EDQUOT once the uid has
  *           grm_owner_use.sockets + (grm_owner_ring.sent - .done) at the limit: registered or
  *           waiting in grmd, plus records still in the ring;
- *   ring: SOCKET_GEN gets EAGAIN with that many records of the uid in the ring (above). */
+ *   ring: SOCKET_GEN gets EAGAIN with that many records of the uid in the ring (above);
+ *   table memory: SOCKET_GEN of a socket not registered yet, in a FLOW or QUIC group that has
+ *           no table yet, gets EDQUOT when grm_owner_use.table_bytes of the group's owner plus
+ *           the new table's cost would pass the limit. grmd checks it again when it makes the
+ *           table (registrations in flight together all passed the hook). */
 #define GRM_LIMIT_GROUPS_PER_OWNER 256   /* default of grmd --limit-groups-per-uid */
 #define GRM_LIMIT_SOCKETS_PER_OWNER 4096 /* default of grmd --limit-sockets-per-uid */
+/* Default of grmd --limit-table-memory-per-uid, bytes: 39 FLOW groups' tables at the default
+ * --flow-entries (13.0 MiB each, fdinfo memlock on Linux 6.x), or 255 QUIC groups' handshake
+ * tables (2.0 MiB each). */
+#define GRM_LIMIT_TABLE_MEMORY_PER_OWNER (512ull << 20)
 
 /* Per uid, written by BPF only (atomic adds) (HASH grm_owners, key uid). */
 struct grm_owner {
@@ -469,8 +481,9 @@ struct grm_owner {
     __u64 refused_groups;  /* setsockopts refused EDQUOT by the groups limit */
     __u64 refused_sockets; /* SOCKET_GENs refused EDQUOT by the sockets limit */
     __u64 refused_ring;    /* SOCKET_GENs refused EAGAIN by the ring limit */
+    __u64 refused_tables;  /* SOCKET_GENs refused EDQUOT by the table memory budget */
 };
-GRM_ABI_ASSERT(sizeof(struct grm_owner) == 32);
+GRM_ABI_ASSERT(sizeof(struct grm_owner) == 40);
 
 /* Per uid, written by grmd only (HASH grm_owner_use, key uid): what it counted. Replaced
  * whole by each write, so the hook reads `groups` with the `groups_made_seen` it goes with. */
@@ -478,8 +491,10 @@ struct grm_owner_use {
     __u64 groups_made_seen; /* grm_owners.groups_made, read before grmd counted `groups` */
     __u32 groups;           /* live group records owned by the uid */
     __u32 sockets;          /* its sockets registered, or read from the ring and not yet done */
+    __u64 table_bytes;      /* kernel memory of the tables of the groups it owns (fdinfo
+                               memlock); grmd adds a table as it makes it */
 };
-GRM_ABI_ASSERT(sizeof(struct grm_owner_use) == 16);
+GRM_ABI_ASSERT(sizeof(struct grm_owner_use) == 24);
 
 /* cBPF dissector. grmd translates a group's classic BPF into an sk_reuseport program
  * (daemon/cbpf.cpp) and stores it at grm_cbpf_progs[gid]. grm_select_sk tail-calls it; the
@@ -636,11 +651,12 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
     F(grm_hs_key, _pad, 7, 1)                                                                      \
     F(grm_hs_key, addr, 8, 16)                                                                     \
     F(grm_hs_key, dcid, 24, 20)                                                                    \
-    S(grm_dstats, 32)                                                                              \
+    S(grm_dstats, 40)                                                                              \
     F(grm_dstats, socket_critical_gauge, 0, 8)                                                     \
     F(grm_dstats, socket_critical, 8, 8)                                                           \
     F(grm_dstats, registered, 16, 8)                                                               \
     F(grm_dstats, closed, 24, 8)                                                                   \
+    F(grm_dstats, table_refused, 32, 8)                                                            \
     S(grm_cbpf_out, 8)                                                                             \
     F(grm_cbpf_out, verdict, 0, 4)                                                                 \
     F(grm_cbpf_out, value, 4, 4)                                                                   \
@@ -674,15 +690,17 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
     S(grm_owner_ring, 16)                                                                          \
     F(grm_owner_ring, sent, 0, 8)                                                                  \
     F(grm_owner_ring, done, 8, 8)                                                                  \
-    S(grm_owner, 32)                                                                               \
+    S(grm_owner, 40)                                                                               \
     F(grm_owner, groups_made, 0, 8)                                                                \
     F(grm_owner, refused_groups, 8, 8)                                                             \
     F(grm_owner, refused_sockets, 16, 8)                                                           \
     F(grm_owner, refused_ring, 24, 8)                                                              \
-    S(grm_owner_use, 16)                                                                           \
+    F(grm_owner, refused_tables, 32, 8)                                                            \
+    S(grm_owner_use, 24)                                                                           \
     F(grm_owner_use, groups_made_seen, 0, 8)                                                       \
     F(grm_owner_use, groups, 8, 4)                                                                 \
     F(grm_owner_use, sockets, 12, 4)                                                               \
+    F(grm_owner_use, table_bytes, 16, 8)                                                           \
     S(grm_table_stats, 40)                                                                         \
     F(grm_table_stats, flow_inserts, 0, 8)                                                         \
     F(grm_table_stats, flow_deletes, 8, 8)                                                         \
@@ -704,7 +722,7 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
     M(grm_cbpf_out, PERCPU_ARRAY, __u32, 4, grm_cbpf_out, 8, 1, 0)                                 \
     M(grm_cbpf_inst, PERCPU_ARRAY, __u32, 4, __u64, 8, 1, 0)                                       \
     M(grm_stats, PERCPU_ARRAY, __u32, 4, grm_stats, 208, 1025, 0)                                  \
-    M(grm_dstats, ARRAY, __u32, 4, grm_dstats, 32, 1024, 0)                                        \
+    M(grm_dstats, ARRAY, __u32, 4, grm_dstats, 40, 1024, 0)                                        \
     M(grm_events, RINGBUF, none, 0, grm_event, 0, 262144, 0)                                       \
     M(grm_meta, ARRAY, __u32, 4, grm_meta, 48, 1, 0)                                               \
     M(grm_scratch, PERCPU_ARRAY, __u32, 4, grm_scratch, 632, 1, 0)                                 \
@@ -713,8 +731,8 @@ GRM_ABI_ASSERT(sizeof(struct grm_meta) == 48);
     M(grm_host, ARRAY, __u32, 4, grm_quic_lb, 8, 1, 0)                                             \
     M(grm_gstate, ARRAY, __u32, 4, grm_gstate, 136, 1024, 0)                                       \
     M(grm_owner_ring, LRU_HASH, __u32, 4, grm_owner_ring, 16, 4096, 0)                             \
-    M(grm_owners, HASH, __u32, 4, grm_owner, 32, 4096, 0)                                          \
-    M(grm_owner_use, HASH, __u32, 4, grm_owner_use, 16, 4096, 0)                                   \
+    M(grm_owners, HASH, __u32, 4, grm_owner, 40, 4096, 0)                                          \
+    M(grm_owner_use, HASH, __u32, 4, grm_owner_use, 24, 4096, 0)                                   \
     M(grm_flow_sets, ARRAY_OF_MAPS, __u32, 4, none, 4, 1024, 0)                                    \
     M(grm_hs_sets, ARRAY_OF_MAPS, __u32, 4, none, 4, 1024, 0)                                      \
     M(grm_tbl_stats, PERCPU_ARRAY, __u32, 4, grm_table_stats, 40, 1024, 0)

@@ -5,6 +5,7 @@
 // gives the quota back.
 #include <chrono>
 #include <csignal>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <thread>
@@ -13,10 +14,12 @@
 
 #include <sys/wait.h>
 
+#include <bpf/bpf.h>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include "grm/client.hpp"
+#include "grm/quic.hpp"
 #include "helpers.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
@@ -309,4 +312,147 @@ TEST_CASE("limits: a uid's SOCKET_GEN past --limit-ring-per-uid records in the r
     CHECK(fast_registration_as(kOther) == 0);
     std::vector<Fd> root;
     CHECK(timed_registration(root) < kFast);
+}
+
+namespace {
+
+/// What a group's table of `entries` costs: the fdinfo memlock of an LRU hash of its shape,
+/// as grmd measures it (0 if unknown).
+uint64_t table_cost(uint32_t key_size, uint32_t entries)
+{
+    Fd m(bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "grm_test_cost", key_size, sizeof(grm_flow), entries,
+                        nullptr));
+    if (!m.valid())
+        return 0;
+    std::ifstream in("/proc/self/fdinfo/" + std::to_string(m.get()));
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("memlock:", 0) == 0)
+            return std::stoull(line.substr(8));
+    return 0;
+}
+
+/// In a child as kTenant: a new group on `port` (QUIC when quic), one socket registered into
+/// generation 1; 0, or 10 + the errno of the SOCKET_GEN that failed, 9 if it never completed.
+int register_new_group(std::vector<Fd>& held, uint16_t port, bool quic)
+{
+    held.push_back(server_socket(AF_INET, port));
+    const int fd = held.back().get();
+    if (quic && !client::set_dissector(fd, client::make_quic_dissector()))
+        return 8;
+    if (int e = set_u32(fd, UDP_GRM_SOCKET_GEN, 1); e != 0)
+        return 10 + e;
+    return client::register_sockets({&fd, 1}, 1, 10s) ? 0 : 9;
+}
+
+uint64_t list_json_refused(uint16_t port)
+{
+    auto r = run({binary("grmctl"), "-p", sandbox().pin_dir, "list", "--json"});
+    auto j = nlohmann::json::parse(r.output, nullptr, false);
+    if (j.is_discarded())
+        return 0;
+    for (const auto& g : j.at("groups"))
+        if (g.at("address").get<std::string>() == "127.0.0.1:" + std::to_string(port)) {
+            const auto& t = g.at("flow_table");
+            return t.contains("refused") && t.at("refused") == "owner table memory budget"
+                       ? t.at("refused_count").get<uint64_t>()
+                       : 0;
+        }
+    return 0;
+}
+
+} // namespace
+
+TEST_CASE("limits: a uid's group table past --limit-table-memory-per-uid: its first SOCKET_GEN "
+          "is refused EDQUOT; others go on; a deleted group gives the memory back",
+          "[limit-table-memory]")
+{
+    constexpr uint32_t kFlowEntries = 1024, kHsEntries = 768;
+    const uint64_t flow = table_cost(sizeof(grm_flow_key), kFlowEntries);
+    const uint64_t hs = table_cost(sizeof(grm_hs_key), kHsEntries);
+    REQUIRE(flow > 0);
+    REQUIRE(hs > 0);
+    REQUIRE(hs / 2 <= flow);
+    REQUIRE(3 * hs / 2 > flow);
+    // Room for 3 FLOW tables and a handshake table, and neither one more FLOW table nor one
+    // more handshake table; without the handshake table counted, a fourth FLOW table would fit.
+    const uint64_t budget = 4 * flow + hs / 2;
+    Daemon d = start({"--flow-entries=" + std::to_string(kFlowEntries),
+                      "--handshake-entries=" + std::to_string(kHsEntries),
+                      "--limit-table-memory-per-uid=" + std::to_string(budget)});
+    std::vector<uint16_t> ports;
+    for (int i = 0; i < 6; i++)
+        ports.push_back(free_port());
+    Tenant tenant(kTenant, [&ports](std::vector<Fd>& held) {
+        for (int i = 0; i < 3; i++)
+            if (int r = register_new_group(held, ports[i], false); r != 0)
+                return 20 + i * 30 + r % 30;
+        if (int r = register_new_group(held, ports[3], true); r != 0)
+            return 110 + r % 30;
+        // A fourth FLOW group, and a second QUIC group: no room for their tables.
+        if (int r = register_new_group(held, ports[4], false); r != 10 + EDQUOT)
+            return r == 0 ? 150 : 151;
+        if (int r = register_new_group(held, ports[5], true); r != 10 + EDQUOT)
+            return r == 0 ? 152 : 153;
+        return 0;
+    });
+    REQUIRE(tenant.result() == 0);
+
+    // Another uid registers at once.
+    CHECK(fast_registration_as(kOther) == 0);
+
+    // Counted per owner: the bytes, and the two refusals.
+    CHECK(poll_until([&] { return in_use(kTenant, "table_memory_bytes") == 3 * flow + hs; }, 2s));
+    CHECK(refused(kTenant, "table_memory") == 2);
+    CHECK(refused(kOther, "table_memory") == 0);
+    CHECK(poll_until([&] { return in_use(kOther, "table_memory_bytes") == flow; }, 2s));
+    CHECK(metrics().find(refused_metric(kTenant, "table_memory") + " 2") != std::string::npos);
+    CHECK(metrics().find("grm_owner_in_use{uid=\"65534\",limit=\"table_memory\"} " +
+                         std::to_string(3 * flow + hs)) != std::string::npos);
+
+    // One of its FLOW groups deleted: within a sweep its table's memory is the uid's again.
+    auto del = run({binary("grmctl"), "-p", sandbox().pin_dir, "delete",
+                    "127.0.0.1:" + std::to_string(ports[0])});
+    INFO(del.output);
+    REQUIRE(WIFEXITED(del.status));
+    REQUIRE(WEXITSTATUS(del.status) == 0);
+    CHECK(poll_until([&] { return in_use(kTenant, "table_memory_bytes") == 2 * flow + hs; }, 5s));
+    const uint16_t next = free_port();
+    Tenant again(kTenant,
+                 [next](std::vector<Fd>& held) { return register_new_group(held, next, false); });
+    CHECK(again.result() == 0);
+    CHECK(poll_until([&] { return in_use(kTenant, "table_memory_bytes") == 3 * flow + hs; }, 2s));
+}
+
+TEST_CASE("limits: first registrations that pass the hook together are checked again by grmd: "
+          "the table past the budget is not made, the group fails open and says why",
+          "[limit-table-memory-grmd]")
+{
+    constexpr uint32_t kFlowEntries = 1024;
+    const uint64_t flow = table_cost(sizeof(grm_flow_key), kFlowEntries);
+    REQUIRE(flow > 0);
+    Daemon d = start({"--flow-entries=" + std::to_string(kFlowEntries),
+                      "--limit-table-memory-per-uid=" + std::to_string(flow + flow / 2)});
+    const uint16_t a = free_port(), b = free_port();
+    // grmd stopped: both first SOCKET_GENs pass the hook on the same count (no table yet).
+    REQUIRE(::kill(d.pid(), SIGSTOP) == 0);
+    Tenant tenant(kTenant, [a, b](std::vector<Fd>& held) {
+        for (uint16_t port : {a, b}) {
+            held.push_back(server_socket(AF_INET, port));
+            if (int e = set_u32(held.back().get(), UDP_GRM_SOCKET_GEN, 1); e != 0)
+                return 10 + e;
+        }
+        return 0;
+    });
+    const int sent = tenant.result();
+    REQUIRE(::kill(d.pid(), SIGCONT) == 0);
+    REQUIRE(sent == 0);
+    // One table made, the other refused: the group of the second has none and says why.
+    CHECK(poll_until([&] { return list_json_refused(a) + list_json_refused(b) == 1; }, 5s));
+    CHECK(in_use(kTenant, "table_memory_bytes") == flow);
+    CHECK(
+        poll_until([&] { return d.log().find("passes its budget of") != std::string::npos; }, 2s));
+    const std::string text = run({binary("grmctl"), "-p", sandbox().pin_dir, "list"}).output;
+    INFO(text);
+    CHECK(text.find("refused 1 time(s): owner table memory budget") != std::string::npos);
 }

@@ -17,6 +17,7 @@
 #include <bpf/bpf.h>
 #include <catch2/catch.hpp>
 #include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include "grm/client.hpp"
 #include "grm/quic.hpp"
@@ -408,7 +409,7 @@ TEST_CASE("upgrade: pinned state of an unknown ABI version is refused with the r
         CHECK(r.output.find(fmt::format("ABI version {}", v)) != std::string::npos);
         CHECK(r.output.find(v > GRM_ABI_VERSION ? "newer" : "older") != std::string::npos);
         // Every version it takes over is named, the released ones and its own last.
-        CHECK(r.output.find(fmt::format("takes over versions 2, 3, {})", GRM_ABI_VERSION)) !=
+        CHECK(r.output.find(fmt::format("takes over versions 2, 3, 4, {})", GRM_ABI_VERSION)) !=
               std::string::npos);
         CHECK(pinned_map("grm_groups") == ids); // nothing replaced
         // The old programs still steer every flow home and answer the options.
@@ -518,4 +519,90 @@ TEST_CASE("upgrade: a new socket map is refilled with the registered sockets, ta
     for (size_t w : landing(fresh, AF_INET, flow.port, all, 4))
         CHECK(w == 4);
     CHECK(landing(flows, AF_INET, flow.port, all, 5) == home);
+}
+
+TEST_CASE("upgrade: the grmd of ABI version 4 (no table memory budget) replaced by this one "
+          "under traffic: nothing lost, flows kept, the owners' counts carried over and the "
+          "table memory counted",
+          "[upgrade-abi4][upgrade]")
+{
+    const std::string old_grmd = binary("grmd_abi4");
+    REQUIRE(::access(old_grmd.c_str(), X_OK) == 0);
+    auto old = Daemon::start(old_grmd, sandbox(), {"--limit-groups-per-uid=1"});
+    if (!old)
+        FAIL(old.error().message());
+    auto flows = clients_of(AF_INET, 40);
+    std::vector<size_t> home;
+    auto flow = two_gens(DISSECTOR_FLOW, [&](const std::vector<int>& g1, uint16_t port) {
+        home = landing(flows, AF_INET, port, g1, 1);
+    });
+    REQUIRE(landing(flows, AF_INET, flow.port, raw(flow.socks), 2) == home);
+    // A second group of root's is past the old grmd's limit: one refusal in grm_owners.
+    Fd extra = server_socket(AF_INET, 0);
+    REQUIRE(set_u32(extra.get(), UDP_GRM_WORKING_GEN, 1) == EDQUOT);
+
+    Traffic traffic(flows, flow.port, raw(flow.socks),
+                    [&home](size_t f, size_t s) { return f < home.size() && s == home[f]; });
+    REQUIRE(WEXITSTATUS(old->stop(SIGTERM)) == 0);
+    auto d = Daemon::start(sandbox());
+    if (!d)
+        FAIL(d.error().message());
+    INFO(d->log());
+    auto g3 = server_sockets(AF_INET, flow.port, 1);
+    auto w3 = client::take_over(raw(g3), 10s);
+    if (!w3)
+        FAIL(w3.error().message());
+    CHECK(*w3 == 3);
+    std::this_thread::sleep_for(300ms); // traffic on the new grmd for a while
+    traffic.finish();
+    fmt::print("upgrade ABI 4 -> this grmd: FLOW {} sent, {} received, {} lost, {} off their "
+               "generation ({} rounds)\n",
+               traffic.sent(), traffic.received(), traffic.sent() - traffic.received(),
+               traffic.misplaced(), traffic.rounds());
+    CHECK(traffic.rounds() > 10);
+    CHECK(traffic.received() == traffic.sent());
+    CHECK(traffic.misplaced() == 0);
+    CHECK(d->log().find("state of ABI version 4") != std::string::npos);
+    CHECK(d->log().find("grm_owners copied (1 entries)") != std::string::npos);
+    CHECK(d->log().find("grm_owner_use copied (1 entries)") != std::string::npos);
+    // The group kept its own table (kept, not copied) and steers new flows to generation 3.
+    CHECK(group_table("grm_flow_sets").second == GRM_FLOW_ENTRIES_DEFAULT);
+    std::vector<int> all = raw(flow.socks);
+    all.push_back(g3[0].get());
+    CHECK(landing(flows, AF_INET, flow.port, all, 4) == home);
+    auto fresh = clients_of(AF_INET, 10);
+    for (size_t w : landing(fresh, AF_INET, flow.port, all, 5))
+        CHECK(w == 4);
+
+    // Root's counts: the refusal carried over, the group and its sockets, its table's bytes
+    // counted by this grmd (ABI 4 had no such count).
+    auto owner = [] {
+        auto r = run({binary("grmctl"), "-p", sandbox().pin_dir, "owners", "--json"});
+        auto j = nlohmann::json::parse(r.output, nullptr, false);
+        if (!j.is_discarded())
+            for (const auto& o : j.at("owners"))
+                if (o.at("uid") == 0)
+                    return o;
+        return nlohmann::json();
+    };
+    CHECK(poll_until(
+        [&] {
+            auto o = owner();
+            return !o.is_null() && o["in_use"]["table_memory_bytes"].get<uint64_t>() > 0 &&
+                   o["in_use"]["sockets"] == 5;
+        },
+        5s));
+    auto o = owner();
+    INFO(o.dump());
+    REQUIRE_FALSE(o.is_null());
+    CHECK(o["in_use"]["groups"] == 1); // the refused group was not made
+    CHECK(o["refused"]["groups"] == 1);
+    CHECK(o["refused"]["table_memory"] == 0);
+    auto list = run({binary("grmctl"), "-p", sandbox().pin_dir, "list", "--json"});
+    auto lj = nlohmann::json::parse(list.output, nullptr, false);
+    REQUIRE_FALSE(lj.is_discarded());
+    uint64_t tables = 0;
+    for (const auto& g : lj.at("groups"))
+        tables += g.at("flow_table").at("memory_bytes").get<uint64_t>();
+    CHECK(o["in_use"]["table_memory_bytes"] == tables);
 }

@@ -18,6 +18,7 @@
 #include "layout.hpp"
 #include "v2.hpp"
 #include "v3.hpp"
+#include "v4.hpp"
 #include "xdp.skel.h"
 
 using namespace grm::daemon::upgrade;
@@ -166,6 +167,12 @@ TEST_CASE("abi layout: a released version's layout is frozen; its version number
     CHECK(fingerprint(v3->text()) == v3::kFingerprint);
     STATIC_REQUIRE(GRM_ABI_VERSION > v3::kAbiVersion);
     CHECK(now != v3->text());
+    // Version 4 (main before the per-owner table memory budget) likewise.
+    auto v4 = parse_layout(v4::kLayout);
+    REQUIRE(v4);
+    CHECK(fingerprint(v4->text()) == v4::kFingerprint);
+    STATIC_REQUIRE(GRM_ABI_VERSION > v4::kAbiVersion);
+    CHECK(now != v4->text());
 }
 
 TEST_CASE("abi layout: conversion by field name keeps fields, zeroes or fills new ones, "

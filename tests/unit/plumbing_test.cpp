@@ -53,6 +53,26 @@ TEST_CASE("cli: durations take a unit, or the caller's for a bare number", "[cli
     CHECK(cli::parse_duration("9999999999h", "--t").error().code == ERANGE);
 }
 
+TEST_CASE("cli: sizes are bytes, or K, M, G (powers of 1024)", "[cli]")
+{
+    CHECK(*cli::parse_size("0", UINT64_MAX, "--s") == 0);
+    CHECK(*cli::parse_size("4096", UINT64_MAX, "--s") == 4096);
+    CHECK(*cli::parse_size("12K", UINT64_MAX, "--s") == 12 * 1024);
+    CHECK(*cli::parse_size("12k", UINT64_MAX, "--s") == 12 * 1024);
+    CHECK(*cli::parse_size("512M", UINT64_MAX, "--s") == 512ull << 20);
+    CHECK(*cli::parse_size("3G", UINT64_MAX, "--s") == 3ull << 30);
+    for (const char* bad : {"", "M", "1T", "1.5G", "G1", " 1", "+1", "1MB"}) {
+        auto r = cli::parse_size(bad, UINT64_MAX, "--s");
+        REQUIRE_FALSE(r);
+        CHECK(r.error().code == EINVAL);
+        CHECK(r.error().context.starts_with("--s: '"));
+    }
+    CHECK(cli::parse_size("-1", UINT64_MAX, "--s").error().code == ERANGE);
+    CHECK(cli::parse_size("2G", 1ull << 30, "--s").error().code == ERANGE);
+    CHECK(*cli::parse_size("1G", 1ull << 30, "--s") == 1ull << 30);
+    CHECK(cli::parse_size("99999999999999G", UINT64_MAX, "--s").error().code == ERANGE);
+}
+
 TEST_CASE("net: open_reuseport_group binds every socket to one port", "[net]")
 {
     net::GroupOptions g;

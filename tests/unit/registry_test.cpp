@@ -736,7 +736,7 @@ TEST_CASE("registry: per-owner use follows registrations, closes, groups and fre
     CHECK(use(1001).sockets == 0);
 
     // Groups: grmd's count goes with the groups_made it read first.
-    REQUIRE(put<MapId::owners>(k, 1000, grm_owner{5, 0, 0, 0}));
+    REQUIRE(put<MapId::owners>(k, 1000, grm_owner{5, 0, 0, 0, 0}));
     reg.count_groups();
     CHECK(use(1000).groups == 1);
     CHECK(use(1000).groups_made_seen == 5);
@@ -1022,4 +1022,79 @@ TEST_CASE("registry: a FLOW or QUIC group gets a table of its own at its first r
         CHECK(k.tables.at({Table::flows, 3}).entries.size() == 1);
         CHECK(k.tables.at({Table::handshakes, 4}).capacity == GRM_HANDSHAKE_ENTRIES_DEFAULT);
     }
+}
+
+TEST_CASE("registry: a table past the owner's budget is not made; the group fails open, "
+          "counted; a dropped table gives the budget back at the sweep",
+          "[registry-table-budget]")
+{
+    FakeKernel k;
+    Registry reg(k);
+    reg.set_table_budget(1500, 1000, 400); // one FLOW table and one handshake table fit
+    auto use = [&k](uint32_t uid) {
+        auto u = get<MapId::owner_use>(k, uid);
+        return u ? *u : grm_owner_use{};
+    };
+    std::vector<grm_group> groups;
+    for (uint32_t i = 0; i < 3; i++) {
+        grm_group g = make_group(k, static_cast<uint16_t>(53 + i), 2 + i);
+        g.owner_uid = 1000;
+        if (i == 2)
+            g.type = DISSECTOR_QUIC;
+        REQUIRE(put<MapId::group_recs>(k, 2 + i, g));
+        groups.push_back(g);
+    }
+    for (uint32_t i = 0; i < 3; i++) {
+        make_socket(k, static_cast<int>(10 + i), 10 + i, 1);
+        reg.on_event(register_event(groups[i], 10 + i, 1));
+    }
+    CHECK(reg.registered() == 3); // the group without a table registers all the same
+    CHECK(k.tables.count({Table::flows, 2}));
+    CHECK_FALSE(k.tables.count({Table::flows, 3}));
+    CHECK(k.tables.count({Table::handshakes, 4}));
+    CHECK(dstats_of(k, 2).table_refused == 0);
+    CHECK(dstats_of(k, 3).table_refused == 1);
+    CHECK(use(1000).table_bytes == 1400);
+    reg.sweep();
+    CHECK(use(1000).table_bytes == 1400);
+
+    // The first group's table dropped: the sweep gives it back, the next registration of the
+    // refused group gets its table.
+    REQUIRE(k.drop_table(Table::flows, 2));
+    reg.sweep();
+    CHECK(use(1000).table_bytes == 400);
+    make_socket(k, 20, 20, 1);
+    reg.on_event(register_event(groups[1], 20, 1));
+    CHECK(k.tables.count({Table::flows, 3}));
+    CHECK(use(1000).table_bytes == 1400);
+}
+
+TEST_CASE("registry: a uid with nothing left for the grace period leaves the per-owner maps",
+          "[registry-owners-idle]")
+{
+    FakeKernel k;
+    Registry reg(k);
+    reg.set_group_grace(1000000);
+    grm_group g = make_group(k, 53, 2);
+    g.owner_uid = 1000;
+    REQUIRE(put<MapId::group_recs>(k, 2, g));
+    make_socket(k, 10, 10, 1);
+    reg.on_event(register_event(g, 10, 1));
+    // uid 2000: refused once, owns nothing; uid 3000: a record still in the ring.
+    REQUIRE(put<MapId::owners>(k, 2000, grm_owner{0, 1, 0, 0, 0}));
+    REQUIRE(put<MapId::owners>(k, 3000, grm_owner{}));
+    REQUIRE(put<MapId::owner_ring>(k, 3000, grm_owner_ring{1, 0}));
+    reg.sweep();
+    CHECK(get<MapId::owner_use>(k, 2000));
+    k.advance(500000);
+    reg.sweep();
+    CHECK(get<MapId::owners>(k, 2000)); // not idle for the grace yet
+    k.advance(600000);
+    reg.sweep();
+    CHECK_FALSE(get<MapId::owners>(k, 2000));
+    CHECK_FALSE(get<MapId::owner_use>(k, 2000));
+    CHECK(reg.owner_use().count(2000) == 0);
+    CHECK(get<MapId::owners>(k, 3000));    // its record in the ring
+    CHECK(get<MapId::owner_use>(k, 1000)); // its group and socket
+    CHECK(get<MapId::owner_use>(k, 1000)->groups == 1);
 }

@@ -33,6 +33,9 @@ struct TableUse {
     uint64_t inserts = 0;  ///< new keys BPF put in
     uint64_t deletes = 0;  ///< keys BPF deleted (owner closed); handshakes: none
     uint64_t no_table = 0; ///< packets (FLOW: also sends, FLOW_ASSUREs) that failed open
+    /// Times grmd did not make it: its owner's table memory budget (grm_dstats.table_refused);
+    /// shown while the group has no table.
+    uint64_t refused = 0;
     /// Entries the LRU evicted to make room: inserts - deletes - entries (0 if negative: the
     /// counters restart with the group, and entries copied in by a resize are not inserts).
     uint64_t evicted() const

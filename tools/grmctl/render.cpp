@@ -293,11 +293,14 @@ namespace {
 /// "flow table" / "handshake table" line of a group, if it has the table or failed open.
 std::string table_line(const char* what, const TableUse& t)
 {
-    if (!t.present && t.no_table == 0)
+    if (!t.present && t.no_table == 0 && t.refused == 0)
         return "";
     std::string out = t.present ? fmt::format("\t{}: {} of {} entries, {} evicted", what, t.entries,
                                               t.capacity, t.evicted())
-                                : fmt::format("\t{}: none yet (no registered socket)", what);
+                      : t.refused
+                          ? fmt::format("\t{}: none, refused {} time(s): owner table memory budget",
+                                        what, t.refused)
+                          : fmt::format("\t{}: none yet (no registered socket)", what);
     if (t.memory)
         out += fmt::format(", {:.1f} MiB", static_cast<double>(t.memory) / (1 << 20));
     if (t.no_table)
@@ -307,9 +310,14 @@ std::string table_line(const char* what, const TableUse& t)
 
 Json table_json(const TableUse& t)
 {
-    return {{"present", t.present},   {"capacity", t.capacity}, {"memory_bytes", t.memory},
-            {"entries", t.entries},   {"inserts", t.inserts},   {"deletes", t.deletes},
-            {"evicted", t.evicted()}, {"no_table", t.no_table}};
+    Json j = {{"present", t.present},   {"capacity", t.capacity}, {"memory_bytes", t.memory},
+              {"entries", t.entries},   {"inserts", t.inserts},   {"deletes", t.deletes},
+              {"evicted", t.evicted()}, {"no_table", t.no_table}};
+    if (!t.present && t.refused) {
+        j["refused"] = "owner table memory budget";
+        j["refused_count"] = t.refused;
+    }
+    return j;
 }
 
 } // namespace
@@ -527,7 +535,7 @@ std::string render_prometheus(const Snapshot& s, std::string_view version)
 
     family("owner_in_use",
            "Per owner uid, what its limits count: groups, sockets (registered or waiting), ring "
-           "records",
+           "records, bytes of its groups' tables",
            MetricKind::gauge);
     for (const OwnerState& o : s.owners) {
         out += fmt::format("grm_owner_in_use{{uid=\"{}\",limit=\"groups\"}} {}\n", o.uid, o.groups);
@@ -535,6 +543,8 @@ std::string render_prometheus(const Snapshot& s, std::string_view version)
             fmt::format("grm_owner_in_use{{uid=\"{}\",limit=\"sockets\"}} {}\n", o.uid, o.sockets);
         out +=
             fmt::format("grm_owner_in_use{{uid=\"{}\",limit=\"ring\"}} {}\n", o.uid, o.ring_in_use);
+        out += fmt::format("grm_owner_in_use{{uid=\"{}\",limit=\"table_memory\"}} {}\n", o.uid,
+                           o.use.table_bytes);
     }
     family("owner_refused_total", "Per owner uid, calls a limit refused (grmd --limit-*-per-uid)",
            MetricKind::counter);
@@ -545,6 +555,8 @@ std::string render_prometheus(const Snapshot& s, std::string_view version)
                            o.counters.refused_sockets);
         out += fmt::format("grm_owner_refused_total{{uid=\"{}\",limit=\"ring\"}} {}\n", o.uid,
                            o.counters.refused_ring);
+        out += fmt::format("grm_owner_refused_total{{uid=\"{}\",limit=\"table_memory\"}} {}\n",
+                           o.uid, o.counters.refused_tables);
     }
 
     // The groups' own tables, for the groups that have one.
@@ -582,13 +594,15 @@ std::string render_owners_text(const Snapshot& s)
 {
     if (s.owners.empty())
         return "no owners\n";
-    std::string out =
-        fmt::format("{:>10} {:>7} {:>8} {:>6}   {:>14} {:>15} {:>12}\n", "uid", "groups", "sockets",
-                    "ring", "refused:groups", "refused:sockets", "refused:ring");
+    std::string out = fmt::format("{:>10} {:>7} {:>8} {:>6} {:>12}   {:>14} {:>15} {:>12} {:>13}\n",
+                                  "uid", "groups", "sockets", "ring", "table_MiB", "refused:groups",
+                                  "refused:sockets", "refused:ring", "refused:table");
     for (const OwnerState& o : s.owners)
-        out += fmt::format("{:>10} {:>7} {:>8} {:>6}   {:>14} {:>15} {:>12}\n", o.uid, o.groups,
-                           o.sockets, o.ring_in_use, o.counters.refused_groups,
-                           o.counters.refused_sockets, o.counters.refused_ring);
+        out += fmt::format("{:>10} {:>7} {:>8} {:>6} {:>12.1f}   {:>14} {:>15} {:>12} {:>13}\n",
+                           o.uid, o.groups, o.sockets, o.ring_in_use,
+                           static_cast<double>(o.use.table_bytes) / (1 << 20),
+                           o.counters.refused_groups, o.counters.refused_sockets,
+                           o.counters.refused_ring, o.counters.refused_tables);
     return out;
 }
 
@@ -596,13 +610,17 @@ nlohmann::ordered_json owners_json(const Snapshot& s)
 {
     nlohmann::ordered_json owners = nlohmann::ordered_json::array();
     for (const OwnerState& o : s.owners)
-        owners.push_back(
-            {{"uid", o.uid},
-             {"in_use", {{"groups", o.groups}, {"sockets", o.sockets}, {"ring", o.ring_in_use}}},
-             {"refused",
-              {{"groups", o.counters.refused_groups},
-               {"sockets", o.counters.refused_sockets},
-               {"ring", o.counters.refused_ring}}}});
+        owners.push_back({{"uid", o.uid},
+                          {"in_use",
+                           {{"groups", o.groups},
+                            {"sockets", o.sockets},
+                            {"ring", o.ring_in_use},
+                            {"table_memory_bytes", o.use.table_bytes}}},
+                          {"refused",
+                           {{"groups", o.counters.refused_groups},
+                            {"sockets", o.counters.refused_sockets},
+                            {"ring", o.counters.refused_ring},
+                            {"table_memory", o.counters.refused_tables}}}});
     return {{"version", kJsonVersion}, {"owners", owners}};
 }
 

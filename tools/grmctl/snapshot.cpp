@@ -86,6 +86,10 @@ Result<GroupState> read_group_state(Kernel& k, const grm_group_key& key, const g
     gs.flow_table = {
         .inserts = ts.flow_inserts, .deletes = ts.flow_deletes, .no_table = ts.flow_no_table};
     gs.handshake_table = {.inserts = ts.hs_inserts, .no_table = ts.hs_no_table};
+    if (DISSECTOR_TYPE(g.type) == DISSECTOR_FLOW)
+        gs.flow_table.refused = gs.dstats.table_refused;
+    else if (DISSECTOR_TYPE(g.type) == DISSECTOR_QUIC)
+        gs.handshake_table.refused = gs.dstats.table_refused;
     for (auto [t, use] : {std::pair{daemon::Table::flows, &gs.flow_table},
                           std::pair{daemon::Table::handshakes, &gs.handshake_table}}) {
         if (!k.has(t == daemon::Table::flows ? MapId::flow_sets : MapId::hs_sets))
@@ -96,6 +100,7 @@ Result<GroupState> read_group_state(Kernel& k, const grm_group_key& key, const g
                 continue;
             return unexpected(size.error());
         }
+        use->refused = 0; // it has one now
         use->present = true;
         use->capacity = *size;
         use->memory = k.table_memory(t, gid).value_or(0);
