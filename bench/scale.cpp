@@ -26,15 +26,16 @@ struct Config {
     std::string label;
     std::vector<const char*> setups; ///< kSetups names, one row each
     Shape shape;
-    uint64_t tuples = 0; ///< distinct flows sent over; 0 = a new flow every packet
-    uint32_t flow_entries = 0;
-    bool one_group = false; ///< traffic to the first group only (the others exist, idle)
+    uint64_t tuples = 0;       ///< distinct flows sent over; 0 = a new flow every packet
+    uint32_t flow_entries = 0; ///< grmd's --flow-entries; 0 = grmd's default
+    bool one_group = false;    ///< traffic to the first group only (the others exist, idle)
 };
 
 std::vector<Config> configs(const Options& o)
 {
     const auto flows = static_cast<uint64_t>(o.flows);
     const int socks = o.receivers;
+    const uint32_t fe = o.flow_entries; // 0: grmd's default
     std::vector<Config> c;
     if (o.scale == "flows") {
         for (uint64_t n : {1000ull, 100000ull, 1000000ull}) {
@@ -45,22 +46,23 @@ std::vector<Config> configs(const Options& o)
     } else if (o.scale == "groups") {
         // One row: two would double the groups (and 2000 exceed GRM_MAX_GROUPS).
         for (int g : {1, 100, 1000})
-            c.push_back({fmt::format("{} groups", g), {"flow"}, {g, 1, 1}, flows, 0});
+            c.push_back({fmt::format("{} groups", g), {"flow"}, {g, 1, 1}, flows, fe});
         // The same groups, all traffic to one: the cost of their number apart from that of
         // spreading packets (and cache lines) over all of them.
         for (int g : {100, 1000})
-            c.push_back({fmt::format("{} groups, 1 busy", g), {"flow"}, {g, 1, 1}, flows, 0, true});
+            c.push_back(
+                {fmt::format("{} groups, 1 busy", g), {"flow"}, {g, 1, 1}, flows, fe, true});
     } else if (o.scale == "sockets") {
         // floor too: more sockets cost the kernel's select and receive path as well
         for (int s : {1, 16, 256})
             c.push_back(
-                {fmt::format("{} sockets", s), {"floor", "noop", "flow"}, {1, 1, s}, flows, 0});
+                {fmt::format("{} sockets", s), {"floor", "noop", "flow"}, {1, 1, s}, flows, fe});
     } else if (o.scale == "gens") {
         for (int g : {1, 8, 32})
-            c.push_back({fmt::format("{} gens", g), {"noop", "flow"}, {1, g, socks}, flows, 0});
+            c.push_back({fmt::format("{} gens", g), {"noop", "flow"}, {1, g, socks}, flows, fe});
     } else { // newflows
-        c.push_back({fmt::format("{} flows", flows), {"floor", "flow"}, {1, 1, socks}, flows, 0});
-        c.push_back({"new flows", {"floor", "flow"}, {1, 1, socks}, 0, 0});
+        c.push_back({fmt::format("{} flows", flows), {"floor", "flow"}, {1, 1, socks}, flows, fe});
+        c.push_back({"new flows", {"floor", "flow"}, {1, 1, socks}, 0, fe});
     }
     return c;
 }
@@ -156,7 +158,10 @@ Result<std::vector<Measured>> run_config(const Config& c, const Options& o, cons
             return unexpected(p.error());
         base.push_back(counters(s, sb.pin_dir));
     }
-    const uint64_t memory = mapmem::total(mapmem::pinned(sb.pin_dir));
+    // The pinned maps and the groups' own tables, which are not pinned (ABI 4).
+    const uint64_t memory = mapmem::total(mapmem::pinned(sb.pin_dir)) +
+                            mapmem::total(mapmem::inner(sb.pin_dir, "grm_flow_sets")) +
+                            mapmem::total(mapmem::inner(sb.pin_dir, "grm_hs_sets"));
     std::vector<Measured> out(setups.size());
     for (int round = 0; round < o.rounds && !g_interrupted; round++) {
         for (size_t k = 0; k < setups.size(); k++) {
@@ -262,10 +267,12 @@ int run_scale(const Options& o, const test::Sandbox& sb, const Cpus& cpus, int a
                          {"rcvbuf_drops", m.rcvbuf_drops},
                          {"maps_memlock_bytes", m.memory}});
     }
-    fmt::print("(median [min..max] over {} rounds; hit % = packets that found their flow in the "
-               "FLOW table, of those grm processed;\n new flows = packets that did not; maps MiB "
-               "= memlock of every map grmd pinned, from fdinfo; load average at end: {})\n",
-               o.rounds, loadavg());
+    fmt::print(
+        "(median [min..max] over {} rounds; hit % = packets that found their flow in the "
+        "FLOW table, of those grm processed;\n new flows = packets that did not; maps MiB "
+        "= memlock of every map grmd pinned and of the groups' FLOW and handshake tables, from "
+        "fdinfo; load average at end: {})\n",
+        o.rounds, loadavg());
     for (const auto& p : problems)
         fmt::print(stderr, "INSANE: {}\n", p);
     if (!o.json.empty()) {

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
-// Kernel memory of the maps pinned under a pin directory (grmctl memory, grm-bench --scale):
-// per map, its shape from bpf_map_info and the bytes the kernel reports as the map's
-// "memlock" in /proc/self/fdinfo (since Linux 6.4 the map type's own memory-usage estimate:
-// preallocated elements, buckets, per-CPU parts). Header only; its users link libbpf.
+// Kernel memory of the maps pinned under a pin directory (grmctl memory, grm-bench --scale),
+// and of the maps an ARRAY_OF_MAPS there holds (the groups' own FLOW and handshake tables,
+// which grmd does not pin): per map, its shape from bpf_map_info and the bytes the kernel reports
+// as the map's "memlock" in /proc/self/fdinfo (since Linux 6.4 the map type's own memory-usage
+// estimate: preallocated elements, buckets, per-CPU parts). Header only; its users link libbpf.
 #pragma once
 
 #include <cstdint>
@@ -66,7 +67,36 @@ inline std::vector<MapMemory> pinned(const std::string& pin_dir)
     return out;
 }
 
-/// The sum of pinned()'s memlock.
+/// The maps the pinned ARRAY_OF_MAPS `outer` holds (grm_flow_sets, grm_hs_sets: one table per
+/// group), each named "<outer>[<index>]". Opening a map by id needs CAP_SYS_ADMIN; maps that
+/// cannot be opened, and an outer map that is absent, are left out.
+inline std::vector<MapMemory> inner(const std::string& pin_dir, const std::string& outer)
+{
+    std::vector<MapMemory> out;
+    Fd ofd(bpf_obj_get(pins::map(pin_dir, outer).c_str()));
+    bpf_map_info oinfo{};
+    __u32 olen = sizeof(oinfo);
+    if (!ofd.valid() || bpf_obj_get_info_by_fd(ofd.get(), &oinfo, &olen) != 0 ||
+        oinfo.type != BPF_MAP_TYPE_ARRAY_OF_MAPS)
+        return out;
+    for (__u32 i = 0; i < oinfo.max_entries; i++) {
+        __u32 id = 0;
+        if (bpf_map_lookup_elem(ofd.get(), &i, &id) != 0 || id == 0)
+            continue;
+        Fd fd(bpf_map_get_fd_by_id(id));
+        if (!fd.valid())
+            continue;
+        bpf_map_info info{};
+        __u32 len = sizeof(info);
+        if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0)
+            continue;
+        out.push_back({outer + "[" + std::to_string(i) + "]", info.type, info.key_size,
+                       info.value_size, info.max_entries, fd_memlock(fd.get())});
+    }
+    return out;
+}
+
+/// The sum of pinned()'s (or inner()'s) memlock.
 inline uint64_t total(const std::vector<MapMemory>& maps)
 {
     uint64_t t = 0;
