@@ -264,9 +264,9 @@ TEST_CASE("grmctl owners: command line, counts as the hook counts, text, JSON, P
     // grmd counted 3 groups at groups_made 10; BPF made 2 more since; 4 sockets registered or
     // waiting, 5 records in the ring.
     s.owners.push_back(
-        ctl::owner_state(1000, grm_owner{12, 7, 1, 2}, grm_owner_use{10, 3, 4}, {9, 4}));
+        ctl::owner_state(1000, grm_owner{12, 7, 1, 2, 0}, grm_owner_use{10, 3, 4, 0}, {9, 4}));
     // A group taken back after grmd read groups_made: never below zero.
-    s.owners.push_back(ctl::owner_state(1001, grm_owner{4, 0, 0, 0}, grm_owner_use{5, 0, 0}, {}));
+    s.owners.push_back(ctl::owner_state(1001, grm_owner{4, 0, 0, 0, 0}, grm_owner_use{5, 0, 0, 0}, {}));
     CHECK(s.owners[0].groups == 5);
     CHECK(s.owners[0].ring_in_use == 5);
     CHECK(s.owners[0].sockets == 9);
