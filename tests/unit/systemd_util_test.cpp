@@ -262,11 +262,12 @@ TEST_CASE("grmctl owners: command line, counts as the hook counts, text, JSON, P
 
     ctl::Snapshot s;
     // grmd counted 3 groups at groups_made 10; BPF made 2 more since; 4 sockets registered or
-    // waiting, 5 records in the ring.
-    s.owners.push_back(
-        ctl::owner_state(1000, grm_owner{12, 7, 1, 2, 0}, grm_owner_use{10, 3, 4, 0}, {9, 4}));
+    // waiting, 5 records in the ring; 3 MiB of tables, 3 tables refused.
+    s.owners.push_back(ctl::owner_state(1000, grm_owner{12, 7, 1, 2, 3},
+                                        grm_owner_use{10, 3, 4, 3 << 20}, {9, 4}));
     // A group taken back after grmd read groups_made: never below zero.
-    s.owners.push_back(ctl::owner_state(1001, grm_owner{4, 0, 0, 0, 0}, grm_owner_use{5, 0, 0, 0}, {}));
+    s.owners.push_back(
+        ctl::owner_state(1001, grm_owner{4, 0, 0, 0, 0}, grm_owner_use{5, 0, 0, 0}, {}));
     CHECK(s.owners[0].groups == 5);
     CHECK(s.owners[0].ring_in_use == 5);
     CHECK(s.owners[0].sockets == 9);
@@ -276,18 +277,24 @@ TEST_CASE("grmctl owners: command line, counts as the hook counts, text, JSON, P
     INFO(text);
     CHECK(text.find("refused:groups") != std::string::npos);
     CHECK(text.find(
-              "      1000       5        9      5                7               1            2") !=
-          std::string::npos);
+              "      1000       5        9      5          3.0                7               1 "
+              "           2             3") != std::string::npos);
     auto j = ctl::owners_json(s);
     CHECK(j["owners"][0]["uid"] == 1000);
     CHECK(j["owners"][0]["in_use"]["groups"] == 5);
     CHECK(j["owners"][0]["refused"]["groups"] == 7);
     CHECK(j["owners"][0]["refused"]["ring"] == 2);
+    CHECK(j["owners"][0]["in_use"]["table_memory_bytes"] == 3 << 20);
+    CHECK(j["owners"][0]["refused"]["table_memory"] == 3);
     const std::string prom = ctl::render_prometheus(s, "test");
     CHECK(prom.find("# TYPE grm_owner_refused_total counter") != std::string::npos);
     CHECK(prom.find("grm_owner_refused_total{uid=\"1000\",limit=\"sockets\"} 1\n") !=
           std::string::npos);
     CHECK(prom.find("grm_owner_in_use{uid=\"1000\",limit=\"groups\"} 5\n") != std::string::npos);
+    CHECK(prom.find("grm_owner_in_use{uid=\"1000\",limit=\"table_memory\"} 3145728\n") !=
+          std::string::npos);
+    CHECK(prom.find("grm_owner_refused_total{uid=\"1000\",limit=\"table_memory\"} 3\n") !=
+          std::string::npos);
     CHECK(ctl::render_owners_text(ctl::Snapshot{}) == "no owners\n");
 }
 
