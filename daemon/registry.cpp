@@ -875,11 +875,8 @@ void Registry::on_register(const grm_event& ev, bool retry)
         critical(gid, true);
         return;
     }
-    // The packet path's index. Without it the socket still steers, through grm_socks (slower):
-    // not a reason to refuse the registration.
-    if (auto set = k_.set_socket(gid, grm_sock_set_index(slot, idx), fd); !set)
-        log::warning("insert socket 0x{:x} into the group's socket map: {}", ev.so_cookie,
-                     set.error().message());
+    // The table before the index shows: from then on the app's flows (FLOW_ASSURE too) have
+    // one to go to.
     ensure_table(*g);
 
     grm_reg r{};
@@ -903,6 +900,14 @@ void Registry::on_register(const grm_event& ev, bool retry)
     if (log_ok(g->owner_uid))
         log::info("{}: socket 0x{:x} of pid {} registered: gen {} slot {} idx {} cookie 0x{:04x}",
                   key_str(ev.key), ev.so_cookie, ev.tgid, ev.gen, slot, idx, grm_cookie(slot, idx));
+    // The packet path's index, only now: a group's first registration makes its socket map,
+    // and entering a map into an outer map waits for an RCU grace period (the kernel's
+    // synchronize_rcu for map-in-map updates, 7 to 25 ms each on this VM), which would
+    // delay the index the app polls for. Until then, and without it, the socket steers
+    // through grm_socks by its index key (slower): not a reason to refuse the registration.
+    if (auto set = k_.set_socket(gid, grm_sock_set_index(slot, idx), fd); !set)
+        log::warning("insert socket 0x{:x} into the group's socket map: {}", ev.so_cookie,
+                     set.error().message());
     if (on_registered_)
         on_registered_(*g, slot, idx, std::move(*sock));
 }

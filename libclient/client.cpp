@@ -144,7 +144,9 @@ Result<std::vector<udp_grm_socket_gen>> register_sockets(std::span<const int> fd
                                              " socket(s) into generation " + std::to_string(gen));
         std::this_thread::sleep_for(
             std::min<std::chrono::steady_clock::duration>(pause, deadline - now));
-        pause = std::min(pause * 2, std::chrono::milliseconds(32));
+        // At most 8 ms between looks: a registration shows within 8 ms of grmd's write (a
+        // getsockopt per socket is cheap), not up to 32 ms late.
+        pause = std::min(pause * 2, std::chrono::milliseconds(8));
     }
 }
 

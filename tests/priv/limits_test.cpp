@@ -164,6 +164,19 @@ std::string metrics()
     return run({binary("grmctl"), "-p", sandbox().pin_dir, "metrics"}).output;
 }
 
+/// Sockets registered in the group of 127.0.0.1:port, as `grmctl list --json` says.
+uint64_t registered_in(uint16_t port)
+{
+    auto r = run({binary("grmctl"), "-p", sandbox().pin_dir, "list", "--json"});
+    auto j = nlohmann::json::parse(r.output, nullptr, false);
+    if (j.is_discarded() || !j.contains("groups"))
+        return 0;
+    for (const auto& g : j.at("groups"))
+        if (g.at("address").get<std::string>() == "127.0.0.1:" + std::to_string(port))
+            return g.at("metrics").value("registered", uint64_t{0});
+    return 0;
+}
+
 } // namespace
 
 TEST_CASE("limits: a uid's group past --limit-groups-per-uid is refused EDQUOT; others go on; an "
@@ -308,7 +321,12 @@ TEST_CASE("limits: a uid's SOCKET_GEN past --limit-ring-per-uid records in the r
     CHECK(metrics().find(refused_metric(kTenant, "ring") + " 2") != std::string::npos);
 
     // grmd reads the ring: the share is free again, another uid and root register fast.
+    // Timed once grmd has worked through what queued while it was stopped (the tenant's 8
+    // sockets into a new group): a group's first registration waits for RCU grace periods
+    // (its table entered into grm_flow_sets) on grmd's loop, 10 to 50 ms each here, and a
+    // registration queued behind that backlog waits with it.
     CHECK(poll_until([] { return in_use(kTenant, "ring") == 0; }, 5s));
+    CHECK(poll_until([port] { return registered_in(port) == 8; }, 5s));
     CHECK(fast_registration_as(kOther) == 0);
     std::vector<Fd> root;
     CHECK(timed_registration(root) < kFast);
