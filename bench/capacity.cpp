@@ -129,13 +129,7 @@ int run_capacity(std::vector<Setup>& setups, const std::vector<Fd>& flows, const
         return 1;
     }
     const size_t n = setups.size();
-    auto index_of = [&](const char* name) -> std::optional<size_t> {
-        for (size_t i = 0; i < n; i++)
-            if (std::string_view(setups[i].spec->name) == name)
-                return i;
-        return std::nullopt;
-    };
-    const auto floor_i = index_of("floor"), plain_i = index_of("plain");
+    const auto floor_i = setup_index(setups, "floor"), plain_i = setup_index(setups, "plain");
     std::vector<std::string> problems;
     json jsetups = json::array();
     fmt::print("\nreceive-side capacity (loss-free rate: lost <= {:.1f}%, queued at the end <= "

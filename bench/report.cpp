@@ -157,13 +157,7 @@ Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vecto
                   const std::string& pin_dir, const Cpus& cpus)
 {
     const size_t n = setups.size();
-    auto index_of = [&](const char* name) -> std::optional<size_t> {
-        for (size_t i = 0; i < n; i++)
-            if (std::string_view(setups[i].spec->name) == name)
-                return i;
-        return std::nullopt;
-    };
-    const auto floor_i = index_of("floor"), plain_i = index_of("plain");
+    const auto floor_i = setup_index(setups, "floor"), plain_i = setup_index(setups, "plain");
     Summary out;
     auto& problems = out.problems;
     for (size_t i = 0; i < n; i++) {

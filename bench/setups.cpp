@@ -272,4 +272,12 @@ Result<Stage> make_stage(const Options& o, const test::Sandbox& sb, bool with_da
     return st;
 }
 
+std::optional<size_t> setup_index(const std::vector<Setup>& setups, std::string_view name)
+{
+    for (size_t i = 0; i < setups.size(); i++)
+        if (setups[i].spec->name == name)
+            return i;
+    return std::nullopt;
+}
+
 } // namespace grm::bench

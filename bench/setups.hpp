@@ -10,6 +10,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fd.hpp"
@@ -72,6 +73,9 @@ struct Setup {
     /// floor, floor-sockhash: selects that failed (and fell back to the kernel's hash) so far.
     uint64_t floor_select_errors() const;
 };
+
+/// Where the setup called `name` ("floor", "plain") stands in setups, if it is there.
+std::optional<size_t> setup_index(const std::vector<Setup>& setups, std::string_view name);
 
 /// How many groups, live generations and sockets per generation a setup has (the scaling
 /// modes vary them; the comparison has one group, one generation, o.receivers sockets).

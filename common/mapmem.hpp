@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <dirent.h>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -41,6 +42,17 @@ inline uint64_t fd_memlock(int fd)
     return 0;
 }
 
+/// The map open at fd, as `name`; nullopt when the kernel does not describe it.
+inline std::optional<MapMemory> describe(const std::string& name, int fd)
+{
+    bpf_map_info info{};
+    __u32 len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0)
+        return std::nullopt;
+    return MapMemory{name,          info.type, info.key_size, info.value_size, info.max_entries,
+                     fd_memlock(fd)};
+}
+
 /// Every map pinned in <pin_dir>/maps, in directory order; maps that cannot be opened are
 /// left out.
 inline std::vector<MapMemory> pinned(const std::string& pin_dir)
@@ -56,12 +68,8 @@ inline std::vector<MapMemory> pinned(const std::string& pin_dir)
         Fd fd(bpf_obj_get(pins::map(pin_dir, e->d_name).c_str()));
         if (!fd.valid())
             continue;
-        bpf_map_info info{};
-        __u32 len = sizeof(info);
-        if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0)
-            continue;
-        out.push_back({e->d_name, info.type, info.key_size, info.value_size, info.max_entries,
-                       fd_memlock(fd.get())});
+        if (auto m = describe(e->d_name, fd.get()))
+            out.push_back(*m);
     }
     ::closedir(d);
     return out;
@@ -86,12 +94,8 @@ inline std::vector<MapMemory> inner(const std::string& pin_dir, const std::strin
         Fd fd(bpf_map_get_fd_by_id(id));
         if (!fd.valid())
             continue;
-        bpf_map_info info{};
-        __u32 len = sizeof(info);
-        if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0)
-            continue;
-        out.push_back({outer + "[" + std::to_string(i) + "]", info.type, info.key_size,
-                       info.value_size, info.max_entries, fd_memlock(fd.get())});
+        if (auto m = describe(outer + "[" + std::to_string(i) + "]", fd.get()))
+            out.push_back(*m);
     }
     return out;
 }
