@@ -9,8 +9,11 @@
  *                         as a named row so that the price of a hashed select stays visible.
  *   bench_floor_sockmap   the same from a SOCKMAP (an array of sockets, like grm's group maps).
  *   bench_floor_sets      an ARRAY_OF_MAPS lookup, then a SOCKMAP select: grm's select alone.
+ *   bench_floor_tail      the floor's select behind one tail call (an indirect jump), or
+ *                         behind two (there and back, as a cBPF group's packets go): what
+ *                         running a program grmd made at run time costs.
  *
- * A setup loads its own copy and attaches one of the two. Only grm-bench loads it
+ * A setup loads its own copy and attaches one of them. Only grm-bench loads it
  * (bench/setups.cpp).
  */
 #include <linux/bpf.h>
@@ -43,8 +46,7 @@ const volatile __u32 n_socks = 1;
  * too low. Only the error path writes it, unlocked: it need only be zero or not. */
 __u64 select_err;
 
-SEC("sk_reuseport")
-int bench_floor(struct sk_reuseport_md* md)
+static __always_inline int floor_select(struct sk_reuseport_md* md)
 {
     __u32 key = n_socks ? md->hash % n_socks : 0;
 
@@ -52,6 +54,12 @@ int bench_floor(struct sk_reuseport_md* md)
     if (bpf_sk_select_reuseport(md, &bench_array, &key, 0))
         select_err++;
     return SK_PASS;
+}
+
+SEC("sk_reuseport")
+int bench_floor(struct sk_reuseport_md* md)
+{
+    return floor_select(md);
 }
 
 SEC("sk_reuseport")
@@ -108,5 +116,46 @@ int bench_floor_sets(struct sk_reuseport_md* md)
 
     if (!set || bpf_sk_select_reuseport(md, set, &key, 0))
         select_err++;
+    return SK_PASS;
+}
+
+/* Tail calls, the price of running a program grmd made at run time (a cBPF group's translated
+ * program): floor-tail is the floor's select one tail call away, through a slot the verifier
+ * cannot know (grm's slot is the group id), so the JIT emits an indirect jump; floor-tail2 adds
+ * the way back, a tail call to a constant slot, which the JIT patches into a direct jump (grm's
+ * translated program returns to grm_cbpf_dispatch so). Slots, filled by grm-bench: 0 the select,
+ * 1 the way back. */
+#define BENCH_TAIL_SELECT 0
+#define BENCH_TAIL_BACK 1
+struct {
+    __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+    __uint(max_entries, 2);
+    __type(key, __u32);
+    __type(value, __u32);
+} bench_progs SEC(".maps");
+
+/* The slot bench_floor_tail jumps to: BENCH_TAIL_SELECT or BENCH_TAIL_BACK. In .bss, not
+ * .rodata: the verifier must not see a constant. Writer: grm-bench, before attaching. */
+__u32 tail_slot;
+
+SEC("sk_reuseport")
+int bench_tail_select(struct sk_reuseport_md* md)
+{
+    return floor_select(md);
+}
+
+SEC("sk_reuseport")
+int bench_tail_back(struct sk_reuseport_md* md)
+{
+    bpf_tail_call(md, &bench_progs, BENCH_TAIL_SELECT);
+    select_err++; /* an empty slot: counted like a failed select */
+    return SK_PASS;
+}
+
+SEC("sk_reuseport")
+int bench_floor_tail(struct sk_reuseport_md* md)
+{
+    bpf_tail_call(md, &bench_progs, tail_slot);
+    select_err++;
     return SK_PASS;
 }

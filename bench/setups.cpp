@@ -56,6 +56,12 @@ constexpr SetupSpec kSetups[] = {
      Kind::floor_sockmap, nullptr, nullptr, 0},
     {"floor-sets", "floor.bpf.c: ARRAY_OF_MAPS lookup + SOCKMAP select: grm's select (reference)",
      Kind::floor_sets, nullptr, nullptr, 0},
+    {"floor-tail",
+     "floor.bpf.c: the floor's select behind a tail call to a variable slot (reference)",
+     Kind::floor_tail, nullptr, nullptr, 0},
+    {"floor-tail2",
+     "floor.bpf.c: floor-tail + a tail call back to a constant slot: cbpf's jumps (reference)",
+     Kind::floor_tail2, nullptr, nullptr, 0},
     {"noop", "grm, NOOP dissector: every packet to the working generation", Kind::grm,
      [] { return client::make_dissector(DISSECTOR_NOOP); }, nullptr, 0, 0.43, 62},
     {"flow", "grm, FLOW dissector: established flows, flow-table hit", Kind::grm,
@@ -88,6 +94,17 @@ Result<void> make_floor(Setup& s, int n, Kind kind)
     } else if (kind == Kind::floor_sets) {
         p = skel->progs.bench_floor_sets;
         m = skel->maps.bench_set;
+    } else if (kind == Kind::floor_tail || kind == Kind::floor_tail2) {
+        p = skel->progs.bench_floor_tail;
+        int progs = bpf_map__fd(skel->maps.bench_progs);
+        const std::pair<__u32, const bpf_program*> slots[] = {{0, skel->progs.bench_tail_select},
+                                                              {1, skel->progs.bench_tail_back}};
+        for (const auto& [slot, to] : slots) {
+            int fd = bpf_program__fd(to);
+            if (bpf_map_update_elem(progs, &slot, &fd, BPF_ANY) != 0)
+                return errno_error("fill bench_progs");
+        }
+        skel->bss->tail_slot = kind == Kind::floor_tail ? 0 : 1;
     }
     const bool u64_keys = kind == Kind::floor_sockhash;
     int prog = bpf_program__fd(p);

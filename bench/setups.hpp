@@ -26,7 +26,16 @@ struct bench_bpf; // floor.skel.h
 
 namespace grm::bench {
 
-enum class Kind { plain, floor, floor_sockhash, floor_sockmap, floor_sets, grm };
+enum class Kind {
+    plain,
+    floor,
+    floor_sockhash,
+    floor_sockmap,
+    floor_sets,
+    floor_tail,
+    floor_tail2,
+    grm
+};
 
 /// One row of the comparison. Adding a grm dissector is one more row: its dissector config
 /// and, if it routes by packet contents, a payload function.
