@@ -31,16 +31,19 @@ extra_failed=() # failures outside meson's logs: "name (why)"
 # ---- phase 2: sanitizers
 # Tests that cannot run sanitized: priv-systemd-e2e boots grmd in a container whose root
 # filesystem has no libasan; sdk-out-of-tree links plain apps against the installed library,
-# which ASan's runtime refuses (it must come first), and checks the install, not memory.
-san_exclude='^(priv-systemd-e2e|sdk-out-of-tree)$'
+# which ASan's runtime refuses (it must come first), and checks the install, not memory;
+# format, layout and man-pages check files, not running code.
+san_exclude='^(priv-systemd-e2e|sdk-out-of-tree|format|layout|man-pages)$'
 sandir=build-san
 if [ "${GRM_SAN:-1}" != 0 ]; then
     [ -f "$sandir/build.ninja" ] ||
         meson setup "$sandir" -Db_sanitize=address,undefined -Db_lundef=false \
-            -Dbuildtype=debug -Dwerror=false >/dev/null
+            -Dbuildtype=debug -Dwerror=false -Drelease_grmd_dir="$PWD/$builddir/tests" >/dev/null
     # -O0 (buildtype=debug) compiles about 3x faster than -O2 with the sanitizers, and the
     # tests wait on the network and the kernel, not the CPU. werror=false: warnings are the
     # first build's business (gcc's -Wmaybe-uninitialized misfires under ASan at -O2).
+    # release_grmd_dir: the upgrade tests' earlier grmds (unsanitized) come from the first
+    # build, not built a second time.
     if ninja -C "$sandir"; then
         if (($#)); then
             san_tests=("$@")
