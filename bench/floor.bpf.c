@@ -126,7 +126,6 @@ int bench_floor_sets(struct sk_reuseport_md* md)
  * translated program returns to grm_cbpf_dispatch so). Slots, filled by grm-bench: 0 the select,
  * 1 the way back. */
 #define BENCH_TAIL_SELECT 0
-#define BENCH_TAIL_BACK 1
 struct {
     __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
     __uint(max_entries, 2);
@@ -134,7 +133,7 @@ struct {
     __type(value, __u32);
 } bench_progs SEC(".maps");
 
-/* The slot bench_floor_tail jumps to: BENCH_TAIL_SELECT or BENCH_TAIL_BACK. In .bss, not
+/* The slot bench_floor_tail jumps to: 0 (the select) or 1 (the way back). In .bss, not
  * .rodata: the verifier must not see a constant. Writer: grm-bench, before attaching. */
 __u32 tail_slot;
 
