@@ -2,10 +2,9 @@
 // Privileged integration tests: real programs, real hooks, real packets over loopback, in a
 // sandbox of their own (see tests/support/sandbox.hpp). meson runs each test case as its own
 // process, so each gets a fresh sandbox and its own grmd.
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
 #include <fmt/core.h>
 
+#include "catch_run.hpp"
 #include "sandbox.hpp"
 
 int main(int argc, char** argv)
@@ -21,7 +20,7 @@ int main(int argc, char** argv)
         return 77;
     }
     grm::test::set_sandbox(*sb);
-    int rc = Catch::Session().run(argc, argv);
+    int rc = grm::test::run_catch(argc, argv);
     grm::test::leave_sandbox(*sb);
     return rc;
 }

@@ -3,7 +3,6 @@
 // dozens of real gtlsclient processes hold connections with requests delayed past the
 // restarts. Counted from the clients' downloads: connections that failed, requests that did not
 // complete. Each case runs in its own sandbox with its own grmd (the plain baseline without).
-#define CATCH_CONFIG_RUNNER
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -22,6 +21,7 @@
 #include <catch2/catch.hpp>
 #include <fmt/core.h>
 
+#include "catch_run.hpp"
 #include "fd.hpp"
 #include "process.hpp"
 #include "quic_harness.hpp"
@@ -472,7 +472,7 @@ int main(int argc, char** argv)
         return 77;
     }
     set_sandbox(*sb);
-    int rc = Catch::Session().run(argc, argv);
+    int rc = grm::test::run_catch(argc, argv);
     leave_sandbox(*sb);
     return rc;
 }

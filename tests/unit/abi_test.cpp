@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Pure logic of the ABI: cookie encoding (the fact sheet's worked examples), slot mapping,
 // struct layouts, getsockopt answer sizes.
-#define CATCH_CONFIG_MAIN
 #include <cstddef>
 
 #include <catch2/catch.hpp>

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The pure half of grm-activate, grm-decoy and grmctl delete: command lines, dissectors,
 // bpf_asm parsing, the decoy's child environment and notify filtering, delete's report.
-#define CATCH_CONFIG_MAIN
 #include <cstring>
 
 #include <arpa/inet.h>
