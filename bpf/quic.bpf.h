@@ -17,37 +17,83 @@
 #define GRM_QUIC_OPAQUE(x) OPAQUE(x)
 #include "quic.h"
 
+/* The handshake table's key of an Initial: the client's address and the DCID it chose. -1
+ * when the address cannot be read. */
+static __always_inline int hs_key_of(struct sk_reuseport_md* md, const struct grm_group* g,
+                                     const struct grm_quic_hdr* h, struct grm_hs_key* hk)
+{
+    __builtin_memset(hk, 0, sizeof(*hk));
+    hk->gid = g->gid;
+    hk->dcid_len = (__u8)h->dcid_len;
+    __builtin_memcpy(hk->dcid, h->dcid, sizeof(hk->dcid));
+    return peer_of(md, hk->addr, &hk->port);
+}
+
+/* Looks the Initial up in the group's handshake table: *owner gets the socket of a live
+ * entry (0 when none). Returns -1 when the client's address cannot be read, 0 when the group
+ * has no table yet, 1 otherwise. A call of its own, like hs_learn: the 44-byte key stays off
+ * the stack of the select path below (bpf-to-bpf calls share 512 bytes). */
+static __noinline int hs_find(struct sk_reuseport_md* md, struct grm_group* g,
+                              struct grm_quic_hdr* h, __u64 now, __u64* owner)
+{
+    struct grm_hs_key hk;
+    struct grm_flow* f;
+    void* table;
+
+    if (hs_key_of(md, g, h, &hk))
+        return -1;
+    table = bpf_map_lookup_elem(&grm_hs_sets, &hk.gid);
+    if (!table) {
+        table_count(hk.gid, hs_no_table);
+        return 0;
+    }
+    f = bpf_map_lookup_elem(table, &hk);
+    if (f && age_ns(now, f->last_ns) <= GRM_HANDSHAKE_TIMEOUT_NS)
+        *owner = f->owner;
+    return 1;
+}
+
+/* The connection's first Initial went to socket `key`: its handshake packets follow it. */
+static __noinline void hs_learn(struct sk_reuseport_md* md, struct grm_group* g,
+                                struct grm_quic_hdr* h, __u64 now, __u64 key)
+{
+    struct grm_flow nf = {.last_ns = now, .owner = key};
+    struct grm_hs_key hk;
+    struct grm_flow* f;
+    void* table;
+
+    if (hs_key_of(md, g, h, &hk))
+        return;
+    table = bpf_map_lookup_elem(&grm_hs_sets, &hk.gid);
+    if (!table)
+        return;
+    f = bpf_map_lookup_elem(table, &hk);
+    if (f) { /* expired, or its socket is gone: taken over */
+        f->owner = key;
+        f->last_ns = now;
+    } else if (!bpf_map_update_elem(table, &hk, &nf, BPF_NOEXIST)) {
+        table_count(hk.gid, hs_inserts);
+    }
+}
+
 /* Initial and 0-RTT packets may still carry the DCID the client chose: they follow the
  * connection's first Initial through the group's handshake table; without one (grmd has
  * not made it yet) they fail open: cookie, then new flow, nothing recorded. */
 static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct grm_group* g,
                                             struct grm_stats* s, struct grm_quic_hdr* h)
 {
-    struct grm_hs_key hk;
-    struct grm_flow* f = 0;
-    __u64 now = clock_ns(), key;
-    void* table;
+    __u64 now = clock_ns(), owner = 0, key;
+    int table = hs_find(md, g, h, now, &owner);
 
-    __builtin_memset(&hk, 0, sizeof(hk));
-    hk.gid = g->gid;
-    hk.dcid_len = (__u8)h->dcid_len;
-    __builtin_memcpy(hk.dcid, h->dcid, sizeof(hk.dcid));
-    if (peer_of(md, hk.addr, &hk.port)) {
+    if (table < 0) {
         s->rx_packet_too_short_error++;
         s->rx_flow_new_unseen++;
         return dispatch_new(md, g, s, 0) != 0;
     }
-    table = bpf_map_lookup_elem(&grm_hs_sets, &hk.gid);
-    if (table)
-        f = bpf_map_lookup_elem(table, &hk);
-    else
-        table_count(hk.gid, hs_no_table);
-    if (f && age_ns(now, f->last_ns) <= GRM_HANDSHAKE_TIMEOUT_NS) {
-        if (!select_owner(md, f->owner)) {
-            s->rx_quic_handshake_hit++;
-            s->rx_flow_ok++;
-            return 1;
-        }
+    if (owner && !select_owner(md, owner)) {
+        s->rx_quic_handshake_hit++;
+        s->rx_flow_ok++;
+        return 1;
     }
     /* A DCID of the server's length may be one the server issued (after its first Initial,
      * or after a Retry): route by its cookie. A client's random DCID of that same length
@@ -63,11 +109,8 @@ static __noinline int dispatch_quic_initial(struct sk_reuseport_md* md, struct g
     }
     s->rx_flow_new_unseen++;
     key = dispatch_new(md, g, s, 0);
-    if (key && table) {
-        struct grm_flow nf = {.last_ns = now, .owner = key};
-        if (!bpf_map_update_elem(table, &hk, &nf, BPF_ANY) && !f)
-            table_count(hk.gid, hs_inserts);
-    }
+    if (key && table)
+        hs_learn(md, g, h, now, key);
     return key != 0;
 }
 

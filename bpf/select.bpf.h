@@ -40,22 +40,22 @@ static __always_inline int select_owner(struct sk_reuseport_md* md, __u64 owner)
 struct probe {
     struct sk_reuseport_md* md;
     struct grm_slot_state* sl;
-    __u64 key;
-    __u32 gid, slot, n, pos, skipped;
+    __u32 gid, slot, n, pos;
+    __u32 hit; /* the selected socket's index + 1; 0 while none */
 };
 
 static int probe_next(__u32 i, struct probe* c)
 {
-    __u32 p = c->pos + i;
+    __u32 p = c->pos + i, idx;
     if (p >= c->n)
         p -= c->n;
     OPAQUE(p);
     p &= GRM_MAX_SOCKS - 1;
-    if (select_idx(c->md, c->gid, c->slot, c->sl->live[p]) == 0) {
-        c->key = grm_sock_idx_key(c->gid, c->slot, c->sl->live[p]);
+    idx = c->sl->live[p];
+    if (select_idx(c->md, c->gid, c->slot, idx) == 0) {
+        c->hit = idx + 1;
         return 1;
     }
-    c->skipped++;
     return 0;
 }
 
@@ -71,7 +71,8 @@ static __noinline __u64 select_in_gen(struct sk_reuseport_md* md, struct grm_gro
     __u32 i = (g->gid & (GRM_MAX_GROUPS - 1)) * GRM_MAX_SLOTS + slot;
     struct grm_slot_state* sl = bpf_map_lookup_elem(&grm_slots, &i);
     struct probe c;
-    __u32 n, pos;
+    __u32 n, pos, idx;
+    long loops;
 
     /* A slot still holding an older generation that wrapped onto it is not this one. */
     if (!sl || sl->gen != gen || !(n = sl->n_live) || n > GRM_MAX_SOCKS)
@@ -79,20 +80,21 @@ static __noinline __u64 select_in_gen(struct sk_reuseport_md* md, struct grm_gro
     pos = md->hash % n;
     OPAQUE(pos);
     pos &= GRM_MAX_SOCKS - 1;
-    if (select_idx(md, g->gid, slot, sl->live[pos]) == 0)
-        return grm_sock_idx_key(g->gid, slot, sl->live[pos]);
-    /* Closed socket not yet swept by the daemon: try the others, in order. */
+    idx = sl->live[pos];
+    if (select_idx(md, g->gid, slot, idx) == 0)
+        return grm_sock_idx_key(g->gid, slot, idx);
+    /* Closed socket not yet swept by the daemon: try the others, in order. bpf_loop returns
+     * how many it tried, the one selected included. */
     c.md = md;
     c.sl = sl;
-    c.key = 0;
     c.gid = g->gid;
     c.slot = slot;
     c.n = n;
     c.pos = pos + 1;
-    c.skipped = 1;
-    bpf_loop(n - 1, probe_next, &c, 0);
-    s->rx_new_flow_dead_skipped += c.skipped;
-    return c.key;
+    c.hit = 0;
+    loops = bpf_loop(n - 1, probe_next, &c, 0);
+    s->rx_new_flow_dead_skipped += 1 + (loops > 0 ? loops : 0) - (c.hit ? 1 : 0);
+    return c.hit ? grm_sock_idx_key(g->gid, slot, c.hit - 1) : 0;
 }
 
 /* A new flow: to a live socket of the working generation of `app`; while that generation
