@@ -50,12 +50,16 @@ public:
     ~Receiver() { stop(); }
 
     /// Stops when the sockets have been quiet for `quiet`, then closes them: the drain
-    /// of an old instance.
-    void drain_and_close(std::chrono::milliseconds quiet)
+    /// of an old instance. `progress` (the sender's next sequence number) is read right
+    /// before and after the close: close_window().
+    void drain_and_close(std::chrono::milliseconds quiet, const std::atomic<uint64_t>* progress)
     {
         quiet_ = quiet;
+        progress_ = progress;
         draining_ = true;
     }
+    /// The sender's next sequence number right before and right after the sockets closed.
+    std::pair<uint64_t, uint64_t> close_window() const { return {close_begin_, close_end_}; }
     void stop()
     {
         stop_ = true;
@@ -86,7 +90,9 @@ private:
                     }
                 }
             } else if (draining_ && now - last >= quiet_) {
+                close_begin_ = progress_ ? progress_->load() : 0;
                 socks_.clear(); // close: the old instance is gone
+                close_end_ = progress_ ? progress_->load() : 0;
                 closed_ = true;
                 return;
             }
@@ -99,6 +105,8 @@ private:
     std::atomic<uint64_t>& dups_;
     std::atomic<bool> stop_{false}, draining_{false}, closed_{false};
     std::atomic<uint64_t> received_{0};
+    const std::atomic<uint64_t>* progress_ = nullptr;
+    std::atomic<uint64_t> close_begin_{0}, close_end_{0};
     std::chrono::milliseconds quiet_{0};
     std::thread thread_;
 };
@@ -108,6 +116,7 @@ struct LoadResult {
     uint64_t on_old = 0, on_new = 0;
     uint64_t processed = 0;     // packets grm's reuseport program saw
     uint64_t backlog_drops = 0; // host-wide softnet backlog drops during the run
+    uint64_t lost_at_close = 0; // missing packets sent while the old sockets closed
     double seconds = 0;
 };
 
@@ -163,7 +172,9 @@ LoadResult restart_under_load(int family, int flows, double pps, double seconds)
     });
 
     std::this_thread::sleep_until(t0 + std::chrono::duration<double>(seconds / 3));
+    const uint64_t open_seq = next_seq.load();
     auto gen1 = server_sockets(family, port, 4);
+    const uint64_t opened_seq = next_seq.load();
     enter_generation(gen1, 1, false);
     const int switcher = gen1[0].get(); // the new instance switches through its own socket
     auto new_rx = std::make_unique<Receiver>(std::move(gen1), 2, seen, dups);
@@ -171,7 +182,7 @@ LoadResult restart_under_load(int family, int flows, double pps, double seconds)
     // The sender may be inside sendto() of next_seq while the switch lands: that packet may
     // have been steered either way. Everything after it was sent after the switch.
     const uint64_t switch_seq = next_seq.load() + 1;
-    old_rx->drain_and_close(200ms);
+    old_rx->drain_and_close(200ms, &next_seq);
 
     sender.join();
     LoadResult r;
@@ -195,17 +206,32 @@ LoadResult restart_under_load(int family, int flows, double pps, double seconds)
         }
     }
     r.backlog_drops = softnet_backlog_drops() - drops_before;
+    // The window of the old sockets' close, widened by an input backlog's worth of packets
+    // (1000) each way: sent packets are received a little later.
+    auto [close_begin, close_end] = old_rx->close_window();
+    const uint64_t near_lo = close_begin > 1000 ? close_begin - 1000 : 0, near_hi = close_end + 1000;
+    std::string missing;
+    for (uint64_t i = 0, shown = 0; i < total; i++)
+        if (!seen[i]) {
+            r.lost_at_close += i >= near_lo && i < near_hi;
+            if (shown++ < 8)
+                missing += fmt::format(" {}", i);
+        }
+    if (!missing.empty())
+        fmt::print("missing:{} | gen1 opened while seq {}..{} were sent, switched at {}, gen0 "
+                   "closed while {}..{} were sent\n",
+                   missing, open_seq, opened_seq, switch_seq, close_begin, close_end);
     CHECK(old_rx->closed());
     auto st = group_stats(sandbox().pin_dir, family, port);
     r.processed = st.rx.rx_processed_total;
     fmt::print("counters: processed {} dispatch ok {} error {} dead skipped {}\n",
                st.rx.rx_processed_total, st.rx.rx_new_flow_working_gen_dispatch_ok,
                st.rx.rx_new_flow_working_gen_dispatch_error, st.rx.rx_new_flow_dead_skipped);
-    fmt::print("restart under load ({}): sent {} received {} lost {} (kernel backlog drops {}) "
-               "dup {} | on gen0 {} gen1 {} | received after switch {} all on gen1: {} | "
-               "{:.0f} pkt/s over {:.1f} s\n",
+    fmt::print("restart under load ({}): sent {} received {} lost {} (kernel backlog drops {}, "
+               "at the old sockets' close {}) dup {} | on gen0 {} gen1 {} | received after "
+               "switch {} all on gen1: {} | {:.0f} pkt/s over {:.1f} s\n",
                family == AF_INET ? "IPv4" : "IPv6", r.sent, r.received, r.sent - r.received,
-               r.backlog_drops, r.dups, r.on_old, r.on_new, r.after_switch,
+               r.backlog_drops, r.lost_at_close, r.dups, r.on_old, r.on_new, r.after_switch,
                r.after_switch == r.after_switch_on_new ? "yes" : "NO",
                static_cast<double>(r.sent) / r.seconds, r.seconds);
     return r;
@@ -219,8 +245,14 @@ void check_restart(int family)
     // Nothing grm saw is lost: every packet its program steered arrived, on a live socket.
     CHECK(r.received == r.processed);
     // A packet grm never saw was dropped by the kernel before the socket lookup (a full
-    // input backlog on a loaded machine), and the kernel counted it.
-    CHECK(r.sent - r.processed <= r.backlog_drops);
+    // input backlog on a loaded machine), and the kernel counted it; or it met one of the old
+    // sockets as it closed. That is the kernel's: udp_lib_unhash() detaches a socket from its
+    // reuseport group before it takes it off the lookup's hash chain, and a lookup that finds
+    // it in between delivers to the closing socket itself, with no program run. IPv6 appends a
+    // reuseport socket to the chain (IPv4 prepends), so the old sockets are the ones found
+    // first: about 1 run in 6 loses one packet there on a 2-core machine, never IPv4.
+    CHECK(r.lost_at_close <= 4); // at most one per closing socket
+    CHECK(r.sent - r.processed <= r.backlog_drops + r.lost_at_close);
     CHECK(r.dups == 0);
     CHECK(r.on_old > 0);
     CHECK(r.after_switch > 0);
