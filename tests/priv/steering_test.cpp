@@ -209,7 +209,8 @@ LoadResult restart_under_load(int family, int flows, double pps, double seconds)
     // The window of the old sockets' close, widened by an input backlog's worth of packets
     // (1000) each way: sent packets are received a little later.
     auto [close_begin, close_end] = old_rx->close_window();
-    const uint64_t near_lo = close_begin > 1000 ? close_begin - 1000 : 0, near_hi = close_end + 1000;
+    const uint64_t near_lo = close_begin > 1000 ? close_begin - 1000 : 0,
+                   near_hi = close_end + 1000;
     std::string missing;
     for (uint64_t i = 0, shown = 0; i < total; i++)
         if (!seen[i]) {
