@@ -22,7 +22,10 @@ builddir=${BUILDDIR:-build}
 ninja -C "$builddir"
 
 set +e
-meson test -C "$builddir" --print-errorlogs --num-processes 1 "$@"
+# --no-rebuild: ninja above built every test's binary. Without it, meson's own ninja run
+# recompiles about 20 test targets right after a fresh build: the first run's .ninja_log
+# lacks their entries ("command line not found in log"), for a reason not found yet.
+meson test -C "$builddir" --no-rebuild --print-errorlogs --num-processes 1 "$@"
 rc=$?
 set -e
 logs=("$builddir/meson-logs/testlog.json")
