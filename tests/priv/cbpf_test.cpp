@@ -4,7 +4,6 @@
 #include <array>
 #include <cstring>
 #include <map>
-#include <sched.h>
 #include <string>
 #include <thread>
 
@@ -344,15 +343,10 @@ TEST_CASE("cbpf: a group sharing its address with another namespace routes by it
           "[cbpf-shared-netns][cbpf]")
 {
     Daemon d = start();
-    auto theirs = server_sockets(AF_INET, 0, 2);
+    auto theirs = working_group(AF_INET, 0, 2, client::make_dissector(DISSECTOR_NOOP), 1);
     const uint16_t port = local_port(theirs[0].get());
-    REQUIRE(client::set_dissector(theirs[0].get(), client::make_dissector(DISSECTOR_NOOP)));
-    REQUIRE(client::register_sockets(raw(theirs), 1, 10s));
-    REQUIRE(client::set_working_gen(theirs[0].get(), 1));
 
-    int rc = in_child([port] {
-        if (::unshare(CLONE_NEWNET) != 0 || !lo_up())
-            return 1;
+    int rc = in_child_netns([port] {
         auto mine = server_sockets(AF_INET, port, 4);
         // ldh [0]; ret a
         if (!client::set_dissector(mine[0].get(), cbpf({{0x28, 0, 0, 0}, {0x16, 0, 0, 0}})))

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 #include <net/if.h>
+#include <sched.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -19,6 +20,7 @@
 #include <catch2/catch.hpp>
 
 #include "grm/abi.h"
+#include "grm/client.hpp"
 #include "sandbox.hpp"
 #include "udp.hpp"
 
@@ -54,6 +56,12 @@ inline bool lo_up()
     return ::ioctl(s.get(), SIOCSIFFLAGS, &ifr) == 0;
 }
 
+/// in_child, in a network namespace of its own with its loopback up: 1 when that cannot be had.
+inline int in_child_netns(const std::function<int()>& f)
+{
+    return in_child([&f] { return ::unshare(CLONE_NEWNET) == 0 && lo_up() ? f() : 1; });
+}
+
 /// A grmd for this test case, hooks in the sandbox's app cgroup; fails the test if it cannot.
 inline Daemon start(std::vector<std::string> extra = {})
 {
@@ -61,6 +69,18 @@ inline Daemon start(std::vector<std::string> extra = {})
     if (!d)
         FAIL(d.error().message());
     return std::move(*d);
+}
+
+/// n sockets on `port` (0: a free one) made a group with dissector d, registered as
+/// generation gen, which becomes the working one; fails the test if a step fails.
+inline std::vector<Fd> working_group(int family, uint16_t port, int n, const udp_grm_dissector& d,
+                                     uint32_t gen)
+{
+    auto socks = server_sockets(family, port, n);
+    REQUIRE(client::set_dissector(socks[0].get(), d));
+    REQUIRE(client::register_sockets(raw(socks), gen, std::chrono::seconds(10)));
+    REQUIRE(client::set_working_gen(socks[0].get(), gen));
+    return socks;
 }
 
 /// setsockopt of a u32 grm option: 0 or the errno.

@@ -11,7 +11,6 @@
 #include <functional>
 #include <mutex>
 #include <net/if.h>
-#include <sched.h>
 #include <thread>
 #include <unistd.h>
 
@@ -208,9 +207,7 @@ TEST_CASE("lifetime: a group of a network namespace that is gone is freed at onc
     // Five successive containers bind the same address; each exits. With the four namespace
     // slots of an address taken by dead namespaces, the fifth got EBADF, forever.
     for (int i = 0; i < 6; i++) {
-        int rc = in_child([port] {
-            if (::unshare(CLONE_NEWNET) != 0 || !lo_up())
-                return 1;
+        int rc = in_child_netns([port] {
             Fd s = server_socket(AF_INET, port);
             return set_u32(s.get(), UDP_GRM_WORKING_GEN, 1);
         });

@@ -5,7 +5,6 @@
 #include <cstring>
 #include <functional>
 #include <net/if.h>
-#include <sched.h>
 #include <thread>
 #include <unistd.h>
 
@@ -152,15 +151,10 @@ TEST_CASE("security: identical ip:port in two network namespaces are independent
           "[sec-netns]")
 {
     Daemon d = start();
-    auto socks = server_sockets(AF_INET, 0, 2);
+    auto socks = working_group(AF_INET, 0, 2, client::make_dissector(DISSECTOR_NOOP), 3);
     const uint16_t port = local_port(socks[0].get());
-    REQUIRE(client::set_dissector(socks[0].get(), client::make_dissector(DISSECTOR_NOOP)));
-    REQUIRE(client::register_sockets(raw(socks), 3, 10s));
-    REQUIRE(client::set_working_gen(socks[0].get(), 3));
 
-    int rc = in_child([port] {
-        if (::unshare(CLONE_NEWNET) != 0 || !lo_up())
-            return 1;
+    int rc = in_child_netns([port] {
         auto mine = server_sockets(AF_INET, port, 2);
         if (client::working_gen(mine[0].get()).value_or(0) != GRM_NO_GROUP)
             return 2; // the other namespace's group must not show through
