@@ -71,16 +71,24 @@ quic::Report run_scenario(const quic::Scenario& s, const std::string& name)
     return std::move(*r);
 }
 
-/// Every host restarted once and served connections across it; every host got connections.
-void check_spread(const quic::Report& r, size_t hosts)
+/// Every host restarted once and served connections across it, and the route spread the
+/// connections over every host (as the servers count them: accepted). With `answered`, every
+/// host also answered some client's requests.
+void check_spread(const quic::Report& r, size_t hosts, bool answered)
 {
     REQUIRE(r.restarts.size() == 3);
     for (const auto& rr : r.restarts)
         CHECK(rr.in_progress > 0);
     for (size_t h = 0; h < hosts; h++) {
         INFO("host " << h + 1);
-        CHECK(std::any_of(r.clients.begin(), r.clients.end(),
-                          [&](const auto& c) { return c.hosts.count(h) > 0; }));
+        uint64_t accepted = 0;
+        for (const auto& in : r.instances)
+            if (in.host == h)
+                accepted += in.stat("accepted");
+        CHECK(accepted > 0);
+        if (answered)
+            CHECK(std::any_of(r.clients.begin(), r.clients.end(),
+                              [&](const auto& c) { return c.hosts.count(h) > 0; }));
     }
 }
 
@@ -92,7 +100,9 @@ TEST_CASE("multihost: without the XDP tier, connections whose new address hashes
 {
     Topology t = make_topology(false);
     auto r = run_scenario(scenario(t), "no-tier");
-    check_spread(r, 3);
+    // Not `answered`: without the tier all of a host's connections may move away before their
+    // delayed requests (seen in a rehearsal: 9 connections answered, none by host 1).
+    check_spread(r, 3, false);
     // A client that moves lands on another host two times in three: without the tier that
     // host does not know the connection. If none failed, this topology proves nothing.
     fmt::print("multihost without the XDP tier: {} of {} connections failed\n", r.failed(),
@@ -150,7 +160,7 @@ void xdp_case(bool ipv6)
     wait_all_live(t, kAll);
     auto r = run_scenario(scenario(t, ipv6), ipv6 ? "xdp6" : "xdp");
     print_xdp(t);
-    check_spread(r, 3);
+    check_spread(r, 3, true);
     fmt::print("multihost with the XDP tier ({}): {} of {} connections failed\n",
                ipv6 ? "IPv6" : "IPv4", r.failed(), r.connections());
     CHECK(r.failed() == 0);
