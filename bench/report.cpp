@@ -276,11 +276,11 @@ Summary summarize(const std::vector<Setup>& setups, const std::vector<std::vecto
 
 void print_bench_table(const Summary& sum, const std::vector<Setup>& setups, int rounds)
 {
-    fmt::print("\n{:<14} {:<22} {:<24} {:<20} {:<20} {:<22} {:<22} {:>10} {:>10}\n", "setup",
+    fmt::print("\n{:<15} {:<22} {:<24} {:<20} {:<20} {:<22} {:<22} {:>10} {:>10}\n", "setup",
                "prog ns/pkt", "ns above floor", "above / floor", "target", "rx Mpps",
                "pps vs plain", "sent", "received");
     for (const Row& r : sum.rows)
-        fmt::print("{:<14} {:<22} {:<24} {:<20} {:<20} {:<22} {:<22} {:>10} {:>10}\n", r.name, r.ns,
+        fmt::print("{:<15} {:<22} {:<24} {:<20} {:<20} {:<22} {:<22} {:>10} {:>10}\n", r.name, r.ns,
                    r.above, r.vs_floor, r.target, r.pps, r.ratio, r.sent, r.received);
     fmt::print(
         "(median [min..max] over {} rounds; ns above floor, above / floor and pps vs plain "
@@ -289,7 +289,7 @@ void print_bench_table(const Summary& sum, const std::vector<Setup>& setups, int
         "issue's machine, floor 140 ns)\n",
         rounds);
     for (const auto& s : setups)
-        fmt::print("  {:<14} {}{}\n", s.spec->name, s.spec->what,
+        fmt::print("  {:<15} {}{}\n", s.spec->name, s.spec->what,
                    s.foreign ? " [steered by --daemon's program, not grm's]" : "");
 }
 

@@ -172,8 +172,9 @@ Result<std::vector<std::vector<Sample>>> run_rounds(std::vector<Setup>& setups,
 int run_bench(const Options& o, const std::vector<const SetupSpec*>& specs, const test::Sandbox& sb,
               const Cpus& cpus, int argc, char** argv)
 {
-    const bool need_grmd =
-        std::any_of(specs.begin(), specs.end(), [](auto* s) { return s->kind == Kind::grm; });
+    const bool need_grmd = std::any_of(specs.begin(), specs.end(), [](auto* s) {
+        return s->kind == Kind::grm || s->kind == Kind::ladder;
+    });
     auto stage = make_stage(o, sb, need_grmd, o.rx_bound);
     if (!stage) {
         fmt::print(stderr, "grm-bench: {}\n", stage.error().message());

@@ -14,6 +14,7 @@
 #include "floor.skel.h"
 #include "grm/client.hpp"
 #include "grm/quic.hpp"
+#include "ladder.skel.h"
 #include "pins.hpp"
 #include "udp.hpp"
 
@@ -45,6 +46,11 @@ udp_grm_dissector cbpf_cookie()
     return d;
 }
 
+udp_grm_dissector noop_dissector()
+{
+    return client::make_dissector(DISSECTOR_NOOP);
+}
+
 constexpr SetupSpec kSetups[] = {
     {"plain", "SO_REUSEPORT group, no program (the kernel's hash)", Kind::plain, nullptr, nullptr,
      0},
@@ -62,16 +68,34 @@ constexpr SetupSpec kSetups[] = {
     {"floor-tail2",
      "floor.bpf.c: floor-tail + a tail call back to a constant slot: cbpf's jumps (reference)",
      Kind::floor_tail2, nullptr, nullptr, 0},
+    // The ladder (ladder.bpf.c): grm's path cut after each step, each rung on a grm group of
+    // its own; a rung stands below the grm row it leads to. Not in the default set.
+    {"ladder-entry", "ladder.bpf.c on a NOOP group: the program call alone (no select)",
+     Kind::ladder, noop_dissector, nullptr, 0, 0, 0, "ladder_entry"},
+    {"ladder-group", "ladder.bpf.c: the group record (port index, record, key check) + the select",
+     Kind::ladder, noop_dissector, nullptr, 0, 0, 0, "ladder_group"},
+    {"ladder-counters", "ladder.bpf.c: ladder-group + NOOP's five per-CPU counters", Kind::ladder,
+     noop_dissector, nullptr, 0, 0, 0, "ladder_counters"},
     {"noop", "grm, NOOP dissector: every packet to the working generation", Kind::grm,
-     [] { return client::make_dissector(DISSECTOR_NOOP); }, nullptr, 0, 0.43, 62},
+     noop_dissector, nullptr, 0, 0.43, 62},
+    {"ladder-peer", "ladder.bpf.c: ladder-counters + the sender's address (FLOW's key)",
+     Kind::ladder, noop_dissector, nullptr, 0, 0, 0, "ladder_peer"},
     {"flow", "grm, FLOW dissector: established flows, flow-table hit", Kind::grm,
      [] { return client::make_dissector(DISSECTOR_FLOW); }, nullptr, 0, 1.19, 171},
+    {"ladder-parse", "ladder.bpf.c, QUIC group: ladder-counters + the header parse, cookie check",
+     Kind::ladder, [] { return client::make_quic_dissector(); }, quic_short_header,
+     1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer), 0, 0, "ladder_parse"},
     {"cid", "grm, QUIC dissector: short headers, the cookie in the connection ID", Kind::grm,
      [] { return client::make_quic_dissector(); }, quic_short_header,
      1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer), 0.5, 70},
     {"cbpf", "grm, cBPF dissector: ldh [2]; ret a (the same connection IDs)", Kind::grm,
      cbpf_cookie, quic_short_header, 1 + GRM_QUIC_DEFAULT_CID_LEN + sizeof(Trailer), 0.79, 114},
 };
+
+/// What `--setups ladder` stands for: the rungs and the rows above and below them.
+constexpr const char* kLadder[] = {
+    "floor",       "floor-sets",   "ladder-entry", "ladder-group", "ladder-counters",
+    "ladder-peer", "ladder-parse", "noop",         "flow",         "cid"};
 
 /// Loads floor.bpf.o, fills the map of the floor `kind` names with the group's sockets and
 /// attaches that program.
@@ -125,6 +149,51 @@ Result<void> make_floor(Setup& s, int n, Kind kind)
     if (!s.prog.valid())
         return errno_error("dup program fd");
     s.skel = std::move(skel);
+    return {};
+}
+
+/// Loads ladder.bpf.o on grmd's maps (every grm_* map reused from its pins: the rung reads the
+/// group grmd made for s) and attaches the spec's rung to s's group in place of grm_select_sk.
+Result<void> make_ladder(Setup& s, int n, const DaemonRef& d)
+{
+    if (d.foreign_ids_before)
+        return unexpected(EINVAL, "the ladder runs on grmd's maps, not on --daemon's");
+    std::unique_ptr<ladder_bpf, LadderSkelFree> skel(ladder_bpf__open());
+    if (!skel)
+        return errno_error("open ladder.bpf.o");
+    skel->rodata->n_socks = static_cast<__u32>(n);
+    bpf_map* m = nullptr;
+    bpf_object__for_each_map (m, skel->obj) {
+        const std::string name = bpf_map__name(m);
+        if (name.rfind("grm_", 0) != 0)
+            continue; // the object's own .rodata and .bss
+        const std::string path = pins::map(d.pin_dir, name);
+        Fd pinned(bpf_obj_get(path.c_str()));
+        if (!pinned.valid())
+            return errno_error("open " + path);
+        if (int e = bpf_map__reuse_fd(m, pinned.get()); e != 0)
+            return unexpected(-e, "reuse " + path);
+    }
+    const bpf_program* rung = nullptr;
+    bpf_program* p = nullptr;
+    bpf_object__for_each_program (p, skel->obj) {
+        const bool mine = std::string_view(bpf_program__name(p)) == s.spec->rung;
+        bpf_program__set_autoload(p, mine);
+        if (mine)
+            rung = p;
+    }
+    if (!rung)
+        return unexpected(ENOENT, fmt::format("no program {} in ladder.bpf.o", s.spec->rung));
+    if (int e = ladder_bpf__load(skel.get()); e != 0)
+        return unexpected(-e, "load ladder.bpf.o");
+    int prog = bpf_program__fd(rung);
+    if (::setsockopt(s.socks[0].get(), SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog, sizeof(prog)) !=
+        0)
+        return errno_error("SO_ATTACH_REUSEPORT_EBPF");
+    s.prog = Fd(::fcntl(prog, F_DUPFD_CLOEXEC, 0));
+    if (!s.prog.valid())
+        return errno_error("dup program fd");
+    s.ladder = std::move(skel);
     return {};
 }
 
@@ -188,12 +257,19 @@ std::span<const SetupSpec> all_setups()
 
 Result<std::vector<const SetupSpec*>> select_setups(const Options& o)
 {
+    std::vector<std::string> names;
+    for (const auto& name : o.setups)
+        if (name == "ladder")
+            names.insert(names.end(), std::begin(kLadder), std::end(kLadder));
+        else
+            names.push_back(name);
     std::vector<const SetupSpec*> specs;
     for (const auto& s : kSetups)
-        if ((o.setups.empty() && (o.daemon.empty() || std::string_view(s.name) != "cid")) ||
-            std::find(o.setups.begin(), o.setups.end(), s.name) != o.setups.end())
+        if ((names.empty() && s.kind != Kind::ladder &&
+             (o.daemon.empty() || std::string_view(s.name) != "cid")) ||
+            std::find(names.begin(), names.end(), s.name) != names.end())
             specs.push_back(&s);
-    for (const auto& name : o.setups)
+    for (const auto& name : names)
         if (std::none_of(specs.begin(), specs.end(), [&](auto* s) { return name == s->name; }))
             return unexpected(EINVAL, fmt::format("unknown setup '{}'", name));
     return specs;
@@ -204,6 +280,11 @@ void FloorSkelFree::operator()(bench_bpf* p) const noexcept
     bench_bpf__destroy(p);
 }
 
+void LadderSkelFree::operator()(ladder_bpf* p) const noexcept
+{
+    ladder_bpf__destroy(p);
+}
+
 std::vector<int> Setup::fds() const
 {
     return test::raw(socks);
@@ -211,6 +292,8 @@ std::vector<int> Setup::fds() const
 
 uint64_t Setup::floor_select_errors() const
 {
+    if (ladder)
+        return ladder->bss->select_err;
     return skel ? skel->bss->select_err : 0;
 }
 
@@ -224,10 +307,12 @@ Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const DaemonRe
         return unexpected(EINVAL,
                           fmt::format("setup {} needs --size >= {}", spec.name, spec.min_size));
     Result<void> r;
-    if (spec.kind == Kind::grm) {
+    if (spec.kind == Kind::grm || spec.kind == Kind::ladder) {
         for (int g = 0; g < shape.groups && r; g++)
             r = make_grm_group(s, shape);
-        if (r)
+        if (r && spec.kind == Kind::ladder)
+            r = make_ladder(s, shape.socks, d);
+        else if (r)
             r = find_grm_prog(s, d);
     } else {
         auto socks = receiver_group(0, shape.socks);

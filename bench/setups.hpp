@@ -22,7 +22,8 @@
 #include "sandbox.hpp"
 #include "traffic.hpp"
 
-struct bench_bpf; // floor.skel.h
+struct bench_bpf;  // floor.skel.h
+struct ladder_bpf; // ladder.skel.h
 
 namespace grm::bench {
 
@@ -34,7 +35,8 @@ enum class Kind {
     floor_sets,
     floor_tail,
     floor_tail2,
-    grm
+    grm,
+    ladder ///< a rung of ladder.bpf.c on a grm group, in place of grm's program
 };
 
 /// One row of the comparison. Adding a grm dissector is one more row: its dissector config
@@ -51,16 +53,22 @@ struct SetupSpec {
     /// 140 ns), shown next to it.
     double target_ratio = 0;
     int target_ns = 0;
+    const char* rung = nullptr; ///< ladder: the program of ladder.bpf.c
 };
 
 /// Every setup, in table order.
 std::span<const SetupSpec> all_setups();
-/// The setups --setups names, in table order (all if none); an error names an unknown one.
+/// The setups --setups names, in table order (all but the ladder's if none; "ladder" names
+/// the ladder's rungs and the rows they lead to); an error names an unknown one.
 Result<std::vector<const SetupSpec*>> select_setups(const Options& o);
 
 /// Destroys the floor program's skeleton.
 struct FloorSkelFree {
     void operator()(bench_bpf* p) const noexcept;
+};
+/// Destroys a ladder rung's skeleton.
+struct LadderSkelFree {
+    void operator()(ladder_bpf* p) const noexcept;
 };
 
 /// A receiving group, live for the whole run, with the program that steers it.
@@ -69,9 +77,10 @@ struct Setup {
     std::vector<Fd> socks;
     uint16_t port = 0;
     Fd prog; ///< the group's reuseport program; invalid for plain
-    std::unique_ptr<bench_bpf, FloorSkelFree> skel; ///< floors: the loaded floor.bpf.o
-    std::vector<uint16_t> cookies;                  ///< grm: cookies of the sockets, in order
-    grm_stats base{};                               ///< grm: the group's counters after the warm-up
+    std::unique_ptr<bench_bpf, FloorSkelFree> skel;     ///< floors: the loaded floor.bpf.o
+    std::unique_ptr<ladder_bpf, LadderSkelFree> ladder; ///< ladder: the loaded ladder.bpf.o
+    std::vector<uint16_t> cookies;                      ///< grm: cookies of the sockets, in order
+    grm_stats base{};            ///< grm: the group's counters after the warm-up
     bool foreign = false;        ///< steered by --daemon's program: no grm counters to read
     std::vector<uint16_t> ports; ///< every group's port (the scaling modes make several)
     int raw_fd = -1;             ///< >= 0: traffic from this raw socket over `tuples`
@@ -79,7 +88,8 @@ struct Setup {
     Tuples tuples;               ///< raw traffic: the tuples, to `ports`
 
     std::vector<int> fds() const;
-    /// floor, floor-sockhash: selects that failed (and fell back to the kernel's hash) so far.
+    /// The floors and the ladder's rungs: selects that failed (and fell back to the kernel's
+    /// hash) so far.
     uint64_t floor_select_errors() const;
 };
 
