@@ -37,6 +37,13 @@ static __always_inline int select_owner(struct sk_reuseport_md* md, __u64 owner)
     return bpf_sk_select_reuseport(md, &grm_socks, &owner, 0);
 }
 
+/* Where in [0, n) a packet's hash points: the top of hash * n, as the kernel's own reuseport
+ * choice (reciprocal_scale). Uniform as hash % n, without its division. */
+static __always_inline __u32 hash_pos(struct sk_reuseport_md* md, __u32 n)
+{
+    return (__u32)(((__u64)md->hash * n) >> 32);
+}
+
 struct probe {
     struct sk_reuseport_md* md;
     struct grm_slot_state* sl;
@@ -77,7 +84,7 @@ static __noinline __u64 select_in_gen(struct sk_reuseport_md* md, struct grm_gro
     /* A slot still holding an older generation that wrapped onto it is not this one. */
     if (!sl || sl->gen != gen || !(n = sl->n_live) || n > GRM_MAX_SOCKS)
         return 0;
-    pos = md->hash % n;
+    pos = hash_pos(md, n);
     OPAQUE(pos);
     pos &= GRM_MAX_SOCKS - 1;
     idx = sl->live[pos];
@@ -135,7 +142,7 @@ static __always_inline __u64 dispatch_new_fast(struct sk_reuseport_md* md, struc
     __u32 n, pos, idx;
 
     if (sl && sl->gen == gen && (n = sl->n_live) && n <= GRM_MAX_SOCKS) {
-        pos = md->hash % n;
+        pos = hash_pos(md, n);
         OPAQUE(pos);
         pos &= GRM_MAX_SOCKS - 1;
         idx = sl->live[pos];

@@ -162,11 +162,15 @@ static inline int grm_cookie_decode(__u16 cookie, __u32* slot, __u32* idx)
     return 1;
 }
 
-/* Internal slot of (app, generation): the 32 slots are split evenly between the apps. */
+/* Internal slot of (app, generation): the 32 slots are split evenly between the apps. One
+ * app (the usual case, on every new flow's path) takes no division: a BPF division is a real
+ * `div` on x86, tens of cycles. */
 static inline __u32 grm_slot(__u32 max_apps, __u32 app, __u32 gen)
 {
     __u32 apps = max_apps ? max_apps : 1;
     __u32 size;
+    if (apps == 1)
+        return gen & (GRM_MAX_SLOTS - 1);
     if (apps > GRM_MAX_APPS)
         apps = GRM_MAX_APPS;
     size = GRM_MAX_SLOTS / apps;

@@ -54,6 +54,14 @@ TEST_CASE("slot: generations split between apps", "[abi]")
     CHECK(grm_slot(3, 0, 10) == 0);
     CHECK(grm_slot(4, 2, 7) == 23);
     CHECK(grm_slot(4, 3, 8) == 24);
+    // One app's shortcut (no division) is the general formula's answer.
+    for (uint32_t apps = 0; apps <= 5; apps++)
+        for (uint32_t app = 0; app < 6; app++)
+            for (uint32_t gen : {0u, 1u, 31u, 32u, 33u, 0x7fffffffu, 0xfffffffeu, 0xffffffffu}) {
+                uint32_t a = apps == 0 ? 1 : apps > GRM_MAX_APPS ? GRM_MAX_APPS : apps;
+                uint32_t size = GRM_MAX_SLOTS / a;
+                CHECK(grm_slot(apps, app, gen) == (((app % a) * size + gen % size) & 31));
+            }
 }
 
 TEST_CASE("layout: app structs are udpgrm's", "[abi]")
