@@ -11,6 +11,7 @@
  * one below it by one step:
  *
  *   ladder_entry     the program call, nothing else (the kernel's hash decides)
+ *   ladder_select    + grm's select, of a group and slot grm-bench names (no lookup)
  *   ladder_group     + the packet's group: its key from md->sk, the port index, the record
  *                    and its key check (group_fast), the working generation's slot number
  *   ladder_counters  + the group's per-CPU counters, NOOP's five increments
@@ -34,8 +35,11 @@
 char LICENSE[] SEC("license") = "GPL";
 
 /* Sockets in the group's working generation, at indexes 0..n_socks-1 (grmd numbers a
- * generation's sockets in the order they registered). Set by grm-bench before load. */
+ * generation's sockets in the order they registered); for ladder_select, the group's id and
+ * that generation's slot. Set by grm-bench before load. */
 const volatile __u32 n_socks = 1;
+const volatile __u32 ladder_gid = 0;
+const volatile __u32 ladder_slot = 0;
 
 /* Rungs that found no group or failed to select, for grm-bench's check (as floor.bpf.c's):
  * a rung that fell back to the kernel's hash measured less than it claims. */
@@ -56,7 +60,7 @@ static __always_inline int rung_select(struct sk_reuseport_md* md, struct grm_gr
 {
     __u32 slot = grm_slot(g->max_apps, 0, g->working_gen[0]);
 
-    if (select_idx(md, g->gid, slot, n_socks ? md->hash % n_socks : 0))
+    if (select_idx(md, g->gid, slot, hash_pos(md, n_socks)))
         select_err++;
     return SK_PASS;
 }
@@ -79,6 +83,14 @@ SEC("sk_reuseport")
 int ladder_entry(struct sk_reuseport_md* md)
 {
     (void)md;
+    return SK_PASS;
+}
+
+SEC("sk_reuseport")
+int ladder_select(struct sk_reuseport_md* md)
+{
+    if (select_idx(md, ladder_gid, ladder_slot, hash_pos(md, n_socks)))
+        select_err++;
     return SK_PASS;
 }
 

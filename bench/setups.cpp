@@ -72,9 +72,11 @@ constexpr SetupSpec kSetups[] = {
     // its own; a rung stands below the grm row it leads to. Not in the default set.
     {"ladder-entry", "ladder.bpf.c on a NOOP group: the program call alone (no select)",
      Kind::ladder, noop_dissector, nullptr, 0, 0, 0, "ladder_entry"},
-    {"ladder-group", "ladder.bpf.c: the group record (port index, record, key check) + the select",
+    {"ladder-select", "ladder.bpf.c on a NOOP group: grm's select alone, group and slot given",
+     Kind::ladder, noop_dissector, nullptr, 0, 0, 0, "ladder_select"},
+    {"ladder-group", "ladder.bpf.c: + the group record (port index, record, key check)",
      Kind::ladder, noop_dissector, nullptr, 0, 0, 0, "ladder_group"},
-    {"ladder-counters", "ladder.bpf.c: ladder-group + NOOP's five per-CPU counters", Kind::ladder,
+    {"ladder-counters", "ladder.bpf.c: + NOOP's five per-CPU counters", Kind::ladder,
      noop_dissector, nullptr, 0, 0, 0, "ladder_counters"},
     {"noop", "grm, NOOP dissector: every packet to the working generation", Kind::grm,
      noop_dissector, nullptr, 0, 0.43, 62},
@@ -94,8 +96,8 @@ constexpr SetupSpec kSetups[] = {
 
 /// What `--setups ladder` stands for: the rungs and the rows above and below them.
 constexpr const char* kLadder[] = {
-    "floor",       "floor-sets",   "ladder-entry", "ladder-group", "ladder-counters",
-    "ladder-peer", "ladder-parse", "noop",         "flow",         "cid"};
+    "floor", "floor-sets",  "ladder-entry", "ladder-select", "ladder-group", "ladder-counters",
+    "noop",  "ladder-peer", "flow",         "ladder-parse",  "cid"};
 
 /// Loads floor.bpf.o, fills the map of the floor `kind` names with the group's sockets and
 /// attaches that program.
@@ -154,14 +156,19 @@ Result<void> make_floor(Setup& s, int n, Kind kind)
 
 /// Loads ladder.bpf.o on grmd's maps (every grm_* map reused from its pins: the rung reads the
 /// group grmd made for s) and attaches the spec's rung to s's group in place of grm_select_sk.
-Result<void> make_ladder(Setup& s, int n, const DaemonRef& d)
+Result<void> make_ladder(Setup& s, int n, int gens, const DaemonRef& d)
 {
     if (d.foreign_ids_before)
         return unexpected(EINVAL, "the ladder runs on grmd's maps, not on --daemon's");
     std::unique_ptr<ladder_bpf, LadderSkelFree> skel(ladder_bpf__open());
     if (!skel)
         return errno_error("open ladder.bpf.o");
+    auto gs = test::group_stats(d.pin_dir, AF_INET, s.ports[0]);
+    if (!gs.found)
+        return unexpected(ENOENT, "no grm group record");
     skel->rodata->n_socks = static_cast<__u32>(n);
+    skel->rodata->ladder_gid = gs.gid;
+    skel->rodata->ladder_slot = grm_slot(1, 0, static_cast<__u32>(gens - 1));
     bpf_map* m = nullptr;
     bpf_object__for_each_map (m, skel->obj) {
         const std::string name = bpf_map__name(m);
@@ -311,7 +318,7 @@ Result<Setup> make_setup(const SetupSpec& spec, const Options& o, const DaemonRe
         for (int g = 0; g < shape.groups && r; g++)
             r = make_grm_group(s, shape);
         if (r && spec.kind == Kind::ladder)
-            r = make_ladder(s, shape.socks, d);
+            r = make_ladder(s, shape.socks, shape.gens, d);
         else if (r)
             r = find_grm_prog(s, d);
     } else {

@@ -181,6 +181,7 @@ GroupStats group_stats(const std::string& pin_dir, int family, uint16_t port)
     grm_group g{};
     if (!recs.valid() || !read_group(groups.get(), recs.get(), k, &g))
         return gs;
+    gs.gid = g.gid;
     int ncpu = libbpf_num_possible_cpus();
     std::vector<grm_stats> per(static_cast<size_t>(ncpu));
     if (bpf_map_lookup_elem(stats.get(), &g.gid, per.data()) != 0)

@@ -65,6 +65,7 @@ struct GroupStats {
     grm_dstats daemon{};
     /// grm_dropped: registrations dropped because their process had exited (-1: no such map)
     int64_t dropped = -1;
+    uint32_t gid = 0; ///< the group's id (index of grm_group_recs), when found
     bool found = false;
 };
 GroupStats group_stats(const std::string& pin_dir, int family, uint16_t port);
