@@ -2,6 +2,7 @@
 #include "host.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -89,6 +90,10 @@ CpuTimes cpu_times()
     while (std::getline(stat, line)) {
         unsigned n = 0;
         unsigned long long v[8] = {};
+        // "cpuN ..." only: the first line, "cpu  ..." (all CPUs), would scan its first time
+        // as N and size the vector by it (tens of MB per call, kept by every phase).
+        if (line.size() < 4 || line.compare(0, 3, "cpu") != 0 || !std::isdigit(line[3]))
+            continue;
         if (std::sscanf(line.c_str(), "cpu%u %llu %llu %llu %llu %llu %llu %llu %llu", &n, &v[0],
                         &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 9)
             continue;

@@ -22,14 +22,15 @@
  *   ladder_parse     ladder_counters + the QUIC header parse and the cookie's check
  *                    (cid = ladder_parse with the cookie's socket selected)
  */
-#include <linux/types.h>
 #include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
+#include <linux/types.h>
+
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
 
 #include "grm/abi.h"
-#include "maps.bpf.h"
 #include "group.bpf.h"
+#include "maps.bpf.h"
 #include "quic.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
