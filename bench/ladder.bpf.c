@@ -66,18 +66,26 @@ static __always_inline int rung_select(struct sk_reuseport_md* md, struct grm_gr
     return SK_PASS;
 }
 
-static __always_inline struct grm_stats* rung_count(struct grm_group* g)
+/* The group, its NOOP counters counted; NULL when there is none. */
+static __always_inline struct grm_group* rung_counted(struct sk_reuseport_md* md)
 {
-    struct grm_stats* s = stats_of(g->gid);
+    struct grm_group* g = rung_group(md);
+    struct grm_stats* s = g ? stats_of(g->gid) : 0;
 
-    if (s) {
-        s->rx_processed_total++;
-        s->rx_dissected_ok_total++;
-        s->rx_flow_new_unseen++;
-        s->rx_new_flow_total++;
-        s->rx_new_flow_working_gen_dispatch_ok++;
-    }
-    return s;
+    if (!s)
+        return 0;
+    s->rx_processed_total++;
+    s->rx_dissected_ok_total++;
+    s->rx_flow_new_unseen++;
+    s->rx_new_flow_total++;
+    s->rx_new_flow_working_gen_dispatch_ok++;
+    return g;
+}
+
+static __always_inline int rung_failed(void)
+{
+    select_err++;
+    return SK_PASS;
 }
 
 SEC("sk_reuseport")
@@ -100,59 +108,43 @@ int ladder_group(struct sk_reuseport_md* md)
 {
     struct grm_group* g = rung_group(md);
 
-    if (!g) {
-        select_err++;
-        return SK_PASS;
-    }
-    return rung_select(md, g);
+    return g ? rung_select(md, g) : rung_failed();
 }
 
 SEC("sk_reuseport")
 int ladder_counters(struct sk_reuseport_md* md)
 {
-    struct grm_group* g = rung_group(md);
+    struct grm_group* g = rung_counted(md);
 
-    if (!g || !rung_count(g)) {
-        select_err++;
-        return SK_PASS;
-    }
-    return rung_select(md, g);
+    return g ? rung_select(md, g) : rung_failed();
 }
 
 SEC("sk_reuseport")
 int ladder_peer(struct sk_reuseport_md* md)
 {
-    struct grm_group* g = rung_group(md);
+    struct grm_group* g = rung_counted(md);
     struct grm_flow_key fk;
 
-    if (!g || !rung_count(g)) {
-        select_err++;
-        return SK_PASS;
-    }
+    if (!g)
+        return rung_failed();
     __builtin_memset(&fk, 0, sizeof(fk));
     fk.gid = g->gid;
-    if (peer_of(md, fk.addr, &fk.port)) {
-        select_err++;
-        return SK_PASS;
-    }
+    if (peer_of(md, fk.addr, &fk.port))
+        return rung_failed();
     return rung_select(md, g);
 }
 
 SEC("sk_reuseport")
 int ladder_parse(struct sk_reuseport_md* md)
 {
-    struct grm_group* g = rung_group(md);
+    struct grm_group* g = rung_counted(md);
     struct grm_quic_hdr h;
     __u32 slot, idx;
 
-    if (!g || !rung_count(g)) {
-        select_err++;
-        return SK_PASS;
-    }
+    if (!g)
+        return rung_failed();
     grm_quic_parse(md, g->cid_len, g->cookie_offset, &h);
-    if (h.kind != GRM_QUIC_SHORT || !grm_cookie_decode(h.cookie, &slot, &idx)) {
-        select_err++;
-        return SK_PASS;
-    }
+    if (h.kind != GRM_QUIC_SHORT || !grm_cookie_decode(h.cookie, &slot, &idx))
+        return rung_failed();
     return rung_select(md, g);
 }

@@ -99,6 +99,19 @@ constexpr const char* kLadder[] = {
     "floor", "floor-sets",  "ladder-entry", "ladder-select", "ladder-group", "ladder-counters",
     "noop",  "ladder-peer", "flow",         "ladder-parse",  "cid"};
 
+/// Attaches program `prog` to s's reuseport group (any member attaches it to the whole
+/// group), in place of the one it had; s.prog gets a copy of the fd, for the statistics.
+Result<void> attach_prog(Setup& s, int prog)
+{
+    if (::setsockopt(s.socks[0].get(), SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog, sizeof(prog)) !=
+        0)
+        return errno_error("SO_ATTACH_REUSEPORT_EBPF");
+    s.prog = Fd(::fcntl(prog, F_DUPFD_CLOEXEC, 0));
+    if (!s.prog.valid())
+        return errno_error("dup program fd");
+    return {};
+}
+
 /// Loads floor.bpf.o, fills the map of the floor `kind` names with the group's sockets and
 /// attaches that program.
 Result<void> make_floor(Setup& s, int n, Kind kind)
@@ -143,13 +156,8 @@ Result<void> make_floor(Setup& s, int n, Kind kind)
             0)
             return errno_error(std::string("insert socket into ") + bpf_map__name(m));
     }
-    // Any member attaches the program to the whole group.
-    if (::setsockopt(s.socks[0].get(), SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog, sizeof(prog)) !=
-        0)
-        return errno_error("SO_ATTACH_REUSEPORT_EBPF");
-    s.prog = Fd(::fcntl(prog, F_DUPFD_CLOEXEC, 0));
-    if (!s.prog.valid())
-        return errno_error("dup program fd");
+    if (auto r = attach_prog(s, prog); !r)
+        return r;
     s.skel = std::move(skel);
     return {};
 }
@@ -193,13 +201,8 @@ Result<void> make_ladder(Setup& s, int n, int gens, const DaemonRef& d)
         return unexpected(ENOENT, fmt::format("no program {} in ladder.bpf.o", s.spec->rung));
     if (int e = ladder_bpf__load(skel.get()); e != 0)
         return unexpected(-e, "load ladder.bpf.o");
-    int prog = bpf_program__fd(rung);
-    if (::setsockopt(s.socks[0].get(), SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog, sizeof(prog)) !=
-        0)
-        return errno_error("SO_ATTACH_REUSEPORT_EBPF");
-    s.prog = Fd(::fcntl(prog, F_DUPFD_CLOEXEC, 0));
-    if (!s.prog.valid())
-        return errno_error("dup program fd");
+    if (auto r = attach_prog(s, bpf_program__fd(rung)); !r)
+        return r;
     s.ladder = std::move(skel);
     return {};
 }
