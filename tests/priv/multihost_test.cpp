@@ -273,13 +273,20 @@ TEST_CASE("multihost: a host added to the table and to ECMP gets new connections
                         }});
     auto r = run_scenario(s, "add");
     print_xdp(t);
-    int wave1_on_h3 = 0, wave2_on_h3 = 0;
-    for (const auto& c : r.clients)
-        (c.wave == 0 ? wave1_on_h3 : wave2_on_h3) += c.hosts.count(2) ? 1 : 0;
-    fmt::print("host 3 added: connections it served: {} of the first wave, {} of the second; "
-               "{} of {} failed\n",
-               wave1_on_h3, wave2_on_h3, r.failed(), r.connections());
-    CHECK(wave1_on_h3 == 0);
+    // A first-wave connection must not move to host 3: that would show as host 3 answering
+    // it next to the host it began on. One that host 3 alone answered had its whole
+    // handshake after the join (seen once, under the sanitizers on a busy machine: 2 of the
+    // first wave's 16), and is a new connection for the router like the second wave's.
+    int wave1_on_h3 = 0, wave1_moved = 0, wave2_on_h3 = 0;
+    for (const auto& c : r.clients) {
+        const bool h3 = c.hosts.count(2) != 0;
+        (c.wave == 0 ? wave1_on_h3 : wave2_on_h3) += h3 ? 1 : 0;
+        wave1_moved += c.wave == 0 && h3 && c.hosts.size() > 1 ? 1 : 0;
+    }
+    fmt::print("host 3 added: connections it served: {} of the first wave ({} moved there), {} "
+               "of the second; {} of {} failed\n",
+               wave1_on_h3, wave1_moved, wave2_on_h3, r.failed(), r.connections());
+    CHECK(wave1_moved == 0);
     CHECK(wave2_on_h3 > 0);
     CHECK(r.failed() == 0);
     CHECK(r.split() == 0);
